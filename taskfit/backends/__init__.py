@@ -1,0 +1,73 @@
+"""Model backends: one small interface (generate, score) over local and remote models.
+
+Adding a backend: write ``taskfit/backends/<name>.py`` with a ``create(config) -> Backend``
+function and add one line to ``BUILTINS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from taskfit.registry import Registry
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    messages: tuple[Message, ...] | list[Message]
+    max_tokens: int = 64
+    stop: tuple[str, ...] = ()
+    temperature: float = 0.0
+    n: int = 1
+    seed: int = 0
+
+
+@dataclass
+class GenerateResult:
+    texts: list[str]
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_ms: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Log-likelihood of each continuation as the start of the assistant's reply to ``messages``."""
+
+    messages: tuple[Message, ...] | list[Message]
+    continuations: tuple[str, ...]
+
+
+@dataclass
+class ScoreResult:
+    logprobs: list[float]  # summed log-probability per continuation
+    token_counts: list[int] = field(default_factory=list)  # tokens per continuation
+    tokens_in: int = 0
+    latency_ms: float = 0.0
+    error: str | None = None
+
+
+class Backend(Protocol):
+    """What every backend provides. Batched: one call may carry many requests."""
+
+    model_id: str  # stable identity used in cache keys (name + weights fingerprint)
+    supports_score: bool
+    local: bool  # runs on this machine (cost is time, not money)
+
+    def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]: ...
+
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+BUILTINS = {
+    "hf": "taskfit.backends.hf:create",
+    "openai": "taskfit.backends.openai:create",
+    "scripted": "taskfit.backends.scripted:create",
+}
+
+backends = Registry("backend", BUILTINS)

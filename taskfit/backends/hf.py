@@ -1,0 +1,279 @@
+"""Local models with transformers, on CPU or GPU: batched generation and label log-likelihood scoring.
+
+Scoring runs the prompt once per example (single-token continuations are read off the last position; longer
+ones are appended to the prompt) and reuses the KV cache of the token prefix that a batch shares (the system
+prompt and a fixed few-shot block), so that prefix is computed once per run instead of once per example.
+Latency per request is the batch's wall time divided by its size (throughput cost, not time-to-first-token).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from taskfit.backends import GenerateRequest, GenerateResult, Message, ScoreRequest, ScoreResult
+from taskfit.errors import TaskfitError
+from taskfit.taskfile import ModelSpec
+
+MIN_SHARED_PREFIX = 16  # below this many tokens a shared-prefix cache costs more than it saves
+
+
+def create(spec: ModelSpec) -> HFBackend:
+    from taskfit import bundled
+
+    if spec.path in (None, "bundled"):
+        folder = bundled.smollm2_dir()
+    else:
+        p = Path(spec.path).expanduser()
+        if spec.gguf_file:
+            p = p / spec.gguf_file
+        if not p.exists():
+            raise TaskfitError(f"model path {str(p)!r} does not exist", field="models[].path")
+        folder = bundled.converted_gguf(p) if p.suffix == ".gguf" else p
+    return HFBackend(folder, spec)
+
+
+def _weights_fingerprint(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        h.update(f.name.encode() + str(f.stat().st_size).encode())
+        with f.open("rb") as fh:
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()[:12]
+
+
+class HFBackend:
+    local = True
+    supports_score = True
+
+    def __init__(self, folder: Path, spec: ModelSpec):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        self.spec = spec
+        self.folder = folder
+        device = spec.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        dtype = spec.dtype
+        if dtype == "auto":
+            dtype = "bfloat16" if self.device.type == "cuda" else "float32"
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(self.device)
+        self.model.eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.use_chat_template = spec.chat_template and bool(self.tokenizer.chat_template)
+        self.model_id = f"hf:{spec.label()}:{_weights_fingerprint(folder)}"
+        self._prefix_cache: dict[tuple[int, ...], Any] = {}
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "hf", "folder": str(self.folder), "device": str(self.device),
+                "dtype": str(self.model.dtype), "chat_template": self.use_chat_template,
+                "parameters": sum(p.numel() for p in self.model.parameters())}
+
+    # -- prompts ---------------------------------------------------------------------------------
+    def prompt_text(self, messages: list[Message] | tuple[Message, ...]) -> str:
+        """The exact text the model sees: the chat template with the generation prompt, or plain text."""
+        messages = list(messages)
+        prefill = ""
+        if messages and messages[-1]["role"] == "assistant":  # the reply's opening words, to be continued
+            prefill = messages.pop()["content"]
+        if self.use_chat_template:
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefill
+        # base models: plain concatenation
+        return "\n\n".join(m["content"] for m in messages) + "\n" + prefill
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=not self.use_chat_template)["input_ids"]
+
+    # -- scoring ---------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        items = []
+        for i, r in enumerate(requests):
+            prompt = self._encode(self.prompt_text(r.messages))
+            conts = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in r.continuations]
+            if any(len(c) == 0 for c in conts):
+                raise TaskfitError(f"a continuation tokenizes to nothing: {r.continuations!r}")
+            items.append((i, prompt, conts))
+        items.sort(key=lambda it: len(it[1]))  # similar lengths together: less padding
+        results: list[ScoreResult | None] = [None] * len(requests)
+        bs = self.spec.batch_size
+        for start in range(0, len(items), bs):
+            batch = items[start:start + bs]
+            t0 = time.perf_counter()
+            rows: list[list[int]] = []
+            targets: list[list[tuple[int, int]]] = []  # (position whose logits predict, token id)
+            owners: list[tuple[int, int]] = []  # (item index in batch, continuation index)
+            single = all(len(c) == 1 for _, _, conts in batch for c in conts)
+            for b, (_, prompt, conts) in enumerate(batch):
+                if single:
+                    # one forward per example: every label is read off the last prompt position
+                    rows.append(prompt)
+                    targets.append([(len(prompt) - 1, c[0]) for c in conts])
+                    owners.append((b, -1))
+                else:
+                    for j, c in enumerate(conts):
+                        rows.append(prompt + c)
+                        targets.append([(len(prompt) - 1 + k, tok) for k, tok in enumerate(c)])
+                        owners.append((b, j))
+            logps = self._target_logprobs(rows, targets)
+            elapsed_ms = (time.perf_counter() - t0) * 1000 / len(batch)
+            per_item: dict[int, list[float]] = {b: [0.0] * len(batch[b][2]) for b in range(len(batch))}
+            for (b, j), lp in zip(owners, logps, strict=True):
+                if j == -1:
+                    per_item[b] = lp
+                else:
+                    per_item[b][j] = sum(lp)
+            for b, (i, prompt, conts) in enumerate(batch):
+                results[i] = ScoreResult(logprobs=[float(x) for x in per_item[b]],
+                                         token_counts=[len(c) for c in conts], tokens_in=len(prompt),
+                                         latency_ms=elapsed_ms)
+        return results  # type: ignore[return-value]
+
+    def _target_logprobs(self, rows: list[list[int]], targets: list[list[tuple[int, int]]]) -> list[list[float]]:
+        """Log-probabilities of target tokens; rows are right-padded, so pads never precede a real token."""
+        shortest = min(len(r) for r in rows)
+        prefix_len = _common_prefix_len(rows, limit=shortest - 1)
+        past = None
+        if prefix_len >= MIN_SHARED_PREFIX:
+            past = self._shared_prefix(tuple(rows[0][:prefix_len]), len(rows))
+        else:
+            prefix_len = 0
+        width = max(len(r) for r in rows) - prefix_len
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        for k, r in enumerate(rows):
+            ids[k, : len(r) - prefix_len] = torch.tensor(r[prefix_len:])
+        ids = ids.to(self.device)
+        base = self.model.get_decoder()
+        out = base(input_ids=ids, past_key_values=past, use_cache=past is not None)
+        hidden = out.last_hidden_state
+        # only the positions we need go through the (large-vocabulary) output layer
+        flat = [(k, pos - prefix_len, tok) for k, ts in enumerate(targets) for pos, tok in ts]
+        rows_idx = torch.tensor([f[0] for f in flat], device=self.device)
+        pos_idx = torch.tensor([f[1] for f in flat], device=self.device)
+        tok_idx = torch.tensor([f[2] for f in flat], device=self.device)
+        logits = self.model.get_output_embeddings()(hidden[rows_idx, pos_idx]).float()
+        softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        lp = torch.log_softmax(logits, dim=-1).gather(1, tok_idx[:, None])[:, 0].tolist()
+        out_lp: list[list[float]] = []
+        n = 0
+        for ts in targets:
+            out_lp.append(lp[n:n + len(ts)])
+            n += len(ts)
+        return out_lp
+
+    def _shared_prefix(self, prefix: tuple[int, ...], batch: int):
+        cached = self._prefix_cache.get(prefix)
+        if cached is None:
+            ids = torch.tensor([list(prefix)], device=self.device)
+            cached = self.model.get_decoder()(input_ids=ids, use_cache=True).past_key_values
+            self._prefix_cache = {prefix: cached}  # keep one: a run's prefix rarely changes mid-run
+        past = copy.deepcopy(cached)
+        past.batch_repeat_interleave(batch)
+        return past
+
+    # -- generation ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
+        results: list[GenerateResult | None] = [None] * len(requests)
+        encoded = [(i, self._encode(self.prompt_text(r.messages))) for i, r in enumerate(requests)]
+        # group requests with identical sampling settings, similar lengths together
+        encoded.sort(key=lambda it: (_sampling_key(requests[it[0]]), len(it[1])))
+        bs = self.spec.batch_size
+        start = 0
+        while start < len(encoded):
+            key = _sampling_key(requests[encoded[start][0]])
+            end = start
+            while end < len(encoded) and end - start < bs and _sampling_key(requests[encoded[end][0]]) == key:
+                end += 1
+            batch = encoded[start:end]
+            start = end
+            req = requests[batch[0][0]]
+            t0 = time.perf_counter()
+            texts, n_out = self._generate_batch([ids for _, ids in batch], req)
+            elapsed_ms = (time.perf_counter() - t0) * 1000 / len(batch)
+            for b, (i, ids) in enumerate(batch):
+                results[i] = GenerateResult(texts=texts[b], tokens_in=len(ids), tokens_out=n_out[b],
+                                            latency_ms=elapsed_ms)
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, batch: list[list[int]], req: GenerateRequest) -> tuple[list[list[str]], list[int]]:
+        pad = self.tokenizer.pad_token_id
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for k, ids in enumerate(batch):  # left padding: every row ends where generation starts
+            input_ids[k, width - len(ids):] = torch.tensor(ids)
+            mask[k, width - len(ids):] = 1
+        sample = req.temperature > 0
+        kwargs: dict[str, Any] = dict(max_new_tokens=req.max_tokens, do_sample=sample, pad_token_id=pad,
+                                      num_return_sequences=req.n if sample else 1)
+        if sample:
+            kwargs["temperature"] = req.temperature
+            torch.manual_seed(req.seed)
+        else:  # silence the sampling defaults that generation_config may carry
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if req.stop:
+            kwargs.update(stop_strings=list(req.stop), tokenizer=self.tokenizer)
+        out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+        gen = out[:, width:].tolist()
+        per_prompt = req.n if sample else 1
+        texts: list[list[str]] = []
+        n_out: list[int] = []
+        special = {self.tokenizer.eos_token_id, pad}
+        for k in range(len(batch)):
+            seqs = gen[k * per_prompt:(k + 1) * per_prompt]
+            decoded, count = [], 0
+            for seq in seqs:
+                toks = []
+                for t in seq:
+                    if t in special:
+                        break
+                    toks.append(t)
+                count += len(toks) + (1 if len(toks) < len(seq) else 0)
+                decoded.append(_cut_at_stop(self.tokenizer.decode(toks, skip_special_tokens=True), req.stop))
+            if not sample and req.n > 1:
+                decoded = decoded * req.n  # greedy decoding: n identical samples
+            texts.append(decoded)
+            n_out.append(count)
+        return texts, n_out
+
+
+def _sampling_key(r: GenerateRequest) -> tuple:
+    return (r.max_tokens, r.stop, r.temperature, r.n, r.seed)
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
+    cut = len(text)
+    for s in stops:
+        i = text.find(s)
+        if i != -1:
+            cut = min(cut, i)
+    return text[:cut]
+
+
+def _common_prefix_len(rows: list[list[int]], limit: int) -> int:
+    first = rows[0]
+    n = min(limit, len(first))
+    for r in rows[1:]:
+        k = 0
+        m = min(n, len(r))
+        while k < m and r[k] == first[k]:
+            k += 1
+        n = k
+        if n == 0:
+            break
+    return n

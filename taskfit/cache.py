@@ -1,0 +1,54 @@
+"""Content-addressed cache of model calls: key = hash(model id, call kind, parameters, exact prompt).
+
+The cache is also the audit log (every request and response is kept) and the resume point: a killed run
+repeats no model call it had finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+
+def call_key(model_id: str, kind: str, request: Any) -> str:
+    payload = json.dumps({"model": model_id, "kind": kind, "request": asdict(request)}, sort_keys=True,
+                         ensure_ascii=False, default=list)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class CallCache:
+    def __init__(self, eng: Engine):
+        self.eng = eng
+
+    def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        with self.eng.connect() as conn:
+            for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
+                chunk = keys[start:start + 500]
+                params = {f"k{i}": k for i, k in enumerate(chunk)}
+                sql = f"SELECT key, response FROM calls WHERE key IN ({', '.join(':' + p for p in params)})"
+                for key, response in conn.execute(text(sql), params):
+                    found[key] = json.loads(response)
+        return found
+
+    def put_many(self, rows: list[tuple[str, str, str, Any, dict[str, Any]]]) -> None:
+        """rows: (key, model_id, kind, request dataclass, response dict)."""
+        if not rows:
+            return
+        now = time.time()
+        with self.eng.begin() as conn:
+            conn.execute(
+                text("INSERT OR REPLACE INTO calls (key, model_id, kind, request, response, created) "
+                     "VALUES (:key, :model_id, :kind, :request, :response, :created)"),
+                [{"key": k, "model_id": m, "kind": kind, "created": now,
+                  "request": json.dumps(asdict(req), ensure_ascii=False, default=list),
+                  "response": json.dumps(resp, ensure_ascii=False)} for k, m, kind, req, resp in rows])
+
+    def count(self) -> int:
+        with self.eng.connect() as conn:
+            return conn.execute(text("SELECT COUNT(*) FROM calls")).scalar_one()

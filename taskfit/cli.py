@@ -1,0 +1,190 @@
+"""The `taskfit` command: thin wrappers that parse options, call the library and print."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from taskfit.errors import TaskfitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Compare prompt strategies (and, later, fine-tuned models) on your own task, with evidence.")
+out = Console()
+if not out.is_terminal:  # piped output: keep the leaderboard on one line per row
+    out = Console(width=200)
+err = Console(stderr=True)
+
+TaskArg = Annotated[str, typer.Argument(help="Path to the task file (YAML).")]
+StrategyOpt = Annotated[list[str] | None, typer.Option("--strategy", "-s", help="Strategy row (or registered name); repeatable.")]
+ModelOpt = Annotated[list[str] | None, typer.Option("--model", "-m", help="Model row name, local folder, .gguf or 'bundled'; repeatable.")]
+SplitOpt = Annotated[str | None, typer.Option(help="Split to score: train, dev or test (default: the task's).")]
+LimitOpt = Annotated[int | None, typer.Option(help="Score only the first N rows of the split.")]
+
+
+def _study(task: str, strategy, model, split, limit, as_json: bool, title: str) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from taskfit.leaderboard import JSON_KEYS, render
+    from taskfit.study import run_study
+
+    bars: dict[str, int] = {}
+    started = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err, transient=False) as progress:
+        def on_progress(arm, done, total):
+            if arm.name not in bars:
+                bars[arm.name] = progress.add_task(arm.name, total=total)
+            progress.update(bars[arm.name], completed=done)
+
+        err.print("[dim]loading task, data and models...[/dim]")
+        task_obj, table_rows = run_study(task, strategy_names=strategy, model_names=model, split=split, limit=limit,
+                                         progress=on_progress)
+    if as_json:
+        print(json.dumps([{**{k: r[k] for k in JSON_KEYS}, **r} for r in table_rows], indent=2))
+        return
+    out.print(render(table_rows, title=f"{title}: {task_obj.config.name} ({table_rows[0]['metric'] if table_rows else ''})"))
+    err.print(f"[dim]finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions[/dim]")
+
+
+@app.command()
+def run(task: TaskArg, limit: LimitOpt = None) -> None:
+    """Run the study the task file declares (every strategy x model) and print the leaderboard."""
+    _study(task, None, None, None, limit, False, "Study")
+
+
+@app.command("eval")
+def eval_(task: TaskArg, strategy: StrategyOpt = None, model: ModelOpt = None, split: SplitOpt = None,
+          limit: LimitOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON.")] = False,
+          ) -> None:
+    """Evaluate strategies x models on a split and print one leaderboard."""
+    _study(task, strategy, model, split, limit, as_json, "Leaderboard")
+
+
+@app.command()
+def validate(task: TaskArg) -> None:
+    """Check a task file, its data and its templates without calling a model."""
+    from taskfit.study import prepare
+
+    t, ds = prepare(task)
+    sizes = ", ".join(f"{k}={len(v)}" for k, v in ds.splits.items() if v)
+    out.print(f"[green]ok[/green] {t.config.name}: {sizes}; data hash {ds.hash}")
+
+
+@app.command()
+def runs(limit: Annotated[int, typer.Option(help="How many recent runs.")] = 30) -> None:
+    """List past runs, newest first."""
+    from taskfit import db
+    from taskfit.store import Store
+
+    store = Store(db.engine())
+    t = Table(title="Runs")
+    for col in ("run", "created", "task", "strategy", "model", "split", "done", "status"):
+        t.add_column(col)
+    for r in store.runs(limit):
+        t.add_row(r.id, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)), r.task_name, r.strategy, r.model,
+                  r.split, f"{store.progress(r.id)}/{r.n_total}", r.status)
+    out.print(t)
+
+
+@app.command()
+def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+         example: Annotated[str | None, typer.Option("--example", "-e", help="Show one example with its full trace.")] = None,
+         limit: Annotated[int, typer.Option(help="Rows to list.")] = 40) -> None:
+    """Show a run's predictions, wrong ones first, or one example's full trace."""
+    from taskfit import db
+    from taskfit.store import Store
+
+    store = Store(db.engine())
+    run = store.run(run_id)
+    if run is None:
+        raise TaskfitError(f"no run (or more than one) matches {run_id!r}; see `taskfit runs`")
+    preds = store.predictions(run.id)
+    if example:
+        matches = [p for p in preds if p["example_id"] == example]
+        if not matches:
+            raise TaskfitError(f"run {run.id} has no example {example!r}")
+        _show_trace(matches[0])
+        return
+    preds.sort(key=lambda p: (p["score"], p["idx"]))
+    t = Table(title=f"run {run.id}: {run.strategy} x {run.model} on {run.task_name}/{run.split} "
+              f"({len(preds)}/{run.n_total}, {run.status})")
+    for col in ("example", "input", "target", "answer", "score", "calls", "note"):
+        t.add_column(col, overflow="fold")
+    for p in preds[:limit]:
+        note = "call failed" if p["failed"] else ("parse failed" if p["parse_failed"] else "")
+        text = " | ".join(str(v) for v in p["inputs"].values())
+        t.add_row(p["example_id"], text[:120], p["target"][:60], str(p["answer"])[:60], f"{p['score']:.2f}",
+                  str(p["calls"]), note)
+    out.print(t)
+
+
+def _show_trace(p: dict) -> None:
+    out.rule(f"example {p['example_id']}  score {p['score']:.2f}")
+    out.print({"inputs": p["inputs"], "target": p["target"], "answer": p["answer"], "output": p["output"]})
+    for i, call in enumerate(p["trace"]["calls"], start=1):
+        out.rule(f"call {i}: {call['step']} ({call['kind']}){' cached' if call['cached'] else ''}")
+        for m in call["messages"]:
+            out.print(f"[bold]{m['role']}[/bold]: {m['content']}", markup=True, highlight=False)
+        out.print(f"[bold]-> output[/bold]: {call['output']}", highlight=False)
+        out.print(f"[dim]tokens {call['tokens_in']}/{call['tokens_out']}, {call['latency_ms']:.0f} ms"
+                  f"{', error: ' + call['error'] if call.get('error') else ''}[/dim]")
+    if p["trace"].get("details"):
+        out.print(p["trace"]["details"])
+
+
+@app.command("strategies")
+def list_strategies() -> None:
+    """List the registered strategies."""
+    from taskfit.strategies import describe, strategies
+
+    t = Table(title="Strategies")
+    t.add_column("name")
+    t.add_column("what it does")
+    for name in strategies.names():
+        t.add_row(name, describe(name))
+    out.print(t)
+
+
+@app.command("metrics")
+def list_metrics() -> None:
+    """List the registered metrics."""
+    import importlib
+
+    from taskfit.metrics import metrics
+
+    t = Table(title="Metrics")
+    t.add_column("name")
+    t.add_column("what it measures")
+    for name in metrics.names():
+        spec = metrics._specs.get(name, "")
+        doc = (importlib.import_module(spec.partition(":")[0]).__doc__ or "").strip().splitlines() if spec else []
+        t.add_row(name, doc[0] if doc else "")
+    out.print(t)
+
+
+def main() -> None:
+    try:
+        app()
+    except TaskfitError as e:
+        err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted: finished examples are stored; run the same command to resume[/yellow]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""One table for a study: score with 95% CI, paired test against the best row, latency, tokens, calls, cost."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from taskfit.metrics import build_metric
+from taskfit.stats import paired_p, score_interval
+from taskfit.store import RunRecord, Store
+from taskfit.taskfile import MetricSpec, ModelSpec
+
+JSON_KEYS = ("strategy", "model", "n", "score", "ci_low", "ci_high", "p_vs_best", "latency_p50_ms", "tokens_in",
+             "tokens_out", "calls", "cache_hits", "cost_per_1k")
+
+
+def rows(store: Store, runs: list[RunRecord]) -> list[dict[str, Any]]:
+    """Leaderboard rows, best score first. ``p_vs_best`` is None for the best row itself."""
+    preds = {r.id: store.predictions(r.id, with_trace=False) for r in runs}
+    out = []
+    for run in runs:
+        ps = preds[run.id]
+        metric = MetricSpec(**run.config["task"]["metrics"][0])
+        binary = build_metric(metric.name, metric.options).binary
+        scores = [p["score"] for p in ps]
+        n = len(ps)
+        lo, hi = score_interval(scores, binary) if n else (0.0, 0.0)
+        model = ModelSpec(**run.config["model"])
+        tin = _mean([p["tokens_in"] for p in ps])
+        tout = _mean([p["tokens_out"] for p in ps])
+        lat = [p["latency_ms"] for p in ps]
+        calls = sum(p["calls"] for p in ps)
+        out.append({
+            "strategy": run.strategy, "model": run.model, "n": n, "metric": metric.name,
+            "score": _mean(scores), "ci_low": lo, "ci_high": hi, "p_vs_best": None,
+            "latency_p50_ms": statistics.median(lat) if lat else 0.0,
+            "tokens_in": tin, "tokens_out": tout, "calls": calls, "calls_per_query": calls / n if n else 0.0,
+            "cache_hits": sum(p["cache_hits"] for p in ps),
+            "cost_per_1k": 1000 * (tin * model.price_in_per_1m + tout * model.price_out_per_1m) / 1e6,
+            "time_per_1k_s": _mean(lat) if lat else 0.0,  # mean ms per query x 1000 queries / 1000 ms per s
+            "parse_fail_rate": _mean([p["parse_failed"] for p in ps]),
+            "failed": sum(p["failed"] for p in ps), "mode": run.config.get("mode"), "run_id": run.id,
+            "binary": binary,
+        })
+    out.sort(key=lambda r: -r["score"])
+    if out:
+        best = out[0]
+        best_by_id = {p["example_id"]: p["score"] for p in preds[best["run_id"]]}
+        for r in out[1:]:
+            pairs = [(best_by_id[p["example_id"]], p["score"]) for p in preds[r["run_id"]] if p["example_id"] in best_by_id]
+            if pairs:
+                a, b = zip(*pairs, strict=True)
+                r["p_vs_best"] = paired_p(list(a), list(b), best["binary"] and r["binary"])
+    for r in out:
+        r.pop("binary")
+    return out
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def render(table_rows: list[dict[str, Any]], title: str = "Leaderboard"):
+    """A Rich table of the rows."""
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for col, just in [("strategy", "left"), ("model", "left"), ("n", "right"), ("score [95% CI]", "right"),
+                      ("p vs best", "right"), ("parse fail", "right"), ("p50 ms", "right"), ("tok in/out", "right"),
+                      ("calls/q", "right"), ("cache hits", "right"), ("$/1k q", "right"), ("time/1k q", "right"),
+                      ("run", "left")]:
+        t.add_column(col, justify=just)
+    for r in table_rows:
+        p = r["p_vs_best"]
+        t.add_row(
+            r["strategy"], r["model"], str(r["n"]),
+            f"{r['score']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+            "best" if p is None else (f"{p:.3f}" + (" *" if p < 0.05 else "")),
+            f"{r['parse_fail_rate']:.1%}", f"{r['latency_p50_ms']:.0f}",
+            f"{r['tokens_in']:.0f}/{r['tokens_out']:.0f}", f"{r['calls_per_query']:.1f}", str(r["cache_hits"]),
+            f"${r['cost_per_1k']:.4f}", _duration(r["time_per_1k_s"]), r["run_id"],
+        )
+    t.caption = ("score: mean of the first metric; CI: Wilson (0/1 metrics) or bootstrap; p vs best: McNemar or "
+                 "paired bootstrap, * < 0.05; latency on local models is batch time / batch size")
+    return t
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,84 @@
+"""The model as strategies see it: a backend behind the call cache, recording every call in a trace."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from taskfit.backends import Backend, GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from taskfit.cache import CallCache, call_key
+
+
+@dataclass
+class Trace:
+    """Every model call made for one example, in order, with what it cost."""
+
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n_calls(self) -> int:
+        return len(self.calls)
+
+    @property
+    def cache_hits(self) -> int:
+        return sum(1 for c in self.calls if c["cached"])
+
+    def total(self, key: str) -> float:
+        return sum(c.get(key) or 0 for c in self.calls)
+
+    @property
+    def error(self) -> str | None:
+        errors = [c["error"] for c in self.calls if c.get("error")]
+        return errors[-1] if errors else None
+
+
+class LM:
+    """Batched generate/score with caching. Failed calls are returned with ``error`` set and not cached."""
+
+    def __init__(self, backend: Backend, cache: CallCache):
+        self.backend = backend
+        self.cache = cache
+        self.model_id = backend.model_id
+
+    @property
+    def can_score(self) -> bool:
+        return self.backend.supports_score
+
+    def generate(self, requests: list[GenerateRequest], traces: list[Trace], step: str = "generate") -> list[GenerateResult]:
+        return self._call("generate", requests, traces, step, self.backend.generate, GenerateResult)
+
+    def score(self, requests: list[ScoreRequest], traces: list[Trace], step: str = "score") -> list[ScoreResult]:
+        return self._call("score", requests, traces, step, self.backend.score, ScoreResult)
+
+    def _call(self, kind, requests, traces, step, fn, result_type):
+        keys = [call_key(self.model_id, kind, r) for r in requests]
+        hits = self.cache.get_many(list(dict.fromkeys(keys)))
+        # identical requests in one batch are sent once
+        todo = list(dict.fromkeys(k for k in keys if k not in hits))
+        first = {k: requests[keys.index(k)] for k in todo}
+        fresh: dict[str, Any] = {}
+        if todo:
+            outs = fn([first[k] for k in todo])
+            rows = []
+            for k, out in zip(todo, outs, strict=True):
+                fresh[k] = out
+                if out.error is None:
+                    rows.append((k, self.model_id, kind, first[k], asdict(out)))
+            self.cache.put_many(rows)
+        results = []
+        sent: set[str] = set()
+        for k, req, trace in zip(keys, requests, traces, strict=True):
+            # a repeat of a request in the same batch was answered without calling the model: a cache hit
+            cached = k in hits or k in sent
+            if k in fresh:
+                sent.add(k)
+            res = result_type(**hits[k]) if cached else fresh[k]
+            results.append(res)
+            trace.calls.append({
+                "step": step, "kind": kind, "messages": list(req.messages),
+                "params": {f: v for f, v in asdict(req).items() if f != "messages"},
+                "output": res.texts if kind == "generate" else res.logprobs,
+                "tokens_in": res.tokens_in, "tokens_out": getattr(res, "tokens_out", 0),
+                "latency_ms": res.latency_ms, "cached": cached, "error": res.error,
+            })
+        return results

@@ -1,0 +1,88 @@
+"""Metrics: score one parsed prediction against an example's gold answers, in [0, 1].
+
+Adding a metric: write ``taskfit/metrics/<name>.py`` with a ``create(**options) -> Metric`` function
+and add one line to ``BUILTINS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from taskfit.dataset import Example
+from taskfit.errors import TaskfitError
+from taskfit.registry import Registry
+
+REQUIRED: Any = object()  # default marking an option the user must give
+
+
+class Metric(Protocol):
+    """A scorer. ``binary`` metrics only return 0 or 1 (Wilson intervals and McNemar apply)."""
+
+    @property
+    def binary(self) -> bool: ...
+
+    def __call__(self, prediction: str | None, example: Example) -> float: ...
+
+
+BUILTINS = {
+    "exact_match": "taskfit.metrics.exact_match:create",
+    "accuracy": "taskfit.metrics.exact_match:create",
+    "contains": "taskfit.metrics.contains:create",
+    "regex": "taskfit.metrics.regex:create",
+    "numeric": "taskfit.metrics.numeric:create",
+    "token_f1": "taskfit.metrics.token_f1:create",
+    "fuzzy": "taskfit.metrics.fuzzy:create",
+    "json_valid": "taskfit.metrics.json_valid:create",
+    "json_match": "taskfit.metrics.json_match:create",
+    "custom": "taskfit.metrics.custom:create",
+}
+
+metrics = Registry("metric", BUILTINS)
+
+
+def build_metric(name: str, options: dict[str, Any]) -> Metric:
+    """Look up metric ``name`` and create it with ``options``."""
+    return metrics.get(name)(**options)
+
+
+def read_options(metric: str, given: dict[str, Any], **defaults: Any) -> dict[str, Any]:
+    """Merge ``given`` over ``defaults``; unknown, missing or mistyped options raise TaskfitError."""
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        known = ", ".join(defaults) or "none"
+        raise TaskfitError(f"metric {metric!r}: unknown option {unknown[0]!r} (options: {known})",
+                           field=f"metrics.{metric}.{unknown[0]}")
+    out = {**defaults, **given}
+    for name, value in out.items():
+        if value is REQUIRED:
+            raise TaskfitError(f"metric {metric!r}: option {name!r} is required", field=f"metrics.{metric}.{name}")
+        _check_type(metric, name, value, defaults[name])
+    return out
+
+
+def _check_type(metric: str, name: str, value: Any, default: Any) -> None:
+    """Reject a value whose type differs from the default's (ints are fine where a float is expected)."""
+    if default is None or default is REQUIRED:  # None-default options check their own values
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise TaskfitError(f"metric {metric!r}: option {name!r} must be {type(default).__name__}, "
+                           f"got {value!r}", field=f"metrics.{metric}.{name}")
+
+
+def gold_answers(example: Example) -> tuple[str, ...]:
+    """The accepted answers: ``answers`` when given, else the target alone."""
+    return example.answers or (example.target,)
+
+
+def example_error(metric: str, message: str, example: Example) -> TaskfitError:
+    """A TaskfitError about one example, pointing at its file and line."""
+    file, _, line = example.source.rpartition(":")
+    if not line.isdigit():
+        return TaskfitError(f"metric {metric!r}: {message} (example {example.id!r})")
+    return TaskfitError(f"metric {metric!r}: {message} (example {example.id!r})", file=file, line=int(line))

@@ -1,0 +1,54 @@
+"""Name -> implementation registries for strategies, metrics and backends.
+
+Built-ins are declared as ``name -> "module:attr"`` specs and imported lazily, the same form a
+third-party package uses in its ``taskfit.<kind>`` entry-point group. Duplicate names are an error.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from taskfit.errors import TaskfitError
+
+
+class Registry:
+    def __init__(self, kind: str, builtins: dict[str, str]):
+        self.kind = kind
+        self._specs: dict[str, str] = {}
+        self._loaded: dict[str, Any] = {}
+        self._plugins_loaded = False
+        for name, spec in builtins.items():
+            self.add(name, spec)
+
+    def add(self, name: str, spec: str | Any) -> None:
+        """Register ``spec`` (a "module:attr" string or the object itself) under ``name``."""
+        if name in self._specs or name in self._loaded:
+            raise TaskfitError(f"duplicate {self.kind} name {name!r}")
+        if isinstance(spec, str):
+            self._specs[name] = spec
+        else:
+            self._loaded[name] = spec
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for ep in entry_points(group=f"taskfit.{self.kind}s"):
+            self.add(ep.name, ep.value)
+
+    def names(self) -> list[str]:
+        self._load_plugins()
+        return sorted(set(self._specs) | set(self._loaded))
+
+    def get(self, name: str) -> Any:
+        self._load_plugins()
+        if name in self._loaded:
+            return self._loaded[name]
+        if name not in self._specs:
+            raise TaskfitError(f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(self.names())}")
+        module, _, attr = self._specs[name].partition(":")
+        obj = getattr(importlib.import_module(module), attr)
+        self._loaded[name] = obj
+        return obj

@@ -1,0 +1,111 @@
+"""Runs and their per-example predictions, in SQLite: everything a leaderboard or a review needs, kept."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+
+@dataclass
+class RunRecord:
+    id: str
+    key: str
+    study: str
+    created: float
+    finished: float | None
+    status: str
+    task_name: str
+    task_path: str
+    task_hash: str
+    data_hash: str
+    strategy: str
+    model: str
+    model_id: str | None
+    split: str
+    n_total: int
+    config: dict[str, Any]
+    versions: dict[str, Any]
+
+
+PREDICTION_COLUMNS = ("run_id", "idx", "example_id", "inputs", "target", "output", "answer", "parse_failed", "failed",
+                      "error", "score", "metrics", "tokens_in", "tokens_out", "latency_ms", "calls", "cache_hits",
+                      "trace")
+JSON_COLUMNS = {"inputs", "metrics", "trace"}
+
+
+class Store:
+    def __init__(self, eng: Engine):
+        self.eng = eng
+
+    def resumable(self, key: str) -> RunRecord | None:
+        """The latest unfinished run with this exact configuration, if any."""
+        with self.eng.connect() as conn:
+            row = conn.execute(text("SELECT * FROM runs WHERE key = :k AND status = 'running' ORDER BY created DESC LIMIT 1"),
+                               {"k": key}).mappings().first()
+        return _run(row) if row else None
+
+    def create_run(self, **fields: Any) -> RunRecord:
+        run_id = uuid.uuid4().hex[:8]
+        fields = {**fields, "id": run_id, "created": time.time(), "finished": None, "status": "running"}
+        row = {k: json.dumps(v) if k in ("config", "versions") else v for k, v in fields.items()}
+        cols = ", ".join(row)
+        with self.eng.begin() as conn:
+            conn.execute(text(f"INSERT INTO runs ({cols}) VALUES ({', '.join(':' + c for c in row)})"), row)
+        return self.run(run_id)  # type: ignore[return-value]
+
+    def set_model_id(self, run_id: str, model_id: str) -> None:
+        with self.eng.begin() as conn:
+            conn.execute(text("UPDATE runs SET model_id = :m WHERE id = :id"), {"m": model_id, "id": run_id})
+
+    def finish(self, run_id: str) -> None:
+        with self.eng.begin() as conn:
+            conn.execute(text("UPDATE runs SET status = 'complete', finished = :t WHERE id = :id"),
+                         {"t": time.time(), "id": run_id})
+
+    def done_ids(self, run_id: str) -> set[str]:
+        with self.eng.connect() as conn:
+            return {r[0] for r in conn.execute(text("SELECT example_id FROM predictions WHERE run_id = :r"), {"r": run_id})}
+
+    def add_predictions(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        encoded = [{k: json.dumps(r[k], ensure_ascii=False) if k in JSON_COLUMNS else r[k] for k in PREDICTION_COLUMNS}
+                   for r in rows]
+        with self.eng.begin() as conn:  # one transaction per chunk: a kill loses at most the chunk in flight
+            conn.execute(text(f"INSERT OR REPLACE INTO predictions ({', '.join(PREDICTION_COLUMNS)}) "
+                              f"VALUES ({', '.join(':' + c for c in PREDICTION_COLUMNS)})"), encoded)
+
+    def predictions(self, run_id: str, with_trace: bool = True) -> list[dict[str, Any]]:
+        cols = [c for c in PREDICTION_COLUMNS if with_trace or c != "trace"]
+        with self.eng.connect() as conn:
+            rows = conn.execute(text(f"SELECT {', '.join(cols)} FROM predictions WHERE run_id = :r ORDER BY idx"),
+                                {"r": run_id}).mappings().all()
+        return [{k: json.loads(v) if k in JSON_COLUMNS and v is not None else v for k, v in r.items()} for r in rows]
+
+    def run(self, run_id: str) -> RunRecord | None:
+        """A run by id or unique id prefix."""
+        with self.eng.connect() as conn:
+            rows = conn.execute(text("SELECT * FROM runs WHERE id LIKE :p ORDER BY created DESC"),
+                                {"p": run_id + "%"}).mappings().all()
+        return _run(rows[0]) if len(rows) == 1 else None
+
+    def runs(self, limit: int = 50) -> list[RunRecord]:
+        with self.eng.connect() as conn:
+            rows = conn.execute(text("SELECT * FROM runs ORDER BY created DESC LIMIT :n"), {"n": limit}).mappings().all()
+        return [_run(r) for r in rows]
+
+    def progress(self, run_id: str) -> int:
+        with self.eng.connect() as conn:
+            return conn.execute(text("SELECT COUNT(*) FROM predictions WHERE run_id = :r"), {"r": run_id}).scalar_one()
+
+
+def _run(row: Any) -> RunRecord:
+    d = dict(row)
+    d["config"] = json.loads(d["config"])
+    d["versions"] = json.loads(d["versions"])
+    return RunRecord(**d)

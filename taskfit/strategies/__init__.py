@@ -1,0 +1,59 @@
+"""Prompt strategies: each turns a batch of examples into predictions, with a trace of its model calls.
+
+Adding a strategy: write ``taskfit/strategies/<name>.py`` exposing ``create(spec, ctx) -> Strategy`` and
+``DESCRIPTION``, then add one line to ``BUILTINS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from taskfit.dataset import Example
+from taskfit.lm import LM, Trace
+from taskfit.prompts import PromptParts
+from taskfit.registry import Registry
+from taskfit.taskfile import Task
+
+
+@dataclass
+class Prediction:
+    output: str  # what the model said (or the chosen label when scoring)
+    answer: str | None  # parsed answer; None when parsing failed or the call failed
+    trace: Trace
+    parse_failed: bool = False
+    failed: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StrategyContext:
+    """What a strategy may use besides the examples: the task, its prompt parts, the demo pool."""
+
+    task: Task
+    parts: PromptParts
+    train: list[Example]
+    mode: Literal["score", "generate"]
+    seed: int = 0
+
+
+class Strategy(Protocol):
+    def predict(self, examples: list[Example], lm: LM) -> list[Prediction]: ...
+
+
+BUILTINS = {
+    "zero_shot": "taskfit.strategies.zero_shot:create",
+    "few_shot": "taskfit.strategies.few_shot:create",
+    "structured": "taskfit.strategies.structured:create",
+}
+
+strategies = Registry("strategy", BUILTINS)
+
+
+def describe(name: str) -> str:
+    import importlib
+
+    spec = strategies._specs.get(name)
+    if spec:
+        return getattr(importlib.import_module(spec.partition(":")[0]), "DESCRIPTION", "")
+    return getattr(strategies.get(name), "__doc__", "") or ""

@@ -1,0 +1,63 @@
+"""A study: load the task and its data, pick the strategy x model arms, evaluate them, rank them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from taskfit import db
+from taskfit.cache import CallCache
+from taskfit.dataset import Dataset, load_dataset
+from taskfit.errors import TaskfitError
+from taskfit.leaderboard import rows
+from taskfit.prompts import validate_templates
+from taskfit.runner import Arm, ProgressFn, evaluate
+from taskfit.store import Store
+from taskfit.strategies import strategies
+from taskfit.taskfile import ModelSpec, StrategySpec, Task, load_task
+
+
+def prepare(task_path: str | Path) -> tuple[Task, Dataset]:
+    """Load and check everything that can be checked before a model is called."""
+    task = load_task(task_path)
+    dataset = load_dataset(task)
+    fields: set[str] = set()
+    for exs in dataset.splits.values():
+        if exs:
+            fields |= set(exs[0].fields)
+    validate_templates(task, fields or set(task.config.inputs))
+    return task, dataset
+
+
+def select_arms(task: Task, strategy_names: list[str] | None, model_names: list[str] | None) -> list[Arm]:
+    """The task's strategies x models, narrowed by --strategy/--model (which may also name new ones)."""
+    c = task.config
+    strats = list(c.strategies)
+    if strategy_names:
+        by_label = {s.label(): s for s in strats}
+        strats = []
+        for name in strategy_names:
+            if name in by_label:
+                strats.append(by_label[name])
+            elif name in strategies.names():
+                strats.append(StrategySpec(name=name))
+            else:
+                raise TaskfitError(f"--strategy {name!r}: not a row of the task file ({', '.join(by_label)}) "
+                                   f"nor a known strategy ({', '.join(strategies.names())})")
+    models = list(c.models)
+    if model_names:
+        by_label = {m.label(): m for m in models}
+        models = [by_label.get(name) or ModelSpec.model_validate({"backend": "hf", "path": name}) for name in model_names]
+    return [Arm(s, m) for m in models for s in strats]
+
+
+def run_study(task_path: str | Path, *, strategy_names: list[str] | None = None, model_names: list[str] | None = None,
+              split: str | None = None, limit: int | None = None, progress: ProgressFn | None = None,
+              ) -> tuple[Task, list[dict[str, Any]]]:
+    task, dataset = prepare(task_path)
+    arms = select_arms(task, strategy_names, model_names)
+    eng = db.engine()
+    store = Store(eng)
+    records = evaluate(task, dataset, arms, split=split or task.config.split, limit=limit or task.config.limit,
+                       store=store, cache=CallCache(eng), progress=progress)
+    return task, rows(store, records)

@@ -1,0 +1,266 @@
+"""The task file: the user's program, in YAML, validated with pydantic at load.
+
+Every key is documented in docs/taskfile.md; the ``description`` of each field below is the same text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from taskfit.errors import TaskfitError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SplitRatios(_Strict):
+    train: float = Field(0.0, ge=0, le=1, description="Fraction of rows for the train split (demos, tuning).")
+    dev: float = Field(0.0, ge=0, le=1, description="Fraction of rows for the dev split (optimization).")
+    test: float = Field(1.0, ge=0, le=1, description="Fraction of rows for the held-out test split.")
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitRatios:
+        if abs(self.train + self.dev + self.test - 1.0) > 1e-6:
+            raise ValueError(f"split ratios must sum to 1 (got {self.train + self.dev + self.test:g})")
+        return self
+
+
+class DataConfig(_Strict):
+    train: str | None = Field(None, description="Train file (JSONL or CSV), relative to the task file.")
+    dev: str | None = Field(None, description="Dev file (JSONL or CSV).")
+    test: str | None = Field(None, description="Test file (JSONL or CSV).")
+    file: str | None = Field(None, description="One file to split by `split` ratios instead of train/dev/test.")
+    split: SplitRatios | None = Field(None, description="Ratios used with `file`.")
+    seed: int = Field(0, description="Seed for the split shuffle and every random choice.")
+    id_field: str = Field("id", description="Field holding a row id; the line number is used when absent.")
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> DataConfig:
+        if self.file and (self.train or self.dev or self.test):
+            raise ValueError("give either `file` (+ `split`) or train/dev/test files, not both")
+        if not self.file and not (self.train or self.dev or self.test):
+            raise ValueError("no data: give `file` or at least one of train/dev/test")
+        return self
+
+
+class PromptConfig(_Strict):
+    instruction: str = Field("", description="What to do, as one paragraph (Jinja2; fields of the row available).")
+    input_template: str | None = Field(
+        None, description="How one input row is shown (Jinja2 over the row's fields). "
+        "Default: one `Field: value` line per input field.")
+    answer_prefix: str = Field("", description="Text placed after the input, e.g. 'Answer:'.")
+    system: str | None = Field(None, description="System message; the model's default when empty.")
+    output_format: str | None = Field(
+        None, description="How to answer. Default for a label set: 'Answer with exactly one of: ...'.")
+    response_prefix: str = Field(
+        "", description="Opening words of the model's reply (prefill), e.g. 'Sentiment:'; the answer continues it.")
+
+
+class MetricSpec(_Strict):
+    name: str = Field(description="Registered metric name (see `taskfit metrics`).")
+    options: dict[str, Any] = Field(default_factory=dict, description="Keyword options for the metric.")
+
+
+class ParseConfig(_Strict):
+    type: Literal["auto", "label", "regex", "json", "text"] = Field(
+        "auto", description="How to read the answer from a generation. auto: `label` when the task has labels, "
+        "else `text`.")
+    pattern: str | None = Field(None, description="Regex for type=regex; group 1 (or the whole match) is the answer.")
+    field: str | None = Field(None, description="For type=json: the key whose value is the answer.")
+    final_line: bool = Field(False, description="Only look at the last non-empty line of the generation.")
+
+
+class StrategySpec(BaseModel):
+    """One strategy row: a registered name plus its options (extra keys go to the strategy)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(description="Registered strategy name (see `taskfit strategies`).")
+    id: str | None = Field(None, description="Row name on the leaderboard; default derived from name and options.")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def label(self) -> str:
+        if self.id:
+            return self.id
+        opts = self.options
+        if "selection" in opts:
+            return f"{self.name}_{opts['selection']}"
+        return self.name
+
+
+class ModelSpec(_Strict):
+    backend: str = Field("hf", description="Backend name: hf (local transformers), openai (any compatible server).")
+    name: str | None = Field(None, description="Row name on the leaderboard.")
+    path: str | None = Field(None, description="hf: local model folder or .gguf file; 'bundled' for SmolLM2-135M.")
+    gguf_file: str | None = Field(None, description="hf: GGUF file name inside `path`.")
+    device: str = Field("auto", description="hf: cpu, cuda, cuda:1 or auto.")
+    dtype: str = Field("auto", description="hf: float32, bfloat16, float16 or auto (fp32 on CPU).")
+    batch_size: int = Field(8, ge=1, description="Requests per forward pass (local backends).")
+    chat_template: bool = Field(True, description="Apply the tokenizer's chat template (false for base models).")
+    base_url: str | None = Field(None, description="openai: server URL, e.g. http://127.0.0.1:8000/v1.")
+    model: str | None = Field(None, description="openai: model name sent to the server.")
+    api_key_env: str | None = Field(None, description="openai: environment variable holding the API key.")
+    concurrency: int = Field(4, ge=1, description="openai: requests in flight at once.")
+    timeout_s: float = Field(60.0, gt=0, description="openai: per-request timeout in seconds.")
+    max_retries: int = Field(4, ge=0, description="openai: retries on 429/5xx/timeouts, with exponential backoff.")
+    price_in_per_1m: float = Field(0.0, ge=0, description="Price in $ per million input tokens.")
+    price_out_per_1m: float = Field(0.0, ge=0, description="Price in $ per million output tokens.")
+    script: dict[str, Any] | None = Field(None, description="scripted: canned replies (tests and demos).")
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.backend == "hf":
+            if self.path in (None, "bundled"):
+                return "smollm2-135m"
+            return Path(self.gguf_file or self.path).stem
+        return self.model or self.backend
+
+
+class TaskConfig(_Strict):
+    name: str = Field(description="Short task name.")
+    description: str = Field("", description="What the task is, in a sentence or two (shown to optimizers).")
+    data: DataConfig
+    inputs: list[str] = Field(description="Fields shown to the model.", min_length=1)
+    output: str = Field(description="Field holding the expected answer.")
+    aliases: str | None = Field(None, description="Field holding a list of other accepted answers.")
+    labels: list[str] | None = Field(None, description="Closed label set (classification).")
+    label_aliases: dict[str, list[str]] = Field(
+        default_factory=dict, description="Other spellings that map to a label, e.g. {positive: [pos, good]}.")
+    metrics: list[MetricSpec] = Field(
+        default_factory=lambda: [MetricSpec(name="exact_match")],
+        description="Metrics; the first is the leaderboard score.")
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    parse: ParseConfig = Field(default_factory=ParseConfig)
+    strategies: list[StrategySpec] = Field(
+        default_factory=lambda: [StrategySpec(name="zero_shot")], description="Prompt strategies to compare.")
+    models: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec()], description="Models to compare.")
+    output_mode: Literal["auto", "score", "generate"] = Field(
+        "auto", description="auto: score label log-likelihoods when the task has labels and the backend can "
+        "score; else generate and parse.")
+    calibrate: bool = Field(
+        False, description="Label scoring only: subtract each label's log-likelihood for a content-free input "
+        "(every input field 'N/A'), which removes a model's bias towards one label (contextual calibration).")
+    max_tokens: int = Field(32, ge=1, description="Generation length limit.")
+    stop: list[str] = Field(default_factory=lambda: ["\n\n"], description="Stop sequences for generation.")
+    split: Literal["train", "dev", "test"] = Field("test", description="Split the study is scored on.")
+    limit: int | None = Field(None, ge=1, description="Score only the first N rows of the split.")
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metric_shorthand(cls, v: Any) -> Any:
+        return [_shorthand(m) for m in (v if isinstance(v, list) else [v])]
+
+    @field_validator("strategies", mode="before")
+    @classmethod
+    def _strategy_shorthand(cls, v: Any) -> Any:
+        out = []
+        for s in v if isinstance(v, list) else [v]:
+            if isinstance(s, str):
+                s = {"name": s}
+            elif isinstance(s, dict) and "name" not in s and len(s) == 1:
+                (name, opts), = s.items()
+                s = {"name": name, **(opts or {})}
+            out.append(s)
+        return out
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_shorthand(cls, v: Any) -> Any:
+        out = []
+        for m in v if isinstance(v, list) else [v]:
+            if isinstance(m, str):
+                m = {"backend": "hf", "path": m}
+            out.append(m)
+        return out
+
+    @model_validator(mode="after")
+    def _inputs_not_output(self) -> TaskConfig:
+        if self.output in self.inputs:
+            raise ValueError(f"output field {self.output!r} is also listed in inputs")
+        return self
+
+
+def _shorthand(m: Any) -> Any:
+    if isinstance(m, str):
+        return {"name": m}
+    if isinstance(m, dict) and "name" not in m and len(m) == 1:
+        (name, opts), = m.items()
+        return {"name": name, "options": opts or {}}
+    if isinstance(m, dict) and "name" in m and "options" not in m:
+        return {"name": m["name"], "options": {k: v for k, v in m.items() if k != "name"}}
+    return m
+
+
+class Task:
+    """A loaded task file: the validated config plus where it lives."""
+
+    def __init__(self, config: TaskConfig, path: Path, text: str):
+        self.config = config
+        self.path = path
+        self.root = path.parent
+        self.config_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def resolve(self, rel: str) -> Path:
+        p = Path(rel)
+        return p if p.is_absolute() else self.root / p
+
+
+def load_task(path: str | Path) -> Task:
+    """Read and validate a task file. Raises TaskfitError naming the file and the bad key."""
+    path = Path(path)
+    if not path.exists():
+        raise TaskfitError("task file not found", file=str(path))
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        raise TaskfitError(f"invalid YAML: {e}", file=str(path), line=line + 1 if line is not None else None) from e
+    if not isinstance(raw, dict):
+        raise TaskfitError("a task file must be a YAML mapping", file=str(path))
+    try:
+        config = TaskConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {loc}: {err['msg']}")
+        raise TaskfitError("invalid task file:\n" + "\n".join(lines), file=str(path)) from None
+    task = Task(config, path, text)
+    _check_names(task)
+    return task
+
+
+def _check_names(task: Task) -> None:
+    """Fail at load, not mid-run, on unknown metric/strategy/backend names."""
+    from taskfit.backends import backends
+    from taskfit.metrics import metrics
+    from taskfit.strategies import strategies
+
+    c = task.config
+    for i, m in enumerate(c.metrics):
+        _known(metrics.names(), m.name, "metric", f"metrics[{i}]", task)
+    for i, s in enumerate(c.strategies):
+        _known(strategies.names(), s.name, "strategy", f"strategies[{i}]", task)
+    for i, m in enumerate(c.models):
+        _known(backends.names(), m.backend, "backend", f"models[{i}].backend", task)
+    labels = [s.label() for s in c.strategies]
+    dupes = {x for x in labels if labels.count(x) > 1}
+    if dupes:
+        raise TaskfitError(f"two strategies share the row name {sorted(dupes)}; give one an `id:`",
+                           file=str(task.path), field="strategies")
+
+
+def _known(names: list[str], name: str, kind: str, where: str, task: Task) -> None:
+    if name not in names:
+        raise TaskfitError(f"{where}: unknown {kind} {name!r}; known {kind}s: {', '.join(names)}",
+                           file=str(task.path), field=where)
