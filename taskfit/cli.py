@@ -179,7 +179,7 @@ def main() -> None:
     try:
         app()
     except TaskfitError as e:
-        err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        print(f"error: {e}", file=sys.stderr)  # unwrapped, so file:line stays on one line
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted: finished examples are stored; run the same command to resume[/yellow]")

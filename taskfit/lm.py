@@ -57,10 +57,15 @@ class LM:
         todo = list(dict.fromkeys(k for k in keys if k not in hits))
         first = {k: requests[keys.index(k)] for k in todo}
         fresh: dict[str, Any] = {}
-        if todo:
-            outs = fn([first[k] for k in todo])
+        # similar prompt lengths together (less padding), and one cache commit per backend batch, so a killed
+        # process loses at most the batch in flight and never repeats a call it had finished
+        todo.sort(key=lambda k: sum(len(m["content"]) for m in first[k].messages))
+        size = max(1, getattr(self.backend, "batch_size", len(todo) or 1))
+        for start in range(0, len(todo), size):
+            part = todo[start:start + size]
+            outs = fn([first[k] for k in part])
             rows = []
-            for k, out in zip(todo, outs, strict=True):
+            for k, out in zip(part, outs, strict=True):
                 fresh[k] = out
                 if out.error is None:
                     rows.append((k, self.model_id, kind, first[k], asdict(out)))
@@ -72,7 +77,7 @@ class LM:
             cached = k in hits or k in sent
             if k in fresh:
                 sent.add(k)
-            res = result_type(**hits[k]) if cached else fresh[k]
+            res = result_type(**hits[k]) if k in hits else fresh[k]
             results.append(res)
             trace.calls.append({
                 "step": step, "kind": kind, "messages": list(req.messages),

@@ -56,6 +56,7 @@ class Backend(Protocol):
     model_id: str  # stable identity used in cache keys (name + weights fingerprint)
     supports_score: bool
     local: bool  # runs on this machine (cost is time, not money)
+    batch_size: int  # requests per call that make good use of the backend; the cache commits after each
 
     def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]: ...
 

@@ -73,6 +73,7 @@ class HFBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.use_chat_template = spec.chat_template and bool(self.tokenizer.chat_template)
         self.model_id = f"hf:{spec.label()}:{_weights_fingerprint(folder)}"
+        self.batch_size = spec.batch_size
         self._prefix_cache: dict[tuple[int, ...], Any] = {}
 
     def describe(self) -> dict[str, Any]:

@@ -51,6 +51,7 @@ class OpenAIBackend:
                 raise TaskfitError(f"models[].api_key_env names {spec.api_key_env!r}, but that environment "
                                    "variable is not set", field="models[].api_key_env")
         self.spec = spec
+        self.batch_size = spec.concurrency * 4  # keep every connection busy between cache commits
         self.base_url = spec.base_url.rstrip("/")
         self.model = spec.model
         self.url = f"{self.base_url}/chat/completions"

@@ -1,0 +1,65 @@
+"""Shared fixtures: an isolated taskfit home per test and a tiny task on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def taskfit_home(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("TASKFIT_HOME", str(home))
+    from taskfit import db
+
+    db.engine.cache_clear()
+    yield home
+    db.engine.cache_clear()
+
+
+REVIEWS = [
+    ("a great and moving film", "positive"), ("boring and far too long", "negative"),
+    ("i loved every minute", "positive"), ("terrible acting throughout", "negative"),
+    ("a great cast and a great script", "positive"), ("the plot is a mess", "negative"),
+    ("warm , funny and great", "positive"), ("a dull , terrible bore", "negative"),
+]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def make_task(tmp_path):
+    """Write a small sentiment task using the scripted backend; keyword overrides go into the YAML."""
+
+    def _make(**overrides) -> Path:
+        rows = [{"id": f"r{i}", "text": t, "label": y} for i, (t, y) in enumerate(REVIEWS)]
+        write_jsonl(tmp_path / "data" / "test.jsonl", rows)
+        write_jsonl(tmp_path / "data" / "train.jsonl", [{**r, "id": "t" + r["id"]} for r in rows])
+        config = {
+            "name": "tiny", "description": "sentiment",
+            "data": {"train": "data/train.jsonl", "test": "data/test.jsonl"},
+            "inputs": ["text"], "output": "label", "labels": ["negative", "positive"],
+            "metrics": ["accuracy"],
+            "prompt": {"instruction": "Classify the review.", "input_template": "Review: {{ text }}"},
+            "strategies": ["zero_shot", {"name": "few_shot", "k": 2, "selection": "balanced"}],
+            "models": [{"backend": "scripted", "name": "fake", "script": {
+                "scores": {"great": {"positive": -0.1, "negative": -3.0},
+                           "terrible": {"positive": -3.0, "negative": -0.2}},
+                "replies": {"great": "Positive.", "terrible": "negative"}, "default": "hmm"}}],
+        }
+        for key, value in overrides.items():
+            config[key] = value
+        path = tmp_path / "task.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    return _make
