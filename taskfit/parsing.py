@@ -142,9 +142,23 @@ def parse_json(text: str, field: str | None) -> ParseResult:
     return FAILED
 
 
+# Lead-ins small chat models put before a short answer: "The answer to this question is: "X"".
+_LEAD_IN = re.compile(r"^\s*(?:the\s+)?(?:final\s+|correct\s+|short\s+)?answer\b(?:\s+to\s+(?:this|the)\s+question)?"
+                      r"(?:\s+is)?\s*[:\-]?\s*", re.I)
+_QUOTES = "\"'\u201c\u201d\u2018\u2019`"
+
+
 def parse_text(text: str) -> ParseResult:
-    """The stripped text; failed only when nothing is left."""
+    """The answer text without a lead-in ("The answer is: ...") or wrapping quotes; failed when empty."""
     value = text.strip()
+    stripped = _LEAD_IN.sub("", value, count=1)
+    if stripped != value and stripped:
+        value = stripped
+        if value[:1] in _QUOTES and value[1:].find(value[0]) > 0 and value[0] not in "'`":
+            value = value[1:1 + value[1:].find(value[0])]  # the quoted answer only
+        elif value[:1] in "\u201c" and "\u201d" in value:
+            value = value[1:value.index("\u201d")]
+    value = value.strip().strip(_QUOTES).strip()
     return ParseResult(value=value, failed=False) if value else FAILED
 
 

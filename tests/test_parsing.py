@@ -110,3 +110,14 @@ def test_output_config_errors():
         parse_output("x", ParseConfig(type="label"), None, {})
     with pytest.raises(TaskfitError, match="not a valid regex"):
         parse_regex("x", "(")
+
+
+def test_text_answers_lose_lead_ins_and_quotes():
+    from taskfit.parsing import parse_text
+
+    assert parse_text('The answer to this question is: "electric power"').value == "electric power"
+    assert parse_text("The answer is: 1").value == "1"
+    assert parse_text("Answer: London, England").value == "London, England"
+    assert parse_text('"Paris"').value == "Paris"
+    assert parse_text("answering machines are old").value == "answering machines are old"
+    assert parse_text("   ").failed

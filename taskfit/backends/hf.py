@@ -143,8 +143,9 @@ class HFBackend:
 
     def _target_logprobs(self, rows: list[list[int]], targets: list[list[tuple[int, int]]]) -> list[list[float]]:
         """Log-probabilities of target tokens; rows are right-padded, so pads never precede a real token."""
-        shortest = min(len(r) for r in rows)
-        prefix_len = _common_prefix_len(rows, limit=shortest - 1)
+        # every position whose logits are read must be computed in this pass, not inside the cached prefix
+        first_needed = min(pos for ts in targets for pos, _ in ts)
+        prefix_len = _common_prefix_len(rows, limit=first_needed)
         past = None
         if prefix_len >= MIN_SHARED_PREFIX:
             past = self._shared_prefix(tuple(rows[0][:prefix_len]), len(rows))

@@ -1,0 +1,90 @@
+"""The real bundled models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2) on CPU: a small, slower tier."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from taskfit.backends import GenerateRequest, ScoreRequest
+from taskfit.dataset import Example
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    from taskfit.backends.hf import create
+    from taskfit.taskfile import ModelSpec
+
+    return create(ModelSpec(batch_size=4))
+
+
+def test_answers_a_factual_question(smollm):
+    (res,) = smollm.generate([GenerateRequest(({"role": "user", "content": "What is the capital of England?"},),
+                                              max_tokens=16, stop=("\n",))])
+    assert "London" in res.texts[0]
+    assert res.tokens_in > 10 and 0 < res.tokens_out <= 16 and res.error is None
+
+
+def test_shared_prefix_cache_gives_the_same_scores(smollm):
+    from taskfit.backends import hf
+
+    system = "You label movie reviews. Reply with one word, positive or negative. " * 3
+    reqs = [ScoreRequest(({"role": "system", "content": system}, {"role": "user", "content": t}),
+                         ("positive", "negative", "very positive"))
+            for t in ["a wonderful film", "dull and far too long", "i laughed a lot", "a waste of time"]]
+    with_cache = [r.logprobs for r in smollm.score(reqs)]
+    old = hf.MIN_SHARED_PREFIX
+    hf.MIN_SHARED_PREFIX = 10**9  # disable the prefix cache
+    try:
+        without = [r.logprobs for r in smollm.score(reqs)]
+    finally:
+        hf.MIN_SHARED_PREFIX = old
+    for a, b in zip(with_cache, without, strict=True):
+        assert a == pytest.approx(b, abs=1e-3)
+    # batching must not change a score either
+    alone = smollm.score(reqs[:1])[0].logprobs
+    assert alone == pytest.approx(with_cache[0], abs=1e-3)
+
+
+def test_sampling_returns_n_samples(smollm):
+    (res,) = smollm.generate([GenerateRequest(({"role": "user", "content": "Name a colour."},), max_tokens=8,
+                                              temperature=0.9, n=3, seed=1)])
+    assert len(res.texts) == 3
+
+
+def test_knn_selection_uses_meaning():
+    from taskfit.selection import knn
+
+    pool = [Example(id=str(i), fields={}, target="", answers=()) for i in range(3)]
+    texts = {"0": "I hated the food at that restaurant", "1": "a delightful, charming film", "2": "stock markets fell"}
+    query = Example(id="q", fields={}, target="", answers=())
+    (demos,) = knn(pool, [query], k=2, seed=0,
+                   text=lambda e: "what a delightful movie" if e.id == "q" else texts[e.id])
+    assert demos[-1].id == "1"  # the nearest demo sits next to the query
+
+
+def test_default_study_eval_on_bundled_model(tmp_path):
+    env = {**os.environ, "TASKFIT_HOME": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-m", "taskfit.cli", "eval", str(ROOT / "examples/sst2/task.yaml"),
+                          "--limit", "24", "--json"], capture_output=True, text=True, env=env, timeout=900)
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    assert len(rows) >= 3
+    for r in rows:
+        assert r["n"] == 24 and r["ci_low"] <= r["score"] <= r["ci_high"] and r["parse_fail_rate"] == 0
+    assert max(r["score"] for r in rows) >= 0.6  # well above the 50% of a coin flip (measured ~0.8 on 200 rows)
+
+
+def test_generative_example_on_bundled_model(tmp_path):
+    env = {**os.environ, "TASKFIT_HOME": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-m", "taskfit.cli", "eval", str(ROOT / "examples/squad/task.yaml"),
+                          "--strategy", "zero_shot", "--limit", "6", "--json"], capture_output=True, text=True,
+                         env=env, timeout=900)
+    assert res.returncode == 0, res.stderr
+    (row,) = json.loads(res.stdout)
+    assert row["n"] == 6 and row["tokens_out"] > 0 and row["metric"] == "token_f1"
