@@ -148,7 +148,7 @@ class HFBackend:
         prefix_len = _common_prefix_len(rows, limit=first_needed)
         past = None
         if prefix_len >= MIN_SHARED_PREFIX:
-            past = self._shared_prefix(tuple(rows[0][:prefix_len]), len(rows))
+            prefix_len, past = self._shared_prefix(tuple(rows[0][:prefix_len]), len(rows))
         else:
             prefix_len = 0
         width = max(len(r) for r in rows) - prefix_len
@@ -178,14 +178,20 @@ class HFBackend:
         return out_lp
 
     def _shared_prefix(self, prefix: tuple[int, ...], batch: int):
-        cached = self._prefix_cache.get(prefix)
-        if cached is None:
-            ids = torch.tensor([list(prefix)], device=self.device)
-            cached = self.model.get_decoder()(input_ids=ids, use_cache=True).past_key_values
-            self._prefix_cache = {prefix: cached}  # keep one: a run's prefix rarely changes mid-run
-        past = copy.deepcopy(cached)
+        """KV cache for (a cached start of) ``prefix``, repeated for the batch; returns (its length, cache)."""
+        # a batch whose rows happen to share a few more tokens (e.g. reviews starting with "the") reuses the
+        # run's cached prefix instead of recomputing a slightly longer one
+        reusable = [k for k in self._prefix_cache
+                    if len(prefix) - len(k) < MIN_SHARED_PREFIX and prefix[:len(k)] == k]
+        key = max(reusable, key=len) if reusable else prefix
+        if key not in self._prefix_cache:
+            ids = torch.tensor([list(key)], device=self.device)
+            if len(self._prefix_cache) >= 4:  # a run uses one or two prefixes; keep memory bounded
+                self._prefix_cache.pop(next(iter(self._prefix_cache)))
+            self._prefix_cache[key] = self.model.get_decoder()(input_ids=ids, use_cache=True).past_key_values
+        past = copy.deepcopy(self._prefix_cache[key])
         past.batch_repeat_interleave(batch)
-        return past
+        return len(key), past
 
     # -- generation ------------------------------------------------------------------------------
     @torch.inference_mode()
