@@ -139,7 +139,8 @@ def _show_trace(p: dict) -> None:
         for m in call["messages"]:
             out.print(f"[bold]{m['role']}[/bold]: {m['content']}", markup=True, highlight=False)
         out.print(f"[bold]-> output[/bold]: {call['output']}", highlight=False)
-        out.print(f"[dim]tokens {call['tokens_in']}/{call['tokens_out']}, {call['latency_ms']:.0f} ms"
+        shared = f" (share of a call made for {call['shared_by']} examples)" if call.get("shared_by", 1) > 1 else ""
+        out.print(f"[dim]tokens {call['tokens_in']:.0f}/{call['tokens_out']:.0f}, {call['latency_ms']:.0f} ms{shared}"
                   f"{', error: ' + call['error'] if call.get('error') else ''}[/dim]")
     if p["trace"].get("details"):
         out.print(p["trace"]["details"])

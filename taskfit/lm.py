@@ -72,6 +72,9 @@ class LM:
             self.cache.put_many(rows)
         results = []
         sent: set[str] = set()
+        # a request shared by several examples of the batch (a calibration prompt, a fixed preamble) is one
+        # model call: each example is charged its share of the tokens and time, the same on cold and cached runs
+        shares = {k: keys.count(k) for k in set(keys)}
         for k, req, trace in zip(keys, requests, traces, strict=True):
             # a repeat of a request in the same batch was answered without calling the model: a cache hit
             cached = k in hits or k in sent
@@ -83,7 +86,7 @@ class LM:
                 "step": step, "kind": kind, "messages": list(req.messages),
                 "params": {f: v for f, v in asdict(req).items() if f != "messages"},
                 "output": res.texts if kind == "generate" else res.logprobs,
-                "tokens_in": res.tokens_in, "tokens_out": getattr(res, "tokens_out", 0),
-                "latency_ms": res.latency_ms, "cached": cached, "error": res.error,
+                "tokens_in": res.tokens_in / shares[k], "tokens_out": getattr(res, "tokens_out", 0) / shares[k],
+                "latency_ms": res.latency_ms / shares[k], "shared_by": shares[k], "cached": cached, "error": res.error,
             })
         return results

@@ -128,7 +128,7 @@ class ModelSpec(_Strict):
 class TaskConfig(_Strict):
     name: str = Field(description="Short task name.")
     description: str = Field("", description="What the task is, in a sentence or two (shown to optimizers).")
-    data: DataConfig
+    data: DataConfig = Field(description="Where the rows are and how they split (see `data` below).")
     inputs: list[str] = Field(description="Fields shown to the model.", min_length=1)
     output: str = Field(description="Field holding the expected answer.")
     aliases: str | None = Field(None, description="Field holding a list of other accepted answers.")
@@ -138,8 +138,8 @@ class TaskConfig(_Strict):
     metrics: list[MetricSpec] = Field(
         default_factory=lambda: [MetricSpec(name="exact_match")],
         description="Metrics; the first is the leaderboard score.")
-    prompt: PromptConfig = Field(default_factory=PromptConfig)
-    parse: ParseConfig = Field(default_factory=ParseConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="Prompt pieces shared by every strategy.")
+    parse: ParseConfig = Field(default_factory=ParseConfig, description="How generated replies become answers.")
     strategies: list[StrategySpec] = Field(
         default_factory=lambda: [StrategySpec(name="zero_shot")], description="Prompt strategies to compare.")
     models: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec()], description="Models to compare.")

@@ -1,0 +1,99 @@
+"""Write docs/taskfile.md, the task-file reference, from the pydantic models' field descriptions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import get_args
+
+from pydantic import BaseModel
+
+from taskfit.taskfile import DataConfig, ModelSpec, ParseConfig, PromptConfig, SplitRatios, TaskConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = [("Top level", TaskConfig, ""), ("data", DataConfig, "data."), ("data.split", SplitRatios, "data.split."),
+            ("prompt", PromptConfig, "prompt."), ("parse", ParseConfig, "parse."), ("models[]", ModelSpec, "models[].")]
+
+
+def _type(annotation) -> str:
+    text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    for model in (DataConfig, PromptConfig, ParseConfig, SplitRatios):
+        text = text.replace(f"taskfit.taskfile.{model.__name__}", model.__name__)
+    return text.replace("taskfit.taskfile.", "")
+
+
+def _default(field) -> str:
+    if field.is_required():
+        return "required"
+    if field.default_factory is not None:
+        value = field.default_factory()
+        if isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            return ", ".join(getattr(v, "name", None) or v.label() for v in value)
+        return repr(value) if not isinstance(value, BaseModel) else "see below"
+    return repr(field.default)
+
+
+def render() -> str:
+    out = [
+        "# Task file reference",
+        "",
+        "A task file is YAML. It is validated when loaded: an unknown key, a wrong type, an unknown metric, strategy",
+        "or backend, a missing data field or a template that names a field the data lacks stops the run before any",
+        "model call, with the file, line and key in the message. This page is generated from the code",
+        "(`python scripts/gen_taskfile_doc.py`); a test keeps it current.",
+        "",
+        "## Example",
+        "",
+        "```yaml",
+        (ROOT / "examples/sst2/task.yaml").read_text().rstrip(),
+        "```",
+        "",
+        "Shorthands: a metric or strategy may be a bare name (`accuracy`) or a one-key mapping",
+        "(`{fuzzy: {threshold: 0.8}}`); a model may be a bare path or `bundled`. Strategy options are the keys",
+        "next to `name` (see `taskfit strategies` and the strategies section below).",
+        "",
+    ]
+    for title, model, prefix in SECTIONS:
+        out += [f"## {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        for name, field in model.model_fields.items():
+            desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
+            if name in ("metrics", "strategies", "models") and model is TaskConfig:
+                desc += " See below." if name == "models" else ""
+            typ = _type(field.annotation).replace("|", "\\|")
+            out.append(f"| `{prefix}{name}` | {typ} | `{_default(field)}` | {desc} |")
+        out.append("")
+    out += [
+        "## metrics[]",
+        "",
+        "`name` plus options: `exact_match`/`accuracy` (`normalize`, `first_segment`), `contains`, `regex`",
+        "(`pattern`, `flags`), `numeric` (`tolerance`), `token_f1`, `fuzzy` (`threshold`, `normalize`), `json_valid`,",
+        "`json_match` (`fields`), `custom` (`function: package.module:func`, `binary`). The first metric is the",
+        "leaderboard score. `taskfit metrics` lists them.",
+        "",
+        "## strategies[]",
+        "",
+        "`name` (a registered strategy), optional `id` (the row name), and the strategy's own options:",
+        "",
+        "- `zero_shot`: `system`.",
+        "- `few_shot`: `k`, `selection` (" + ", ".join(get_args(_few_shot_selection())) + "), `examples` (ids for",
+        "  `fixed`), `format` (`chat` turns or `inline`), `system`.",
+        "- `structured`: `persona`, `objective`, `instructions`, `constraints`, `context`, `output_format`, `recap`,",
+        "  `k`, `selection`.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _few_shot_selection():
+    from taskfit.strategies.few_shot import FewShotOptions
+
+    return FewShotOptions.model_fields["selection"].annotation
+
+
+if __name__ == "__main__":
+    target = ROOT / "docs/taskfile.md"
+    text = render()
+    if "--check" in sys.argv:
+        sys.exit(0 if target.exists() and target.read_text() == text else 1)
+    target.write_text(text)
+    print(f"wrote {target}")
