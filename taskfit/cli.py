@@ -37,7 +37,7 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str) 
         TimeRemainingColumn,
     )
 
-    from taskfit.leaderboard import JSON_KEYS, render
+    from taskfit.leaderboard import JSON_KEYS, render, verdict
     from taskfit.study import run_study
 
     bars: dict[str, int] = {}
@@ -56,6 +56,7 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str) 
         print(json.dumps([{**{k: r[k] for k in JSON_KEYS}, **r} for r in table_rows], indent=2))
         return
     out.print(render(table_rows, title=f"{title}: {task_obj.config.name} ({table_rows[0]['metric'] if table_rows else ''})"))
+    out.print(verdict(table_rows), highlight=False)
     err.print(f"[dim]finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions[/dim]")
 
 

@@ -56,6 +56,23 @@ def rows(store: Store, runs: list[RunRecord]) -> list[dict[str, Any]]:
     return out
 
 
+def verdict(table_rows: list[dict[str, Any]], alpha: float = 0.05) -> str:
+    """One sentence: the best row, the rows statistically tied with it, and the cheapest of those."""
+    if not table_rows:
+        return "no rows"
+    best = table_rows[0]
+    tied = [r for r in table_rows[1:] if r["p_vs_best"] is not None and r["p_vs_best"] >= alpha]
+    name = lambda r: f"{r['strategy']} x {r['model']}"  # noqa: E731
+    text = f"Best: {name(best)} ({best['score']:.3f})."
+    if not tied:
+        return text + " Every other row is significantly worse (p < 0.05)."
+    cheapest = min([best, *tied], key=lambda r: (r["cost_per_1k"], r["time_per_1k_s"], r["tokens_in"]))
+    text += f" Not significantly different (p >= 0.05): {', '.join(name(r) for r in tied)}."
+    if cheapest is not best:
+        text += f" Cheapest of those: {name(cheapest)} ({cheapest['tokens_in']:.0f} tokens in per query vs {best['tokens_in']:.0f})."
+    return text
+
+
 def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 

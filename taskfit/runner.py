@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import subprocess
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from taskfit.backends import Backend, backends
@@ -43,8 +45,16 @@ class Arm:
 ProgressFn = Callable[[Arm, int, int], None]  # (arm, done, total)
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(where: Path | None = None) -> dict[str, str]:
+    """Python and package versions, plus the git commit of the task's folder when it is in a repository."""
     out = {"python": platform.python_version()}
+    if where is not None:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)
+            if commit.returncode == 0:
+                out["git_commit"] = commit.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
     for pkg in ("taskfit", "torch", "transformers", "sentence-transformers", "pydantic"):
         try:
             out[pkg] = version(pkg)
@@ -96,7 +106,7 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
         run = store.resumable(key) or store.create_run(
             key=key, study=study, task_name=c.name, task_path=str(task.path), task_hash=task.config_hash,
             data_hash=dataset.hash, strategy=arm.strategy.label(), model=arm.model.label(), model_id=backend.model_id,
-            split=split, n_total=len(examples), versions=package_versions(),
+            split=split, n_total=len(examples), versions=package_versions(task.root),
             config={"task": c.model_dump(), "strategy": arm.strategy.model_dump(), "model": arm.model.model_dump(),
                     "mode": mode, "limit": limit, "backend": backend.describe()})
         ctx = StrategyContext(task=task, parts=prompt_parts(task), train=dataset.splits.get("train", []), mode=mode,

@@ -103,6 +103,6 @@ def test_local_folder_and_gguf_paths_load_the_same_model(smollm):
 
     from_folder = create(ModelSpec(path=str(bundled.smollm2_dir())))
     from_gguf = create(ModelSpec(path=str(bundled.smollm2_gguf())))
-    assert from_folder.model_id.split(":")[-1] == from_gguf.model_id.split(":")[-1] == smollm.model_id.split(":")[-1]
+    assert from_folder.model_id.split(":")[2:] == from_gguf.model_id.split(":")[2:] == smollm.model_id.split(":")[2:]
     req = [ScoreRequest(({"role": "user", "content": "Is 2 bigger than 1?"},), ("Yes", "No"))]
     assert from_gguf.score(req)[0].logprobs == pytest.approx(smollm.score(req)[0].logprobs, abs=1e-4)

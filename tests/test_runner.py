@@ -126,3 +126,20 @@ def test_calibration_removes_label_bias(make_task):
     path = make_task(models=[{"backend": "scripted", "script": script}], strategies=["zero_shot"], calibrate=False)
     store, runs = _evaluate(path, CountingPool())
     assert {p["answer"] for p in store.predictions(runs[0].id)} == {"positive"}
+
+
+def test_verdict_names_best_and_ties():
+    from taskfit.leaderboard import verdict
+
+    table = [
+        {"strategy": "structured", "model": "m", "score": 0.8, "p_vs_best": None, "cost_per_1k": 0, "time_per_1k_s": 90,
+         "tokens_in": 250},
+        {"strategy": "zero_shot", "model": "m", "score": 0.79, "p_vs_best": 0.5, "cost_per_1k": 0, "time_per_1k_s": 50,
+         "tokens_in": 110},
+        {"strategy": "few_shot", "model": "m", "score": 0.6, "p_vs_best": 0.001, "cost_per_1k": 0, "time_per_1k_s": 60,
+         "tokens_in": 300},
+    ]
+    text = verdict(table)
+    assert text.startswith("Best: structured x m (0.800).")
+    assert "Not significantly different (p >= 0.05): zero_shot x m." in text and "few_shot" not in text
+    assert "Cheapest of those: zero_shot x m" in text

@@ -71,7 +71,10 @@ class HFBackend:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.use_chat_template = spec.chat_template and bool(self.tokenizer.chat_template)
-        self.model_id = f"hf:{spec.label()}:{_weights_fingerprint(folder)}"
+        # everything that changes what the model returns for the same messages is part of the cache identity
+        template = "chat" if self.use_chat_template else "plain"
+        self.model_id = (f"hf:{spec.label()}:{_weights_fingerprint(folder)}:{template}:{self.model.dtype}"
+                         f":{self.device.type}")
         self.batch_size = spec.batch_size
         self._prefix_cache: dict[tuple[int, ...], Any] = {}
 
