@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable
 
 from taskfit.backends import GenerateRequest, Message, ScoreRequest
@@ -94,3 +95,26 @@ def _per_label(spellings: list[tuple[str, str]], logprobs: list[float]) -> dict[
 def _logaddexp(a: float, b: float) -> float:
     m = max(a, b)
     return m + math.log(math.exp(a - m) + math.exp(b - m))
+
+
+_FINAL = re.compile(r"(?:####|the (?:final )?answer is|answer\s*:)\s*(.+)", re.I)
+
+
+def final_answer_text(text: str) -> str:
+    """The part of a reasoning reply that states the answer: after the last "The answer is" / "####" /
+    "Answer:", else the last non-empty line."""
+    matches = list(_FINAL.finditer(text))
+    if matches:
+        return matches[-1].group(1).strip().splitlines()[0].strip().rstrip(".")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def to_prediction(text: str | None, ctx: StrategyContext, trace: Trace, *, reasoning: bool = False,
+                  details: dict | None = None) -> Prediction:
+    """A prediction from a final reply (None = the call failed). ``reasoning``: read the answer off the end."""
+    if text is None:
+        return Prediction(output="", answer=None, trace=trace, failed=True, details=details or {})
+    c = ctx.task.config
+    parsed = parse_output(final_answer_text(text) if reasoning else text, c.parse, c.labels, c.label_aliases)
+    return Prediction(output=text, answer=parsed.value, trace=trace, parse_failed=parsed.failed, details=details or {})

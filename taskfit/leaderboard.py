@@ -40,6 +40,7 @@ def rows(store: Store, runs: list[RunRecord]) -> list[dict[str, Any]]:
             "time_per_1k_s": _mean(lat) if lat else 0.0,  # mean ms per query x 1000 queries / 1000 ms per s
             "parse_fail_rate": _mean([p["parse_failed"] for p in ps]),
             "failed": sum(p["failed"] for p in ps), "mode": run.config.get("mode"), "run_id": run.id,
+            "metrics": _metric_means(ps),
             "binary": binary,
         })
     out.sort(key=lambda r: -r["score"])
@@ -73,6 +74,12 @@ def verdict(table_rows: list[dict[str, Any]], alpha: float = 0.05) -> str:
     return text
 
 
+def _metric_means(ps: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean of every stored metric (the task's, and strategy-level ones such as recall@k) over the rows."""
+    names = sorted({k for p in ps for k in p["metrics"]})
+    return {k: _mean([p["metrics"][k] for p in ps if k in p["metrics"]]) for k in names}
+
+
 def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
@@ -85,7 +92,7 @@ def render(table_rows: list[dict[str, Any]], title: str = "Leaderboard"):
     for col, just in [("strategy", "left"), ("model", "left"), ("n", "right"), ("score [95% CI]", "right"),
                       ("p vs best", "right"), ("parse fail", "right"), ("p50 ms", "right"), ("tok in/out", "right"),
                       ("calls/q", "right"), ("cache hits", "right"), ("$/1k q", "right"), ("time/1k q", "right"),
-                      ("run", "left")]:
+                      ("other metrics", "left"), ("run", "left")]:
         t.add_column(col, justify=just)
     for r in table_rows:
         p = r["p_vs_best"]
@@ -95,7 +102,8 @@ def render(table_rows: list[dict[str, Any]], title: str = "Leaderboard"):
             "best" if p is None else (f"{p:.3f}" + (" *" if p < 0.05 else "")),
             f"{r['parse_fail_rate']:.1%}", f"{r['latency_p50_ms']:.0f}",
             f"{r['tokens_in']:.0f}/{r['tokens_out']:.0f}", f"{r['calls_per_query']:.1f}", str(r["cache_hits"]),
-            f"${r['cost_per_1k']:.4f}", _duration(r["time_per_1k_s"]), r["run_id"],
+            f"${r['cost_per_1k']:.4f}", _duration(r["time_per_1k_s"]),
+            " ".join(f"{k}={v:.3f}" for k, v in r["metrics"].items() if k != r["metric"]), r["run_id"],
         )
     t.caption = ("score: mean of the first metric; CI: Wilson (0/1 metrics) or bootstrap; p vs best: McNemar or "
                  "paired bootstrap, * < 0.05; latency on local models is batch time / batch size")

@@ -17,7 +17,8 @@ class Trace:
 
     @property
     def n_calls(self) -> int:
-        return len(self.calls)
+        """Model completions requested: a request for n samples counts n (it is billed and computed n times)."""
+        return sum(int(c["params"].get("n", 1) or 1) for c in self.calls)
 
     @property
     def cache_hits(self) -> int:

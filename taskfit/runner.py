@@ -130,6 +130,8 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
 
 def _row(run_id: str, idx: int, ex: Example, p, metric_fns, inputs: list[str]) -> dict[str, Any]:
     scores = {name: (0.0 if p.answer is None else float(fn(p.answer, ex))) for name, fn in metric_fns}
+    # strategy-level measurements (e.g. retrieval recall@k) sit beside the task's metrics
+    scores.update({k: float(v) for k, v in p.details.get("metrics", {}).items()})
     trace = p.trace
     return {
         "run_id": run_id, "idx": idx, "example_id": ex.id, "inputs": {k: ex.fields.get(k) for k in inputs},
