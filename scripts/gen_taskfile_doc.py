@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import get_args
 
 from pydantic import BaseModel
 
@@ -72,22 +71,49 @@ def render() -> str:
         "",
         "## strategies[]",
         "",
-        "`name` (a registered strategy), optional `id` (the row name), and the strategy's own options:",
-        "",
-        "- `zero_shot`: `system`.",
-        "- `few_shot`: `k`, `selection` (" + ", ".join(get_args(_few_shot_selection())) + "), `examples` (ids for",
-        "  `fixed`), `format` (`chat` turns or `inline`), `system`.",
-        "- `structured`: `persona`, `objective`, `instructions`, `constraints`, `context`, `output_format`, `recap`,",
-        "  `k`, `selection`.",
+        "`name` (a registered strategy), optional `id` (the row name), and the strategy's own options, listed",
+        "below from the code. `taskfit strategies` prints the same one-line descriptions.",
         "",
     ]
+    out += _strategy_sections()
     return "\n".join(out)
 
 
-def _few_shot_selection():
-    from taskfit.strategies.few_shot import FewShotOptions
+def _strategy_sections() -> list[str]:
+    """One table per registered strategy, from the pydantic options model its module defines."""
+    import importlib
+    import inspect
 
-    return FewShotOptions.model_fields["selection"].annotation
+    from taskfit.strategies import BUILTINS
+
+    out: list[str] = []
+    seen: set[str] = set()
+    for name, spec in BUILTINS.items():
+        module = importlib.import_module(spec.partition(":")[0])
+        alias = module.__name__ in seen
+        seen.add(module.__name__)
+        out += [f"### {name}", "", getattr(module, "DESCRIPTION", ""), ""]
+        if alias:
+            out += [f"Same options as the strategy in `{module.__name__}` above.", ""]
+            continue
+        models = [obj for _, obj in inspect.getmembers(module, inspect.isclass)
+                  if issubclass(obj, BaseModel) and obj.__module__ == module.__name__]
+        models.sort(key=lambda m: not m.__name__.endswith("Options"))  # the options first, then nested shapes
+        for model in models:
+            if len(models) > 1:
+                out += [f"`{model.__name__}`:", ""]
+            out += ["| option | type | default | meaning |", "|---|---|---|---|"]
+            for key, field in model.model_fields.items():
+                desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
+                default = _default(field).replace("\n", "\\n").replace("|", "\\|")
+                if len(default) > 60:
+                    default = default[:57] + "..."
+                typ = _type(field.annotation).replace("|", "\\|")
+                out.append(f"| `{key}` | {typ} | `{default}` | {desc} |")
+            if model.model_config.get("extra") == "allow":
+                out.append("| *other keys* | | | passed to the base strategy |")
+            out.append("")
+    return out
 
 
 if __name__ == "__main__":

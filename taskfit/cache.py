@@ -16,7 +16,10 @@ from sqlalchemy import Engine, text
 
 
 def call_key(model_id: str, kind: str, request: Any) -> str:
-    payload = json.dumps({"model": model_id, "kind": kind, "request": asdict(request)}, sort_keys=True,
+    fields = asdict(request)
+    if not fields.get("tools"):  # requests without tools keep the keys they had before tools existed
+        fields.pop("tools", None)
+    payload = json.dumps({"model": model_id, "kind": kind, "request": fields}, sort_keys=True,
                          ensure_ascii=False, default=list)
     return hashlib.sha256(payload.encode()).hexdigest()
 

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from taskfit.errors import TaskfitError
 
@@ -137,9 +138,13 @@ def _show_trace(p: dict) -> None:
     out.print({"inputs": p["inputs"], "target": p["target"], "answer": p["answer"], "output": p["output"]})
     for i, call in enumerate(p["trace"]["calls"], start=1):
         out.rule(f"call {i}: {call['step']} ({call['kind']}){' cached' if call['cached'] else ''}")
-        for m in call["messages"]:
-            out.print(f"[bold]{m['role']}[/bold]: {m['content']}", markup=True, highlight=False)
-        out.print(f"[bold]-> output[/bold]: {call['output']}", highlight=False)
+        for m in call["messages"]:  # Text, not markup: prompts may contain [brackets]
+            extra = f" {m['tool_calls']}" if m.get("tool_calls") else ""
+            out.print(Text.assemble((m["role"], "bold"), ": ", str(m.get("content") or ""), extra), highlight=False)
+        if call["kind"] == "tool":
+            out.print(Text.assemble(("tool ", "bold"), str(call["params"].get("name", "")), " ",
+                                    json.dumps(call["params"].get("arguments", {}))), highlight=False)
+        out.print(Text.assemble(("-> output", "bold"), ": ", str(call["output"])), highlight=False)
         shared = f" (share of a call made for {call['shared_by']} examples)" if call.get("shared_by", 1) > 1 else ""
         out.print(f"[dim]tokens {call['tokens_in']:.0f}/{call['tokens_out']:.0f}, {call['latency_ms']:.0f} ms{shared}"
                   f"{', error: ' + call['error'] if call.get('error') else ''}[/dim]")

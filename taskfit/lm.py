@@ -18,7 +18,7 @@ class Trace:
     @property
     def n_calls(self) -> int:
         """Model completions requested: a request for n samples counts n (it is billed and computed n times)."""
-        return sum(int(c["params"].get("n", 1) or 1) for c in self.calls)
+        return sum(int(c["params"].get("n", 1)) for c in self.calls)  # tool runs record n=0
 
     @property
     def cache_hits(self) -> int:
@@ -29,7 +29,8 @@ class Trace:
 
     @property
     def error(self) -> str | None:
-        errors = [c["error"] for c in self.calls if c.get("error")]
+        # a failed tool run is an observation the model reacts to, not a failed prediction
+        errors = [c["error"] for c in self.calls if c.get("error") and c.get("kind") != "tool"]
         return errors[-1] if errors else None
 
 

@@ -159,6 +159,8 @@ def parse_text(text: str) -> ParseResult:
         elif value[:1] in "\u201c" and "\u201d" in value:
             value = value[1:value.index("\u201d")]
     value = value.strip().strip(_QUOTES).strip()
+    if value.endswith(".") and value.count(".") == 1:  # "7." / "London." but not "U.S."
+        value = value[:-1].rstrip()
     return ParseResult(value=value, failed=False) if value else FAILED
 
 

@@ -63,8 +63,20 @@ def package_versions(where: Path | None = None) -> dict[str, str]:
     return out
 
 
+def _option_files(task: Task, options: dict[str, Any]) -> dict[str, str]:
+    """Hashes of files a strategy's options name (a document collection...): editing one changes the run."""
+    out = {}
+    for key, value in options.items():
+        if isinstance(value, str) and 0 < len(value) < 500 and "\n" not in value:
+            path = task.resolve(value)
+            if path.is_file():
+                out[key] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return out
+
+
 def run_key(task: Task, dataset: Dataset, arm: Arm, split: str, limit: int | None, mode: str) -> str:
     payload = {"task": task.config_hash, "data": dataset.hash, "strategy": arm.strategy.model_dump(),
+               "files": _option_files(task, arm.strategy.options),
                "model": arm.model.model_dump(), "split": split, "limit": limit, "mode": mode}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 

@@ -11,7 +11,9 @@ from typing import Any, Protocol
 
 from taskfit.registry import Registry
 
-Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+# {"role": "system" | "user" | "assistant" | "tool", "content": "..."}; an assistant message may also carry
+# "tool_calls" and a tool message "tool_call_id" (OpenAI chat form), which backends pass on unchanged
+Message = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,9 @@ class GenerateRequest:
     temperature: float = 0.0
     n: int = 1
     seed: int = 0
+    # tools the model may call, as OpenAI {"type": "function", "function": {...}} dicts; only backends with
+    # ``supports_tools`` send them
+    tools: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass
@@ -31,6 +36,8 @@ class GenerateResult:
     tokens_out: int = 0
     latency_ms: float = 0.0
     error: str | None = None
+    # the first choice's tool calls: {"id", "name", "arguments": dict (the raw string if it was not JSON)}
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ def _weights_fingerprint(folder: Path) -> str:
 class HFBackend:
     local = True
     supports_score = True
+    supports_tools = False
 
     def __init__(self, folder: Path, spec: ModelSpec):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -110,6 +111,11 @@ class HFBackend:
             items.append((i, prompt, conts))
         items.sort(key=lambda it: len(it[1]))  # similar lengths together: less padding
         results: list[ScoreResult | None] = [None] * len(requests)
+        single_token = [it for it in items if all(len(c) == 1 for c in it[2])]
+        multi_token = [it for it in items if not all(len(c) == 1 for c in it[2])]
+        for it in multi_token:  # e.g. 77 intent names: the prompt runs once, its KV cache serves every label
+            results[it[0]] = self._score_continuations(*it)
+        items = single_token
         bs = self.spec.batch_size
         for start in range(0, len(items), bs):
             batch = items[start:start + bs]
@@ -142,6 +148,20 @@ class HFBackend:
                                          token_counts=[len(c) for c in conts], tokens_in=len(prompt),
                                          latency_ms=elapsed_ms)
         return results  # type: ignore[return-value]
+
+    def _score_continuations(self, _i: int, prompt: list[int], conts: list[list[int]]) -> ScoreResult:
+        """One example with multi-token continuations: rows share the whole prompt, so the shared-prefix cache
+        covers it and each row only runs its continuation."""
+        t0 = time.perf_counter()
+        logps: list[float] = []
+        group = max(8, self.spec.batch_size * 8)  # continuation rows are short: batch many at once
+        for start in range(0, len(conts), group):
+            part = conts[start:start + group]
+            rows = [prompt + c for c in part]
+            targets = [[(len(prompt) - 1 + k, tok) for k, tok in enumerate(c)] for c in part]
+            logps += [sum(lp) for lp in self._target_logprobs(rows, targets)]
+        return ScoreResult(logprobs=logps, token_counts=[len(c) for c in conts], tokens_in=len(prompt),
+                           latency_ms=(time.perf_counter() - t0) * 1000)
 
     def _target_logprobs(self, rows: list[list[int]], targets: list[list[tuple[int, int]]]) -> list[list[float]]:
         """Log-probabilities of target tokens; rows are right-padded, so pads never precede a real token."""

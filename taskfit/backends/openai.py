@@ -3,10 +3,14 @@
 Generation only: ``supports_score`` is False because chat-completions servers do not portably return
 log-likelihoods of *given* text (the prompt's ``logprobs``/``echo`` options are missing or differ
 between vLLM, Ollama, llama.cpp and OpenAI), so label scoring falls back to generate-and-parse.
+
+Native tool calling: a request's ``tools`` are sent as the ``tools`` field and the reply's ``tool_calls``
+come back parsed; assistant messages with ``tool_calls`` and ``tool`` messages are sent exactly as given.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -32,6 +36,7 @@ class OpenAIBackend:
     """Chat completions over HTTP with bounded concurrency and retries; failures become error results."""
 
     supports_score = False
+    supports_tools = True
     local = False
 
     def __init__(self, spec: ModelSpec, *, backoff_s: float = 0.5, max_backoff_s: float = 60.0):
@@ -160,6 +165,8 @@ def _payload(model: str, req: GenerateRequest) -> dict[str, Any]:
                             "n": req.n, "seed": req.seed}
     if req.stop:
         body["stop"] = list(req.stop)
+    if req.tools:  # left out when empty: some servers reject "tools": [] as well
+        body["tools"] = [dict(t) for t in req.tools]
     return body
 
 
@@ -171,8 +178,29 @@ def _parse(data: Any) -> GenerateResult:
     choices = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
     texts = [((c.get("message") or {}).get("content") or "") if isinstance(c, dict) else "" for c in choices]
     usage = data.get("usage") or {}
+    first = (choices[0].get("message") or {}) if choices and isinstance(choices[0], dict) else {}
     return GenerateResult(texts=texts, tokens_in=int(usage.get("prompt_tokens") or 0),
-                          tokens_out=int(usage.get("completion_tokens") or 0))
+                          tokens_out=int(usage.get("completion_tokens") or 0),
+                          tool_calls=_tool_calls(first.get("tool_calls")))
+
+
+def _tool_calls(raw: Any) -> list[dict[str, Any]]:
+    """``message.tool_calls`` as {"id", "name", "arguments"}; arguments arrive as a JSON string."""
+    calls = []
+    for i, call in enumerate(raw if isinstance(raw, list) else []):
+        if not isinstance(call, dict):
+            continue
+        fn = call.get("function") or {}
+        args = fn.get("arguments")
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except ValueError:
+                pass  # kept as the raw string: the caller reports it to the model instead of failing the call
+        # some servers omit the id; the tool message that answers the call must still name one
+        calls.append({"id": call.get("id") or f"call_{i}", "name": fn.get("name") or "",
+                      "arguments": args if args is not None else {}})
+    return calls
 
 
 def _retryable(status: int) -> bool:

@@ -30,6 +30,7 @@ def create(spec: ModelSpec) -> ScriptedBackend:
 class ScriptedBackend:
     local = True
     supports_score = True
+    supports_tools = False
     batch_size = 1
 
     def __init__(self, script: dict[str, Any], name: str = "scripted",

@@ -44,7 +44,19 @@ class Strategy(Protocol):
 BUILTINS = {
     "zero_shot": "taskfit.strategies.zero_shot:create",
     "few_shot": "taskfit.strategies.few_shot:create",
+    "one_shot": "taskfit.strategies.one_shot:create",
     "structured": "taskfit.strategies.structured:create",
+    "persona": "taskfit.strategies.persona:create",
+    "cot": "taskfit.strategies.cot:create",
+    "zero_shot_cot": "taskfit.strategies.zero_shot_cot:create",
+    "self_consistency": "taskfit.strategies.self_consistency:create",
+    "self_refine": "taskfit.strategies.self_refine:create",
+    "tree_of_thoughts": "taskfit.strategies.tree_of_thoughts:create",
+    "chain": "taskfit.strategies.chain:create",
+    "rag": "taskfit.strategies.rag:create",
+    "react": "taskfit.strategies.react:create",
+    "tools": "taskfit.strategies.react:create",
+    "program_of_thought": "taskfit.strategies.program_of_thought:create",
 }
 
 strategies = Registry("strategy", BUILTINS)
