@@ -45,10 +45,16 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str) 
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err, transient=False) as progress:
+        last_line = [0.0]
+
         def on_progress(arm, done, total):
             if arm.name not in bars:
                 bars[arm.name] = progress.add_task(arm.name, total=total)
             progress.update(bars[arm.name], completed=done)
+            # a log file gets no live bar: print a line now and then instead
+            if not err.is_terminal and (done == total or time.perf_counter() - last_line[0] > 15):
+                last_line[0] = time.perf_counter()
+                err.print(f"{arm.name}: {done}/{total} ({time.perf_counter() - started:.0f} s)", highlight=False)
 
         err.print("[dim]loading task, data and models...[/dim]")
         task_obj, table_rows = run_study(task, strategy_names=strategy, model_names=model, split=split, limit=limit,
