@@ -311,3 +311,15 @@ def test_bundled_model_runs_the_tool_loop(tmp_path):
     for p in preds:
         assert p["failed"] == 0 and p["trace"]["calls"][0]["step"] == "generate"
         assert 1 <= p["trace"]["details"]["steps"] == p["calls"] <= 3
+
+
+def test_action_written_as_the_input_of_the_only_tool() -> None:
+    from taskfit.strategies.react import parse_action
+    from taskfit.tools import load_tool
+
+    calc = load_tool("calculator")
+    action = parse_action(" I need to add.\nAction: 3 * 60\n", {calc.name: calc})
+    assert action.tool == "calculator" and action.arguments == {"expression": "3 * 60"}
+    weather = load_tool("get_current_weather")
+    two = parse_action("Action: 3 * 60\n", {calc.name: calc, weather.name: weather})
+    assert two.tool == "3 * 60"  # with several tools an unknown name stays an error for the model to read

@@ -266,6 +266,12 @@ def parse_action(text: str, tools: dict[str, Tool] | None = None) -> Action:
     else:
         raw_input, end = inline or "", action.end()
     tool = (tools or {}).get(name) or next((t for n, t in (tools or {}).items() if n.lower() == name.lower()), None)
+    if tool is None and not raw_input and tools and len(tools) == 1:
+        # small models often write the tool's input where its name belongs ("Action: 3 * 60"); with a single
+        # tool that takes one required argument, read it as that call
+        only = next(iter(tools.values()))
+        if len(only.required) == 1:
+            tool, raw_input = only, name
     args, error = _arguments(raw_input, tool)
     return Action(tool=tool.name if tool else name, arguments=args, error=error, end=end)
 
