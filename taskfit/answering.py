@@ -23,9 +23,11 @@ CONTENT_FREE = "N/A"  # contextual calibration's content-free input (Zhao et al.
 
 
 def label_spellings(label: str, aliases: list[str]) -> list[str]:
-    """The label as written, capitalised, and its aliases: the model may prefer any of them."""
+    """The label as written, capitalised when it is a plain word ("positive" -> "Positive"), and its aliases:
+    the model may prefer any of them. Identifier-like labels ("card_arrival") are not capitalised."""
     out = []
-    for s in [label, label[:1].upper() + label[1:], *aliases]:
+    plain = label.replace(" ", "").isalpha()
+    for s in [label, *([label[:1].upper() + label[1:]] if plain else []), *aliases]:
         if s and s not in out:
             out.append(s)
     return out
