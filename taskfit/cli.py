@@ -25,7 +25,8 @@ TaskArg = Annotated[str, typer.Argument(help="Path to the task file (YAML).")]
 StrategyOpt = Annotated[list[str] | None, typer.Option("--strategy", "-s", help="Strategy row (or registered name); repeatable.")]
 ModelOpt = Annotated[list[str] | None, typer.Option("--model", "-m", help="Model row name, local folder, .gguf or 'bundled'; repeatable.")]
 SplitOpt = Annotated[str | None, typer.Option(help="Split to score: train, dev or test (default: the task's).")]
-LimitOpt = Annotated[int | None, typer.Option(help="Score only the first N rows of the split.")]
+LimitOpt = Annotated[int | None, typer.Option(help="Score only the first N rows of the split (0: all rows, "
+                                                    "overriding the task file's limit).")]
 
 
 def _study(task: str, strategy, model, split, limit, as_json: bool, title: str) -> None:

@@ -58,6 +58,7 @@ def run_study(task_path: str | Path, *, strategy_names: list[str] | None = None,
     arms = select_arms(task, strategy_names, model_names)
     eng = db.engine()
     store = Store(eng)
-    records = evaluate(task, dataset, arms, split=split or task.config.split, limit=limit or task.config.limit,
+    limit = task.config.limit if limit is None else (limit or None)  # --limit 0: every row
+    records = evaluate(task, dataset, arms, split=split or task.config.split, limit=limit,
                        store=store, cache=CallCache(eng), progress=progress)
     return task, rows(store, records)

@@ -12,6 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """Keep every test request on loopback even where a proxy is configured."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
 def taskfit_home(tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("TASKFIT_HOME", str(home))

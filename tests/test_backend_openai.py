@@ -123,12 +123,6 @@ def _req(content: str, **kw: Any) -> GenerateRequest:
     return GenerateRequest(messages=messages, **kw)
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep every request on loopback even where a proxy is configured."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
 
 @pytest.fixture
 def fake() -> Iterator[FakeServer]:

@@ -112,3 +112,10 @@ def test_bundled_model_default_resolves(tmp_path):
     assert c.models[0].backend == "hf" and c.models[0].label() == "smollm2-135m"
     assert yaml.safe_dump(c.model_dump())  # the resolved config can be saved next to a run
     assert Path(__file__).exists()
+
+
+def test_limit_zero_means_every_row(make_task, taskfit_home):
+    path = make_task(limit=3, strategies=["zero_shot"])
+    capped = json.loads(_run(["eval", str(path), "--json"], taskfit_home).stdout)
+    everything = json.loads(_run(["eval", str(path), "--limit", "0", "--json"], taskfit_home).stdout)
+    assert capped[0]["n"] == 3 and everything[0]["n"] == 8
