@@ -67,7 +67,8 @@ def verdict(table_rows: list[dict[str, Any]], alpha: float = 0.05) -> str:
     text = f"Best: {name(best)} ({best['score']:.3f})."
     if not tied:
         return text + " Every other row is significantly worse (p < 0.05)."
-    cheapest = min([best, *tied], key=lambda r: (r["cost_per_1k"], r["time_per_1k_s"], r["tokens_in"]))
+    # money first, then tokens (deterministic; measured time on a shared machine is noisy)
+    cheapest = min([best, *tied], key=lambda r: (r["cost_per_1k"], r["tokens_in"] + r["tokens_out"], r["time_per_1k_s"]))
     text += f" Not significantly different (p >= 0.05): {', '.join(name(r) for r in tied)}."
     if cheapest is not best:
         text += f" Cheapest of those: {name(cheapest)} ({cheapest['tokens_in']:.0f} tokens in per query vs {best['tokens_in']:.0f})."
