@@ -133,11 +133,11 @@ def test_verdict_names_best_and_ties():
 
     table = [
         {"strategy": "structured", "model": "m", "score": 0.8, "p_vs_best": None, "cost_per_1k": 0, "time_per_1k_s": 90,
-         "tokens_in": 250},
+         "tokens_in": 250, "tokens_out": 0},
         {"strategy": "zero_shot", "model": "m", "score": 0.79, "p_vs_best": 0.5, "cost_per_1k": 0, "time_per_1k_s": 50,
-         "tokens_in": 110},
+         "tokens_in": 110, "tokens_out": 0},
         {"strategy": "few_shot", "model": "m", "score": 0.6, "p_vs_best": 0.001, "cost_per_1k": 0, "time_per_1k_s": 60,
-         "tokens_in": 300},
+         "tokens_in": 300, "tokens_out": 0},
     ]
     text = verdict(table)
     assert text.startswith("Best: structured x m (0.800).")
