@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -56,12 +57,14 @@ class LM:
         keys = [call_key(self.model_id, kind, r) for r in requests]
         hits = self.cache.get_many(list(dict.fromkeys(keys)))
         # identical requests in one batch are sent once
-        todo = list(dict.fromkeys(k for k in keys if k not in hits))
-        first = {k: requests[keys.index(k)] for k in todo}
+        first: dict[str, Any] = {}
+        for k, r in zip(keys, requests, strict=True):
+            first.setdefault(k, r)
+        todo = [k for k in first if k not in hits]
         fresh: dict[str, Any] = {}
         # similar prompt lengths together (less padding), and one cache commit per backend batch, so a killed
         # process loses at most the batch in flight and never repeats a call it had finished
-        todo.sort(key=lambda k: sum(len(m["content"]) for m in first[k].messages))
+        todo.sort(key=lambda k: sum(len(m.get("content") or "") for m in first[k].messages))
         size = max(1, getattr(self.backend, "batch_size", len(todo) or 1))
         for start in range(0, len(todo), size):
             part = todo[start:start + size]
@@ -76,7 +79,7 @@ class LM:
         sent: set[str] = set()
         # a request shared by several examples of the batch (a calibration prompt, a fixed preamble) is one
         # model call: each example is charged its share of the tokens and time, the same on cold and cached runs
-        shares = {k: keys.count(k) for k in set(keys)}
+        shares = Counter(keys)
         for k, req, trace in zip(keys, requests, traces, strict=True):
             # a repeat of a request in the same batch was answered without calling the model: a cache hit
             cached = k in hits or k in sent

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -70,3 +73,18 @@ def make_task(tmp_path):
         return path
 
     return _make
+
+
+@contextmanager
+def serving(httpd, on_stop: Callable[[], None] | None = None) -> Iterator[None]:
+    """Run a loopback HTTP server in a background thread for the duration of a test."""
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        if on_stop:
+            on_stop()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)

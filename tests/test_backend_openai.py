@@ -126,16 +126,11 @@ def _req(content: str, **kw: Any) -> GenerateRequest:
 
 @pytest.fixture
 def fake() -> Iterator[FakeServer]:
+    from conftest import serving
+
     server = FakeServer()
-    thread = threading.Thread(target=server.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(server.httpd, on_stop=server.stopping.set):  # stopping wakes stalled handlers
         yield server
-    finally:
-        server.stopping.set()
-        server.httpd.shutdown()
-        server.httpd.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture

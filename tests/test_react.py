@@ -241,15 +241,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[ToolServer]:
+    from conftest import serving
+
     fake = ToolServer()
-    thread = threading.Thread(target=fake.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(fake.httpd):
         yield fake
-    finally:
-        fake.httpd.shutdown()
-        fake.httpd.server_close()
-        thread.join(timeout=5)
 
 
 def _weather_task(tmp_path: Path, server: ToolServer, **strategy: Any) -> Path:

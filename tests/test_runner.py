@@ -123,6 +123,12 @@ def test_calibration_removes_label_bias(make_task):
     preds = {p["example_id"]: p for p in store.predictions(runs[0].id)}
     assert preds["r3"]["answer"] == "negative"
     assert preds["r3"]["calls"] == 2  # the example and its content-free twin
+    # zero-shot's content-free prompt is the same for all 8 rows: sent once, each row charged an eighth
+    calib = [c for c in preds["r3"]["trace"]["calls"] if c["step"] == "calibration"][0]
+    example = [c for c in preds["r3"]["trace"]["calls"] if c["step"] == "score"][0]
+    assert calib["shared_by"] == 8 and example["shared_by"] == 1
+    assert calib["tokens_in"] == pytest.approx(len("Classify the review.\n\nReview: N/A\n\nAnswer with exactly one of: "
+                                                   "negative, positive.".split()) / 8)
     path = make_task(models=[{"backend": "scripted", "script": script}], strategies=["zero_shot"], calibrate=False)
     store, runs = _evaluate(path, CountingPool())
     assert {p["answer"] for p in store.predictions(runs[0].id)} == {"positive"}

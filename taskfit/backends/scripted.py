@@ -44,24 +44,22 @@ class ScriptedBackend:
     def describe(self) -> dict[str, Any]:
         return {"backend": "scripted", "script": self.script}
 
-    def _prompt(self, messages) -> str:
-        return "\n".join(m["content"] for m in messages)
-
-    def _log(self, kind: str, prompt: str) -> None:
-        """Simulate the model's work, then record the finished call."""
+    def _receive(self, kind: str, request) -> tuple[str, bool]:
+        """Record a request, simulate the model's work, log the finished call; returns (prompt, fails)."""
+        self.requests.append(request)
+        prompt = "\n".join(str(m.get("content") or "") for m in request.messages)
         if self.script.get("delay_s"):
             time.sleep(float(self.script["delay_s"]))
         if self.script.get("call_log"):
             with open(self.script["call_log"], "a") as f:
                 f.write(json.dumps({"kind": kind, "prompt": prompt}) + "\n")
+        return prompt, bool(self.script.get("fail_on")) and self.script["fail_on"] in prompt
 
     def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
         out = []
         for r in requests:
-            self.requests.append(r)
-            prompt = self._prompt(r.messages)
-            self._log("generate", prompt)
-            if self.script.get("fail_on") and self.script["fail_on"] in prompt:
+            prompt, fails = self._receive("generate", r)
+            if fails:
                 out.append(GenerateResult(texts=[], error="scripted failure"))
                 continue
             if self.reply_fn:
@@ -76,10 +74,8 @@ class ScriptedBackend:
     def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         out = []
         for r in requests:
-            self.requests.append(r)
-            prompt = self._prompt(r.messages)
-            self._log("score", prompt)
-            if self.script.get("fail_on") and self.script["fail_on"] in prompt:
+            prompt, fails = self._receive("score", r)
+            if fails:
                 out.append(ScoreResult(logprobs=[], error="scripted failure"))
                 continue
             table = next((v for k, v in self.script.get("scores", {}).items() if k in prompt), {})

@@ -140,12 +140,7 @@ class React:
         requests = [GenerateRequest((*r.messages, {"role": "assistant", "content": r.scratchpad}),
                                     max_tokens=self.options.max_tokens, stop=FINAL_STOP if last else STOP)
                     for r in active]
-        results = lm.generate(requests, [r.trace for r in active], step="final" if last else "generate")
-        for r, res in zip(active, results, strict=True):
-            r.steps += 1
-            if res.error:
-                r.failed, r.stopped = True, "error"
-                continue
+        for r, res in self._generate(active, lm, requests, last):
             text = res.texts[0] if res.texts else ""
             if last:  # cut here too: not every server applies every stop sequence
                 r.final, r.stopped = _first_paragraph(_cut(text, FINAL_STOP)), "step_limit"
@@ -168,12 +163,7 @@ class React:
         schemas = tuple(t.schema() for t in self.tools.values())
         requests = [GenerateRequest(tuple(r.messages), max_tokens=self.options.max_tokens, tools=schemas)
                     for r in active]
-        results = lm.generate(requests, [r.trace for r in active], step="final" if last else "generate")
-        for r, res in zip(active, results, strict=True):
-            r.steps += 1
-            if res.error:
-                r.failed, r.stopped = True, "error"
-                continue
+        for r, res in self._generate(active, lm, requests, last):
             text = res.texts[0] if res.texts else ""
             if last or not res.tool_calls:  # at the limit a further tool call is ignored: its text is the answer
                 r.final, r.stopped = text, "step_limit" if last else "answer"
@@ -193,6 +183,19 @@ class React:
             r.messages.append({"role": "tool", "tool_call_id": call["id"], "content": result.output})
 
     # -- shared ----------------------------------------------------------------------------------
+    def _generate(self, active: list[_Run], lm: LM, requests: list[GenerateRequest],
+                  last: bool) -> list[tuple[_Run, GenerateResult]]:
+        """One model step for every running example; a failed call ends that example's loop."""
+        results = lm.generate(requests, [r.trace for r in active], step="final" if last else "generate")
+        answered = []
+        for r, res in zip(active, results, strict=True):
+            r.steps += 1
+            if res.error:
+                r.failed, r.stopped = True, "error"
+            else:
+                answered.append((r, res))
+        return answered
+
     def _run_tool(self, r: _Run, name: str, arguments: dict[str, Any] | None, error: str | None) -> ToolResult:
         """Run one tool call and record it in the example's trace as its own entry."""
         start = time.perf_counter()
