@@ -189,6 +189,18 @@ def list_metrics() -> None:
     out.print(t)
 
 
+def _register_commands() -> None:
+    import importlib
+
+    from taskfit.commands import COMMANDS
+
+    for name in COMMANDS:
+        importlib.import_module(f"taskfit.commands.{name}").register(app)
+
+
+_register_commands()
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,7 @@
+"""`taskfit tune`: see the module of the same name in the library."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the `taskfit` app."""
