@@ -67,7 +67,7 @@ def _by_label_score(examples, prompts, prompt: PromptFn, lm: LM, ctx: StrategyCo
     conts = tuple(lead + s for _, s in spellings)
     results = lm.score([ScoreRequest(p, conts) for p in prompts], traces)
     offsets: list[dict[str, float] | None] = [None] * len(examples)
-    if c.calibrate:
+    if c.calibrate and not getattr(lm.backend, "scores_labels", False):  # a trained head needs no calibration
         blank = [dataclasses.replace(ex, fields={**ex.fields, **{f: CONTENT_FREE for f in c.inputs}}) for ex in examples]
         cf_results = lm.score([ScoreRequest(prompt(b), conts) for b in blank], traces, step="calibration")
         offsets = [None if r.error else _per_label(spellings, r.logprobs) for r in cf_results]

@@ -62,6 +62,99 @@ MIGRATIONS: list[tuple[str, str]] = [
             trace TEXT NOT NULL,
             PRIMARY KEY (run_id, example_id)
         )"""),
+    ("005_tunes", """
+        CREATE TABLE tunes (
+            id TEXT PRIMARY KEY,
+            key TEXT NOT NULL,
+            created REAL NOT NULL,
+            finished REAL,
+            status TEXT NOT NULL,
+            task_name TEXT NOT NULL,
+            task_path TEXT NOT NULL,
+            method TEXT NOT NULL,
+            objective TEXT NOT NULL,
+            base_model TEXT NOT NULL,
+            data_hash TEXT NOT NULL,
+            seed INTEGER NOT NULL,
+            spec TEXT NOT NULL,
+            versions TEXT NOT NULL,
+            artifact_dir TEXT NOT NULL,
+            result TEXT NOT NULL
+        )"""),
+    # Human review, append-only (the latest verdict wins): kind 'label' judges one answer (verdict correct |
+    # incorrect); kind 'pair' compares run A's answer with run B's on the same example (verdict a | b | tie).
+    ("009_reviews", """
+        CREATE TABLE reviews (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            task_name TEXT NOT NULL,
+            example_id TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            answer TEXT,
+            answer_key TEXT NOT NULL,
+            other_run_id TEXT,
+            other_answer TEXT,
+            verdict TEXT NOT NULL,
+            comment TEXT NOT NULL,
+            created REAL NOT NULL
+        )"""),
+    # `taskfit serve` conversation memory: one row per message, in order within a conversation
+    ("007_conversations", """
+        CREATE TABLE conversations (
+            conversation_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,
+            created REAL NOT NULL,
+            PRIMARY KEY (conversation_id, seq)
+        )"""),
+    # `taskfit serve` request log: one row per chat request, refused and failed ones included
+    ("008_requests", """
+        CREATE TABLE requests (
+            id TEXT PRIMARY KEY,
+            created REAL NOT NULL,
+            task_name TEXT NOT NULL,
+            strategy TEXT NOT NULL,
+            model TEXT NOT NULL,
+            conversation_id TEXT,
+            status INTEGER NOT NULL,
+            outcome TEXT NOT NULL,
+            stream INTEGER NOT NULL,
+            latency_ms REAL NOT NULL,
+            queue_ms REAL NOT NULL,
+            tokens_in INTEGER NOT NULL,
+            tokens_out INTEGER NOT NULL,
+            calls INTEGER NOT NULL,
+            cache_hits INTEGER NOT NULL,
+            tool_calls INTEGER NOT NULL,
+            input TEXT,
+            output TEXT,
+            error TEXT
+        )"""),
+    # `taskfit optimize`: the winning prompt program (usable as `optimized:<id>`), its prompt as text, every
+    # candidate's dev scores, and the held-out comparison with the baseline
+    ("006_optimizations", """
+        CREATE TABLE optimizations (
+            id TEXT PRIMARY KEY,
+            created REAL NOT NULL,
+            finished REAL,
+            status TEXT NOT NULL,
+            task_name TEXT NOT NULL,
+            task_path TEXT NOT NULL,
+            task_hash TEXT NOT NULL,
+            data_hash TEXT NOT NULL,
+            model TEXT NOT NULL,
+            model_id TEXT NOT NULL,
+            budget INTEGER NOT NULL,
+            calls INTEGER NOT NULL,
+            calls_sent INTEGER NOT NULL,
+            program TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            candidates TEXT NOT NULL,
+            report TEXT NOT NULL,
+            config TEXT NOT NULL,
+            versions TEXT NOT NULL
+        )"""),
 ]
 
 

@@ -14,7 +14,7 @@ from taskfit.prompts import validate_templates
 from taskfit.runner import Arm, ProgressFn, evaluate
 from taskfit.store import Store
 from taskfit.strategies import strategies
-from taskfit.taskfile import ModelSpec, StrategySpec, Task, load_task
+from taskfit.taskfile import ModelSpec, StrategySpec, Task, load_task, strategy_shorthand
 
 
 def prepare(task_path: str | Path) -> tuple[Task, Dataset]:
@@ -39,15 +39,16 @@ def select_arms(task: Task, strategy_names: list[str] | None, model_names: list[
         for name in strategy_names:
             if name in by_label:
                 strats.append(by_label[name])
-            elif name in strategies.names():
-                strats.append(StrategySpec(name=name))
+            elif name.partition(":")[0] in strategies.names():  # a name, or name:<run-id> (optimized)
+                strats.append(StrategySpec.model_validate(strategy_shorthand(name)))
             else:
                 raise TaskfitError(f"--strategy {name!r}: not a row of the task file ({', '.join(by_label)}) "
                                    f"nor a known strategy ({', '.join(strategies.names())})")
     models = list(c.models)
     if model_names:
         by_label = {m.label(): m for m in models}
-        models = [by_label.get(name) or ModelSpec.model_validate({"backend": "hf", "path": name}) for name in model_names]
+        models = [by_label.get(name) or ModelSpec.model_validate(
+            {"backend": "tuned" if name.startswith("tuned:") else "hf", "path": name}) for name in model_names]
     return [Arm(s, m) for m in models for s in strats]
 
 

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from taskfit.errors import TaskfitError
+from taskfit.serve.config import ServeConfig
 
 
 class _Strict(BaseModel):
@@ -97,7 +98,8 @@ class StrategySpec(BaseModel):
 
 
 class ModelSpec(_Strict):
-    backend: str = Field("hf", description="Backend name: hf (local transformers), openai (any compatible server).")
+    backend: str = Field("hf", description="Backend name: hf (local transformers), openai (any compatible server), "
+                         "tuned (a fine-tuned model: path tuned:<id>).")
     name: str | None = Field(None, description="Row name on the leaderboard.")
     path: str | None = Field(None, description="hf: local model folder or .gguf file; 'bundled' for SmolLM2-135M.")
     gguf_file: str | None = Field(None, description="hf: GGUF file name inside `path`.")
@@ -122,6 +124,8 @@ class ModelSpec(_Strict):
             if self.path in (None, "bundled"):
                 return "smollm2-135m"
             return Path(self.gguf_file or self.path).stem
+        if self.backend == "tuned":
+            return self.path or "tuned"
         return self.model or self.backend
 
 
@@ -153,6 +157,8 @@ class TaskConfig(_Strict):
     stop: list[str] = Field(default_factory=lambda: ["\n\n"], description="Stop sequences for generation.")
     split: Literal["train", "dev", "test"] = Field("test", description="Split the study is scored on.")
     limit: int | None = Field(None, ge=1, description="Score only the first N rows of the split.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="How `taskfit serve` vets input and "
+                               "output, keeps conversation memory and batches requests (see docs/serve.md).")
 
     @field_validator("metrics", mode="before")
     @classmethod
@@ -165,7 +171,7 @@ class TaskConfig(_Strict):
         out = []
         for s in v if isinstance(v, list) else [v]:
             if isinstance(s, str):
-                s = {"name": s}
+                s = strategy_shorthand(s)
             elif isinstance(s, dict) and "name" not in s and len(s) == 1:
                 (name, opts), = s.items()
                 s = {"name": name, **(opts or {})}
@@ -178,7 +184,7 @@ class TaskConfig(_Strict):
         out = []
         for m in v if isinstance(v, list) else [v]:
             if isinstance(m, str):
-                m = {"backend": "hf", "path": m}
+                m = {"backend": "tuned" if m.startswith("tuned:") else "hf", "path": m}
             out.append(m)
         return out
 
@@ -187,6 +193,14 @@ class TaskConfig(_Strict):
         if self.output in self.inputs:
             raise ValueError(f"output field {self.output!r} is also listed in inputs")
         return self
+
+
+def strategy_shorthand(text: str) -> dict[str, Any]:
+    """A strategy written as a string: ``zero_shot``, or ``optimized:<run-id>`` (a saved result, by run id)."""
+    name, sep, ref = text.partition(":")
+    if sep and ref:
+        return {"name": name, "run": ref, "id": text}
+    return {"name": text}
 
 
 def _shorthand(m: Any) -> Any:

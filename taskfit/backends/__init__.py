@@ -76,6 +76,7 @@ BUILTINS = {
     "hf": "taskfit.backends.hf:create",
     "openai": "taskfit.backends.openai:create",
     "scripted": "taskfit.backends.scripted:create",
+    "tuned": "taskfit.backends.tuned:create",
 }
 
 backends = Registry("backend", BUILTINS)

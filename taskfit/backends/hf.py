@@ -37,6 +37,20 @@ def create(spec: ModelSpec) -> HFBackend:
     return HFBackend(folder, spec)
 
 
+def prompt_text(tokenizer, messages: list[Message] | tuple[Message, ...], chat_template: bool) -> str:
+    """The exact text a model sees for ``messages``: the chat template with the generation prompt (a final
+    assistant message is the reply's opening words, continued), or plain text for base models. Training
+    (taskfit.tuning) renders its prompts with this same function."""
+    messages = list(messages)
+    prefill = ""
+    if messages and messages[-1]["role"] == "assistant":  # the reply's opening words, to be continued
+        prefill = messages.pop()["content"]
+    if chat_template:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefill
+    # base models: plain concatenation
+    return "\n\n".join(m["content"] for m in messages) + "\n" + prefill
+
+
 def _weights_fingerprint(folder: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
@@ -51,7 +65,11 @@ class HFBackend:
     supports_score = True
     supports_tools = False
 
-    def __init__(self, folder: Path, spec: ModelSpec):
+    def __init__(self, folder: Path, spec: ModelSpec, *, model=None, tokenizer=None, model_id: str | None = None,
+                 plain_forward: bool = False):
+        """Load the model in ``folder``, or wrap an already loaded ``model``/``tokenizer`` (tuned models);
+        ``plain_forward`` scores through the whole model's forward (PEFT prompt/prefix tuning injects virtual
+        tokens there, which the decoder-only fast path would skip)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -66,16 +84,19 @@ class HFBackend:
         dtype = spec.dtype
         if dtype == "auto":
             dtype = "bfloat16" if self.device.type == "cuda" else "float32"
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(self.device)
+        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder)
+        if model is None:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(self.device)
+        self.model = model
         self.model.eval()
+        self.plain_forward = plain_forward
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.use_chat_template = spec.chat_template and bool(self.tokenizer.chat_template)
         # everything that changes what the model returns for the same messages is part of the cache identity
         template = "chat" if self.use_chat_template else "plain"
-        self.model_id = (f"hf:{spec.label()}:{_weights_fingerprint(folder)}:{template}:{self.model.dtype}"
-                         f":{self.device.type}")
+        identity = model_id or f"hf:{spec.label()}:{_weights_fingerprint(folder)}"
+        self.model_id = f"{identity}:{template}:{self.model.dtype}:{self.device.type}"
         self.batch_size = spec.batch_size
         self._prefix_cache: dict[tuple[int, ...], Any] = {}
 
@@ -87,14 +108,7 @@ class HFBackend:
     # -- prompts ---------------------------------------------------------------------------------
     def prompt_text(self, messages: list[Message] | tuple[Message, ...]) -> str:
         """The exact text the model sees: the chat template with the generation prompt, or plain text."""
-        messages = list(messages)
-        prefill = ""
-        if messages and messages[-1]["role"] == "assistant":  # the reply's opening words, to be continued
-            prefill = messages.pop()["content"]
-        if self.use_chat_template:
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefill
-        # base models: plain concatenation
-        return "\n\n".join(m["content"] for m in messages) + "\n" + prefill
+        return prompt_text(self.tokenizer, messages, self.use_chat_template)
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=not self.use_chat_template)["input_ids"]
@@ -166,6 +180,8 @@ class HFBackend:
     def _target_logprobs(self, rows: list[list[int]], targets: list[list[tuple[int, int]]]) -> list[list[float]]:
         """Log-probabilities of target tokens; rows are right-padded, so pads never precede a real token."""
         # every position whose logits are read must be computed in this pass, not inside the cached prefix
+        if self.plain_forward:
+            return self._plain_target_logprobs(rows, targets)
         first_needed = min(pos for ts in targets for pos, _ in ts)
         prefix_len = _common_prefix_len(rows, limit=first_needed)
         past = None
@@ -198,6 +214,17 @@ class HFBackend:
             out_lp.append(lp[n:n + len(ts)])
             n += len(ts)
         return out_lp
+
+    def _plain_target_logprobs(self, rows: list[list[int]], targets: list[list[tuple[int, int]]]) -> list[list[float]]:
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        for k, r in enumerate(rows):
+            ids[k, :len(r)] = torch.tensor(r)
+        logits = self.model(input_ids=ids.to(self.device), attention_mask=torch.ones_like(ids).to(self.device)).logits
+        logits = logits[:, -width:].float()  # prompt tuning returns its virtual positions first
+        lp = torch.log_softmax(logits, dim=-1)
+        return [[float(lp[k, pos, tok]) for pos, tok in ts] for k, ts in enumerate(targets)]
 
     def _shared_prefix(self, prefix: tuple[int, ...], batch: int):
         """KV cache for (a cached start of) ``prefix``, repeated for the batch; returns (its length, cache)."""

@@ -1,7 +1,65 @@
-"""`taskfit serve`: see the module of the same name in the library."""
+"""`taskfit serve`: run one strategy x model arm of a task as an OpenAI-compatible chat server."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Annotated
 
 import typer
+
+from taskfit.errors import TaskfitError
+
+TOKEN_ENV = "TASKFIT_SERVE_TOKEN"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost may resolve to anything
+        return False
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `taskfit` app."""
+
+    @app.command()
+    def serve(
+        run: Annotated[str | None, typer.Option("--run", help="Serve the arm of this stored run (`taskfit runs`).")] = None,
+        task: Annotated[str | None, typer.Option("--task", help="Task file (YAML); with --run, overrides the run's "
+                                                 "stored path.")] = None,
+        strategy: Annotated[str | None, typer.Option("--strategy", "-s", help="Strategy row or registered name.")] = None,
+        model: Annotated[str | None, typer.Option("--model", "-m", help="Model row, local folder, .gguf, 'bundled' "
+                                                  "or tuned:<run-id>.")] = None,
+        host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+        token: Annotated[str | None, typer.Option(help=f"Bearer token clients must send (default: ${TOKEN_ENV}).")] = None,
+    ) -> None:
+        """Serve the chosen configuration as an OpenAI-compatible server (chat completions, models, health)."""
+        from rich.console import Console
+
+        token = token or os.environ.get(TOKEN_ENV) or None
+        if not is_loopback(host) and not token:
+            raise TaskfitError(f"refusing to listen on {host} without a token: anyone who can reach it could use "
+                               f"the model. Pass --token (or set {TOKEN_ENV}), or bind to 127.0.0.1")
+        if run is None and task is None:
+            raise TaskfitError("give --run RUN, or --task TASK --strategy S --model M")
+        import uvicorn
+
+        from taskfit import db
+        from taskfit.serve.app import create_app
+        from taskfit.serve.log import RequestLog
+        from taskfit.serve.pipeline import build_pipeline
+
+        err = Console(stderr=True)
+        err.print("[dim]loading task, data and model...[/dim]")
+        eng = db.engine()
+        pipeline = build_pipeline(eng, run_id=run, task_path=task, strategy=strategy, model=model)
+        app_ = create_app(pipeline, token=token, log=RequestLog(eng))
+        err.print(f"serving [bold]{pipeline.arm.name}[/bold] of {pipeline.task.config.name} as model "
+                  f"[bold]{pipeline.model_name}[/bold] on http://{host}:{port}/v1"
+                  f"{' (bearer token required)' if token else ''}", highlight=False)
+        uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)

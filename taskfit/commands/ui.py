@@ -1,7 +1,62 @@
-"""`taskfit ui`: see the module of the same name in the library."""
+"""`taskfit ui`: serve the review web app (runs, leaderboard, traces, diffs, labels, review queue)."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from typing import Annotated
 
 import typer
+
+from taskfit.errors import TaskfitError
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost: addresses other machines cannot reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `taskfit` app."""
+
+    @app.command()
+    def ui(
+        host: Annotated[
+            str, typer.Option(help="Address to bind; anything but loopback needs --token.")
+        ] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+        token: Annotated[
+            str | None,
+            typer.Option(
+                envvar="TASKFIT_UI_TOKEN",
+                help="Require this token on every request (`generate` makes one); "
+                "also read from $TASKFIT_UI_TOKEN.",
+            ),
+        ] = None,
+    ) -> None:
+        """Serve the review web app: runs, leaderboard, traces, diffs, human labels and the review queue."""
+        import uvicorn
+        from rich.console import Console
+
+        from taskfit import db
+        from taskfit.ui.app import create_app
+
+        if token == "generate":
+            token = secrets.token_urlsafe(24)
+        if not is_loopback(host) and not token:
+            raise TaskfitError(
+                f"--host {host}: other machines could reach the review app; pass --token T "
+                "(or --token generate) to require a token, or bind 127.0.0.1"
+            )
+        eng = db.engine()
+        shown = f"[{host}]" if ":" in host else host
+        url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+        Console(stderr=True).print(
+            f"taskfit ui on {url} (database {db.home() / 'taskfit.db'}); Ctrl-C stops it", highlight=False
+        )
+        uvicorn.run(create_app(eng, token=token), host=host, port=port, log_level="warning")

@@ -35,6 +35,8 @@ BUILTINS = {
     "json_valid": "taskfit.metrics.json_valid:create",
     "json_match": "taskfit.metrics.json_match:create",
     "custom": "taskfit.metrics.custom:create",
+    "judge": "taskfit.metrics.judge:create",
+    "human": "taskfit.metrics.human:create",
 }
 
 metrics = Registry("metric", BUILTINS)

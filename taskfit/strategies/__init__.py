@@ -57,6 +57,8 @@ BUILTINS = {
     "react": "taskfit.strategies.react:create",
     "tools": "taskfit.strategies.react:create",
     "program_of_thought": "taskfit.strategies.program_of_thought:create",
+    "optimized": "taskfit.strategies.optimized:create",
+    "classifier": "taskfit.strategies.classifier:create",
 }
 
 strategies = Registry("strategy", BUILTINS)

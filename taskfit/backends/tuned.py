@@ -1,0 +1,121 @@
+"""Fine-tuned models (``tuned:<id>``) as backends, so they are scored like any other model.
+
+A causal LM trained with sft or pretrain becomes an ``HFBackend`` over the base weights with its adapter
+(merged into the weights where the method allows, which makes it exactly as fast as the base) or its full
+weights. A classification model becomes a ``ClassifierBackend``: it scores labels with its head, for the
+``classifier`` strategy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from taskfit.backends import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from taskfit.errors import TaskfitError
+from taskfit.taskfile import ModelSpec
+
+PREFIX = "tuned:"
+
+
+def tune_id(spec: ModelSpec) -> str:
+    path = spec.path or ""
+    if not path.startswith(PREFIX):
+        raise TaskfitError(f"a tuned model is named {PREFIX}<id>, got {path!r}", field="models[].path")
+    return path[len(PREFIX):]
+
+
+def create(spec: ModelSpec):
+    from taskfit.tuning.models import load_tokenizer, resolve_device
+    from taskfit.tuning.store import TuneStore
+
+    rec = TuneStore().get(tune_id(spec))
+    if rec.status != "done":
+        raise TaskfitError(f"tuned model {rec.id} has not finished training (status {rec.status}); "
+                           f"run `taskfit tune` again to resume it")
+    device = resolve_device(spec.device)
+    meta = json.loads((rec.folder / "tune.json").read_text())
+    tokenizer = load_tokenizer(rec.folder / "tokenizer")
+    model, plain = load_model(rec.folder, meta, device)
+    model_id = f"tuned:{rec.id}:{meta['weights_sha']}"
+    if meta["objective"] == "classify":
+        return ClassifierBackend(model, tokenizer, meta["labels"], model_id, device, spec.batch_size)
+    from taskfit.backends.hf import HFBackend
+
+    spec = spec.model_copy(update={"device": str(device), "chat_template": meta.get("chat_template", True)})
+    return HFBackend(rec.folder, spec, model=model, tokenizer=tokenizer, model_id=model_id, plain_forward=plain)
+
+
+def load_model(folder: Path, meta: dict[str, Any], device: torch.device) -> tuple[torch.nn.Module, bool]:
+    """The tuned model in eval mode, and whether it must be run through its full forward (soft prompts)."""
+    from peft import PeftModel
+
+    from taskfit.tuning.models import base_folder, load_for_objective
+
+    if (folder / "model").exists():  # full weights (full, top_n, head, merged adapters)
+        base, adapter = folder / "model", None
+    else:
+        base, adapter = base_folder(meta["base_model"], Path(meta.get("task_root", "."))), folder / "adapter"
+    model = load_for_objective(base, meta["objective"], meta.get("labels"), device, seed=0)
+    plain = False
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, adapter)
+        if meta.get("mergeable"):
+            model = model.merge_and_unload()
+        else:
+            plain = True
+    model.to(device).eval()
+    return model, plain
+
+
+class ClassifierBackend:
+    """Scores a task's labels with a classification head: the log-softmax of its logits."""
+
+    local = True
+    supports_score = True
+    supports_tools = False
+    scores_labels = True  # its scores are calibrated class probabilities: no contextual calibration
+
+    def __init__(self, model, tokenizer, labels: list[str], model_id: str, device: torch.device, batch_size: int):
+        self.model, self.tokenizer, self.labels = model, tokenizer, labels
+        self.model_id, self.device = model_id, device
+        self.batch_size = max(batch_size, 32)
+        self.max_length = min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "classifier", "device": str(self.device), "labels": self.labels,
+                "parameters": sum(p.numel() for p in self.model.parameters())}
+
+    def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
+        return [GenerateResult(texts=[], error="a classification model does not generate text; "
+                               "use the classifier strategy") for _ in requests]
+
+    @torch.inference_mode()
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        index = {lab.lower(): i for i, lab in enumerate(self.labels)}
+        texts = [_user_text(r) for r in requests]
+        out: list[ScoreResult] = []
+        for start in range(0, len(requests), self.batch_size):
+            t0 = time.perf_counter()
+            chunk = texts[start:start + self.batch_size]
+            enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt").to(self.device)
+            logp = torch.log_softmax(self.model(**enc).logits.float(), dim=-1).tolist()
+            ms = (time.perf_counter() - t0) * 1000 / len(chunk)
+            for k, r in enumerate(requests[start:start + self.batch_size]):
+                lps = []
+                for c in r.continuations:
+                    i = index.get(c.strip().lower())
+                    lps.append(logp[k][i] if i is not None else float("-inf"))
+                out.append(ScoreResult(logprobs=lps, token_counts=[1] * len(lps),
+                                       tokens_in=int(enc["attention_mask"][k].sum()), latency_ms=ms))
+        return out
+
+
+def _user_text(r: ScoreRequest) -> str:
+    users = [m["content"] for m in r.messages if m["role"] == "user"]
+    return users[-1] if users else ""

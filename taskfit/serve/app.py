@@ -1,0 +1,194 @@
+"""The HTTP face of `taskfit serve`: OpenAI-compatible routes, bearer-token auth, body limit, clean errors."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from taskfit.errors import TaskfitError
+from taskfit.serve.log import RequestLog
+from taskfit.serve.pipeline import BadRequest, ChatOutput, Pipeline
+from taskfit.serve.schema import ChatRequest, chunks, completion, error_body
+from taskfit.serve.vetting import Refused
+
+CONVERSATION_HEADER = "X-Conversation-Id"
+logger = logging.getLogger("taskfit.serve")
+
+
+class _Fail(Exception):
+    """An error response: status, OpenAI error type, code, message."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+                 outcome: str = "bad_request"):
+        super().__init__(message)
+        self.status, self.kind, self.code, self.outcome = status, kind, code, outcome
+
+
+def create_app(pipeline: Pipeline, token: str | None = None, log: RequestLog | None = None) -> FastAPI:
+    """The app serving ``pipeline``; with a ``token`` every /v1 route needs ``Authorization: Bearer <token>``."""
+    cfg = pipeline.config
+    limiter: dict[str, anyio.CapacityLimiter] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        limiter["threads"] = anyio.CapacityLimiter(cfg.max_concurrent)
+        yield
+
+    app = FastAPI(title="taskfit serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    def fail(e: _Fail) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+        return JSONResponse(error_body(str(e), e.kind, e.code), status_code=e.status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(error_body(str(exc.detail), "invalid_request_error"), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _server_error(_: Request, exc: Exception) -> JSONResponse:
+        # the traceback goes to the server's log, never to the client
+        logger.exception("unhandled error")
+        return JSONResponse(error_body("internal server error", "server_error"), status_code=500)
+
+    def authorize(request: Request) -> None:
+        if token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise _Fail(401, "missing or wrong bearer token (send Authorization: Bearer <token>)",
+                        "authentication_error", "invalid_api_key", "unauthorized")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "model": pipeline.model_name}
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Any:
+        try:
+            authorize(request)
+        except _Fail as e:
+            return fail(e)
+        return {"object": "list", "data": [{
+            "id": pipeline.model_name, "object": "model", "created": int(time.time()), "owned_by": "taskfit",
+            "task": pipeline.task.config.name, "strategy": pipeline.arm.strategy.label(),
+            "base_model": pipeline.arm.model.label()}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        start = time.perf_counter()
+        rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        row: dict[str, Any] = {"id": rid, "created": time.time(), "task_name": pipeline.task.config.name,
+                               "strategy": pipeline.arm.strategy.label(), "model": pipeline.arm.model.label()}
+        try:
+            authorize(request)
+            req = ChatRequest.model_validate_json(await _body(request, cfg.max_body_bytes))
+            if req.model != pipeline.model_name:
+                raise _Fail(404, f"model {req.model!r} is not served here; this server serves "
+                            f"{pipeline.model_name!r} (GET /v1/models)", code="model_not_found")
+            header_id = request.headers.get(CONVERSATION_HEADER)
+            if header_id and req.conversation_id and header_id != req.conversation_id:
+                raise _Fail(400, f"the {CONVERSATION_HEADER} header and the body's conversation_id differ")
+            row.update(conversation_id=req.conversation_id or header_id, stream=int(req.stream))
+            queued = time.perf_counter()
+            out = await anyio.to_thread.run_sync(_answer, pipeline, req, row, queued, limiter=limiter["threads"])
+        except _Fail as e:
+            row.update(status=e.status, outcome=e.outcome, error=str(e))
+            return fail(e)
+        except ValidationError as e:
+            msg = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors())
+            row.update(status=400, outcome="bad_request", error=msg)
+            return fail(_Fail(400, f"invalid request: {msg}"))
+        except Exception as e:
+            row.update(status=500, outcome="error", error=f"{type(e).__name__}: {e}")
+            raise
+        finally:
+            row.setdefault("status", 200)
+            row.setdefault("outcome", "ok")
+            row["latency_ms"] = (time.perf_counter() - start) * 1000
+            if log is not None:
+                await anyio.to_thread.run_sync(_log, log, row)
+        cid = row.get("conversation_id")
+        headers = {CONVERSATION_HEADER: cid} if cid else {}
+        if req.stream:
+            usage = out.usage if req.stream_options and req.stream_options.include_usage else None
+            events = (f"data: {json.dumps(c)}\n\n" for c in chunks(rid, pipeline.model_name, out.content,
+                                                                    out.tool_calls, out.finish_reason, usage))
+            return StreamingResponse(_with_done(events), media_type="text/event-stream", headers=headers)
+        extra = {"conversation_id": cid, "calls": out.trace.n_calls, "cache_hits": out.trace.cache_hits}
+        return JSONResponse(completion(rid, pipeline.model_name, out.content, out.tool_calls, out.finish_reason,
+                                       out.usage, extra), headers=headers)
+
+    return app
+
+
+def _answer(pipeline: Pipeline, req: ChatRequest, row: dict[str, Any], queued: float) -> ChatOutput:
+    """Vet, map and answer one request (in a worker thread); raises _Fail for an error response."""
+    row["queue_ms"] = (time.perf_counter() - queued) * 1000
+    messages = [m.model_dump(exclude_none=True) for m in req.messages]
+    tools = [t.model_dump(exclude_none=True) for t in req.tools or []]
+    choice = req.tool_choice.model_dump() if hasattr(req.tool_choice, "model_dump") else req.tool_choice
+    try:
+        chat = pipeline.chat_input(messages, tools, choice, row.get("conversation_id"))
+    except Refused as e:
+        raise _Fail(400, f"input refused: {e}", code=e.code, outcome="refused") from None
+    except BadRequest as e:
+        raise _Fail(400, str(e)) from None
+    if pipeline.config.log_content:
+        row["input"] = chat.user_text
+    try:
+        out = pipeline.answer(chat)
+    except TaskfitError as e:  # e.g. a JSON input whose values the task's templates cannot render
+        raise _Fail(400, str(e)) from None
+    trace = out.trace
+    row.update(tokens_in=int(trace.total("tokens_in")), tokens_out=int(trace.total("tokens_out")),
+               calls=trace.n_calls, cache_hits=trace.cache_hits, tool_calls=len(out.tool_calls))
+    if out.failed:
+        row["error"] = trace.error
+        logger.warning("request %s: model call failed: %s", row["id"], trace.error)
+        raise _Fail(502, "the model call failed; the server log and the request log have the details", "server_error", "model_error",
+                    "model_error")
+    if pipeline.config.log_content:
+        row["output"] = out.content if out.content is not None else json.dumps(out.tool_calls)
+    if out.finish_reason == "content_filter":
+        row["outcome"] = "output_refused"
+    return out
+
+
+def _log(log: RequestLog, row: dict[str, Any]) -> None:
+    try:
+        log.add(row)
+    except Exception:  # a full disk must not turn an answered request into an error
+        logger.exception("could not log request %s", row.get("id"))
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes (declared or actually sent)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _Fail(413, f"request body is {declared} bytes; the limit is {limit}", code="body_too_large")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise _Fail(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
+    if not body:
+        raise _Fail(400, "empty request body: send a JSON chat-completions request")
+    return bytes(body)
+
+
+async def _with_done(events: Any) -> AsyncIterator[str]:
+    for e in events:
+        yield e
+    yield "data: [DONE]\n\n"

@@ -1,0 +1,109 @@
+"""The forgetting check: what a model can still do outside the task, before vs after tuning.
+
+Causal LMs: perplexity on 40 Wikipedia paragraphs and zero-shot topic accuracy (label scoring) on 60 AG News
+rows. Encoders: question -> paragraph retrieval (recall@1 over the same 40 paragraphs) with mean-pooled
+embeddings. Samples ship with taskfit (``taskfit/data/general``, see its SOURCE.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from taskfit.backends.hf import prompt_text
+
+GENERAL = Path(__file__).resolve().parents[1] / "data" / "general"
+AG_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
+AG_PROMPT = "What is the topic of this news article: World, Sports, Business or Sci/Tech?\n\n{text}"
+
+
+def _rows(name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (GENERAL / name).read_text().splitlines() if line.strip()]
+
+
+@torch.inference_mode()
+def perplexity(model, tokenizer, device: torch.device, max_length: int = 256) -> float:
+    """Token-weighted perplexity of the general paragraphs (each cut to ``max_length`` tokens)."""
+    total_nll, total_tokens = 0.0, 0
+    for row in _rows("text.jsonl"):
+        ids = tokenizer(row["text"], return_tensors="pt", truncation=True, max_length=max_length)["input_ids"].to(device)
+        out = _causal(model)(input_ids=ids, labels=ids)
+        n = ids.shape[1] - 1
+        total_nll += float(out.loss) * n
+        total_tokens += n
+    return math.exp(total_nll / total_tokens)
+
+
+@torch.inference_mode()
+def topic_accuracy(model, tokenizer, device: torch.device, chat_template: bool) -> float:
+    """Zero-shot AG News accuracy: the label whose tokens are most likely as the start of the reply."""
+    correct = 0
+    rows = _rows("ag_news.jsonl")
+    label_ids = [tokenizer(" " + lab, add_special_tokens=False)["input_ids"] for lab in AG_LABELS]
+    m = _causal(model)
+    for row in rows:
+        msgs = [{"role": "user", "content": AG_PROMPT.format(text=row["text"])}, {"role": "assistant", "content": "Topic:"}]
+        prompt = tokenizer(prompt_text(tokenizer, msgs, chat_template), add_special_tokens=not chat_template)["input_ids"]
+        scores = []
+        for cont in label_ids:
+            ids = torch.tensor([prompt + cont], device=device)
+            logp = torch.log_softmax(m(input_ids=ids).logits[0, len(prompt) - 1:-1].float(), dim=-1)
+            scores.append(float(logp[torch.arange(len(cont)), torch.tensor(cont, device=device)].sum()))
+        correct += AG_LABELS[max(range(len(scores)), key=scores.__getitem__)] == row["label"]
+    return correct / len(rows)
+
+
+@torch.inference_mode()
+def retrieval_recall(encoder, tokenizer, device: torch.device) -> float:
+    """Recall@1 of question -> paragraph retrieval with mean-pooled, normalised embeddings."""
+    docs = _rows("text.jsonl")
+    qs = _rows("retrieval.jsonl")
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        enc = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt").to(device)
+        hidden = encoder(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+
+    d = torch.cat([embed([r["text"] for r in docs[i:i + 16]]) for i in range(0, len(docs), 16)])
+    q = embed([r["question"] for r in qs])
+    best = (q @ d.T).argmax(dim=1).tolist()
+    ids = [r["doc_id"] for r in docs]
+    return sum(ids[b] == r["doc_id"] for b, r in zip(best, qs, strict=True)) / len(qs)
+
+
+def _causal(model):
+    """The model to call for LM outputs (a PEFT wrapper forwards to its base with the adapter active)."""
+    return model
+
+
+def measure(model, tokenizer, device: torch.device, objective: str, chat_template: bool) -> dict[str, float | None]:
+    """General-ability figures for one model state (call before and after training)."""
+    was_training = model.training
+    model.eval()
+    try:
+        if objective == "classify":
+            # the bare encoder inside (BertModel under BertForSequenceClassification, under a PEFT wrapper)
+            encoder = next((m for m in model.modules() if hasattr(m, "embeddings") and hasattr(m, "encoder")), None)
+            if encoder is None:  # a causal LM with a classification head: no encoder measure
+                return {"perplexity": None, "score": None}
+            return {"perplexity": None, "score": retrieval_recall(encoder, tokenizer, device)}
+        return {"perplexity": perplexity(model, tokenizer, device),
+                "score": topic_accuracy(model, tokenizer, device, chat_template)}
+    finally:
+        model.train(was_training)
+
+
+def summary(before: dict[str, float | None], after: dict[str, float | None], objective: str) -> dict[str, Any]:
+    task = "retrieval recall@1 (SQuAD paragraphs)" if objective == "classify" else "AG News zero-shot accuracy"
+    out: dict[str, Any] = {"general_task": task, "ppl_before": before["perplexity"], "ppl_after": after["perplexity"],
+                           "score_before": before["score"], "score_after": after["score"]}
+    if before["score"] is not None and after["score"] is not None:
+        out["score_change"] = after["score"] - before["score"]
+    if before["perplexity"] and after["perplexity"]:
+        out["ppl_change_pct"] = 100 * (after["perplexity"] / before["perplexity"] - 1)
+    return out

@@ -1,0 +1,86 @@
+"""Tuning methods: each decides which weights train, and how (PEFT adapters, unfrozen layers, a new head).
+
+Adding a method: write ``taskfit/tuning/methods/<name>.py`` exposing ``DESCRIPTION``, ``LR`` (default peak
+learning rate by objective) and ``apply(model, spec, task_type) -> model`` (``task_type`` is PEFT's
+``CAUSAL_LM`` or ``SEQ_CLS``); optionally ``load_kwargs(spec, device) -> dict`` for how the base model is
+loaded (qlora's quantization) and ``MERGEABLE = True`` when the result can be folded into the base weights.
+Then add one line to ``BUILTINS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+from taskfit.registry import Registry
+
+
+class TuningMethod(Protocol):
+    DESCRIPTION: str
+    LR: dict[str, float]
+
+    def apply(self, model: torch.nn.Module, spec: Any, task_type: str) -> torch.nn.Module: ...
+
+
+BUILTINS = {
+    "full": "taskfit.tuning.methods.full",
+    "top_n": "taskfit.tuning.methods.top_n",
+    "head": "taskfit.tuning.methods.head",
+    "lora": "taskfit.tuning.methods.lora",
+    "dora": "taskfit.tuning.methods.dora",
+    "qlora": "taskfit.tuning.methods.qlora",
+    "prefix": "taskfit.tuning.methods.prefix",
+    "prompt_tuning": "taskfit.tuning.methods.prompt_tuning",
+    "ia3": "taskfit.tuning.methods.ia3",
+}
+
+
+class _ModuleRegistry(Registry):
+    """Methods are modules: a built-in spec names the module alone."""
+
+    def get(self, name: str) -> Any:
+        import importlib
+
+        self._load_plugins()
+        if name not in self._loaded and name in self._specs and ":" not in self._specs[name]:
+            self._loaded[name] = importlib.import_module(self._specs[name])
+        return super().get(name)
+
+
+methods = _ModuleRegistry("tuning method", BUILTINS)
+
+
+def set_trainable(model: torch.nn.Module, predicate) -> None:
+    """Train exactly the parameters whose name satisfies ``predicate``."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(bool(predicate(name)))
+
+
+def head_names(model: torch.nn.Module) -> list[str]:
+    """Module names of a classification head (transformers calls it `classifier` or `score`)."""
+    return [n for n in ("classifier", "score") if hasattr(model, n)]
+
+
+def layer_list(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
+    """The model's stack of transformer blocks: the longest ModuleList (encoder.layer, model.layers, h)."""
+    best: tuple[str, torch.nn.ModuleList] | None = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.ModuleList) and (best is None or len(mod) > len(best[1])):
+            best = (name, mod)
+    if best is None:
+        raise ValueError(f"{type(model).__name__}: no stack of layers found")
+    return best
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; 4-bit packed weights count as their unpacked size."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if getattr(p, "quant_state", None) is not None:  # bitsandbytes Params4bit packs two weights a byte
+            n *= 2
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total

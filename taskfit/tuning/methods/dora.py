@@ -1,0 +1,13 @@
+"""dora: LoRA with the weight split into magnitude and direction (Liu et al., 2024)."""
+
+from peft import get_peft_model
+
+from taskfit.tuning.methods import lora
+
+DESCRIPTION = "LoRA with separate magnitude and direction (weight-decomposed)."
+LR = lora.LR
+MERGEABLE = True
+
+
+def apply(model, spec, task_type):
+    return get_peft_model(model, lora.config(spec, task_type, use_dora=True))

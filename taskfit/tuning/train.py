@@ -1,0 +1,280 @@
+"""The training loop: length-grouped batches, AdamW with warmup and linear decay, checkpoints, resume.
+
+Owned here rather than delegated to ``transformers.Trainer`` because the batching is where CPU time goes:
+rows of similar length are batched together (padding to the longest row of a *sorted* group wastes far
+less than padding a random batch), and because a checkpoint must restore everything that decides the result
+(trainable weights, optimizer, schedule, RNG states, position in the epoch) so that an interrupted run ends
+exactly where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from taskfit.tuning.data import IGNORE, TrainRow
+
+
+@dataclass
+class TrainConfig:
+    epochs: float
+    max_steps: int | None
+    lr: float
+    batch_size: int
+    grad_accum: int = 1
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.0
+    seed: int = 0
+    save_steps: int = 50
+    group_by_length: bool = True
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs: float
+    train_time_s: float
+    tokens: int  # real (non-padding) tokens processed
+    padded_tokens: int  # tokens including padding
+    peak_mem_mb: float
+    curve: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int = 0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.train_time_s if self.train_time_s else 0.0
+
+
+def batch_order(lengths: list[int], batch_size: int, epoch: int, seed: int, group_by_length: bool) -> list[list[int]]:
+    """Row indices per batch for one epoch; deterministic in (seed, epoch).
+
+    Grouped by length: shuffle, cut into mega-batches of 64 batches, sort each by length, cut into batches,
+    shuffle the batches. Rows of a batch then have similar lengths, and the order stays random."""
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    idx = torch.randperm(len(lengths), generator=g).tolist()
+    if not group_by_length:
+        return [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+    mega = batch_size * 64
+    batches = []
+    for m in range(0, len(idx), mega):
+        group = sorted(idx[m:m + mega], key=lambda i: -lengths[i])
+        batches += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
+    perm = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[p] for p in perm]
+
+
+def collate(rows: list[TrainRow], pad_id: int, device: torch.device, left: bool = False) -> dict[str, torch.Tensor]:
+    """Pad to the longest row of the batch: on the right, or on the left (every row then ends at the same
+    position, so the answer tokens of a causal batch are its last few columns)."""
+    if left:
+        return _collate_left(rows, pad_id, device)
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    causal = isinstance(rows[0].labels, list)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long) if causal else None
+    for k, r in enumerate(rows):
+        ids[k, :len(r)] = torch.tensor(r.input_ids)
+        mask[k, :len(r)] = 1
+        if causal:
+            labels[k, :len(r)] = torch.tensor(r.labels)
+    if not causal:
+        labels = torch.tensor([r.labels for r in rows], dtype=torch.long)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def _collate_left(rows: list[TrainRow], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    for k, r in enumerate(rows):
+        ids[k, width - len(r):] = torch.tensor(r.input_ids)
+        mask[k, width - len(r):] = 1
+        labels[k, width - len(r):] = torch.tensor(r.labels)
+    # positions count real tokens only, so a left-padded row is computed exactly as it would be alone
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device),
+            "labels": labels.to(device)}
+
+
+def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Causal LM loss on the labelled (answer) tokens of a left-padded batch, with the output layer applied
+    to the last columns only: with a 49k-token vocabulary, logits for every prompt position would cost more
+    memory and time than the rest of the model (what ``model(**batch).loss`` computes)."""
+    labels = batch["labels"]
+    labelled = (labels != IGNORE).any(dim=0).nonzero()
+    first = int(labelled[0]) if len(labelled) else labels.shape[1] - 1
+    keep = labels.shape[1] - first + 1  # positions first-1 .. end predict tokens first .. end
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                position_ids=batch["position_ids"], logits_to_keep=keep)
+    logits = out.logits[:, :-1].float()
+    target = labels[:, -keep + 1:]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                             ignore_index=IGNORE)
+
+
+def uses_answer_loss(model, rows: list[TrainRow]) -> bool:
+    """Left padding + last-columns loss suits causal rows whose loss covers a short answer (sft), on models
+    whose forward takes position ids as is (PEFT prompt learning prepends virtual tokens: not those)."""
+    if not rows or not isinstance(rows[0].labels, list):
+        return False
+    peft_cfg = getattr(model, "peft_config", None)
+    if peft_cfg and any(c.is_prompt_learning for c in peft_cfg.values()):
+        return False
+    return sum(lab != IGNORE for lab in rows[0].labels) < len(rows[0]) // 2
+
+
+class PeakMemory:
+    """Peak memory while a block runs: CUDA's allocator peak on a GPU, else the process's resident set (RSS)
+    sampled every 20 ms (the process-lifetime ``ru_maxrss`` would include everything before training)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.peak_bytes = rss_bytes()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak_bytes = max(self.peak_bytes, rss_bytes())
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            if self._thread:
+                self._thread.join()
+            self.peak_bytes = max(self.peak_bytes, rss_bytes())
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_bytes / 2**20
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def total_steps(n_rows: int, cfg: TrainConfig) -> int:
+    per_epoch = math.ceil(math.ceil(n_rows / cfg.batch_size) / cfg.grad_accum)
+    return cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
+
+
+def train(model: torch.nn.Module, rows: list[TrainRow], cfg: TrainConfig, *, pad_id: int, device: torch.device,
+          checkpoint_dir: Path | None = None, on_step: Callable[[dict[str, float]], None] | None = None,
+          stop_after: int | None = None) -> TrainResult:
+    """Train ``model``'s trainable parameters on ``rows``; resume from ``checkpoint_dir`` when it holds one.
+
+    ``stop_after`` ends the run early after that many optimizer steps (as a crash would), for tests and
+    probes; the checkpoint is written first."""
+    torch.manual_seed(cfg.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("no trainable parameters")
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = total_steps(len(rows), cfg)
+    warmup = int(steps * cfg.warmup_ratio)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup)))
+    lengths = [len(r) for r in rows]
+    per_epoch = math.ceil(len(rows) / cfg.batch_size)
+    state = {"step": 0, "batch": 0, "curve": [], "tokens": 0, "padded": 0, "time": 0.0}
+    ckpt = checkpoint_dir / "last.pt" if checkpoint_dir else None
+    resumed_from = 0
+    if ckpt and ckpt.exists():
+        state = _load_checkpoint(ckpt, model, opt, sched)
+        resumed_from = state["step"]
+    model.train()
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    left = uses_answer_loss(model, rows)
+    with PeakMemory(device) as mem:
+        t0 = time.perf_counter() - state["time"]
+        while state["step"] < steps:
+            epoch, b = divmod(state["batch"], per_epoch)
+            order = batch_order(lengths, cfg.batch_size, epoch, cfg.seed, cfg.group_by_length)
+            batch_rows = [rows[i] for i in order[b]]
+            inputs = collate(batch_rows, pad_id, device, left=left)
+            loss = answer_loss(model, inputs) if left else model(**inputs).loss
+            (loss / cfg.grad_accum).backward()
+            state["batch"] += 1
+            state["tokens"] += int(inputs["attention_mask"].sum())
+            state["padded"] += inputs["input_ids"].numel()
+            state.setdefault("acc_loss", []).append(loss.item())
+            if state["batch"] % cfg.grad_accum and state["batch"] % per_epoch:
+                continue
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            state["step"] += 1
+            point = {"step": state["step"], "epoch": round(state["batch"] / per_epoch, 3),
+                     "loss": float(np.mean(state.pop("acc_loss"))), "lr": sched.get_last_lr()[0],
+                     "time_s": round(time.perf_counter() - t0, 2)}
+            state["curve"].append(point)
+            if on_step:
+                on_step(point)
+            done = state["step"] >= steps
+            if ckpt and (state["step"] % cfg.save_steps == 0 or done or state["step"] == stop_after):
+                state["time"] = time.perf_counter() - t0
+                _save_checkpoint(ckpt, model, names, opt, sched, state)
+            if stop_after is not None and state["step"] >= stop_after and not done:
+                break
+        elapsed = time.perf_counter() - t0
+    model.eval()
+    return TrainResult(steps=state["step"], epochs=state["batch"] / per_epoch, train_time_s=elapsed,
+                       tokens=state["tokens"], padded_tokens=state["padded"], peak_mem_mb=mem.peak_mb,
+                       curve=state["curve"], resumed_from=resumed_from)
+
+
+def _save_checkpoint(path: Path, model, names, opt, sched, state) -> None:
+    params = dict(model.named_parameters())
+    blob = {
+        "trainable": {n: params[n].detach().cpu() for n in names},
+        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        "state": {k: v for k, v in state.items() if k != "acc_loss"},
+    }
+    tmp = path.with_suffix(".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(blob, tmp)
+    os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+
+
+def _load_checkpoint(path: Path, model, opt, sched) -> dict[str, Any]:
+    blob = torch.load(path, weights_only=False)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, t in blob["trainable"].items():
+            params[n].copy_(t)
+    opt.load_state_dict(blob["optimizer"])
+    sched.load_state_dict(blob["scheduler"])
+    torch.set_rng_state(blob["rng"]["torch"])
+    random.setstate(blob["rng"]["python"])
+    np.random.set_state(blob["rng"]["numpy"])
+    if blob["rng"]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob["rng"]["cuda"])
+    return blob["state"]

@@ -1,0 +1,203 @@
+"""One fine-tuning run, top to bottom: data -> base model -> method -> plan -> train -> save -> forgetting.
+
+The same spec on the same data returns the finished model instead of training again; an interrupted run
+resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from taskfit.errors import TaskfitError
+from taskfit.runner import package_versions
+from taskfit.taskfile import StrategySpec, Task
+from taskfit.tuning import data as tdata
+from taskfit.tuning import forgetting
+from taskfit.tuning.methods import count_parameters, methods
+from taskfit.tuning.models import base_folder, load_for_objective, load_tokenizer, resolve_device
+from taskfit.tuning.spec import TuneSpec
+from taskfit.tuning.store import TuneRecord, TuneStore, write_json
+from taskfit.tuning.train import TrainConfig, total_steps, train
+
+TASK_TYPE = {"sft": "CAUSAL_LM", "pretrain": "CAUSAL_LM", "classify": "SEQ_CLS"}
+
+
+class Job:
+    """Everything a run needs before any weight moves: resolved method, device, data rows, identity."""
+
+    def __init__(self, task: Task, train_examples, spec: TuneSpec):
+        self.task, self.spec = task, spec
+        c = task.config
+        self.device = resolve_device(spec.device)
+        self.fallback: str | None = None
+        method_name = spec.method
+        if spec.method == "qlora":
+            why = methods.get("qlora").available(str(self.device))
+            if why and not spec.allow_fallback:
+                raise TaskfitError(f"{why}; use method lora here, or allow_fallback (--allow-fallback) to train "
+                                   f"plain LoRA on the full-precision base instead", field="tuning[].method")
+            if why:
+                self.fallback, method_name = f"{why}: trained plain lora instead", "lora"
+        self.method_name = method_name
+        self.method = methods.get(method_name)
+        if spec.objective not in self.method.LR:
+            raise TaskfitError(f"method {spec.method} does not apply to objective {spec.objective}",
+                               field="tuning[].objective")
+        self.lr = spec.lr or self.method.LR[spec.objective]
+        self.folder = base_folder(spec.model, task.root)
+        self.tokenizer = load_tokenizer(self.folder)
+        self.chat_template = bool(self.tokenizer.chat_template) and not (
+            c.models and c.models[0].backend == "hf" and not c.models[0].chat_template)
+        self.labels = c.labels
+        self.sample = ""
+        if spec.objective == "sft":
+            from taskfit.strategies import StrategyContext, strategies
+
+            row = next((s for s in c.strategies if s.label() == spec.strategy or s.name == spec.strategy),
+                       StrategySpec(name=spec.strategy))
+            ctx = StrategyContext(task=task, parts=_parts(task), train=train_examples, mode="score", seed=c.data.seed)
+            strategy = strategies.get(row.name)(row, ctx)
+            if not hasattr(strategy, "prompt"):
+                raise TaskfitError(f"strategy {spec.strategy!r} has no single prompt to train on; use zero_shot, "
+                                   f"structured or persona", field="tuning[].strategy")
+            self.strategy_row = row
+            self.rows, self.sample = tdata.sft_rows(
+                train_examples, strategy.prompt, self.tokenizer, chat_template=self.chat_template,
+                response_prefix=ctx.parts.response_prefix, labels=c.labels, max_length=spec.max_length)
+            self.data_hash = tdata.train_hash(train_examples)
+        elif spec.objective == "classify":
+            if not c.labels:
+                raise TaskfitError("objective classify needs the task's `labels`", field="labels")
+            self.strategy_row = StrategySpec(name="classifier")
+            self.rows = tdata.classify_rows(train_examples, _parts(task), self.tokenizer, c.labels, spec.max_length)
+            self.sample = tdata.classify_text(_parts(task), train_examples[0])
+            self.data_hash = tdata.train_hash(train_examples)
+        else:
+            if not spec.text_dir:
+                raise TaskfitError("objective pretrain needs text_dir (a folder of .txt/.md files)",
+                                   field="tuning[].text_dir")
+            self.strategy_row = next(iter(c.strategies), StrategySpec(name="zero_shot"))
+            self.rows, self.data_hash = tdata.pretrain_rows(task.root / spec.text_dir, self.tokenizer, spec.max_length)
+        if not self.rows:
+            raise TaskfitError("no training rows: the train split is empty", field="data.train")
+        self.config = TrainConfig(epochs=spec.epochs, max_steps=spec.max_steps, lr=self.lr,
+                                  batch_size=spec.batch_size, grad_accum=spec.grad_accum,
+                                  warmup_ratio=spec.warmup_ratio, weight_decay=spec.weight_decay, seed=spec.seed,
+                                  save_steps=spec.save_steps, group_by_length=spec.group_by_length)
+        self.steps = total_steps(len(self.rows), self.config)
+        ident = {"spec": spec.model_dump(exclude={"name", "forgetting", "save_steps", "device"}),
+                 "method": method_name, "base": _fingerprint(self.folder), "data": self.data_hash,
+                 "sample": self.sample, "labels": c.labels, "device": self.device.type}
+        self.key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+    def load_model(self) -> torch.nn.Module:
+        extra = self.method.load_kwargs(self.spec, str(self.device)) if hasattr(self.method, "load_kwargs") else {}
+        return load_for_objective(self.folder, self.spec.objective, self.labels, self.device, self.spec.seed, extra)
+
+    def apply_method(self, model: torch.nn.Module) -> torch.nn.Module:
+        try:
+            return self.method.apply(model, self.spec, TASK_TYPE[self.spec.objective])
+        except ValueError as e:
+            raise TaskfitError(f"method {self.method_name}: {e}", field="tuning[].method") from e
+
+
+def _parts(task: Task):
+    from taskfit.prompts import prompt_parts
+
+    return prompt_parts(task)
+
+
+def _fingerprint(folder: Path) -> str:
+    from taskfit.backends.hf import _weights_fingerprint
+
+    return _weights_fingerprint(folder)
+
+
+def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore | None = None,
+         on_step: Callable[[dict[str, float]], None] | None = None, stop_after: int | None = None,
+         log: Callable[[str], None] = lambda s: None) -> TuneRecord:
+    """Train (or resume, or find already trained) the model ``spec`` describes; returns its record."""
+    from taskfit.tuning import plan as tplan
+
+    store = store or TuneStore()
+    job = Job(task, list(train_examples)[: spec.train_limit], spec)
+    rec = store.by_key(job.key)
+    if rec and rec.status == "done":
+        log(f"already trained: tuned:{rec.id}")
+        return rec
+    if rec is None:
+        rec = store.create(key=job.key, task_name=task.config.name, task_path=str(task.path), method=spec.method,
+                           objective=spec.objective, base_model=spec.model, data_hash=job.data_hash, seed=spec.seed,
+                           spec=spec.model_dump(), versions=package_versions(task.root))
+    else:
+        log(f"resuming tuned:{rec.id} from its last checkpoint")
+    result: dict[str, Any] = dict(rec.result)
+    model = job.load_model()
+    if spec.forgetting and "forgetting_before" not in result:
+        log("forgetting check: measuring the base model")
+        result["forgetting_before"] = forgetting.measure(model, job.tokenizer, job.device, spec.objective,
+                                                         job.chat_template)
+        store.update_result(rec.id, result)
+    model = job.apply_method(model)
+    trainable, total = count_parameters(model)
+    if "plan" not in result:
+        result["plan"] = tplan.predict(job, model).as_dict()
+        store.update_result(rec.id, result)
+    log(f"training {trainable:,} of {total:,} parameters for {job.steps} steps on {job.device.type}")
+    res = train(model, job.rows, job.config, pad_id=job.tokenizer.pad_token_id, device=job.device,
+                checkpoint_dir=rec.folder / "checkpoints", on_step=on_step, stop_after=stop_after)
+    result.update(steps_done=res.steps, steps_total=job.steps)
+    if res.steps < job.steps:  # stopped on request: the checkpoint is the resume point
+        store.update_result(rec.id, result)
+        return store.get(rec.id)
+    weights = _save(rec.folder, model, job)
+    steps_per_epoch = len(job.rows) / job.config.batch_size / job.config.grad_accum
+    measured_epoch_s = res.train_time_s / max(res.steps / steps_per_epoch, 1e-9)
+    result.update({
+        "method": spec.method, "method_used": job.method_name, "fallback": job.fallback,
+        "objective": spec.objective, "base_model": spec.model, "device": job.device.type,
+        "train_time_s": res.train_time_s, "peak_mem_mb": res.peak_mem_mb, "tokens": res.tokens,
+        "padded_tokens": res.padded_tokens, "tokens_per_s": res.tokens_per_s, "epochs": res.epochs,
+        "trainable_params": trainable, "total_params": total, "trainable_pct": 100 * trainable / total,
+        "adapter_mb": weights["trainable_mb"], "artifact_mb": weights["artifact_mb"], "curve": res.curve,
+        "measured": {"peak_mem_mb": res.peak_mem_mb, "time_per_epoch_s": measured_epoch_s},
+        "lr": job.lr, "rows": len(job.rows), "resumed_from": res.resumed_from,
+    })
+    if spec.forgetting:
+        log("forgetting check: measuring the tuned model")
+        after = forgetting.measure(model, job.tokenizer, job.device, spec.objective, job.chat_template)
+        result["forgetting"] = forgetting.summary(result["forgetting_before"], after, spec.objective)
+    store.update_result(rec.id, result, status="done")
+    shutil.rmtree(rec.folder / "checkpoints", ignore_errors=True)  # optimizer states: up to 3x the weights
+    return store.get(rec.id)
+
+
+def _save(folder: Path, model: torch.nn.Module, job: Job) -> dict[str, Any]:
+    """Adapter (PEFT methods) or full weights, tokenizer, template, metadata; returns sizes."""
+    is_peft = hasattr(model, "peft_config")
+    out = folder / ("adapter" if is_peft else "model")
+    model.save_pretrained(out, safe_serialization=True)
+    job.tokenizer.save_pretrained(folder / "tokenizer")
+    trainable_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    h = hashlib.sha256()
+    for f in sorted(out.glob("*.safetensors")):
+        h.update(f.read_bytes())
+    c = job.task.config
+    write_json(folder / "template.json", {
+        "strategy": job.strategy_row.model_dump(), "prompt": c.prompt.model_dump(),
+        "chat_template": job.tokenizer.chat_template if job.chat_template else None, "rendered_row": job.sample})
+    write_json(folder / "tune.json", {
+        "objective": job.spec.objective, "base_model": job.spec.model, "task_root": str(job.task.root),
+        "labels": c.labels, "mergeable": bool(getattr(job.method, "MERGEABLE", False)) and is_peft,
+        "chat_template": job.chat_template, "weights_sha": h.hexdigest()[:12], "spec": job.spec.model_dump(),
+        "method_used": job.method_name, "data_hash": job.data_hash, "seed": job.spec.seed,
+        "strategy": job.strategy_row.model_dump(), "versions": package_versions(job.task.root)})
+    return {"trainable_mb": trainable_bytes / 2**20,
+            "artifact_mb": sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20}

@@ -1,0 +1,1 @@
+"""`taskfit ui`: a server-rendered web app over the run store, for reading traces and reviewing answers."""
