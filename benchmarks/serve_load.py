@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=16, help="generation limit per model call")
     ap.add_argument("--max-batch", type=int, default=16, help="batched side: model requests per batch")
     ap.add_argument("--timeout-s", type=float, default=600, help="bound on each side's wall time")
+    ap.add_argument("--rounds", type=int, default=2, help="times each side runs, alternating")
     args = ap.parse_args()
     os.environ["TASKFIT_HOME"] = tempfile.mkdtemp(prefix="taskfit-serve-bench-")
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
@@ -59,22 +60,28 @@ def main() -> None:
                for r in (rows * (total // len(rows) + 1))[:total]]
     pool = BackendPool()  # the model is loaded once and shared by both sides
     eng = db.engine()
-    results = {}
-    for side, max_batch in (("batched", args.max_batch), ("one-at-a-time", 1)):
-        task.config.serve = task.config.serve.model_copy(update={"max_batch": max_batch, "cache": False,
-                                                                 "max_concurrent": args.clients})
-        pipeline = Pipeline(task, dataset, arm, eng, pool)
-        results[side] = run_side(pipeline, prompts, args)
-        r = results[side]
-        print(f"{side:>14}: {r['ok']}/{total} ok in {r['wall_s']:.1f} s = {r['rps']:.2f} req/s; latency p50 "
-              f"{r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms; errors {r['errors']}, lost {r['lost']}; mean model "
-              f"batch {r['mean_batch']:.1f}", flush=True)
-    b, o = results["batched"], results["one-at-a-time"]
+    results: dict[str, list[dict[str, Any]]] = {"batched": [], "one-at-a-time": []}
+    for round_ in range(1, args.rounds + 1):
+        # the sides alternate, so a change in the machine's load does not favour one of them
+        for side, max_batch in (("batched", args.max_batch), ("one-at-a-time", 1)):
+            task.config.serve = task.config.serve.model_copy(update={"max_batch": max_batch, "cache": False,
+                                                                     "max_concurrent": args.clients})
+            r = run_side(Pipeline(task, dataset, arm, eng, pool), prompts, args)
+            results[side].append(r)
+            print(f"round {round_} {side:>14}: {r['ok']}/{total} ok in {r['wall_s']:.1f} s = {r['rps']:.2f} req/s; "
+                  f"latency p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms; errors {r['errors']}, lost "
+                  f"{r['lost']}; mean model batch {r['mean_batch']:.1f}", flush=True)
+    rps = {side: sum(r["ok"] for r in rs) / sum(r["wall_s"] for r in rs) for side, rs in results.items()}
+    p50 = {side: statistics.median([r["p50_ms"] for r in rs]) for side, rs in results.items()}
+    errors = sum(r["errors"] + r["lost"] for rs in results.values() for r in rs)
+    print(f"over {args.rounds} round(s): batched {rps['batched']:.2f} req/s vs one-at-a-time "
+          f"{rps['one-at-a-time']:.2f} req/s; batching gain {rps['batched'] / rps['one-at-a-time']:.2f}x requests/s, "
+          f"median p50 latency {p50['one-at-a-time'] / p50['batched']:.2f}x lower; errors + lost: {errors}")
+    b, o = results["batched"][0], results["one-at-a-time"][0]
     same = sum(1 for x, y in zip(b["answers"], o["answers"], strict=True) if x is not None and x == y)
-    print(f"batching gain: {b['rps'] / o['rps']:.2f}x requests/s; p50 latency {o['p50_ms'] / b['p50_ms']:.2f}x lower")
-    print(f"same answer on both sides: {same}/{total}")
+    print(f"same answer on both sides (round 1): {same}/{total}")
     print(f"setup: {args.clients} clients x {args.requests} requests, {Path(args.task).parent.name}/{args.strategy}, "
-          f"max_tokens {args.max_tokens}, bundled model, {os.cpu_count()} CPUs")
+          f"max_tokens {args.max_tokens}, max_batch {args.max_batch}, bundled model, {os.cpu_count()} CPUs")
 
 
 def run_side(pipeline: Any, prompts: list[str], args: argparse.Namespace) -> dict[str, Any]:

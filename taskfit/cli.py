@@ -29,7 +29,8 @@ LimitOpt = Annotated[int | None, typer.Option(help="Score only the first N rows 
                                                     "overriding the task file's limit).")]
 
 
-def _study(task: str, strategy, model, split, limit, as_json: bool, title: str) -> None:
+def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, *, with_tuning: bool = False,
+           train_limit: int | None = None) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -58,8 +59,15 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str) 
                 err.print(f"{arm.name}: {done}/{total} ({time.perf_counter() - started:.0f} s)", highlight=False)
 
         err.print("[dim]loading task, data and models...[/dim]")
+        def on_step(name, p):
+            if p["step"] == 1 or p["step"] % 10 == 0:
+                err.print(f"[dim]{name}: step {p['step']:.0f}, epoch {p['epoch']:.2f}, loss {p['loss']:.4f} "
+                          f"({p['time_s']:.0f} s)[/dim]", highlight=False)
+
         task_obj, table_rows = run_study(task, strategy_names=strategy, model_names=model, split=split, limit=limit,
-                                         progress=on_progress)
+                                         progress=on_progress, with_tuning=with_tuning, train_limit=train_limit,
+                                         log=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False),
+                                         on_step=on_step)
     if as_json:
         print(json.dumps([{**{k: r[k] for k in JSON_KEYS}, **r} for r in table_rows], indent=2))
         return
@@ -69,9 +77,15 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str) 
 
 
 @app.command()
-def run(task: TaskArg, limit: LimitOpt = None) -> None:
-    """Run the study the task file declares (every strategy x model) and print the leaderboard."""
-    _study(task, None, None, None, limit, False, "Study")
+def run(task: TaskArg, limit: LimitOpt = None,
+        tune: Annotated[bool, typer.Option(help="Train the task file's `tuning:` models (trained once, then "
+                                                "reused) and put them on the leaderboard.")] = True,
+        train_limit: Annotated[int | None, typer.Option(help="Train each tuned model on at most N train rows "
+                                                        "(a quick look; a different model than the full run).")] = None,
+        ) -> None:
+    """Run the study the task file declares (every strategy x model, and its tuned models) and print the
+    leaderboard."""
+    _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit)
 
 
 @app.command("eval")
@@ -106,10 +120,34 @@ def runs(limit: Annotated[int, typer.Option(help="How many recent runs.")] = 30)
         t.add_row(r.id, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)), r.task_name, r.strategy, r.model,
                   r.split, f"{store.progress(r.id)}/{r.n_total}", r.status)
     out.print(t)
+    from taskfit.tuning.store import TuneStore
+
+    tunes = TuneStore(store.eng).all(limit)
+    if tunes:
+        tt = Table(title="Tuned models (planned vs measured)")
+        for col in ("model", "created", "task", "method", "base", "train time", "peak MB plan/meas (err)",
+                    "s/epoch plan/meas (err)", "status"):
+            tt.add_column(col)
+        for r in tunes:
+            res, plan, meas = r.result, r.result.get("plan") or {}, r.result.get("measured") or {}
+            tt.add_row(f"tuned:{r.id}", time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)), r.task_name,
+                       f"{r.method} {r.objective}", r.base_model,
+                       f"{res['train_time_s']:.0f} s" if res.get("train_time_s") else "",
+                       _plan_cell(plan.get("peak_mem_mb"), meas.get("peak_mem_mb")),
+                       _plan_cell(plan.get("time_per_epoch_s"), meas.get("time_per_epoch_s")), r.status)
+        out.print(tt)
+
+
+def _plan_cell(planned, measured) -> str:
+    if planned is None:
+        return ""
+    if not measured:
+        return f"{planned:,.0f} / -"
+    return f"{planned:,.0f} / {measured:,.0f} ({100 * (planned - measured) / measured:+.0f}%)"
 
 
 @app.command()
-def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix), or tuned:<id>.")],
          example: Annotated[str | None, typer.Option("--example", "-e", help="Show one example with its full trace.")] = None,
          limit: Annotated[int, typer.Option(help="Rows to list.")] = 40) -> None:
     """Show a run's predictions, wrong ones first, or one example's full trace."""
@@ -117,6 +155,12 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
     from taskfit.store import Store
 
     store = Store(db.engine())
+    if run_id.startswith("tuned:"):
+        from taskfit.commands.tune import print_tune
+        from taskfit.tuning.store import TuneStore
+
+        print_tune(TuneStore(store.eng).get(run_id.removeprefix("tuned:")))
+        return
     run = store.run(run_id)
     if run is None:
         raise TaskfitError(f"no run (or more than one) matches {run_id!r}; see `taskfit runs`")
@@ -138,6 +182,12 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
         t.add_row(p["example_id"], text[:120], p["target"][:60], str(p["answer"])[:60], f"{p['score']:.2f}",
                   str(p["calls"]), note)
     out.print(t)
+    if run.config["model"].get("backend") == "tuned":  # what training changed, on a few examples
+        from taskfit.commands.tune import print_before_after
+        from taskfit.tuning.store import TuneStore
+
+        rec = TuneStore(store.eng).get(run.config["model"]["path"].removeprefix("tuned:"))
+        print_before_after(rec.result.get("before_after") or [])
 
 
 def _show_trace(p: dict) -> None:

@@ -42,6 +42,7 @@ def rows(store: Store, runs: list[RunRecord]) -> list[dict[str, Any]]:
             "failed": sum(p["failed"] for p in ps), "mode": run.config.get("mode"), "run_id": run.id,
             "metrics": _metric_means(ps),
             "binary": binary,
+            **({"tune": tune_summary(model.path)} if model.backend == "tuned" else {}),
         })
     out.sort(key=lambda r: -r["score"])
     if out:
@@ -55,6 +56,26 @@ def rows(store: Store, runs: list[RunRecord]) -> list[dict[str, Any]]:
     for r in out:
         r.pop("binary")
     return out
+
+
+TUNE_KEYS = ("id", "method", "method_used", "objective", "base_model", "train_time_s", "peak_mem_mb",
+             "trainable_params", "total_params", "trainable_pct", "adapter_mb", "curve", "plan", "measured",
+             "forgetting", "device", "tokens_per_s", "fallback")
+
+
+def tune_summary(path: str | None) -> dict[str, Any] | None:
+    """What a tuned model cost to train (time, memory, parameters, size) and what it forgot."""
+    from taskfit.errors import TaskfitError
+    from taskfit.tuning.store import TuneStore
+
+    try:
+        rec = TuneStore().get((path or "").removeprefix("tuned:"))
+    except TaskfitError:
+        return None
+    res = {**rec.result, "id": rec.id}
+    plan = res.get("plan") or {}
+    res["plan"] = {"peak_mem_mb": plan.get("peak_mem_mb"), "time_per_epoch_s": plan.get("time_per_epoch_s")}
+    return {k: res.get(k) for k in TUNE_KEYS}
 
 
 def verdict(table_rows: list[dict[str, Any]], alpha: float = 0.05) -> str:
@@ -95,6 +116,8 @@ def render(table_rows: list[dict[str, Any]], title: str = "Leaderboard"):
                       ("calls/q", "right"), ("cache hits", "right"), ("$/1k q", "right"), ("time/1k q", "right"),
                       ("other metrics", "left"), ("run", "left")]:
         t.add_column(col, justify=just)
+    if any(r.get("tune") for r in table_rows):
+        t.add_column("training", justify="left")
     for r in table_rows:
         p = r["p_vs_best"]
         t.add_row(
@@ -105,10 +128,26 @@ def render(table_rows: list[dict[str, Any]], title: str = "Leaderboard"):
             f"{r['tokens_in']:.0f}/{r['tokens_out']:.0f}", f"{r['calls_per_query']:.1f}", str(r["cache_hits"]),
             f"${r['cost_per_1k']:.4f}", _duration(r["time_per_1k_s"]),
             " ".join(f"{k}={v:.3f}" for k, v in r["metrics"].items() if k != r["metric"]), r["run_id"],
+            *([training_cell(r.get("tune"))] if any(x.get("tune") for x in table_rows) else []),
         )
     t.caption = ("score: mean of the first metric; CI: Wilson (0/1 metrics) or bootstrap; p vs best: McNemar or "
                  "paired bootstrap, * < 0.05; latency on local models is batch time / batch size")
     return t
+
+
+def training_cell(tune: dict[str, Any] | None) -> str:
+    """Training time, peak memory, trainable share, adapter size and forgetting, in one cell."""
+    if not tune:
+        return ""
+    parts = [f"{_duration(tune.get('train_time_s') or 0)} {tune.get('device') or ''}".strip(),
+             f"peak {tune.get('peak_mem_mb') or 0:.0f} MB",
+             f"{tune.get('trainable_params') or 0:,} params ({tune.get('trainable_pct') or 0:.2f}%)",
+             f"{tune.get('adapter_mb') or 0:.1f} MB"]
+    f = tune.get("forgetting") or {}
+    if f.get("score_change") is not None:
+        parts.append(f"forgetting {f['score_change']:+.3f}" + (f" ppl {f['ppl_change_pct']:+.0f}%"
+                                                             if f.get("ppl_change_pct") is not None else ""))
+    return "; ".join(parts)
 
 
 def _duration(seconds: float) -> str:

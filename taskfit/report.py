@@ -146,6 +146,8 @@ def _run_facts(run: RunRecord) -> dict[str, Any]:
                              "study": run.study, "task_name": run.task_name}
     if backend.get("parameters"):
         facts["model_params"] = backend["parameters"]
+        width = 2 if "16" in str(backend.get("dtype", "")) else 4  # bytes per weight: (b)float16 or float32
+        facts["model_mb"] = backend["parameters"] * width / 2**20
     if strategy in RETRIEVAL_STRATEGIES:
         facts["technique"] = "retrieval"
     return facts
@@ -318,6 +320,9 @@ def _training_text(row: dict[str, Any]) -> str:
 
 def _serving_text(row: dict[str, Any], others: list[dict[str, Any]]) -> str:
     where = "runs on-premise" if on_premise(row) else "calls a remote API"
+    if row.get("model_params"):
+        where += f" ({row['model_params'] / 1e6:,.0f}M parameters"
+        where += f", {row['model_mb']:,.0f} MB of weights)" if row.get("model_mb") else ")"
     money = "no per-query fee" if not row.get("cost_per_1k") else f"${row['cost_per_1k']:.2f} per 1,000 queries"
     text = (f"Serving {_name(row)}: {where}, {money}, p50 latency {row.get('latency_p50_ms', 0):.0f} ms, "
             f"{_duration(row.get('time_per_1k_s', 0.0))} of model time per 1,000 queries.")

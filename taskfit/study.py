@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,35 @@ def select_arms(task: Task, strategy_names: list[str] | None, model_names: list[
     return [Arm(s, m) for m in models for s in strats]
 
 
+def tuned_arms(task: Task, dataset: Dataset, *, train_limit: int | None = None,
+               log: Callable[[str], None] = lambda s: None,
+               on_step: Callable[[str, dict[str, float]], None] | None = None) -> list[Arm]:
+    """Train (or find, or resume) each model the task's ``tuning:`` list asks for; one arm per model, with
+    the strategy it was trained for (its sft prompt, or the classifier strategy for a head)."""
+    from taskfit.tuning.tune import Job, tune
+
+    arms = []
+    for spec in task.config.tuning:
+        if train_limit:
+            spec = spec.model_copy(update={"train_limit": min(train_limit, spec.train_limit or train_limit)})
+        log(f"tuning {spec.label()}")
+        rec = tune(task, dataset.split("train"), spec, log=log,
+                   on_step=(lambda p, name=spec.label(): on_step(name, p)) if on_step else None)
+        row = Job.strategy_for(task, spec)
+        arms.append(Arm(row, ModelSpec(backend="tuned", path=f"tuned:{rec.id}", name=spec.label())))
+    return arms
+
+
 def run_study(task_path: str | Path, *, strategy_names: list[str] | None = None, model_names: list[str] | None = None,
               split: str | None = None, limit: int | None = None, progress: ProgressFn | None = None,
+              with_tuning: bool = False, train_limit: int | None = None, log: Callable[[str], None] = lambda s: None,
+              on_step: Callable[[str, dict[str, float]], None] | None = None,
               ) -> tuple[Task, list[dict[str, Any]]]:
+    """Evaluate the chosen strategy x model arms (and, ``with_tuning``, the task's fine-tuned models)."""
     task, dataset = prepare(task_path)
     arms = select_arms(task, strategy_names, model_names)
+    if with_tuning:
+        arms += tuned_arms(task, dataset, train_limit=train_limit, log=log, on_step=on_step)
     eng = db.engine()
     store = Store(eng)
     limit = task.config.limit if limit is None else (limit or None)  # --limit 0: every row

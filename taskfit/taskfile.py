@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from taskfit.errors import TaskfitError
 from taskfit.serve.config import ServeConfig
+from taskfit.tuning.spec import TuneSpec
 
 
 class _Strict(BaseModel):
@@ -157,6 +158,10 @@ class TaskConfig(_Strict):
     stop: list[str] = Field(default_factory=lambda: ["\n\n"], description="Stop sequences for generation.")
     split: Literal["train", "dev", "test"] = Field("test", description="Split the study is scored on.")
     limit: int | None = Field(None, ge=1, description="Score only the first N rows of the split.")
+    tuning: list[TuneSpec] = Field(
+        default_factory=list, description="Fine-tuning runs whose models join the study's leaderboard, e.g. "
+        "`[{method: lora, objective: classify, model: minilm}]`; a method name alone means sft of the bundled "
+        "model with that method. Trained once, then reused; see `taskfit tune`.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="How `taskfit serve` vets input and "
                                "output, keeps conversation memory and batches requests (see docs/serve.md).")
 
@@ -177,6 +182,11 @@ class TaskConfig(_Strict):
                 s = {"name": name, **(opts or {})}
             out.append(s)
         return out
+
+    @field_validator("tuning", mode="before")
+    @classmethod
+    def _tuning_shorthand(cls, v: Any) -> Any:
+        return [{"method": t} if isinstance(t, str) else t for t in (v if isinstance(v, list) else [v])]
 
     @field_validator("models", mode="before")
     @classmethod

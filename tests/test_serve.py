@@ -292,6 +292,16 @@ def pipeline_memory(log: RequestLog) -> list:
         return [list(r) for r in conn.execute(text("SELECT role, content FROM conversations"))]
 
 
+def test_serve_section_is_validated(tmp_path):
+    from taskfit.errors import TaskfitError
+
+    path = _qa_task(tmp_path, serve={"memory": {"max_turn": 3}, "vetting": {"input": {"redact": ["ssn"]}}})
+    with pytest.raises(TaskfitError) as e:
+        _pipeline(path)
+    assert "serve.memory.max_turn: Extra inputs are not permitted" in str(e.value)
+    assert "unknown redaction ['ssn']" in str(e.value) and str(path) in str(e.value)
+
+
 def test_bad_vetting_regex_is_a_clear_error(tmp_path):
     from taskfit.errors import TaskfitError
 

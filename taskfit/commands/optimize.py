@@ -33,7 +33,7 @@ def _progress_line(event: dict) -> str | None:
     if kind == "rung_start":
         return f"{calls} first rung: {event['alive']} candidates on {event['rows']} dev rows"
     if kind == "proposed":
-        return f"{calls} proposer wrote {event['n']} usable new instruction(s)"
+        return f"{calls} proposal round {event['round']}: {event['n']} usable new instruction(s)"
     if kind == "evaluated":
         return f"{calls} {event['key']} scored on {event['rows']} dev rows{lead}"
     if kind == "dropped":
@@ -98,7 +98,9 @@ def register(app: typer.Typer) -> None:
         strategies: Annotated[list[str] | None, typer.Option(
             "--strategies", help="Base strategies to choose among: zero_shot, few_shot, cot (repeat or comma-separate; "
             "default zero_shot,few_shot).")] = None,
-        instructions: Annotated[int, typer.Option(help="Instructions to ask the proposer for.")] = 4,
+        instructions: Annotated[int, typer.Option(help="Instructions to ask the proposer for, per round.")] = 4,
+        rounds: Annotated[int, typer.Option(help="Proposal rounds (later ones see earlier scores; they run while "
+                                            "the budget lasts).")] = 3,
         k: Annotated[int, typer.Option(help="Demonstrations per few-shot candidate.")] = 4,
         demo_sets: Annotated[int, typer.Option(help="Demo sets tried per base strategy.")] = 2,
         dev_size: Annotated[int | None, typer.Option(help="Dev rows (default: the dev split, else half of train, "
@@ -114,7 +116,7 @@ def register(app: typer.Typer) -> None:
 
         names = [s.strip() for item in (strategies or ["zero_shot,few_shot"]) for s in item.split(",") if s.strip()]
         try:
-            config = OptimizeConfig(budget=budget, strategies=names, instructions=instructions, k=k,
+            config = OptimizeConfig(budget=budget, strategies=names, instructions=instructions, rounds=rounds, k=k,
                                     demo_sets=demo_sets, dev_size=dev_size, seed=seed)
         except ValueError as e:
             raise TaskfitError(f"invalid option: {e}") from None

@@ -1,7 +1,203 @@
-"""`taskfit tune`: see the module of the same name in the library."""
+"""`taskfit tune`, `taskfit plan` and `taskfit merge`: fine-tune a model for a task, plan it first, fold an
+adapter into its base."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+
+TaskArg = Annotated[str, typer.Argument(help="Path to the task file (YAML).")]
+
+
+def _spec(task, method, objective, model, tuning_row, overrides: dict[str, Any]):
+    """The spec from a task file's `tuning:` row (by index or name) and/or command-line options."""
+    from taskfit.errors import TaskfitError
+    from taskfit.tuning.spec import TuneSpec
+
+    base: dict[str, Any] = {}
+    rows = task.config.tuning
+    if tuning_row is not None:
+        match = [s for i, s in enumerate(rows) if str(i) == tuning_row or s.label() == tuning_row]
+        if not match:
+            raise TaskfitError(f"--tuning {tuning_row!r}: not a row of the task file's tuning list "
+                               f"({', '.join(s.label() for s in rows) or 'empty'})")
+        base = match[0].model_dump(exclude_unset=True)
+    for key, value in {"method": method, "objective": objective, "model": model, **overrides}.items():
+        if value is not None:
+            base[key] = value
+    return TuneSpec(**base)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the `taskfit` app."""
+    """Add `tune`, `plan` and `merge` to the `taskfit` app."""
+
+    @app.command()
+    def tune(
+        task: TaskArg,
+        method: Annotated[str | None, typer.Option(help="full, top_n, head, lora, dora, qlora, prefix, "
+                                                        "prompt_tuning or ia3 (default lora).")] = None,
+        objective: Annotated[str | None, typer.Option(help="sft, classify or pretrain (default sft).")] = None,
+        model: Annotated[str | None, typer.Option("--model", "-m", help="Base model: bundled, minilm, a folder "
+                                                  "or a .gguf file.")] = None,
+        tuning: Annotated[str | None, typer.Option(help="Start from this row of the task file's `tuning:` "
+                                                   "list (index or name).")] = None,
+        epochs: Annotated[float | None, typer.Option(help="Passes over the training rows.")] = None,
+        max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+        lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: the method's).")] = None,
+        batch_size: Annotated[int | None, typer.Option(help="Rows per step.")] = None,
+        rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+        alpha: Annotated[int | None, typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
+        top_n: Annotated[int | None, typer.Option(help="top_n: layers that train.")] = None,
+        train_limit: Annotated[int | None, typer.Option(help="Train on the first N train rows only.")] = None,
+        max_length: Annotated[int | None, typer.Option(help="Longest training sequence in tokens.")] = None,
+        seed: Annotated[int | None, typer.Option(help="Seed for initialisation, data order, dropout.")] = None,
+        allow_fallback: Annotated[bool, typer.Option(help="qlora without CUDA: train plain lora.")] = False,
+        device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
+        evaluate: Annotated[bool, typer.Option(help="Score the tuned model on the task's split afterwards.")] = True,
+        limit: Annotated[int | None, typer.Option(help="Rows of the split to score (0: all).")] = None,
+    ) -> None:
+        """Fine-tune a model on the task's train split, store it as tuned:<id>, and score it."""
+        from taskfit.study import prepare
+        from taskfit.tuning.tune import tune as run_tune
+
+        task_obj, dataset = prepare(task)
+        spec = _spec(task_obj, method, objective, model, tuning, {
+            "epochs": epochs, "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "rank": rank,
+            "alpha": alpha, "top_n": top_n, "train_limit": train_limit, "max_length": max_length, "seed": seed,
+            "allow_fallback": allow_fallback or None, "device": device})
+        rec = run_tune(task_obj, dataset.split("train"), spec, log=lambda s: err.print(f"[dim]{s}[/dim]"),
+                       on_step=_step_printer(spec))
+        print_tune(rec)
+        if evaluate and rec.status == "done":
+            _evaluate(task, rec, spec, limit)
+
+    @app.command()
+    def plan(
+        task: TaskArg,
+        method: Annotated[str | None, typer.Option(help="Tuning method (default lora).")] = None,
+        objective: Annotated[str | None, typer.Option(help="sft, classify or pretrain.")] = None,
+        model: Annotated[str | None, typer.Option("--model", "-m", help="Base model.")] = None,
+        tuning: Annotated[str | None, typer.Option(help="A row of the task file's `tuning:` list.")] = None,
+        batch_size: Annotated[int | None, typer.Option(help="Rows per step.")] = None,
+        epochs: Annotated[float | None, typer.Option(help="Passes over the training rows.")] = None,
+        max_steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+        train_limit: Annotated[int | None, typer.Option(help="First N train rows only.")] = None,
+        params: Annotated[float | None, typer.Option(help="Also print the classic memory table for a model "
+                                                     "of this many parameters, e.g. 7e9.")] = None,
+        device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
+    ) -> None:
+        """Predict peak memory and time per epoch of a tuning run, before training (probes a few real steps)."""
+        from taskfit.study import prepare
+        from taskfit.tuning import plan as tplan
+        from taskfit.tuning.methods import count_parameters
+        from taskfit.tuning.train import rss_bytes
+        from taskfit.tuning.tune import Job
+
+        task_obj, dataset = prepare(task)
+        spec = _spec(task_obj, method, objective, model, tuning, {
+            "batch_size": batch_size, "epochs": epochs, "max_steps": max_steps, "train_limit": train_limit,
+            "device": device})
+        job = Job(task_obj, dataset.split("train")[: spec.train_limit], spec)
+        runtime = rss_bytes()
+        m = job.apply_method(job.load_model())
+        p = tplan.predict(job, m, runtime_bytes=runtime)
+        trainable, total = count_parameters(m)
+        t = Table(title=f"Plan: {spec.label()} on {job.device.type} ({len(job.rows)} rows, {job.steps} steps)",
+                  title_justify="left")
+        t.add_column("part")
+        t.add_column("MB", justify="right")
+        for name, mb in [("weights", p.weights_mb), ("gradients", p.gradients_mb), ("AdamW states", p.optimizer_mb),
+                         (f"activations (largest batch {p.largest_batch[0]} x {p.largest_batch[1]} tokens)",
+                          p.activations_mb), ("output logits", p.logits_mb), ("runtime (CPU process)", p.runtime_mb),
+                         ("peak", p.peak_mem_mb)]:
+            t.add_row(name, f"{mb:,.0f}")
+        out.print(t)
+        out.print(f"trainable {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)")
+        out.print(f"time: {p.time_per_epoch_s:,.0f} s per epoch ({p.padded_tokens_per_epoch:,} padded tokens, "
+                  f"{p.probe_s_per_token * 1000:.2f} ms per token measured on {len(p.notes) and 'a probe'}), "
+                  f"{p.total_time_s:,.0f} s for the run")
+        if params:
+            ct = Table(title=f"Weights + gradients + AdamW states for {params:,.0f} parameters (no activations)",
+                       title_justify="left")
+            ct.add_column("method")
+            ct.add_column("GB", justify="right")
+            for row in tplan.classic_table(params):
+                ct.add_row(row["method"], f"{row['gb']:,.1f}")
+            out.print(ct)
+
+    @app.command()
+    def merge(
+        tuned: Annotated[str, typer.Argument(help="A tuned model id (tuned:<id> or <id>).")],
+        output: Annotated[str | None, typer.Option("-o", help="Folder for the merged model.")] = None,
+    ) -> None:
+        """Fold a LoRA-style adapter into its base weights and save a standalone model folder."""
+        from taskfit.tuning.adapters import merge as merge_adapter
+
+        folder = merge_adapter(tuned.removeprefix("tuned:"), output)
+        out.print(f"merged model: {folder} (use it as `--model {folder}`)")
+
+
+def _step_printer(spec):
+    def on_step(p: dict[str, float]) -> None:
+        if p["step"] == 1 or p["step"] % 10 == 0:
+            err.print(f"[dim]{spec.label()}: step {p['step']:.0f} epoch {p['epoch']:.2f} loss {p['loss']:.4f} "
+                      f"({p['time_s']:.0f} s)[/dim]")
+    return on_step
+
+
+def print_tune(rec) -> None:
+    r = rec.result
+    if rec.status != "done":
+        out.print(f"tuned:{rec.id} stopped at step {r.get('steps_done')} of {r.get('steps_total')}; run the same "
+                  f"command to resume")
+        return
+    out.print(f"[bold]tuned:{rec.id}[/bold] {rec.spec.get('method')} {rec.objective} on {rec.base_model}: "
+              f"{r['train_time_s']:.0f} s, peak {r['peak_mem_mb']:.0f} MB, {r['trainable_params']:,} trainable "
+              f"({r['trainable_pct']:.2f}%), {r['adapter_mb']:.2f} MB trained weights")
+    if r.get("fallback"):
+        out.print(f"[yellow]{r['fallback']}[/yellow]")
+    plan, meas = r.get("plan") or {}, r.get("measured") or {}
+    if plan and meas:
+        out.print(f"plan vs measured: peak memory {plan['peak_mem_mb']:.0f} vs {meas['peak_mem_mb']:.0f} MB "
+                  f"({_err(plan['peak_mem_mb'], meas['peak_mem_mb'])}), time per epoch "
+                  f"{plan['time_per_epoch_s']:.0f} vs {meas['time_per_epoch_s']:.0f} s "
+                  f"({_err(plan['time_per_epoch_s'], meas['time_per_epoch_s'])})")
+    f = r.get("forgetting")
+    if f:
+        out.print(f"forgetting ({f['general_task']}): {f['score_before']} -> {f['score_after']}"
+                  + (f"; perplexity {f['ppl_before']:.2f} -> {f['ppl_after']:.2f}" if f.get("ppl_before") else ""))
+    print_before_after(r.get("before_after") or [])
+
+
+def print_before_after(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    t = Table(title="Predictions before and after training", title_justify="left")
+    for col in ("input", "expected", "before", "after"):
+        t.add_column(col)
+    for row in rows:
+        t.add_row(row["input"], row["target"], row.get("before", ""), row.get("after", ""))
+    out.print(t)
+
+
+def _err(predicted: float, measured: float) -> str:
+    return f"{100 * (predicted - measured) / measured:+.0f}%" if measured else "n/a"
+
+
+def _evaluate(task: str, rec, spec, limit: int | None) -> None:
+    from taskfit.leaderboard import render
+    from taskfit.study import prepare, run_study
+    from taskfit.tuning.tune import Job
+
+    row = Job.strategy_for(prepare(task)[0], spec)
+    _, table = run_study(task, strategy_names=[row.label()], model_names=[f"tuned:{rec.id}"], limit=limit)
+    out.print(render(table, title=f"tuned:{rec.id} on the task's split"))
+    out.print(json.dumps({"score": table[0]["score"], "ci": [table[0]["ci_low"], table[0]["ci_high"]],
+                          "run_id": table[0]["run_id"]}))

@@ -13,6 +13,7 @@ from taskfit.prompts import PromptParts, render_input
 
 MAX_WORDS = 60  # longer replies are rambling, not instructions
 _LEAD_IN = re.compile(r"^(?:here is |here's )?(?:an? )?(?:new |improved |better )?instruction\s*\d*\s*[:\-]\s*", re.I)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _TEMPLATE = re.compile(r"\{[{%#]")  # an instruction is a Jinja template: model text must not be able to run as one
 
 
@@ -33,10 +34,12 @@ def meta_prompt(description: str, parts: PromptParts, examples: list[Example], s
 
 def clean_instruction(text: str) -> str | None:
     """The instruction in a proposal reply, or None when the reply holds no usable one."""
-    text = text.strip()
-    text = text.split("\n\n")[0].strip()
-    text = _LEAD_IN.sub("", text).strip().strip("\"'`* ").strip()
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    text = _LEAD_IN.sub("", lines[0] if lines else "").strip().strip("\"'`* ").strip()
     text = " ".join(text.split())
+    sentences = _SENTENCE.split(text)
+    if len(sentences) > 2:  # small models run on; the first two sentences hold the instruction
+        text = " ".join(sentences[:2])
     words = len(text.split())
     if words < 3 or words > MAX_WORDS or _TEMPLATE.search(text):
         return None
@@ -44,19 +47,21 @@ def clean_instruction(text: str) -> str | None:
 
 
 def propose(lm: MeteredLM, description: str, parts: PromptParts, examples: list[Example],
-            scored: list[tuple[str, float]], n: int, seed: int, temperature: float = 0.8,
-            max_tokens: int = 80) -> list[str]:
+            scored: list[tuple[str, float]], n: int, seed: int, temperature: float = 1.0,
+            max_tokens: int = 64) -> list[str]:
     """Up to ``n`` new instructions (one sampled reply each; unusable and repeated replies are dropped)."""
     if n <= 0:
         return []
     prompt = meta_prompt(description, parts, examples, scored)
-    reqs = [GenerateRequest(({"role": "user", "content": prompt},), max_tokens=max_tokens, stop=("\n\n",),
-                            temperature=temperature, seed=seed + i) for i in range(n)]
-    results = lm.generate(reqs, [Trace() for _ in reqs], step="propose")
+    # one request for n samples: a local model decodes them as one batch (it counts as n calls)
+    # the reply is prefilled with "Instruction:" so that even a small model answers with one
+    req = GenerateRequest(({"role": "user", "content": prompt}, {"role": "assistant", "content": "Instruction:"}),
+                          max_tokens=max_tokens, stop=("\n\n",), temperature=temperature, n=n, seed=seed)
+    (res,) = lm.generate([req], [Trace()], step="propose")
     seen = {text.casefold() for text, _ in scored}
     out = []
-    for res in results:
-        text = clean_instruction(res.texts[0]) if res.texts and not res.error else None
+    for reply in [] if res.error else res.texts:
+        text = clean_instruction(reply)
         if text and text.casefold() not in seen:
             seen.add(text.casefold())
             out.append(text)

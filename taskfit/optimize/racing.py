@@ -50,10 +50,10 @@ def planned_calls(n_candidates: int, first: int, n_dev: int, eta: float, per_can
     candidate (a calibration prompt)."""
     total, alive, done = n_candidates * per_candidate, n_candidates, 0
     for size in rung_sizes(first, n_dev, eta):
+        if alive == 1 and done:  # the race ends when one candidate is left
+            break
         total += alive * (size - done)
         done = size
-        if alive == 1:
-            break
         alive = math.ceil(alive / eta)
     return total
 

@@ -19,13 +19,15 @@ from taskfit.optimize.bootstrap import keep_correct
 from taskfit.optimize.budget import BudgetSpent, CallMeter, DryRunLM, MeteredLM
 from taskfit.optimize.candidates import Candidate, Demo, ProgramSpec, demo_sets, to_demo
 from taskfit.optimize.propose import propose
-from taskfit.optimize.racing import Race, first_rung, rung_sizes
+from taskfit.optimize.racing import Race, first_rung, planned_calls, rung_sizes
 from taskfit.prompts import prompt_parts
 from taskfit.strategies import StrategyContext
 from taskfit.strategies.optimized import build
 from taskfit.taskfile import Task
 
 Progress = Callable[[dict[str, Any]], None]
+MIN_FIRST_RUNG = 8  # fewer dev rows than this tell candidates apart by luck
+MAX_SHOWN = 8  # earlier instructions shown to the proposer, best first
 
 
 class OptimizeConfig(BaseModel):
@@ -37,7 +39,9 @@ class OptimizeConfig(BaseModel):
         default_factory=lambda: ["zero_shot", "few_shot"], description="Base strategies the search may choose among.")
     k: int = Field(4, ge=1, description="Demonstrations per few-shot or cot candidate.")
     demo_sets: int = Field(2, ge=0, description="Demo sets tried per base strategy (bootstrapped, then labelled).")
-    instructions: int = Field(4, ge=0, description="Instructions to ask the proposer for.")
+    instructions: int = Field(4, ge=0, description="Instructions to ask the proposer for, per round.")
+    rounds: int = Field(3, ge=1, description="Proposal rounds; each later one sees the scores of earlier "
+                        "candidates and runs only while the budget can still score a newcomer.")
     dev_size: int | None = Field(None, ge=2, description="Dev rows for the race. Default: the task's dev split, "
                                  "else half of train (at most 200), held out from the demo pool.")
     bootstrap_rows: int | None = Field(None, ge=1, description="Train rows run to bootstrap demos. "
@@ -46,7 +50,7 @@ class OptimizeConfig(BaseModel):
                                    "lets the planned race fit the budget.")
     eta: float = Field(2.0, gt=1, description="Each rung keeps 1/eta of the field and is eta times larger.")
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level for dropping a candidate.")
-    temperature: float = Field(0.8, ge=0, description="Sampling temperature of instruction proposals.")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature of instruction proposals (OPRO's).")
     cot_max_tokens: int = Field(128, ge=1, description="Reasoning length limit for cot candidates.")
     seed: int = Field(0, description="Seed for the dev split, demo choice and proposals.")
 
@@ -154,10 +158,19 @@ def search(task: Task, pool: list[Example], dev: list[Example], lm: MeteredLM, m
     # plan the first rung for every candidate the search will make: seeds, then each proposal with zero_shot
     # and with the best demo set
     proposal_bases = int("zero_shot" in config.strategies) + int(len(candidates) > 1)
-    n_planned = len(candidates) + config.instructions * proposal_bases
     calibrated = mode == "score" and bool(c.calibrate)
-    first = config.first_rung or first_rung(n_planned, len(dev), meter.remaining - config.instructions,
-                                            config.eta, per_candidate=int(calibrated))
+    n_instructions = config.instructions
+
+    def planned(n_instr: int, rows: int) -> int:
+        n = len(candidates) + n_instr * proposal_bases
+        return n_instr + planned_calls(n, rows, len(dev), config.eta, per_candidate=int(calibrated))
+
+    # a small budget asks for fewer proposals rather than scoring everything on a handful of rows
+    while n_instructions and planned(n_instructions, min(MIN_FIRST_RUNG, len(dev))) > meter.remaining:
+        n_instructions -= 1
+    n_planned = len(candidates) + n_instructions * proposal_bases
+    first = config.first_rung or first_rung(n_planned, len(dev), meter.remaining - n_instructions, config.eta,
+                                            smallest=MIN_FIRST_RUNG, per_candidate=int(calibrated))
     sizes = rung_sizes(first, len(dev), config.eta)
     race = Race(dev, lambda key, rows: scores(_by_key(candidates, key).program, rows, lm),
                 lambda key, rows: cost(_by_key(candidates, key).program, rows), meter,
@@ -166,28 +179,48 @@ def search(task: Task, pool: list[Example], dev: list[Example], lm: MeteredLM, m
         race.add(cand.key)
     say({"event": "rung_start", "rows": sizes[0], "alive": len(race.alive)})
     race.evaluate_to(sizes[0])
+    if race.common() == 0:
+        raise TaskfitError(f"a budget of {config.budget} calls cannot score the candidates on a single dev row "
+                           f"({meter.used} went to bootstrapping demos); raise --budget", field="budget")
 
-    if config.instructions and race.common() > 0:
-        n = race.common()
-        scored = [(parts.instruction, race.entrants[baseline.key].mean(n))]
-        shown = rng.sample(pool, min(3, len(pool))) if pool else dev[:0]
-        proposer = teacher or lm
+    stop = ""
+    shown = rng.sample(pool, min(3, len(pool)))
+    for round_no in range(config.rounds if n_instructions else 0):
+        # later rounds (OPRO's iterations) see every earlier score and run while the budget can score a newcomer
+        if round_no and meter.remaining < n_instructions + proposal_bases * sizes[0]:
+            break
+        history: dict[str, float] = {}
+        for cand in candidates:
+            e = race.entrants[cand.key]
+            if e.scores:
+                history[cand.program.instruction] = max(history.get(cand.program.instruction, 0.0), e.mean())
+        scored = sorted(history.items(), key=lambda x: -x[1])[:MAX_SHOWN]
         try:
-            new = propose(proposer, c.description or c.name, parts, shown, scored,
-                          min(config.instructions, int(max(0, meter.remaining))), config.seed, config.temperature)
+            new = propose(teacher or lm, c.description or c.name, parts, shown, scored,
+                          min(n_instructions, int(max(0, meter.remaining))), config.seed + round_no,
+                          config.temperature)
         except BudgetSpent:
             new = []
-        say({"event": "proposed", "n": len(new), "instructions": new})
-        best_demo = max((x for x in candidates if x.program.demos), default=None,
-                        key=lambda x: race.entrants[x.key].mean(n))
+        say({"event": "proposed", "round": round_no + 1, "n": len(new), "instructions": new})
+        best_demo = max((x for x in candidates if x.program.demos and race.entrants[x.key].scores), default=None,
+                        key=lambda x: race.entrants[x.key].mean())
         for text in new:
             if "zero_shot" in config.strategies:
-                race.add(add(ProgramSpec(base="zero_shot", instruction=text), "proposed").key)
+                race.add(add(ProgramSpec(base="zero_shot", instruction=text), f"proposed (round {round_no + 1})").key)
             if best_demo is not None:
                 program = best_demo.program.model_copy(update={"instruction": text})
-                race.add(add(program, f"proposed + {best_demo.key}'s demos").key)
-
-    stop = race.run(sizes)
+                race.add(add(program, f"proposed (round {round_no + 1}) + {best_demo.key}'s demos").key)
+        if round_no == 0 and not config.first_rung:
+            # fewer usable proposals than planned: re-plan for the actual field, so each rung sees more rows
+            spent = sum(e.calls for e in race.entrants.values())
+            bigger = first_rung(len(candidates), len(dev), meter.remaining + spent, config.eta,
+                                smallest=sizes[0], per_candidate=int(calibrated))
+            sizes = rung_sizes(bigger, len(dev), config.eta)
+        stop = race.run(sizes)
+        if stop == "budget spent":
+            break
+    if not stop:
+        stop = race.run(sizes)
     winner = _by_key(candidates, race.leader().key)
     say({"event": "search_done", "stop": stop, "winner": winner.key})
     return SearchResult(winner, candidates, race, stop, meter.used, meter.sent, dev, time.perf_counter() - started)

@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from taskfit.backends.hf import prompt_text
-
 GENERAL = Path(__file__).resolve().parents[1] / "data" / "general"
-AG_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
-AG_PROMPT = "What is the topic of this news article: World, Sports, Business or Sci/Tech?\n\n{text}"
+AG_LABELS = ["World", "Sports", "Business", "Science"]  # one token each: one forward pass per row
+AG_GOLD = {"Sci/Tech": "Science"}
+AG_PROMPT = "What is the topic of this news article: World, Sports, Business or Science?\n\n{text}"
+AG_ROWS = 40
 
 
 def _rows(name: str) -> list[dict[str, Any]]:
@@ -26,34 +26,46 @@ def _rows(name: str) -> list[dict[str, Any]]:
 
 
 @torch.inference_mode()
-def perplexity(model, tokenizer, device: torch.device, max_length: int = 256) -> float:
-    """Token-weighted perplexity of the general paragraphs (each cut to ``max_length`` tokens)."""
+def perplexity(model, tokenizer, device: torch.device, max_length: int = 128, n: int = 24) -> float:
+    """Token-weighted perplexity of ``n`` general paragraphs, each cut to ``max_length`` tokens."""
+    texts = [r["text"] for r in _rows("text.jsonl")[:n]]
+    enc = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt").to(device)
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
     total_nll, total_tokens = 0.0, 0
-    for row in _rows("text.jsonl"):
-        ids = tokenizer(row["text"], return_tensors="pt", truncation=True, max_length=max_length)["input_ids"].to(device)
-        out = _causal(model)(input_ids=ids, labels=ids)
-        n = ids.shape[1] - 1
-        total_nll += float(out.loss) * n
-        total_tokens += n
+    for start in range(0, len(texts), 8):
+        sl = slice(start, start + 8)
+        logits = model(input_ids=enc["input_ids"][sl], attention_mask=enc["attention_mask"][sl]).logits.float()
+        target = labels[sl][:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                                ignore_index=-100, reduction="sum")
+        total_nll += float(nll)
+        total_tokens += int((target != -100).sum())
     return math.exp(total_nll / total_tokens)
 
 
-@torch.inference_mode()
 def topic_accuracy(model, tokenizer, device: torch.device, chat_template: bool) -> float:
-    """Zero-shot AG News accuracy: the label whose tokens are most likely as the start of the reply."""
+    """Zero-shot AG News accuracy: the label whose tokens are most likely as the start of the reply (the
+    evaluation backend's own label scoring, around the model as it is now)."""
+    from taskfit.backends import ScoreRequest
+    from taskfit.backends.hf import HFBackend
+    from taskfit.taskfile import ModelSpec
+
+    plain = bool(getattr(model, "peft_config", None)) and any(
+        c.is_prompt_learning for c in model.peft_config.values())
+    backend = HFBackend(Path("."), ModelSpec(device=str(device), chat_template=chat_template), model=model,
+                        tokenizer=tokenizer, model_id="forgetting-check", plain_forward=plain)
+    rows = _rows("ag_news.jsonl")[:AG_ROWS]
+    reqs = [ScoreRequest(({"role": "user", "content": AG_PROMPT.format(text=r["text"])},
+                          {"role": "assistant", "content": "Topic:"}), tuple(" " + lab for lab in AG_LABELS))
+            for r in rows]
+    # contextual calibration (as the task's label scoring does): without it a 135M model picks one topic
+    blank = ScoreRequest(({"role": "user", "content": AG_PROMPT.format(text="N/A")},
+                          {"role": "assistant", "content": "Topic:"}), reqs[0].continuations)
+    *results, offset = backend.score([*reqs, blank])
     correct = 0
-    rows = _rows("ag_news.jsonl")
-    label_ids = [tokenizer(" " + lab, add_special_tokens=False)["input_ids"] for lab in AG_LABELS]
-    m = _causal(model)
-    for row in rows:
-        msgs = [{"role": "user", "content": AG_PROMPT.format(text=row["text"])}, {"role": "assistant", "content": "Topic:"}]
-        prompt = tokenizer(prompt_text(tokenizer, msgs, chat_template), add_special_tokens=not chat_template)["input_ids"]
-        scores = []
-        for cont in label_ids:
-            ids = torch.tensor([prompt + cont], device=device)
-            logp = torch.log_softmax(m(input_ids=ids).logits[0, len(prompt) - 1:-1].float(), dim=-1)
-            scores.append(float(logp[torch.arange(len(cont)), torch.tensor(cont, device=device)].sum()))
-        correct += AG_LABELS[max(range(len(scores)), key=scores.__getitem__)] == row["label"]
+    for res, r in zip(results, rows, strict=True):
+        calibrated = [lp - o for lp, o in zip(res.logprobs, offset.logprobs, strict=True)]
+        correct += AG_LABELS[max(range(len(AG_LABELS)), key=calibrated.__getitem__)] == AG_GOLD.get(r["label"], r["label"])
     return correct / len(rows)
 
 

@@ -86,8 +86,10 @@ def grad_layers(model: torch.nn.Module, n_layers: int) -> int:
     return len(layers) if emb_trainable else 0
 
 
-def predict(job, model: torch.nn.Module, probe_batches: int = 3) -> Plan:
-    """The plan for ``job`` with ``model`` loaded and its method applied (nothing trained yet)."""
+def predict(job, model: torch.nn.Module, *, runtime_bytes: int | None = None, probe_batches: int = 3) -> Plan:
+    """The plan for ``job`` with ``model`` loaded and its method applied (nothing trained yet).
+
+    ``runtime_bytes``: the process's resident memory before the model was loaded (CPU)."""
     cfg, rows = job.config, job.rows
     lengths = [len(r) for r in rows]
     order = batch_order(lengths, cfg.batch_size, 0, cfg.seed, cfg.group_by_length)
@@ -122,7 +124,7 @@ def predict(job, model: torch.nn.Module, probe_batches: int = 3) -> Plan:
     device = job.device
     runtime = 0.0
     if device.type == "cpu":
-        runtime = max(0.0, rss_bytes() - weights)
+        runtime = float(runtime_bytes if runtime_bytes is not None else max(0, rss_bytes() - weights))
         notes.append("CPU: peak resident memory of the whole process")
     else:
         notes.append("CUDA: peak allocated by PyTorch (the CUDA context adds a few hundred MB)")

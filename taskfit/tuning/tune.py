@@ -24,7 +24,7 @@ from taskfit.tuning.methods import count_parameters, methods
 from taskfit.tuning.models import base_folder, load_for_objective, load_tokenizer, resolve_device
 from taskfit.tuning.spec import TuneSpec
 from taskfit.tuning.store import TuneRecord, TuneStore, write_json
-from taskfit.tuning.train import TrainConfig, total_steps, train
+from taskfit.tuning.train import TrainConfig, rss_bytes, total_steps, train
 
 TASK_TYPE = {"sft": "CAUSAL_LM", "pretrain": "CAUSAL_LM", "classify": "SEQ_CLS"}
 
@@ -60,8 +60,7 @@ class Job:
         if spec.objective == "sft":
             from taskfit.strategies import StrategyContext, strategies
 
-            row = next((s for s in c.strategies if s.label() == spec.strategy or s.name == spec.strategy),
-                       StrategySpec(name=spec.strategy))
+            row = self.strategy_for(task, spec)
             ctx = StrategyContext(task=task, parts=_parts(task), train=train_examples, mode="score", seed=c.data.seed)
             strategy = strategies.get(row.name)(row, ctx)
             if not hasattr(strategy, "prompt"):
@@ -75,7 +74,7 @@ class Job:
         elif spec.objective == "classify":
             if not c.labels:
                 raise TaskfitError("objective classify needs the task's `labels`", field="labels")
-            self.strategy_row = StrategySpec(name="classifier")
+            self.strategy_row = self.strategy_for(task, spec)
             self.rows = tdata.classify_rows(train_examples, _parts(task), self.tokenizer, c.labels, spec.max_length)
             self.sample = tdata.classify_text(_parts(task), train_examples[0])
             self.data_hash = tdata.train_hash(train_examples)
@@ -83,7 +82,7 @@ class Job:
             if not spec.text_dir:
                 raise TaskfitError("objective pretrain needs text_dir (a folder of .txt/.md files)",
                                    field="tuning[].text_dir")
-            self.strategy_row = next(iter(c.strategies), StrategySpec(name="zero_shot"))
+            self.strategy_row = self.strategy_for(task, spec)
             self.rows, self.data_hash = tdata.pretrain_rows(task.root / spec.text_dir, self.tokenizer, spec.max_length)
         if not self.rows:
             raise TaskfitError("no training rows: the train split is empty", field="data.train")
@@ -96,6 +95,17 @@ class Job:
                  "method": method_name, "base": _fingerprint(self.folder), "data": self.data_hash,
                  "sample": self.sample, "labels": c.labels, "device": self.device.type}
         self.key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+    @staticmethod
+    def strategy_for(task: Task, spec: TuneSpec) -> StrategySpec:
+        """The strategy a tuned model is evaluated with: the prompt it was trained on, or the classifier."""
+        if spec.objective == "classify":
+            return StrategySpec(name="classifier")
+        rows = task.config.strategies
+        if spec.objective == "pretrain":
+            return next(iter(rows), StrategySpec(name="zero_shot"))
+        return next((s for s in rows if s.label() == spec.strategy or s.name == spec.strategy),
+                    StrategySpec(name=spec.strategy))
 
     def load_model(self) -> torch.nn.Module:
         extra = self.method.load_kwargs(self.spec, str(self.device)) if hasattr(self.method, "load_kwargs") else {}
@@ -139,16 +149,21 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore | None 
     else:
         log(f"resuming tuned:{rec.id} from its last checkpoint")
     result: dict[str, Any] = dict(rec.result)
+    runtime = rss_bytes()  # the process before the model: interpreter, libraries, data
     model = job.load_model()
     if spec.forgetting and "forgetting_before" not in result:
         log("forgetting check: measuring the base model")
-        result["forgetting_before"] = forgetting.measure(model, job.tokenizer, job.device, spec.objective,
-                                                         job.chat_template)
+        result["forgetting_before"] = _base_measures(job, model)
         store.update_result(rec.id, result)
     model = job.apply_method(model)
     trainable, total = count_parameters(model)
+    shown = show_examples(task)
+    if "before_after" not in result and shown:
+        result["before_after"] = [{"id": ex.id, "input": _short(ex), "target": ex.target, "before": out}
+                                  for ex, out in zip(shown, predict_examples(job, model, shown), strict=True)]
+        store.update_result(rec.id, result)
     if "plan" not in result:
-        result["plan"] = tplan.predict(job, model).as_dict()
+        result["plan"] = tplan.predict(job, model, runtime_bytes=runtime).as_dict()
         store.update_result(rec.id, result)
     log(f"training {trainable:,} of {total:,} parameters for {job.steps} steps on {job.device.type}")
     res = train(model, job.rows, job.config, pad_id=job.tokenizer.pad_token_id, device=job.device,
@@ -170,6 +185,8 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore | None 
         "measured": {"peak_mem_mb": res.peak_mem_mb, "time_per_epoch_s": measured_epoch_s},
         "lr": job.lr, "rows": len(job.rows), "resumed_from": res.resumed_from,
     })
+    for row, out in zip(result.get("before_after", []), predict_examples(job, model, shown), strict=False):
+        row["after"] = out
     if spec.forgetting:
         log("forgetting check: measuring the tuned model")
         after = forgetting.measure(model, job.tokenizer, job.device, spec.objective, job.chat_template)
@@ -177,6 +194,72 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore | None 
     store.update_result(rec.id, result, status="done")
     shutil.rmtree(rec.folder / "checkpoints", ignore_errors=True)  # optimizer states: up to 3x the weights
     return store.get(rec.id)
+
+
+SHOW_N = 6  # examples in the before/after table
+
+
+def show_examples(task: Task):
+    """The first few rows of the task's evaluation split, for the before/after table."""
+    from taskfit.dataset import load_dataset
+
+    return load_dataset(task).split(task.config.split)[:SHOW_N]
+
+
+def _short(ex) -> str:
+    text = " | ".join(str(v) for v in ex.fields.values() if v != ex.target)
+    return text if len(text) <= 90 else text[:87] + "..."
+
+
+def predict_examples(job: Job, model: torch.nn.Module, examples) -> list[str]:
+    """What the model answers for ``examples`` right now: the top label of its head (classify), or its
+    greedy reply to the training prompt (sft, pretrain)."""
+    from taskfit.backends import GenerateRequest, ScoreRequest
+    from taskfit.backends.hf import HFBackend
+    from taskfit.backends.tuned import ClassifierBackend
+    from taskfit.prompts import render_input
+    from taskfit.strategies import StrategyContext, strategies
+    from taskfit.taskfile import ModelSpec
+
+    if not examples:
+        return []
+    was_training = model.training
+    model.eval()
+    try:
+        if job.spec.objective == "classify":
+            backend = ClassifierBackend(model, job.tokenizer, job.labels, "before-after", job.device, 8)
+            labels = tuple(job.labels)
+            res = backend.score([ScoreRequest(({"role": "user", "content": render_input(_parts(job.task), ex)},),
+                                              labels) for ex in examples])
+            return [labels[max(range(len(labels)), key=r.logprobs.__getitem__)] for r in res]
+        plain = bool(getattr(model, "peft_config", None)) and any(
+            c.is_prompt_learning for c in model.peft_config.values())
+        backend = HFBackend(Path("."), ModelSpec(device=str(job.device), chat_template=job.chat_template),
+                            model=model, tokenizer=job.tokenizer, model_id="before-after", plain_forward=plain)
+        row = job.strategy_row
+        ctx = StrategyContext(task=job.task, parts=_parts(job.task), train=[], mode="generate", seed=0)
+        strategy = strategies.get(row.name)(row, ctx)
+        prompt = getattr(strategy, "prompt", None)
+        if prompt is None:
+            return ["" for _ in examples]
+        res = backend.generate([GenerateRequest(prompt(ex), max_tokens=12, stop=("\n",)) for ex in examples])
+        return [(r.texts[0] if r.texts else "").strip() for r in res]
+    finally:
+        model.train(was_training)
+
+
+def _base_measures(job: Job, model: torch.nn.Module) -> dict[str, Any]:
+    """The base model's general figures, computed once per base model and kept beside the model cache."""
+    from taskfit.bundled import cache_root
+
+    name = f"{_fingerprint(job.folder)}-{job.spec.objective}-{int(job.chat_template)}-{job.device.type}.json"
+    path = cache_root() / "forgetting" / name
+    if path.exists():
+        return json.loads(path.read_text())
+    measures = forgetting.measure(model, job.tokenizer, job.device, job.spec.objective, job.chat_template)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(measures))
+    return measures
 
 
 def _save(folder: Path, model: torch.nn.Module, job: Job) -> dict[str, Any]:
