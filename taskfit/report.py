@@ -109,7 +109,9 @@ def resolve_targets(store: Store, targets: Sequence[str]) -> list[RunRecord]:
         elif (run := store.run(target)) is not None:
             runs = [run]
         else:
-            raise TaskfitError(f"{target!r} is neither a task file, a task name nor a run id (see `taskfit runs`)")
+            raise TaskfitError(
+                f"{target!r} is neither a task file, a task name nor a run id (see `taskfit runs`)"
+            )
         out.update({r.id: r for r in runs})
     return list(out.values())
 
@@ -142,8 +144,13 @@ def _run_facts(run: RunRecord) -> dict[str, Any]:
     strategy = run.config.get("strategy", {}).get("name", run.strategy)
     host = urlparse(model.get("base_url") or "").hostname
     local = model.get("backend") != "openai" or host in LOOPBACK_HOSTS
-    facts: dict[str, Any] = {"on_premise": local, "strategy_name": strategy, "split": run.split,
-                             "study": run.study, "task_name": run.task_name}
+    facts: dict[str, Any] = {
+        "on_premise": local,
+        "strategy_name": strategy,
+        "split": run.split,
+        "study": run.study,
+        "task_name": run.task_name,
+    }
     if backend.get("parameters"):
         facts["model_params"] = backend["parameters"]
         width = 2 if "16" in str(backend.get("dtype", "")) else 4  # bytes per weight: (b)float16 or float32
@@ -153,10 +160,14 @@ def _run_facts(run: RunRecord) -> dict[str, Any]:
     return facts
 
 
-def pairwise_tests(store: Store, table: list[dict[str, Any]], binary: bool) -> dict[tuple[str, str], dict[str, Any]]:
+def pairwise_tests(
+    store: Store, table: list[dict[str, Any]], binary: bool
+) -> dict[tuple[str, str], dict[str, Any]]:
     """For every two rows (a, b): the paired p-value and the mean difference a - b with a bootstrap 95% CI."""
-    scores = {r["run_id"]: {p["example_id"]: p["score"] for p in store.predictions(r["run_id"], with_trace=False)}
-              for r in table}
+    scores = {
+        r["run_id"]: {p["example_id"]: p["score"] for p in store.predictions(r["run_id"], with_trace=False)}
+        for r in table
+    }
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for a, b in combinations([r["run_id"] for r in table], 2):
         shared = [k for k in scores[a] if k in scores[b]]
@@ -208,8 +219,10 @@ def collect(store: Store, runs: Sequence[RunRecord]) -> ReportData:
         raise TaskfitError("no runs to report on")
     metric_names = {r.config["task"]["metrics"][0]["name"] for r in runs}
     if len({r.task_name for r in runs}) > 1 or len(metric_names) > 1:
-        raise TaskfitError("runs of different tasks or metrics cannot share one report: "
-                           f"{sorted({r.task_name for r in runs})}")
+        raise TaskfitError(
+            "runs of different tasks or metrics cannot share one report: "
+            f"{sorted({r.task_name for r in runs})}"
+        )
     table = leaderboard_rows(store, list(runs))
     by_id = {r.id: r for r in runs}
     for row in table:
@@ -220,10 +233,15 @@ def collect(store: Store, runs: Sequence[RunRecord]) -> ReportData:
     pairs = pairwise_tests(store, table, binary)
     first = runs[0]
     return ReportData(
-        title=first.task_name, metric=table[0]["metric"] if table else "", rows=table, pairwise=pairs,
+        title=first.task_name,
+        metric=table[0]["metric"] if table else "",
+        rows=table,
+        pairwise=pairs,
         breakdowns=[breakdown(store, by_id[r["run_id"]]) for r in table],
-        recommendation=recommend(table, pairs), study=", ".join(sorted({r.study for r in runs})),
-        split=", ".join(sorted({r.split for r in runs})))
+        recommendation=recommend(table, pairs),
+        study=", ".join(sorted({r.study for r in runs})),
+        split=", ".join(sorted({r.split for r in runs})),
+    )
 
 
 def _binary(run: RunRecord) -> bool:
@@ -240,7 +258,9 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point beats on both axes (lower x, higher y), in input order."""
     front = []
     for i, (x, y) in enumerate(points):
-        dominated = any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i)
+        dominated = any(
+            (x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i
+        )
         if not dominated:
             front.append(i)
     return front
@@ -254,8 +274,12 @@ def _ci(row: dict[str, Any]) -> str:
     return f"{row['score']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
 
 
-def _compare(a: dict[str, Any], b: dict[str, Any], best: dict[str, Any],
-             pairwise: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+def _compare(
+    a: dict[str, Any],
+    b: dict[str, Any],
+    best: dict[str, Any],
+    pairwise: dict[tuple[str, str], dict[str, Any]],
+) -> dict[str, Any]:
     """Is a's score different from b's? The paired test when available, else whether the CIs overlap."""
     pair = pairwise.get((a.get("run_id"), b.get("run_id")))  # type: ignore[arg-type]
     if pair is not None:
@@ -273,10 +297,16 @@ def _burden(row: dict[str, Any]) -> tuple:
     an index), the bill's size, training time, then serving time and memory."""
     tune = row.get("tune") or {}
     # tokens before measured time, as in leaderboard.verdict: time on a shared machine is noisy
-    return (row.get("cost_per_1k", 0.0) > 0, not on_premise(row), TECHNIQUE_RANK[technique(row)],
-            row.get("cost_per_1k", 0.0), tune.get("train_time_s") or 0.0,
-            (row.get("tokens_in") or 0.0) + (row.get("tokens_out") or 0.0), row.get("time_per_1k_s", 0.0),
-            tune.get("peak_mem_mb") or 0.0)
+    return (
+        row.get("cost_per_1k", 0.0) > 0,
+        not on_premise(row),
+        TECHNIQUE_RANK[technique(row)],
+        row.get("cost_per_1k", 0.0),
+        tune.get("train_time_s") or 0.0,
+        (row.get("tokens_in") or 0.0) + (row.get("tokens_out") or 0.0),
+        row.get("time_per_1k_s", 0.0),
+        tune.get("peak_mem_mb") or 0.0,
+    )
 
 
 def _points(diff: float) -> str:
@@ -323,17 +353,25 @@ def _serving_text(row: dict[str, Any], others: list[dict[str, Any]]) -> str:
     if row.get("model_params"):
         where += f" ({row['model_params'] / 1e6:,.0f}M parameters"
         where += f", {row['model_mb']:,.0f} MB of weights)" if row.get("model_mb") else ")"
-    money = "no per-query fee" if not row.get("cost_per_1k") else f"${row['cost_per_1k']:.2f} per 1,000 queries"
-    text = (f"Serving {_name(row)}: {where}, {money}, p50 latency {row.get('latency_p50_ms', 0):.0f} ms, "
-            f"{_duration(row.get('time_per_1k_s', 0.0))} of model time per 1,000 queries.")
+    money = (
+        "no per-query fee" if not row.get("cost_per_1k") else f"${row['cost_per_1k']:.2f} per 1,000 queries"
+    )
+    text = (
+        f"Serving {_name(row)}: {where}, {money}, p50 latency {row.get('latency_p50_ms', 0):.0f} ms, "
+        f"{_duration(row.get('time_per_1k_s', 0.0))} of model time per 1,000 queries."
+    )
     remote = [r for r in others if not on_premise(r)]
     if on_premise(row) and remote:
-        text += f" {len(remote)} compared row(s) need a remote API ({', '.join(_name(r) for r in remote[:3])})."
+        text += (
+            f" {len(remote)} compared row(s) need a remote API ({', '.join(_name(r) for r in remote[:3])})."
+        )
     return text
 
 
-def recommend(table: Sequence[dict[str, Any]], pairwise: dict[tuple[str, str], dict[str, Any]] | None = None,
-              ) -> Recommendation:
+def recommend(
+    table: Sequence[dict[str, Any]],
+    pairwise: dict[tuple[str, str], dict[str, Any]] | None = None,
+) -> Recommendation:
     """A plain-language recommendation. Only differences the paired tests call significant (p < 0.05) count;
     among the rows tied with the best, the least demanding one wins (no per-query fee, on-premise, prompting
     before retrieval before fine-tuning, then the cheapest and fastest)."""
@@ -350,9 +388,11 @@ def recommend(table: Sequence[dict[str, Any]], pairwise: dict[tuple[str, str], d
 
     if len(ranked) > 1 and len(tied) == len(ranked):
         width = max((r["ci_high"] - r["ci_low"]) / 2 for r in ranked) * 100
-        text = (f"No clear winner: no row is significantly better than another on {n} test rows (95% CIs about "
-                f"±{width:.0f} points). Take the least demanding one, {_name(pick)} ({TECHNIQUE_NAMES[kind]}, "
-                f"{_ci(pick)}), or score more rows to narrow the intervals. {_serving_text(pick, others)}")
+        text = (
+            f"No clear winner: no row is significantly better than another on {n} test rows (95% CIs about "
+            f"±{width:.0f} points). Take the least demanding one, {_name(pick)} ({TECHNIQUE_NAMES[kind]}, "
+            f"{_ci(pick)}), or score more rows to narrow the intervals. {_serving_text(pick, others)}"
+        )
         return Recommendation("tie", text, pick)
 
     lines = []
@@ -363,31 +403,42 @@ def recommend(table: Sequence[dict[str, Any]], pairwise: dict[tuple[str, str], d
             lines.append(f"{_name(pick)} scores best, {_ci(pick)}.")
         elif technique(best) == "prompting":
             cmp = _compare(pick, best, best, pairwise)
-            lines.append(f"{_name(pick)} ({_ci(pick)}) is as good as the best row, {_name(best)} ({_ci(best)}; "
-                         f"{_diff_text(cmp)}), and cheaper: {_tokens(pick)} vs {_tokens(best)} tokens per query.")
+            lines.append(
+                f"{_name(pick)} ({_ci(pick)}) is as good as the best row, {_name(best)} ({_ci(best)}; "
+                f"{_diff_text(cmp)}), and cheaper: {_tokens(pick)} vs {_tokens(best)} tokens per query."
+            )
         else:
             cmp = _compare(pick, best, best, pairwise)
             saved = "at zero training cost" if technique(best) == "fine_tune" else "without a retrieval index"
-            lines.append(f"{_name(pick)} ({_ci(pick)}) is within the CI of the best row, {_name(best)} "
-                         f"({TECHNIQUE_NAMES[technique(best)]}, {_ci(best)}; {_diff_text(cmp)}), {saved}.")
+            lines.append(
+                f"{_name(pick)} ({_ci(pick)}) is within the CI of the best row, {_name(best)} "
+                f"({TECHNIQUE_NAMES[technique(best)]}, {_ci(best)}; {_diff_text(cmp)}), {saved}."
+            )
         for t in ("retrieval", "fine_tune"):
             other = best_of[t]
             if other is not None and other is not best:
                 cmp = _compare(pick, other, best, pairwise)
-                verdict = "significantly better than" if cmp["significant"] else "not significantly different from"
-                lines.append(f"It is {verdict} the best {TECHNIQUE_NAMES[t]} row, {_name(other)} "
-                             f"({_diff_text(cmp)}).")
+                verdict = (
+                    "significantly better than" if cmp["significant"] else "not significantly different from"
+                )
+                lines.append(
+                    f"It is {verdict} the best {TECHNIQUE_NAMES[t]} row, {_name(other)} ({_diff_text(cmp)})."
+                )
         if best_of["retrieval"] is None and best_of["fine_tune"] is None:
             lines.append("(This study has no retrieval or fine-tuned rows to weigh against.)")
     else:
         verb = {"fine_tune": "Fine-tune", "retrieval": "Use retrieval"}[kind]
         lines.append(f"{verb}: {_name(pick)} scores {_ci(pick)}.")
         if pick is not best:
-            lines.append(f"It is within the CI of the best row, {_name(best)} ({_ci(best)}), and cheaper to run.")
+            lines.append(
+                f"It is within the CI of the best row, {_name(best)} ({_ci(best)}), and cheaper to run."
+            )
         base = best_of["prompting"]
         if base is not None:
-            lines.append(f"Against the best prompt-only row, {_name(base)} ({_ci(base)}): "
-                         f"{_diff_text(_compare(pick, base, best, pairwise))}.")
+            lines.append(
+                f"Against the best prompt-only row, {_name(base)} ({_ci(base)}): "
+                f"{_diff_text(_compare(pick, base, best, pairwise))}."
+            )
         else:
             lines.append("(This study has no prompt-only row to weigh against.)")
         if kind == "fine_tune" and _training_text(pick):
@@ -427,11 +478,12 @@ def _axis(lo: float, hi: float, log: bool, size: float, start: float, flip: bool
         llo, lhi = math.log10(lo), math.log10(hi)
         if lhi - llo < 1e-9:
             llo, lhi = llo - 0.5, lhi + 0.5
-        ticks = [10 ** e for e in range(math.floor(llo), math.ceil(lhi) + 1)]
+        ticks = [10**e for e in range(math.floor(llo), math.ceil(lhi) + 1)]
 
         def to_px(v: float) -> float:
             f = (math.log10(max(v, 1e-12)) - llo) / (lhi - llo)
             return start + (size - size * f if flip else size * f)
+
         return to_px, [t for t in ticks if lo / 1.001 <= t <= hi * 1.001] or [lo, hi]
     if hi - lo < 1e-12:
         lo, hi = lo - 0.5 if lo else 0.0, hi + 0.5
@@ -445,11 +497,12 @@ def _axis(lo: float, hi: float, log: bool, size: float, start: float, flip: bool
     def to_px(v: float) -> float:
         f = (v - lo) / (hi - lo)
         return start + (size - size * f if flip else size * f)
+
     return to_px, [t for t in ticks if t <= hi + 1e-12]
 
 
 def scatter_svg(table: Sequence[dict[str, Any]], x_key: str, x_label: str, y_label: str) -> str:
-    """Score (with CI bars) against a cost, one dot per row, the Pareto front (lower x, higher score) joined."""
+    """Score (with CI bars) against a cost, a dot per row; the Pareto front (lower x, higher score) joined."""
     xs = [float(r.get(x_key) or 0.0) for r in table]
     ys = [r["score"] for r in table]
     positive = [x for x in xs if x > 0]
@@ -466,20 +519,28 @@ def scatter_svg(table: Sequence[dict[str, Any]], x_key: str, x_label: str, y_lab
     pts = sorted((xs[i], ys[i]) for i in front)
     if len(pts) > 1:
         path = " ".join(f"{fx(x):.1f},{fy(y):.1f}" for x, y in pts)
-        out.append(f'<polyline points="{path}" fill="none" stroke="#dc2626" stroke-width="1.5" '
-                   f'stroke-dasharray="5 3"/>')
+        out.append(
+            f'<polyline points="{path}" fill="none" stroke="#dc2626" stroke-width="1.5" '
+            f'stroke-dasharray="5 3"/>'
+        )
     label_y = _spread_labels([(fx(x), fy(y)) for x, y in zip(xs, ys, strict=True)])
     for i, r in enumerate(table):
         cx, color = fx(xs[i]), COLORS[technique(r)]
-        out.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{fy(r["ci_low"]):.1f}" y2="{fy(r["ci_high"]):.1f}" '
-                   f'stroke="{color}" stroke-opacity="0.5" stroke-width="2"/>')
+        out.append(
+            f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{fy(r["ci_low"]):.1f}" y2="{fy(r["ci_high"]):.1f}" '
+            f'stroke="{color}" stroke-opacity="0.5" stroke-width="2"/>'
+        )
         ring = ' stroke="#dc2626" stroke-width="2.5"' if i in front else ""
-        out.append(f'<circle cx="{cx:.1f}" cy="{fy(ys[i]):.1f}" r="5" fill="{color}"{ring}>'
-                   f'<title>{escape(_name(r))}: {_ci(r)}, {x_label} {_fmt(xs[i])}</title></circle>')
+        out.append(
+            f'<circle cx="{cx:.1f}" cy="{fy(ys[i]):.1f}" r="5" fill="{color}"{ring}>'
+            f"<title>{escape(_name(r))}: {_ci(r)}, {x_label} {_fmt(xs[i])}</title></circle>"
+        )
         right = cx > W * 0.7  # labels of dots near the right edge go on their left
         anchor = "end" if right else "start"
-        out.append(f'<text x="{cx - 8 if right else cx + 8:.1f}" y="{label_y[i] + 4:.1f}" class="lbl" '
-                   f'text-anchor="{anchor}">{escape(r["strategy"])}</text>')
+        out.append(
+            f'<text x="{cx - 8 if right else cx + 8:.1f}" y="{label_y[i] + 4:.1f}" class="lbl" '
+            f'text-anchor="{anchor}">{escape(r["strategy"])}</text>'
+        )
     out.append("</svg>")
     return "\n".join(out)
 
@@ -497,18 +558,28 @@ def _spread_labels(points: list[tuple[float, float]], gap: float = 13.0) -> list
 
 
 def _frame(fx, fy, xticks, yticks, x_label: str, y_label: str) -> list[str]:
-    out = [f'<rect x="{PAD_L}" y="{PAD_T}" width="{W - PAD_L - PAD_R}" height="{H - PAD_T - PAD_B}" '
-           f'fill="none" stroke="#999"/>']
+    out = [
+        f'<rect x="{PAD_L}" y="{PAD_T}" width="{W - PAD_L - PAD_R}" height="{H - PAD_T - PAD_B}" '
+        f'fill="none" stroke="#999"/>'
+    ]
     for t in xticks:
-        out.append(f'<line x1="{fx(t):.1f}" x2="{fx(t):.1f}" y1="{PAD_T}" y2="{H - PAD_B}" stroke="#eee"/>'
-                   f'<text x="{fx(t):.1f}" y="{H - PAD_B + 16}" text-anchor="middle" class="tick">{_fmt(t)}</text>')
+        out.append(
+            f'<line x1="{fx(t):.1f}" x2="{fx(t):.1f}" y1="{PAD_T}" y2="{H - PAD_B}" stroke="#eee"/>'
+            f'<text x="{fx(t):.1f}" y="{H - PAD_B + 16}" text-anchor="middle" class="tick">{_fmt(t)}</text>'
+        )
     for t in yticks:
-        out.append(f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{fy(t):.1f}" y2="{fy(t):.1f}" stroke="#eee"/>'
-                   f'<text x="{PAD_L - 6}" y="{fy(t) + 4:.1f}" text-anchor="end" class="tick">{_fmt(t)}</text>')
-    out.append(f'<text x="{PAD_L + (W - PAD_L - PAD_R) / 2}" y="{H - 8}" text-anchor="middle" class="axis">'
-               f'{escape(x_label)}</text>')
-    out.append(f'<text transform="translate(14 {PAD_T + (H - PAD_T - PAD_B) / 2}) rotate(-90)" '
-               f'text-anchor="middle" class="axis">{escape(y_label)}</text>')
+        out.append(
+            f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{fy(t):.1f}" y2="{fy(t):.1f}" stroke="#eee"/>'
+            f'<text x="{PAD_L - 6}" y="{fy(t) + 4:.1f}" text-anchor="end" class="tick">{_fmt(t)}</text>'
+        )
+    out.append(
+        f'<text x="{PAD_L + (W - PAD_L - PAD_R) / 2}" y="{H - 8}" text-anchor="middle" class="axis">'
+        f"{escape(x_label)}</text>"
+    )
+    out.append(
+        f'<text transform="translate(14 {PAD_T + (H - PAD_T - PAD_B) / 2}) rotate(-90)" '
+        f'text-anchor="middle" class="axis">{escape(y_label)}</text>'
+    )
     return out
 
 
@@ -522,22 +593,35 @@ def ci_bars_svg(table: Sequence[dict[str, Any]], metric: str) -> str:
     fx, ticks = _axis(lo, hi, False, width - left - PAD_R, left)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" class="plot" role="img">']
     best = max(table, key=lambda r: r["score"])
-    out.append(f'<rect x="{fx(best["ci_low"]):.1f}" y="{PAD_T}" width="{fx(best["ci_high"]) - fx(best["ci_low"]):.1f}" '
-               f'height="{row_h * len(table)}" fill="#fde68a" fill-opacity="0.35"/>')
+    band = fx(best["ci_high"]) - fx(best["ci_low"])
+    out.append(
+        f'<rect x="{fx(best["ci_low"]):.1f}" y="{PAD_T}" width="{band:.1f}" '
+        f'height="{row_h * len(table)}" fill="#fde68a" fill-opacity="0.35"/>'
+    )
     for t in ticks:
-        out.append(f'<line x1="{fx(t):.1f}" x2="{fx(t):.1f}" y1="{PAD_T}" y2="{PAD_T + row_h * len(table)}" '
-                   f'stroke="#eee"/><text x="{fx(t):.1f}" y="{PAD_T + row_h * len(table) + 16}" '
-                   f'text-anchor="middle" class="tick">{_fmt(t)}</text>')
+        out.append(
+            f'<line x1="{fx(t):.1f}" x2="{fx(t):.1f}" y1="{PAD_T}" y2="{PAD_T + row_h * len(table)}" '
+            f'stroke="#eee"/><text x="{fx(t):.1f}" y="{PAD_T + row_h * len(table) + 16}" '
+            f'text-anchor="middle" class="tick">{_fmt(t)}</text>'
+        )
     for i, r in enumerate(table):
         y = PAD_T + row_h * i + row_h / 2
         color = COLORS[technique(r)]
-        out.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end" class="lbl">{escape(_name(r))}</text>')
-        out.append(f'<line x1="{fx(r["ci_low"]):.1f}" x2="{fx(r["ci_high"]):.1f}" y1="{y:.1f}" y2="{y:.1f}" '
-                   f'stroke="{color}" stroke-width="6" stroke-linecap="round" stroke-opacity="0.6"/>')
-        out.append(f'<circle cx="{fx(r["score"]):.1f}" cy="{y:.1f}" r="5" fill="{color}"><title>{escape(_name(r))}: '
-                   f'{_ci(r)}</title></circle>')
-    out.append(f'<text x="{left + (width - left) / 2}" y="{height - 6}" text-anchor="middle" class="axis">'
-               f'{escape(metric)} with 95% CI (shaded: the best row\'s CI)</text></svg>')
+        out.append(
+            f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end" class="lbl">{escape(_name(r))}</text>'
+        )
+        out.append(
+            f'<line x1="{fx(r["ci_low"]):.1f}" x2="{fx(r["ci_high"]):.1f}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'stroke="{color}" stroke-width="6" stroke-linecap="round" stroke-opacity="0.6"/>'
+        )
+        out.append(
+            f'<circle cx="{fx(r["score"]):.1f}" cy="{y:.1f}" r="5" fill="{color}"><title>{escape(_name(r))}: '
+            f"{_ci(r)}</title></circle>"
+        )
+    out.append(
+        f'<text x="{left + (width - left) / 2}" y="{height - 6}" text-anchor="middle" class="axis">'
+        f"{escape(metric)} with 95% CI (shaded: the best row's CI)</text></svg>"
+    )
     return "\n".join(out)
 
 
@@ -553,8 +637,10 @@ def line_svg(series: dict[str, list[tuple[float, float]]], x_label: str, y_label
     out += _frame(fx, fy, xt, yt, x_label, y_label)
     for (name, s), color in zip(series.items(), ("#d97706", "#2563eb", "#059669", "#7c3aed"), strict=False):
         path = " ".join(f"{fx(x):.1f},{fy(y):.1f}" for x, y in sorted(s))
-        out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"><title>{escape(name)}'
-                   f'</title></polyline>')
+        out.append(
+            f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"><title>{escape(name)}'
+            f"</title></polyline>"
+        )
     out.append("</svg>")
     return "\n".join(out)
 
@@ -566,21 +652,45 @@ def tune_view(row: dict[str, Any]) -> dict[str, Any]:
     loss = [(float(c["step"]), float(c["loss"])) for c in curve if c.get("loss") is not None]
     evals = [(float(c["step"]), float(c["eval_score"])) for c in curve if c.get("eval_score") is not None]
     plan, measured = tune.get("plan") or {}, tune.get("measured") or {}
-    resources = [(label, plan.get(key), measured.get(key)) for key, label in
-                 (("peak_mem_mb", "peak memory (MB)"), ("time_per_epoch_s", "time per epoch (s)"))
-                 if plan.get(key) is not None or measured.get(key) is not None]
-    facts = [(label, tune.get(key)) for key, label in
-             (("method", "method"), ("objective", "objective"), ("base_model", "base model"),
-              ("device", "device"), ("train_time_s", "training time (s)"), ("peak_mem_mb", "peak memory (MB)"),
-              ("trainable_params", "trainable parameters"), ("trainable_pct", "trainable %"),
-              ("adapter_mb", "adapter size (MB)")) if tune.get(key) is not None]
-    forgetting = [(label, (tune.get("forgetting") or {}).get(key)) for key, label in
-                  (("general_task", "general task"), ("ppl_before", "perplexity before"),
-                   ("ppl_after", "perplexity after"), ("score_before", "score before"), ("score_after", "score after"))
-                  if (tune.get("forgetting") or {}).get(key) is not None]
-    return {"name": _name(row), "facts": facts, "resources": resources, "forgetting": forgetting,
-            "loss_svg": line_svg({"train loss": loss}, "step", "train loss") if loss else "",
-            "eval_svg": line_svg({"eval score": evals}, "step", "eval score") if evals else ""}
+    resources = [
+        (label, plan.get(key), measured.get(key))
+        for key, label in (("peak_mem_mb", "peak memory (MB)"), ("time_per_epoch_s", "time per epoch (s)"))
+        if plan.get(key) is not None or measured.get(key) is not None
+    ]
+    facts = [
+        (label, tune.get(key))
+        for key, label in (
+            ("method", "method"),
+            ("objective", "objective"),
+            ("base_model", "base model"),
+            ("device", "device"),
+            ("train_time_s", "training time (s)"),
+            ("peak_mem_mb", "peak memory (MB)"),
+            ("trainable_params", "trainable parameters"),
+            ("trainable_pct", "trainable %"),
+            ("adapter_mb", "adapter size (MB)"),
+        )
+        if tune.get(key) is not None
+    ]
+    forgetting = [
+        (label, (tune.get("forgetting") or {}).get(key))
+        for key, label in (
+            ("general_task", "general task"),
+            ("ppl_before", "perplexity before"),
+            ("ppl_after", "perplexity after"),
+            ("score_before", "score before"),
+            ("score_after", "score after"),
+        )
+        if (tune.get("forgetting") or {}).get(key) is not None
+    ]
+    return {
+        "name": _name(row),
+        "facts": facts,
+        "resources": resources,
+        "forgetting": forgetting,
+        "loss_svg": line_svg({"train loss": loss}, "step", "train loss") if loss else "",
+        "eval_svg": line_svg({"eval score": evals}, "step", "eval score") if evals else "",
+    }
 
 
 # -- the file --------------------------------------------------------------------------------------------
@@ -591,23 +701,37 @@ def render_html(data: ReportData) -> str:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
     from markupsafe import Markup
 
-    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
-                      autoescape=select_autoescape(["j2", "html"]))
+    env = Environment(
+        loader=FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=select_autoescape(["j2", "html"]),
+    )
     table = data.rows
     money = any(r.get("cost_per_1k") for r in table)
     plots = {}
     if table:
         plots["ci"] = Markup(ci_bars_svg(table, data.metric))
-        plots["cost"] = Markup(scatter_svg(table, "cost_per_1k", "$ per 1,000 queries", data.metric) if money else
-                               scatter_svg(table, "time_per_1k_s", "model time per 1,000 queries (s)", data.metric))
+        plots["cost"] = Markup(
+            scatter_svg(table, "cost_per_1k", "$ per 1,000 queries", data.metric)
+            if money
+            else scatter_svg(table, "time_per_1k_s", "model time per 1,000 queries (s)", data.metric)
+        )
         plots["latency"] = Markup(scatter_svg(table, "latency_p50_ms", "p50 latency (ms)", data.metric))
     tuned = [tune_view(r) for r in table if r.get("tune")]
     for t in tuned:
         t["loss_svg"], t["eval_svg"] = Markup(t["loss_svg"]), Markup(t["eval_svg"])
     return env.get_template("report.html.j2").render(
-        data=data, rows=table, plots=plots, money=money, tuned=tuned, technique=technique, on_premise=on_premise,
-        names=TECHNIQUE_NAMES, colors=COLORS, front_cost=_front_names(table, "cost_per_1k" if money else "time_per_1k_s"),
-        created=time.strftime("%Y-%m-%d %H:%M", time.localtime(data.created)))
+        data=data,
+        rows=table,
+        plots=plots,
+        money=money,
+        tuned=tuned,
+        technique=technique,
+        on_premise=on_premise,
+        names=TECHNIQUE_NAMES,
+        colors=COLORS,
+        front_cost=_front_names(table, "cost_per_1k" if money else "time_per_1k_s"),
+        created=time.strftime("%Y-%m-%d %H:%M", time.localtime(data.created)),
+    )
 
 
 def _front_names(table: Sequence[dict[str, Any]], key: str) -> set[str]:
@@ -621,7 +745,9 @@ def default_path(data: ReportData) -> Path:
     return db.home() / "reports" / f"{data.title}-{study}.html"
 
 
-def write_report(targets: Sequence[str] = (), out: str | Path | None = None, *, store: Store | None = None) -> Path:
+def write_report(
+    targets: Sequence[str] = (), out: str | Path | None = None, *, store: Store | None = None
+) -> Path:
     """Write the report for ``targets`` (task files, task names or run ids; none: the latest study) and
     return its path (default ``$TASKFIT_HOME/reports/<task>-<study>.html``)."""
     store = store or Store(db.engine())

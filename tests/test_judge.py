@@ -58,9 +58,13 @@ def test_prompt_holds_question_reference_candidate_rubric_and_order_swaps_them()
 
 def test_scored_verdicts_with_confidence_and_calibration():
     # the judge leans to 'correct' (content-free item: correct -1, incorrect -2); item 'A' is a real 'correct'
-    script = {"scores": {"Candidate answer: N/A": {"correct": -1.0, "incorrect": -2.0},
-                         "Candidate answer: A": {"correct": -0.2, "incorrect": -3.0},
-                         "Candidate answer: B": {"correct": -0.8, "incorrect": -1.2}}}
+    script = {
+        "scores": {
+            "Candidate answer: N/A": {"correct": -1.0, "incorrect": -2.0},
+            "Candidate answer: A": {"correct": -0.2, "incorrect": -3.0},
+            "Candidate answer: B": {"correct": -0.8, "incorrect": -1.2},
+        }
+    }
     raw = scripted_judge(script, calibrate=False).grade([JudgeItem("q", "A", "r"), JudgeItem("q", "B", "r")])
     assert [v.score for v in raw] == [1.0, 1.0] and raw[0].confidence > raw[1].confidence > 0.5
     cal = scripted_judge(script).grade([JudgeItem("q", "A", "r"), JudgeItem("q", "B", "r")])
@@ -76,7 +80,9 @@ def test_written_verdicts_are_parsed():
     assert judge.parse("I cannot tell").score is None
     five = Judge(model_spec(None), scale=5)
     assert five.parse("Rating: 4/5").score == 0.75 and five.parse("7, no 1").score == 0.0
-    gen = scripted_judge({"replies": {"Candidate answer: A": "Correct."}, "default": "incorrect"}, mode="generate")
+    gen = scripted_judge(
+        {"replies": {"Candidate answer: A": "Correct."}, "default": "incorrect"}, mode="generate"
+    )
     assert [v.score for v in gen.grade([JudgeItem("q", "A"), JudgeItem("q", "B")])] == [1.0, 0.0]
 
 
@@ -87,8 +93,10 @@ def test_options_are_checked():
         build_metric("judge", {"mode": "vote"})
     with pytest.raises(TaskfitError, match="option 'model' is not a valid model"):
         build_metric("judge", {"model": {"backend": "openai", "nope": 1}})
-    m = build_metric("judge", {"model": {"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"},
-                               "scale": 5})
+    m = build_metric(
+        "judge",
+        {"model": {"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}, "scale": 5},
+    )
     assert m.binary is False and m.judge.spec.backend == "openai"  # no model is loaded at creation
     assert build_metric("judge", {}).binary is True
 
@@ -100,15 +108,33 @@ def test_judge_metric_in_a_generative_study(make_task):
     from taskfit.store import Store
     from taskfit.study import prepare, select_arms
 
-    judge_model = {"backend": "scripted", "name": "judge", "script": {"scores": {
-        "Candidate answer: Positive": {"correct": -0.1, "incorrect": -2.0},
-        "Candidate answer: negative": {"correct": -0.1, "incorrect": -2.0}}}}
-    path = make_task(labels=None, output_mode="generate", strategies=["zero_shot"],
-                     metrics=[{"judge": {"model": judge_model, "fields": ["text"], "calibrate": False}}, "exact_match"])
+    judge_model = {
+        "backend": "scripted",
+        "name": "judge",
+        "script": {
+            "scores": {
+                "Candidate answer: Positive": {"correct": -0.1, "incorrect": -2.0},
+                "Candidate answer: negative": {"correct": -0.1, "incorrect": -2.0},
+            }
+        },
+    }
+    path = make_task(
+        labels=None,
+        output_mode="generate",
+        strategies=["zero_shot"],
+        metrics=[{"judge": {"model": judge_model, "fields": ["text"], "calibrate": False}}, "exact_match"],
+    )
     task, ds = prepare(path)
     store = Store(db.engine())
-    runs = evaluate(task, ds, select_arms(task, None, None), split="test", limit=None, store=store,
-                    cache=CallCache(db.engine()))
+    runs = evaluate(
+        task,
+        ds,
+        select_arms(task, None, None),
+        split="test",
+        limit=None,
+        store=store,
+        cache=CallCache(db.engine()),
+    )
     preds = store.predictions(runs[0].id)
     by_answer = {p["answer"]: p["metrics"]["judge"] for p in preds}
     # scripted answers: 'Positive' for 'great' (3 rows), 'negative' for 'terrible' (2), 'hmm' otherwise
@@ -127,10 +153,16 @@ def test_cohen_kappa_matches_the_textbook_and_sklearn():
 
 def test_calibration_figures_against_human_labels():
     # the judge says correct for A and C, incorrect for B and D; with the swapped ordering it flips on C
-    script = {"scores": {
-        "Candidate answer: C\nReference": {"correct": -3.0, "incorrect": -0.1},  # order 1: candidate first
-        "Candidate answer: A": {"correct": -0.1, "incorrect": -3.0},
-        "Candidate answer: C": {"correct": -0.1, "incorrect": -3.0}}, }
+    script = {
+        "scores": {
+            "Candidate answer: C\nReference": {
+                "correct": -3.0,
+                "incorrect": -0.1,
+            },  # order 1: candidate first
+            "Candidate answer: A": {"correct": -0.1, "incorrect": -3.0},
+            "Candidate answer: C": {"correct": -0.1, "incorrect": -3.0},
+        },
+    }
     judge = scripted_judge(script, calibrate=False)
     items = [JudgeItem("q", x, "ref") for x in "ABCD"]
     cal, verdicts = calibrate(judge, items, [1, 0, 0, 0])
@@ -141,15 +173,28 @@ def test_calibration_figures_against_human_labels():
 
 
 def test_items_from_rows_and_predictions():
-    ex = Example("1", {"question": "Why?", "reference_answer": "Because.", "student_answer": "Cause", "label": "correct"},
-                 target="x", source="data.jsonl:3")
-    items, labels = items_from_rows([ex], inputs=["question", "reference_answer", "student_answer"],
-                                    candidate="student_answer", reference="reference_answer", human="label")
+    ex = Example(
+        "1",
+        {"question": "Why?", "reference_answer": "Because.", "student_answer": "Cause", "label": "correct"},
+        target="x",
+        source="data.jsonl:3",
+    )
+    items, labels = items_from_rows(
+        [ex],
+        inputs=["question", "reference_answer", "student_answer"],
+        candidate="student_answer",
+        reference="reference_answer",
+        human="label",
+    )
     assert items == [JudgeItem("Why?", "Cause", "Because.")] and labels == [1]
     with pytest.raises(TaskfitError, match=r"data.jsonl:3: judge-check: row has no field 'verdict'"):
-        items_from_rows([ex], inputs=["question"], candidate="student_answer", reference=None, human="verdict")
-    preds = [{"answer": "Paris", "target": "Paris", "inputs": {"q": "Capital?"}, "metrics": {"exact_match": 1.0}},
-             {"answer": None, "target": "x", "inputs": {"q": "?"}, "metrics": {"exact_match": 0.0}}]
+        items_from_rows(
+            [ex], inputs=["question"], candidate="student_answer", reference=None, human="verdict"
+        )
+    preds = [
+        {"answer": "Paris", "target": "Paris", "inputs": {"q": "Capital?"}, "metrics": {"exact_match": 1.0}},
+        {"answer": None, "target": "x", "inputs": {"q": "?"}, "metrics": {"exact_match": 0.0}},
+    ]
     items, labels = items_from_predictions(preds, "exact_match")
     assert items == [JudgeItem("Capital?", "Paris", "Paris")] and labels == [1]
 
@@ -157,36 +202,78 @@ def test_items_from_rows_and_predictions():
 def test_default_judge_is_the_tasks_first_local_model(make_task):
     from taskfit.taskfile import load_task
 
-    task = load_task(make_task(models=[{"backend": "openai", "base_url": "http://x/v1", "model": "m"},
-                                       {"backend": "scripted", "name": "fake"}]))
+    task = load_task(
+        make_task(
+            models=[
+                {"backend": "openai", "base_url": "http://x/v1", "model": "m"},
+                {"backend": "scripted", "name": "fake"},
+            ]
+        )
+    )
     assert judge_model_for(task).label() == "fake"
     assert judge_model_for(task, "m").backend == "openai"
     assert judge_model_for(task, "bundled").path == "bundled"
 
 
 def test_judge_check_command_on_labelled_rows(make_task, taskfit_home, tmp_path):
-    rows_ = [{"id": f"g{i}", "question": "q", "reference": "r", "answer": a, "label": lab, "text": "t"}
-             for i, (a, lab) in enumerate([("A", "correct"), ("B", "incorrect"), ("C", "correct"), ("D", "incorrect")])]
+    rows_ = [
+        {"id": f"g{i}", "question": "q", "reference": "r", "answer": a, "label": lab, "text": "t"}
+        for i, (a, lab) in enumerate(
+            [("A", "correct"), ("B", "incorrect"), ("C", "correct"), ("D", "incorrect")]
+        )
+    ]
     path = make_task()
     data = tmp_path / "data" / "test.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows_))
     config = yaml.safe_load(path.read_text())
-    config.update(data={"test": "data/test.jsonl"}, inputs=["question", "reference", "answer"],
-                  labels=["correct", "incorrect"], strategies=["zero_shot"],
-                  models=[{"backend": "scripted", "name": "judge", "script": {"scores": {
-                      "Candidate answer: A": {"correct": -0.1, "incorrect": -3.0}}}}])
+    config.update(
+        data={"test": "data/test.jsonl"},
+        inputs=["question", "reference", "answer"],
+        labels=["correct", "incorrect"],
+        strategies=["zero_shot"],
+        models=[
+            {
+                "backend": "scripted",
+                "name": "judge",
+                "script": {"scores": {"Candidate answer: A": {"correct": -0.1, "incorrect": -3.0}}},
+            }
+        ],
+    )
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "TASKFIT_HOME": str(taskfit_home)}
-    res = subprocess.run([sys.executable, "-m", "taskfit.cli", "judge-check", str(path), "--candidate", "answer",
-                          "--reference", "reference", "--human", "label", "--no-calibrate", "--json"],
-                         capture_output=True, text=True, env=env, timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "taskfit.cli",
+            "judge-check",
+            str(path),
+            "--candidate",
+            "answer",
+            "--reference",
+            "reference",
+            "--human",
+            "label",
+            "--no-calibrate",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     figures = json.loads(res.stdout)
     # judge: A correct, rest incorrect; human: A and C correct -> 3 of 4 agree
     assert figures["judge"] == "judge" and figures["n"] == 4 and figures["accuracy"] == 0.75
     assert figures["kappa"] == pytest.approx(0.5) and figures["flip_rate"] == 0.0
-    bad = subprocess.run([sys.executable, "-m", "taskfit.cli", "judge-check", str(path)], capture_output=True,
-                         text=True, env=env, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "taskfit.cli", "judge-check", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "needs --candidate and --human" in bad.stderr
 
 
@@ -196,8 +283,13 @@ def test_bundled_judge_on_graded_answers(taskfit_home):
     from taskfit.study import prepare
 
     task, ds = prepare(ROOT / "examples" / "grading_chain" / "task.yaml")
-    items, human = items_from_rows(ds.split("test")[:12], inputs=task.config.inputs, candidate="student_answer",
-                                   reference="reference_answer", human="label")
+    items, human = items_from_rows(
+        ds.split("test")[:12],
+        inputs=task.config.inputs,
+        candidate="student_answer",
+        reference="reference_answer",
+        human="label",
+    )
     judge = Judge(judge_model_for(task))
     cal, verdicts = calibrate(judge, items, human)
     assert cal.n == 12 and cal.unreadable == 0 and 0 <= cal.accuracy <= 1 and -1 <= cal.kappa <= 1

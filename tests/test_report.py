@@ -31,19 +31,48 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def row(strategy, score, lo, hi, p=None, model="smollm2-135m", **extra):
-    base = {"strategy": strategy, "model": model, "n": 200, "metric": "accuracy", "score": score, "ci_low": lo,
-            "ci_high": hi, "p_vs_best": p, "latency_p50_ms": 50.0, "tokens_in": 70.0, "tokens_out": 0.0,
-            "cost_per_1k": 0.0, "time_per_1k_s": 50.0, "run_id": f"{strategy}-{model}"}
+    base = {
+        "strategy": strategy,
+        "model": model,
+        "n": 200,
+        "metric": "accuracy",
+        "score": score,
+        "ci_low": lo,
+        "ci_high": hi,
+        "p_vs_best": p,
+        "latency_p50_ms": 50.0,
+        "tokens_in": 70.0,
+        "tokens_out": 0.0,
+        "cost_per_1k": 0.0,
+        "time_per_1k_s": 50.0,
+        "run_id": f"{strategy}-{model}",
+    }
     return {**base, **extra}
 
 
-TUNE = {"id": "t1", "method": "lora", "objective": "classify", "base_model": "smollm2-135m", "train_time_s": 360.0,
-        "peak_mem_mb": 1900.0, "adapter_mb": 3.5, "device": "cpu",
-        "curve": [{"step": 1, "epoch": 0.1, "loss": 0.9}, {"step": 10, "epoch": 1, "loss": 0.4, "eval_score": 0.8}],
-        "plan": {"peak_mem_mb": 2000.0, "time_per_epoch_s": 300.0}, "measured": {"peak_mem_mb": 1900.0,
-                                                                               "time_per_epoch_s": None},
-        "forgetting": {"ppl_before": 12.0, "ppl_after": 12.9, "score_before": None, "score_after": None,
-                       "general_task": "wikitext"}}
+TUNE = {
+    "id": "t1",
+    "method": "lora",
+    "objective": "classify",
+    "base_model": "smollm2-135m",
+    "train_time_s": 360.0,
+    "peak_mem_mb": 1900.0,
+    "adapter_mb": 3.5,
+    "device": "cpu",
+    "curve": [
+        {"step": 1, "epoch": 0.1, "loss": 0.9},
+        {"step": 10, "epoch": 1, "loss": 0.4, "eval_score": 0.8},
+    ],
+    "plan": {"peak_mem_mb": 2000.0, "time_per_epoch_s": 300.0},
+    "measured": {"peak_mem_mb": 1900.0, "time_per_epoch_s": None},
+    "forgetting": {
+        "ppl_before": 12.0,
+        "ppl_after": 12.9,
+        "score_before": None,
+        "score_after": None,
+        "general_task": "wikitext",
+    },
+}
 
 
 def tuned(score, lo, hi, p=None, **extra):
@@ -52,13 +81,20 @@ def tuned(score, lo, hi, p=None, **extra):
 
 # -- the recommendation, one test per branch -------------------------------------------------------------
 
+
 def test_prompting_is_enough_when_the_prompt_row_is_inside_the_tuned_models_ci():
-    table = [tuned(0.82, 0.76, 0.87), row("few_shot_knn", 0.80, 0.74, 0.85, p=0.41),
-             row("zero_shot", 0.60, 0.53, 0.67, p=0.0001)]
+    table = [
+        tuned(0.82, 0.76, 0.87),
+        row("few_shot_knn", 0.80, 0.74, 0.85, p=0.41),
+        row("zero_shot", 0.60, 0.53, 0.67, p=0.0001),
+    ]
     rec = recommend(table)
     assert rec.choice == "prompting" and rec.row["strategy"] == "few_shot_knn"
     assert rec.text.startswith("Prompt engineering is enough: few_shot_knn x smollm2-135m")
-    assert "within the CI of the best row, zero_shot x tuned:t1" in rec.text and "at zero training cost" in rec.text
+    assert (
+        "within the CI of the best row, zero_shot x tuned:t1" in rec.text
+        and "at zero training cost" in rec.text
+    )
     assert "Significantly worse: zero_shot x smollm2-135m" in rec.text
 
 
@@ -79,8 +115,12 @@ def test_retrieval_when_rag_beats_closed_book():
 
 
 def test_tie_when_nothing_is_separable_picks_the_least_demanding_row():
-    table = [tuned(0.74, 0.60, 0.85), row("rag", 0.72, 0.58, 0.83, p=0.7),
-             row("few_shot_knn", 0.70, 0.56, 0.81, p=0.5, tokens_in=400.0), row("zero_shot", 0.70, 0.56, 0.81, p=0.5)]
+    table = [
+        tuned(0.74, 0.60, 0.85),
+        row("rag", 0.72, 0.58, 0.83, p=0.7),
+        row("few_shot_knn", 0.70, 0.56, 0.81, p=0.5, tokens_in=400.0),
+        row("zero_shot", 0.70, 0.56, 0.81, p=0.5),
+    ]
     rec = recommend(table)
     assert rec.choice == "tie"
     assert rec.text.startswith("No clear winner") and "zero_shot x smollm2-135m" in rec.text
@@ -89,7 +129,11 @@ def test_tie_when_nothing_is_separable_picks_the_least_demanding_row():
 
 def test_a_larger_score_inside_the_ci_does_not_count():
     # 10 points better but p = 0.2: prompting stays the recommendation
-    table = [tuned(0.80, 0.70, 0.88), row("zero_shot", 0.70, 0.60, 0.79, p=0.2), row("cot", 0.40, 0.3, 0.5, p=0.0)]
+    table = [
+        tuned(0.80, 0.70, 0.88),
+        row("zero_shot", 0.70, 0.60, 0.79, p=0.2),
+        row("cot", 0.40, 0.3, 0.5, p=0.0),
+    ]
     assert recommend(table).choice == "prompting"
     # the same rows with p = 0.01: fine-tune
     table[1]["p_vs_best"] = 0.01
@@ -124,12 +168,14 @@ def test_pareto_front():
 
 # -- the HTML from a real (scripted) study ---------------------------------------------------------------
 
+
 def _study(path):
     task, ds = prepare(path)
     eng = db.engine()
     store = Store(eng)
-    runs = evaluate(task, ds, select_arms(task, None, None), split="test", limit=None, store=store,
-                    cache=CallCache(eng))
+    runs = evaluate(
+        task, ds, select_arms(task, None, None), split="test", limit=None, store=store, cache=CallCache(eng)
+    )
     return store, runs
 
 
@@ -164,8 +210,9 @@ def test_collect_confusion_matrix_and_generative_breakdown(make_task):
     (b,) = data.breakdowns
     # the script scores 'great' positive, 'terrible' negative; the rest tie and go to the first label
     assert b.labels == ["negative", "positive"] and b.matrix == [[4, 0, 0], [1, 3, 0]]
-    gen_store, gen_runs = _study(make_task(labels=None, output_mode="generate", strategies=["zero_shot"],
-                                           metrics=["token_f1"]))
+    gen_store, gen_runs = _study(
+        make_task(labels=None, output_mode="generate", strategies=["zero_shot"], metrics=["token_f1"])
+    )
     (g,) = collect(gen_store, gen_runs).breakdowns
     assert not g.labels and sum(g.outcomes.values()) == 8 and g.outcomes["wrong"] >= 1
 
@@ -174,8 +221,9 @@ def test_tuned_rows_render_curves_resources_and_forgetting():
     table = [tuned(0.9, 0.85, 0.93), row("zero_shot", 0.7, 0.63, 0.76, p=0.001)]
     partial = dict(TUNE, curve=None, plan=None, forgetting=None)  # missing pieces are left out, not errors
     table.append(row("few_shot", 0.5, 0.4, 0.6, p=0.0, model="tuned:t2", tune=partial))
-    data = ReportData(title="t", metric="accuracy", rows=table, pairwise={}, breakdowns=[],
-                      recommendation=recommend(table))
+    data = ReportData(
+        title="t", metric="accuracy", rows=table, pairwise={}, breakdowns=[], recommendation=recommend(table)
+    )
     html = render_html(data)
     _self_contained(html)
     assert "Fine-tuned models" in html and "Training loss by step" in html and "Eval score by step" in html
@@ -193,12 +241,22 @@ def test_report_command(make_task, taskfit_home, tmp_path):
     store, runs = _study(make_task())
     out = tmp_path / "r.html"
     env = {**os.environ, "TASKFIT_HOME": str(taskfit_home)}
-    res = subprocess.run([sys.executable, "-m", "taskfit.cli", "report", runs[0].id, runs[1].id, "-o", str(out)],
-                         capture_output=True, text=True, env=env, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "taskfit.cli", "report", runs[0].id, runs[1].id, "-o", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert str(out) in res.stdout and out.stat().st_size > 2000
-    bad = subprocess.run([sys.executable, "-m", "taskfit.cli", "report", "nope"], capture_output=True, text=True,
-                         env=env, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "taskfit.cli", "report", "nope"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "neither a task file" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -216,6 +274,17 @@ def test_report_on_the_bundled_model_renders_in_chromium(taskfit_home, tmp_path)
     if not Path(chromium).exists():
         pytest.skip("headless Chromium is not installed")
     shot = tmp_path / "report.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-                    "--window-size=1280,2400", out.as_uri()], capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={shot}",
+            "--window-size=1280,2400",
+            out.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.exists() and shot.stat().st_size > 10_000

@@ -23,9 +23,11 @@ from taskfit.errors import TaskfitError
 from taskfit.metrics import read_options
 from taskfit.taskfile import ModelSpec
 
-DEFAULT_RUBRIC = ("The candidate answer is correct if it states what the reference answer states, in any wording; "
-                  "extra correct detail is fine. A partly right, vague, contradictory or off-topic answer is "
-                  "incorrect.")
+DEFAULT_RUBRIC = (
+    "The candidate answer is correct if it states what the reference answer states, in any wording; "
+    "extra correct detail is fine. A partly right, vague, contradictory or off-topic answer is "
+    "incorrect."
+)
 SYSTEM = "You are a careful, strict grader. You judge answers against a reference and a rubric."
 VERDICT_PREFIX = "Verdict:"
 CONTENT_FREE = "N/A"
@@ -35,7 +37,7 @@ _RATING = re.compile(r"\b(\d+)\b")
 
 @dataclass(frozen=True)
 class JudgeItem:
-    """What the judge sees: the question, the reference answer (None: judge on the rubric alone), the candidate."""
+    """What the judge sees: question, reference answer (None: judge on the rubric alone), candidate."""
 
     question: str
     candidate: str
@@ -59,24 +61,40 @@ def model_spec(value: Any) -> ModelSpec:
         try:
             return ModelSpec.model_validate(value)
         except Exception as e:  # pydantic's message names the bad key
-            raise TaskfitError(f"metric 'judge': option 'model' is not a valid model: {e}",
-                               field="metrics.judge.model") from None
-    raise TaskfitError(f"metric 'judge': option 'model' must be a name, a path or a mapping, got {value!r}",
-                       field="metrics.judge.model")
+            raise TaskfitError(
+                f"metric 'judge': option 'model' is not a valid model: {e}", field="metrics.judge.model"
+            ) from None
+    raise TaskfitError(
+        f"metric 'judge': option 'model' must be a name, a path or a mapping, got {value!r}",
+        field="metrics.judge.model",
+    )
 
 
 class Judge:
     """A grading prompt plus a verdict reader, over one judge model behind the call cache."""
 
-    def __init__(self, spec: ModelSpec, *, rubric: str = DEFAULT_RUBRIC, scale: int = 2,
-                 mode: Literal["auto", "score", "generate"] = "auto", temperature: float = 0.0, max_tokens: int = 16,
-                 calibrate: bool = True, lm: Any = None):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        rubric: str = DEFAULT_RUBRIC,
+        scale: int = 2,
+        mode: Literal["auto", "score", "generate"] = "auto",
+        temperature: float = 0.0,
+        max_tokens: int = 16,
+        calibrate: bool = True,
+        lm: Any = None,
+    ):
         if scale < 2:
-            raise TaskfitError("metric 'judge': option 'scale' must be 2 (correct/incorrect) or more (a 1-N rating)",
-                               field="metrics.judge.scale")
+            raise TaskfitError(
+                "metric 'judge': option 'scale' must be 2 (correct/incorrect) or more (a 1-N rating)",
+                field="metrics.judge.scale",
+            )
         if mode not in ("auto", "score", "generate"):
-            raise TaskfitError(f"metric 'judge': option 'mode' must be auto, score or generate, got {mode!r}",
-                               field="metrics.judge.mode")
+            raise TaskfitError(
+                f"metric 'judge': option 'mode' must be auto, score or generate, got {mode!r}",
+                field="metrics.judge.mode",
+            )
         self.spec, self.rubric, self.scale, self.mode = spec, rubric, scale, mode
         self.temperature, self.max_tokens, self.calibrate = temperature, max_tokens, calibrate
         self._lm = lm  # built on first use: creating the metric (e.g. for the leaderboard) loads no model
@@ -113,10 +131,13 @@ class Judge:
         if self.scale == 2:
             ask = f"Is the candidate answer correct? Reply with one word: {words[0]} or {words[1]}."
         else:
-            ask = (f"Rate the candidate answer from 1 (wrong) to {self.scale} (fully correct). "
-                   f"Reply with the number only.")
-        user = "\n\n".join([f"Grade the candidate answer.\nRubric: {self.rubric}", "\n".join(blocks + answer_blocks),
-                            ask])
+            ask = (
+                f"Rate the candidate answer from 1 (wrong) to {self.scale} (fully correct). "
+                f"Reply with the number only."
+            )
+        user = "\n\n".join(
+            [f"Grade the candidate answer.\nRubric: {self.rubric}", "\n".join(blocks + answer_blocks), ask]
+        )
         msgs: list[Message] = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
         if prefill:
             msgs.append({"role": "assistant", "content": VERDICT_PREFIX})
@@ -129,23 +150,41 @@ class Judge:
         traces = [Trace() for _ in items]
         if self.uses_scores():
             conts = tuple(" " + w for w in self.labels)
-            results = self.lm.score([ScoreRequest(self.messages(it, order), conts) for it in items], traces,
-                                    step="judge")
+            results = self.lm.score(
+                [ScoreRequest(self.messages(it, order), conts) for it in items], traces, step="judge"
+            )
             offset = [0.0] * len(conts)
             if self.calibrate:
                 # contextual calibration (Zhao et al., 2021): a small judge leans towards one verdict whatever
                 # it reads; the log-likelihoods it gives a content-free item measure that lean
-                blank = JudgeItem(CONTENT_FREE, CONTENT_FREE, CONTENT_FREE if items[0].reference is not None else None)
-                (cf,) = self.lm.score([ScoreRequest(self.messages(blank, order), conts)], [Trace()], step="judge")
+                blank = JudgeItem(
+                    CONTENT_FREE, CONTENT_FREE, CONTENT_FREE if items[0].reference is not None else None
+                )
+                (cf,) = self.lm.score(
+                    [ScoreRequest(self.messages(blank, order), conts)], [Trace()], step="judge"
+                )
                 offset = offset if cf.error else cf.logprobs
-            return [Verdict(None, raw=r.error or "") if r.error else
-                    self._from_logprobs([lp - o for lp, o in zip(r.logprobs, offset, strict=True)]) for r in results]
+            return [
+                Verdict(None, raw=r.error or "")
+                if r.error
+                else self._from_logprobs([lp - o for lp, o in zip(r.logprobs, offset, strict=True)])
+                for r in results
+            ]
         # a written verdict: no assistant prefill (not every chat server continues one)
-        reqs = [GenerateRequest(self.messages(it, order, prefill=False), max_tokens=self.max_tokens,
-                                temperature=self.temperature, seed=seed) for it in items]
+        reqs = [
+            GenerateRequest(
+                self.messages(it, order, prefill=False),
+                max_tokens=self.max_tokens,
+                temperature=self.temperature,
+                seed=seed,
+            )
+            for it in items
+        ]
         results = self.lm.generate(reqs, traces, step="judge")
-        return [Verdict(None, raw=r.error or "") if r.error else self.parse(r.texts[0] if r.texts else "")
-                for r in results]
+        return [
+            Verdict(None, raw=r.error or "") if r.error else self.parse(r.texts[0] if r.texts else "")
+            for r in results
+        ]
 
     def _from_logprobs(self, logprobs: list[float]) -> Verdict:
         top = max(logprobs)
@@ -169,17 +208,22 @@ class Judge:
 
 
 def question_text(example: Example, fields: list[str] | None) -> str:
-    """The question as the judge sees it: the named fields, else every field that is not the answer or an id."""
+    """The question as the judge sees it: the named fields, else every field but the answer and the id."""
     if fields:
         missing = [f for f in fields if f not in example.fields]
         if missing:
-            raise TaskfitError(f"metric 'judge': field {missing[0]!r} is not in example {example.id!r}",
-                               field="metrics.judge.fields")
+            raise TaskfitError(
+                f"metric 'judge': field {missing[0]!r} is not in example {example.id!r}",
+                field="metrics.judge.fields",
+            )
         names = fields
     else:
         answers = set(example.answers) | {example.target}
-        names = [k for k, v in example.fields.items()
-                 if k != "id" and isinstance(v, str | int | float) and str(v) not in answers]
+        names = [
+            k
+            for k, v in example.fields.items()
+            if k != "id" and isinstance(v, str | int | float) and str(v) not in answers
+        ]
     if len(names) == 1:
         return str(example.fields[names[0]])
     return "\n".join(f"{k}: {example.fields[k]}" for k in names)
@@ -211,13 +255,36 @@ class JudgeMetric:
 def create(**options: Any) -> JudgeMetric:
     """Options: model (default bundled), rubric, scale (2: correct/incorrect; N: a 1-N rating), fields (the
     question's fields), reference (show the gold answer, default true), mode (auto/score/generate),
-    temperature, max_tokens, calibrate (scored verdicts: remove the judge's lean to one verdict, default true)."""
-    o = read_options("judge", options, model=None, rubric=DEFAULT_RUBRIC, scale=2, fields=None, reference=True,
-                     mode="auto", temperature=0.0, max_tokens=16, calibrate=True)
-    if o["fields"] is not None and not (isinstance(o["fields"], list) and all(isinstance(f, str) for f in o["fields"])):
-        raise TaskfitError("metric 'judge': option 'fields' must be a list of field names", field="metrics.judge.fields")
-    judge = Judge(model_spec(o["model"]), rubric=o["rubric"], scale=o["scale"], mode=o["mode"],
-                  temperature=o["temperature"], max_tokens=o["max_tokens"], calibrate=o["calibrate"])
+    temperature, max_tokens, calibrate (scored verdicts: remove the judge's lean to one verdict; default
+    true)."""
+    o = read_options(
+        "judge",
+        options,
+        model=None,
+        rubric=DEFAULT_RUBRIC,
+        scale=2,
+        fields=None,
+        reference=True,
+        mode="auto",
+        temperature=0.0,
+        max_tokens=16,
+        calibrate=True,
+    )
+    if o["fields"] is not None and not (
+        isinstance(o["fields"], list) and all(isinstance(f, str) for f in o["fields"])
+    ):
+        raise TaskfitError(
+            "metric 'judge': option 'fields' must be a list of field names", field="metrics.judge.fields"
+        )
+    judge = Judge(
+        model_spec(o["model"]),
+        rubric=o["rubric"],
+        scale=o["scale"],
+        mode=o["mode"],
+        temperature=o["temperature"],
+        max_tokens=o["max_tokens"],
+        calibrate=o["calibrate"],
+    )
     return JudgeMetric(judge, fields=o["fields"], reference=o["reference"])
 
 
@@ -268,19 +335,30 @@ def calibrate(judge: Judge, items: list[JudgeItem], human: list[int]) -> tuple[C
     h = [int(human[i]) for i in keep]
     n = len(keep)
     cal = Calibration(
-        n=n, accuracy=sum(x == y for x, y in zip(j1, h, strict=True)) / n if n else 0.0,
+        n=n,
+        accuracy=sum(x == y for x, y in zip(j1, h, strict=True)) / n if n else 0.0,
         kappa=cohen_kappa(j1, h) if n else 0.0,
         flip_rate=sum(x != y for x, y in zip(j1, j2, strict=True)) / n if n else 0.0,
-        unreadable=len(items) - n, judge_positive=sum(j1) / n if n else 0.0, human_positive=sum(h) / n if n else 0.0,
-        repeat="a second sample (seed 1)" if sampled else "the swapped prompt ordering")
+        unreadable=len(items) - n,
+        judge_positive=sum(j1) / n if n else 0.0,
+        human_positive=sum(h) / n if n else 0.0,
+        repeat="a second sample (seed 1)" if sampled else "the swapped prompt ordering",
+    )
     return cal, first
 
 
 POSITIVE = ("correct", "true", "yes", "1", "right", "positive", "1.0")
 
 
-def items_from_rows(examples: list[Example], *, inputs: list[str], candidate: str, reference: str | None,
-                    human: str, positive: tuple[str, ...] = POSITIVE) -> tuple[list[JudgeItem], list[int]]:
+def items_from_rows(
+    examples: list[Example],
+    *,
+    inputs: list[str],
+    candidate: str,
+    reference: str | None,
+    human: str,
+    positive: tuple[str, ...] = POSITIVE,
+) -> tuple[list[JudgeItem], list[int]]:
     """Labelled items from data rows that hold a candidate answer and a human verdict (e.g. graded student
     answers): the question is the task's other input fields."""
     items, labels = [], []
@@ -288,17 +366,24 @@ def items_from_rows(examples: list[Example], *, inputs: list[str], candidate: st
         for name in [candidate, human] + ([reference] if reference else []):
             if name not in ex.fields:
                 file, _, line = ex.source.rpartition(":")
-                raise TaskfitError(f"judge-check: row has no field {name!r} (fields: {', '.join(ex.fields)})",
-                                   file=file or None, line=int(line) if line.isdigit() else None, field=name)
+                raise TaskfitError(
+                    f"judge-check: row has no field {name!r} (fields: {', '.join(ex.fields)})",
+                    file=file or None,
+                    line=int(line) if line.isdigit() else None,
+                    field=name,
+                )
         shown = [f for f in inputs if f not in (candidate, reference)]
         question = "\n".join(str(ex.fields[f]) if len(shown) == 1 else f"{f}: {ex.fields[f]}" for f in shown)
-        items.append(JudgeItem(question, str(ex.fields[candidate]),
-                               str(ex.fields[reference]) if reference else None))
+        items.append(
+            JudgeItem(question, str(ex.fields[candidate]), str(ex.fields[reference]) if reference else None)
+        )
         labels.append(int(str(ex.fields[human]).strip().lower() in positive))
     return items, labels
 
 
-def items_from_predictions(preds: list[dict[str, Any]], gold_metric: str) -> tuple[list[JudgeItem], list[int]]:
+def items_from_predictions(
+    preds: list[dict[str, Any]], gold_metric: str
+) -> tuple[list[JudgeItem], list[int]]:
     """Labelled items from a run's stored predictions: the model's answer as the candidate, the target as the
     reference, and a stored 0/1 metric (e.g. exact_match) as the gold verdict."""
     items, labels = [], []
@@ -306,8 +391,11 @@ def items_from_predictions(preds: list[dict[str, Any]], gold_metric: str) -> tup
         if p["answer"] is None:
             continue
         if gold_metric not in p["metrics"]:
-            raise TaskfitError(f"judge-check: the run has no stored metric {gold_metric!r} "
-                               f"(it has: {', '.join(p['metrics'])})", field="--gold-metric")
+            raise TaskfitError(
+                f"judge-check: the run has no stored metric {gold_metric!r} "
+                f"(it has: {', '.join(p['metrics'])})",
+                field="--gold-metric",
+            )
         inputs = p["inputs"]
         question = "\n".join(str(v) if len(inputs) == 1 else f"{k}: {v}" for k, v in inputs.items())
         items.append(JudgeItem(question, str(p["answer"]), p["target"]))
@@ -316,7 +404,7 @@ def items_from_predictions(preds: list[dict[str, Any]], gold_metric: str) -> tup
 
 
 def judge_model_for(task: Any, name: str | None = None) -> ModelSpec:
-    """The judge for a task: the model row or path ``name``, else the task's first local model, else bundled."""
+    """The judge for a task: model row or path ``name``, else the task's first local model, else bundled."""
     models = task.config.models
     if name:
         return next((m for m in models if m.label() == name), None) or model_spec(name)

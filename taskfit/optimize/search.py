@@ -186,9 +186,15 @@ def search(task: Task, pool: list[Example], dev: list[Example], lm: MeteredLM, m
     stop = ""
     shown = rng.sample(pool, min(3, len(pool)))
     for round_no in range(config.rounds if n_instructions else 0):
-        # later rounds (OPRO's iterations) see every earlier score and run while the budget can score a newcomer
-        if round_no and meter.remaining < n_instructions + proposal_bases * sizes[0]:
-            break
+        # later rounds (OPRO's iterations) see every earlier score; they ask for only as many instructions as the
+        # rest of the budget can race against the candidates left (whose rows already scored cost nothing)
+        n_ask = n_instructions
+        if round_no:
+            while n_ask and n_ask + planned_calls(len(race.alive) + n_ask * proposal_bases, MIN_FIRST_RUNG, len(dev),
+                                                  config.eta, int(calibrated)) > meter.remaining:
+                n_ask -= 1
+            if not n_ask:
+                break
         history: dict[str, float] = {}
         for cand in candidates:
             e = race.entrants[cand.key]
@@ -197,7 +203,7 @@ def search(task: Task, pool: list[Example], dev: list[Example], lm: MeteredLM, m
         scored = sorted(history.items(), key=lambda x: -x[1])[:MAX_SHOWN]
         try:
             new = propose(teacher or lm, c.description or c.name, parts, shown, scored,
-                          min(n_instructions, int(max(0, meter.remaining))), config.seed + round_no,
+                          min(n_ask, int(max(0, meter.remaining))), config.seed + round_no,
                           config.temperature)
         except BudgetSpent:
             new = []
@@ -210,11 +216,12 @@ def search(task: Task, pool: list[Example], dev: list[Example], lm: MeteredLM, m
             if best_demo is not None:
                 program = best_demo.program.model_copy(update={"instruction": text})
                 race.add(add(program, f"proposed (round {round_no + 1}) + {best_demo.key}'s demos").key)
-        if round_no == 0 and not config.first_rung:
-            # fewer usable proposals than planned: re-plan for the actual field, so each rung sees more rows
-            spent = sum(e.calls for e in race.entrants.values())
-            bigger = first_rung(len(candidates), len(dev), meter.remaining + spent, config.eta,
-                                smallest=sizes[0], per_candidate=int(calibrated))
+        if not config.first_rung:
+            # plan this round's rungs for the field as it is (fewer usable proposals than asked for leave more
+            # rows per candidate); in round 1 the seeds' first rung is already paid for
+            spent = sum(e.calls for e in race.entrants.values()) if round_no == 0 else 0
+            bigger = first_rung(len(race.alive), len(dev), meter.remaining + spent, config.eta,
+                                smallest=sizes[0] if round_no == 0 else MIN_FIRST_RUNG, per_candidate=int(calibrated))
             sizes = rung_sizes(bigger, len(dev), config.eta)
         stop = race.run(sizes)
         if stop == "budget spent":
