@@ -40,7 +40,8 @@ def _job(config: str, rows: int):
     from taskfit.tuning.tune import Job
 
     task, ds = prepare(TASK)
-    spec = TuneSpec(**CONFIGS[config], epochs=1, train_limit=rows, forgetting=False, seed=0)
+    overrides = json.loads(os.environ.get("TUNE_BENCH_OVERRIDES", "{}"))  # e.g. another base model
+    spec = TuneSpec(**{**CONFIGS[config], **overrides}, epochs=1, train_limit=rows, forgetting=False, seed=0)
     return task, ds, spec, Job(task, ds.split("train")[:rows], spec)
 
 
@@ -112,7 +113,11 @@ def main() -> None:
     ap.add_argument("--config", choices=[*CONFIGS, "all"], default="all")
     ap.add_argument("--rows", type=int, default=None, help="training rows (default: sft 160, classify 640)")
     ap.add_argument("--side", choices=["taskfit", "textbook"], help=argparse.SUPPRESS)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                    help="override a spec field on both sides, e.g. --set model='\"/path/to/model\"' --set batch_size=32")
     a = ap.parse_args()
+    if a.set:
+        os.environ["TUNE_BENCH_OVERRIDES"] = json.dumps({k: json.loads(v) for k, v in (x.split("=", 1) for x in a.set)})
     if a.side:
         fn = side_taskfit if a.side == "taskfit" else side_textbook
         print(json.dumps(fn(a.config, a.rows)))
@@ -122,7 +127,7 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     for config in CONFIGS if a.config == "all" else [a.config]:
         rows = a.rows or {"sft": 160, "classify": 640}[config]
-        print(f"\n== {config}: {CONFIGS[config]} | {rows} SST-2 train rows, 1 epoch, {device}", flush=True)
+        print(f"\n== {config}: {CONFIGS[config]} {os.environ.get('TUNE_BENCH_OVERRIDES', '')} | {rows} SST-2 train rows, 1 epoch, {device}", flush=True)
         textbook = run_side("textbook", config, rows)
         ours = run_side("taskfit", config, rows)
         for name, r in (("textbook (Trainer + PEFT)", textbook), ("taskfit", ours)):

@@ -30,7 +30,7 @@ LimitOpt = Annotated[int | None, typer.Option(help="Score only the first N rows 
 
 
 def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, *, with_tuning: bool = False,
-           train_limit: int | None = None) -> None:
+           train_limit: int | None = None, report: bool = False) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -73,6 +73,11 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
         return
     out.print(render(table_rows, title=f"{title}: {task_obj.config.name} ({table_rows[0]['metric'] if table_rows else ''})"))
     out.print(verdict(table_rows), highlight=False)
+    if report:  # the main job ends with the decision report
+        from taskfit.report import write_report
+
+        path = write_report([r["run_id"] for r in table_rows])
+        out.print(f"report: {path}", highlight=False)
     err.print(f"[dim]finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions[/dim]")
 
 
@@ -85,7 +90,7 @@ def run(task: TaskArg, limit: LimitOpt = None,
         ) -> None:
     """Run the study the task file declares (every strategy x model, and its tuned models) and print the
     leaderboard."""
-    _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit)
+    _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit, report=True)
 
 
 @app.command("eval")

@@ -306,3 +306,19 @@ def test_cli_tune_plan_show_and_runs(tune_task, tiny_models, tmp_path):
     assert res.returncode == 0 and f"tuned:{tid}" in res.stdout and "%" in res.stdout
     res = run("tune", str(task_path), "--method", "nope", "--model", str(tiny_models["llama"]))
     assert res.returncode == 2 and "unknown tuning method" in res.stderr
+
+
+@pytest.mark.slow
+def test_real_models_tune_and_join_the_leaderboard():
+    """The bundled MiniLM with a LoRA head and the bundled SmolLM2 after a few LoRA SFT steps, on SST-2."""
+    from taskfit.study import run_study
+
+    task = Path(__file__).resolve().parents[1] / "examples" / "sst2" / "task.yaml"
+    _, table = run_study(task, strategy_names=["zero_shot"], limit=16, with_tuning=True, train_limit=64)
+    tuned = {r["model"]: r for r in table if r.get("tune")}
+    assert set(tuned) == {"minilm+lora-head", "minilm+full", "smollm2+lora-sft"}
+    head = tuned["minilm+lora-head"]["tune"]
+    assert head["trainable_pct"] < 5 and head["forgetting"]["general_task"].startswith("retrieval")
+    sft = tuned["smollm2+lora-sft"]["tune"]
+    assert sft["forgetting"]["ppl_before"] > 1 and sft["plan"]["peak_mem_mb"] > 0
+    assert all(r["n"] == 16 and r["failed"] == 0 for r in table)

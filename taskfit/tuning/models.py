@@ -58,8 +58,9 @@ def load_for_objective(folder: Path, objective: str, labels: list[str] | None, d
     hf_logging.disable_progress_bar()
     extra = dict(extra or {})
     quantized = "quantization_config" in extra
-    if device.type == "cuda":
-        extra.setdefault("dtype", torch.bfloat16 if quantized else torch.float32)
+    # fp32 unless quantised: the bundled weights' config says bfloat16, which transformers would otherwise
+    # load as is, and bf16 arithmetic on most CPUs is many times slower than fp32
+    extra.setdefault("dtype", torch.bfloat16 if quantized else torch.float32)
     torch.manual_seed(seed)  # the new head's initial weights
     if objective == "classify":
         if not labels:

@@ -61,13 +61,21 @@ def _arch(model: torch.nn.Module) -> dict[str, int]:
             "vocab": get("vocab_size")}
 
 
-def activation_bytes_per_token(arch: dict[str, int], seq: int, word: int) -> float:
-    """Bytes one layer keeps per token for the backward pass: the inputs of every matmul and norm in the
-    attention and MLP blocks, the attention probabilities (heads x sequence), dropout masks and residuals."""
+def activation_bytes_per_token(arch: dict[str, int], seq: int, word: int, device: str) -> float:
+    """Bytes one layer keeps per token for the backward pass: the inputs of the matmuls and norms of the
+    attention and MLP blocks (about 7 hidden-size and 4 intermediate-size vectors, plus keys and values).
+    On CPU the attention with a padding mask runs unfused and also keeps its probabilities (heads x sequence
+    per token), and the allocator's unreturned blocks add about a quarter (both measured: see the tuning
+    docs); CUDA's fused attention keeps neither."""
     h, i, a = arch["hidden"], arch["inter"], arch["heads"]
     kv = h * arch["kv_heads"] // max(a, 1)
-    words = 10 * h + 2 * kv + 4 * i + 2 * a * seq
-    return words * word
+    if device == "cuda":
+        return (7 * h + 2 * kv + 4 * i) * word
+    return (7 * h + 2 * kv + 4 * i + 2 * a * seq) * word * CPU_ALLOCATOR_OVERHEAD
+
+
+CPU_ALLOCATOR_OVERHEAD = 1.25
+INT8_ACTIVATION_OVERHEAD = 1.45  # LLM.int8 keeps an fp16 copy and an int8 copy of each quantised input
 
 
 def grad_layers(model: torch.nn.Module, n_layers: int) -> int:
@@ -111,13 +119,16 @@ def predict(job, model: torch.nn.Module, *, runtime_bytes: int | None = None, pr
     compute_dtype = next((p.dtype for p in trainable if p.is_floating_point()), torch.float32)
     word = 2 if compute_dtype in (torch.bfloat16, torch.float16) else 4
     n_grad_layers = grad_layers(model, arch["layers"])
-    acts = activation_bytes_per_token(arch, big_w, word) * n_grad_layers * big_rows * big_w
+    acts = activation_bytes_per_token(arch, big_w, word, job.device.type) * n_grad_layers * big_rows * big_w
+    if getattr(model, "is_loaded_in_8bit", False) or getattr(getattr(model, "base_model", None), "is_loaded_in_8bit",
+                                                              False):
+        acts *= INT8_ACTIVATION_OVERHEAD
     # the output layer: logits, their log-softmax and its gradient, for the positions the loss reads
     causal = isinstance(rows[0].labels, list)
     if causal:
         left = uses_answer_loss(model, rows)
         positions = big_rows * (max(_answer_span(rows[i]) for i in order[big]) + 1 if left else big_w)
-        logits = 3 * positions * arch["vocab"] * 4
+        logits = 2 * positions * arch["vocab"] * 4  # the fp32 logits and their gradient
     else:
         logits = 0
     notes = []
@@ -130,7 +141,7 @@ def predict(job, model: torch.nn.Module, *, runtime_bytes: int | None = None, pr
         notes.append("CUDA: peak allocated by PyTorch (the CUDA context adds a few hundred MB)")
     peak = weights + grads + optim + acts + logits + runtime
     s_per_token = _probe(model, rows, order, job, probe_batches)
-    epoch_s = s_per_token * padded + _optimizer_step_s(n_train, device) * len(order) / cfg.grad_accum
+    epoch_s = s_per_token * padded + _optimizer_step_s(trainable, device) * len(order) / cfg.grad_accum
     steps_per_epoch = -(-len(order) // cfg.grad_accum)
     total_s = epoch_s * job.steps / steps_per_epoch
     return Plan(device=device.type, method=job.method_name, trainable_params=n_train, total_params=n_total,
@@ -174,23 +185,35 @@ def _probe(model, rows, order, job, n: int) -> float:
     return seconds / max(tokens, 1)
 
 
-def _optimizer_step_s(n_trainable: int, device: torch.device) -> float:
-    """Time of one AdamW step (plus gradient clipping) over ``n_trainable`` parameters, measured on a
-    throwaway tensor of that size (capped at 50M; scaled linearly above)."""
-    n = min(n_trainable, 50_000_000)
-    if n == 0:
+def _optimizer_step_s(trainable: list[torch.nn.Parameter], device: torch.device) -> float:
+    """Time of one gradient clip + AdamW step (as ``train`` makes it) over tensors shaped like the trainable
+    ones, measured on zero-filled stand-ins: the first tensors up to 50M elements, scaled to all of them by
+    elements and by tensor count (per-tensor launch overhead), whichever is larger."""
+    from taskfit.tuning.train import TrainConfig, make_optimizer
+
+    if not trainable:
         return 0.0
-    p = torch.zeros(n, device=device, requires_grad=True)
-    p.grad = torch.zeros_like(p)
-    opt = torch.optim.AdamW([p], lr=1e-4)
+    sample, n = [], 0
+    for p in trainable:
+        if sample and n + p.numel() > 50_000_000:
+            break
+        sample.append(torch.zeros_like(p, device=device, requires_grad=True))
+        n += p.numel()
+    for t in sample:
+        t.grad = torch.zeros_like(t)
+    opt = make_optimizer(sample, TrainConfig(epochs=1, max_steps=1, lr=1e-4, batch_size=1), device)
     opt.step()  # warm-up: allocates the moments
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(3):
-        torch.nn.utils.clip_grad_norm_([p], 1.0)
+        torch.nn.utils.clip_grad_norm_(sample, 1.0)
         opt.step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / 3 * n_trainable / n
+    seconds = (time.perf_counter() - t0) / 3
+    total = sum(p.numel() for p in trainable)
+    return seconds * max(total / n, len(trainable) / len(sample))
 
 
 # -- the classic table: memory for weights, gradients and optimizer states by method and precision -------

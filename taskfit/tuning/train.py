@@ -178,6 +178,11 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; the fused kernel on CUDA (one launch for all tensors instead of several per tensor)."""
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+
+
 def total_steps(n_rows: int, cfg: TrainConfig) -> int:
     per_epoch = math.ceil(math.ceil(n_rows / cfg.batch_size) / cfg.grad_accum)
     return cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
@@ -194,7 +199,7 @@ def train(model: torch.nn.Module, rows: list[TrainRow], cfg: TrainConfig, *, pad
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters")
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(params, cfg, device)
     steps = total_steps(len(rows), cfg)
     warmup = int(steps * cfg.warmup_ratio)
     sched = torch.optim.lr_scheduler.LambdaLR(
