@@ -48,6 +48,7 @@ class TrainResult:
     tokens: int  # real (non-padding) tokens processed
     padded_tokens: int  # tokens including padding
     peak_mem_mb: float
+    mem_growth_mb: float = 0.0  # peak minus memory in use when training started
     curve: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int = 0
 
@@ -142,15 +143,16 @@ class PeakMemory:
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.peak_bytes = 0
+        self.peak_bytes = self.start_bytes = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+            self.start_bytes = torch.cuda.memory_allocated(self.device)
         else:
-            self.peak_bytes = rss_bytes()
+            self.peak_bytes = self.start_bytes = rss_bytes()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self
@@ -171,6 +173,27 @@ class PeakMemory:
     @property
     def peak_mb(self) -> float:
         return self.peak_bytes / 2**20
+
+    @property
+    def growth_mb(self) -> float:
+        """Peak minus what was in use when the block started (the block's own memory)."""
+        return (self.peak_bytes - self.start_bytes) / 2**20
+
+
+def release_free_memory(device: torch.device) -> None:
+    """Hand memory freed by earlier work (the plan's probe, the forgetting check) back to the system, so the
+    training peak is training's own: glibc keeps freed heap pages mapped until asked (``malloc_trim``)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def rss_bytes() -> int:
@@ -215,6 +238,7 @@ def train(model: torch.nn.Module, rows: list[TrainRow], cfg: TrainConfig, *, pad
     model.train()
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     left = uses_answer_loss(model, rows)
+    release_free_memory(device)
     with PeakMemory(device) as mem:
         t0 = time.perf_counter() - state["time"]
         while state["step"] < steps:
@@ -250,7 +274,7 @@ def train(model: torch.nn.Module, rows: list[TrainRow], cfg: TrainConfig, *, pad
         elapsed = time.perf_counter() - t0
     model.eval()
     return TrainResult(steps=state["step"], epochs=state["batch"] / per_epoch, train_time_s=elapsed,
-                       tokens=state["tokens"], padded_tokens=state["padded"], peak_mem_mb=mem.peak_mb,
+                       tokens=state["tokens"], padded_tokens=state["padded"], peak_mem_mb=mem.peak_mb, mem_growth_mb=mem.growth_mb,
                        curve=state["curve"], resumed_from=resumed_from)
 
 

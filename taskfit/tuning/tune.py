@@ -178,7 +178,8 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore | None 
     result.update({
         "method": spec.method, "method_used": job.method_name, "fallback": job.fallback,
         "objective": spec.objective, "base_model": spec.model, "device": job.device.type,
-        "train_time_s": res.train_time_s, "peak_mem_mb": res.peak_mem_mb, "tokens": res.tokens,
+        "train_time_s": res.train_time_s, "peak_mem_mb": res.peak_mem_mb, "mem_growth_mb": res.mem_growth_mb,
+        "tokens": res.tokens,
         "padded_tokens": res.padded_tokens, "tokens_per_s": res.tokens_per_s, "epochs": res.epochs,
         "trainable_params": trainable, "total_params": total, "trainable_pct": 100 * trainable / total,
         "adapter_mb": weights["trainable_mb"], "artifact_mb": weights["artifact_mb"], "curve": res.curve,
