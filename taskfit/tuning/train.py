@@ -241,17 +241,19 @@ def train(model: torch.nn.Module, rows: list[TrainRow], cfg: TrainConfig, *, pad
     release_free_memory(device)
     with PeakMemory(device) as mem:
         t0 = time.perf_counter() - state["time"]
+        orders: dict[int, list[list[int]]] = {}
         while state["step"] < steps:
             epoch, b = divmod(state["batch"], per_epoch)
-            order = batch_order(lengths, cfg.batch_size, epoch, cfg.seed, cfg.group_by_length)
-            batch_rows = [rows[i] for i in order[b]]
+            if epoch not in orders:
+                orders = {epoch: batch_order(lengths, cfg.batch_size, epoch, cfg.seed, cfg.group_by_length)}
+            batch_rows = [rows[i] for i in orders[epoch][b]]
             inputs = collate(batch_rows, pad_id, device, left=left)
             loss = answer_loss(model, inputs) if left else model(**inputs).loss
             (loss / cfg.grad_accum).backward()
             state["batch"] += 1
-            state["tokens"] += int(inputs["attention_mask"].sum())
-            state["padded"] += inputs["input_ids"].numel()
-            state.setdefault("acc_loss", []).append(loss.item())
+            state["tokens"] += sum(len(r) for r in batch_rows)  # counted on the host: no device sync
+            state["padded"] += len(batch_rows) * max(len(r) for r in batch_rows)
+            state.setdefault("acc_loss", []).append(loss.detach())
             if state["batch"] % cfg.grad_accum and state["batch"] % per_epoch:
                 continue
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -260,13 +262,15 @@ def train(model: torch.nn.Module, rows: list[TrainRow], cfg: TrainConfig, *, pad
             opt.zero_grad(set_to_none=True)
             state["step"] += 1
             point = {"step": state["step"], "epoch": round(state["batch"] / per_epoch, 3),
-                     "loss": float(np.mean(state.pop("acc_loss"))), "lr": sched.get_last_lr()[0],
+                     "loss": float(torch.stack(state.pop("acc_loss")).mean()), "lr": sched.get_last_lr()[0],
                      "time_s": round(time.perf_counter() - t0, 2)}
             state["curve"].append(point)
             if on_step:
                 on_step(point)
             done = state["step"] >= steps
-            if ckpt and (state["step"] % cfg.save_steps == 0 or done or state["step"] == stop_after):
+            # the finished model is saved by the caller; a checkpoint is only a resume point (for full
+            # fine-tuning it is weights + two AdamW moments: writing one at the end would cost seconds)
+            if ckpt and not done and (state["step"] % cfg.save_steps == 0 or state["step"] == stop_after):
                 state["time"] = time.perf_counter() - t0
                 _save_checkpoint(ckpt, model, names, opt, sched, state)
             if stop_after is not None and state["step"] >= stop_after and not done:

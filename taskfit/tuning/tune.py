@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from taskfit.tuning.store import TuneRecord, TuneStore, write_json
 from taskfit.tuning.train import TrainConfig, rss_bytes, total_steps, train
 
 TASK_TYPE = {"sft": "CAUSAL_LM", "pretrain": "CAUSAL_LM", "classify": "SEQ_CLS"}
+# PEFT 0.21 still reads transformers' deprecated `is_gradient_checkpointing`; the warning says nothing to a user
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 class Job:
