@@ -92,7 +92,13 @@ def verdict(table_rows: list[dict[str, Any]], alpha: float = 0.05) -> str:
     cheapest = min([best, *tied], key=lambda r: (r["cost_per_1k"], r["tokens_in"] + r["tokens_out"], r["time_per_1k_s"]))
     text += f" Not significantly different (p >= 0.05): {', '.join(name(r) for r in tied)}."
     if cheapest is not best:
-        text += f" Cheapest of those: {name(cheapest)} ({cheapest['tokens_in']:.0f} tokens in per query vs {best['tokens_in']:.0f})."
+        if cheapest["cost_per_1k"] < best["cost_per_1k"]:
+            why = f"${cheapest['cost_per_1k']:.4f} per 1k queries vs ${best['cost_per_1k']:.4f}"
+        elif round(cheapest["tokens_in"]) < round(best["tokens_in"]):
+            why = f"{cheapest['tokens_in']:.0f} tokens in per query vs {best['tokens_in']:.0f}"
+        else:
+            why = f"{_duration(cheapest['time_per_1k_s'])} per 1k queries vs {_duration(best['time_per_1k_s'])}"
+        text += f" Cheapest of those: {name(cheapest)} ({why})."
     return text
 
 

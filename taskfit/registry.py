@@ -14,8 +14,9 @@ from taskfit.errors import TaskfitError
 
 
 class Registry:
-    def __init__(self, kind: str, builtins: dict[str, str]):
+    def __init__(self, kind: str, builtins: dict[str, str], group: str | None = None):
         self.kind = kind
+        self.group = group or f"taskfit.{kind}s"  # the entry-point group plugins register in
         self._specs: dict[str, str] = {}
         self._loaded: dict[str, Any] = {}
         self._plugins_loaded = False
@@ -35,7 +36,7 @@ class Registry:
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
-        for ep in entry_points(group=f"taskfit.{self.kind}s"):
+        for ep in entry_points(group=self.group):
             self.add(ep.name, ep.value)
 
     def names(self) -> list[str]:

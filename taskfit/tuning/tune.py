@@ -25,7 +25,7 @@ from taskfit.tuning.methods import count_parameters, methods
 from taskfit.tuning.models import base_folder, load_for_objective, load_tokenizer, resolve_device
 from taskfit.tuning.spec import TuneSpec
 from taskfit.tuning.store import TuneRecord, TuneStore, write_json
-from taskfit.tuning.train import TrainConfig, rss_bytes, total_steps, train
+from taskfit.tuning.train import TrainConfig, release_free_memory, rss_bytes, total_steps, train
 
 TASK_TYPE = {"sft": "CAUSAL_LM", "pretrain": "CAUSAL_LM", "classify": "SEQ_CLS"}
 # PEFT 0.21 still reads transformers' deprecated `is_gradient_checkpointing`; the warning says nothing to a user
@@ -152,6 +152,7 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore | None 
     else:
         log(f"resuming tuned:{rec.id} from its last checkpoint")
     result: dict[str, Any] = dict(rec.result)
+    release_free_memory(job.device)  # what earlier work in this process freed (another tune, say)
     runtime = rss_bytes()  # the process before the model: interpreter, libraries, data
     model = job.load_model()
     if spec.forgetting and "forgetting_before" not in result:

@@ -48,7 +48,7 @@ class _ModuleRegistry(Registry):
         return super().get(name)
 
 
-methods = _ModuleRegistry("tuning method", BUILTINS)
+methods = _ModuleRegistry("tuning method", BUILTINS, group="taskfit.tuning_methods")
 
 
 def set_trainable(model: torch.nn.Module, predicate) -> None:
