@@ -645,6 +645,15 @@ def line_svg(series: dict[str, list[tuple[float, float]]], x_label: str, y_label
     return "\n".join(out)
 
 
+def _fmt(v: Any) -> Any:
+    """Numbers as people read them: thousands separators, at most 3 decimals."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return v
+    if isinstance(v, int) or float(v).is_integer():
+        return f"{int(v):,}"
+    return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3f}"
+
+
 def tune_view(row: dict[str, Any]) -> dict[str, Any]:
     """What the report shows for a fine-tuned row; keys absent or None in ``row['tune']`` are left out."""
     tune = row.get("tune") or {}
@@ -685,9 +694,9 @@ def tune_view(row: dict[str, Any]) -> dict[str, Any]:
     ]
     return {
         "name": _name(row),
-        "facts": facts,
-        "resources": resources,
-        "forgetting": forgetting,
+        "facts": [(label, _fmt(v)) for label, v in facts],
+        "resources": [(label, _fmt(p), _fmt(m)) for label, p, m in resources],
+        "forgetting": [(label, _fmt(v)) for label, v in forgetting],
         "loss_svg": line_svg({"train loss": loss}, "step", "train loss") if loss else "",
         "eval_svg": line_svg({"eval score": evals}, "step", "eval score") if evals else "",
     }

@@ -95,12 +95,22 @@ def _shot(driver, name: str) -> None:
 
 def _submit_and_wait(driver, button) -> None:
     """Click a form button and wait until the page it redirects to has loaded."""
-    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
     html = driver.find_element("tag name", "html")
     button.click()
-    WebDriverWait(driver, 15).until(ec.staleness_of(html))
+
+    def old_page_gone(_d) -> bool:
+        # mid-navigation Chromium may answer "node does not belong to the document" instead of raising
+        # StaleElementReference: both mean the old page is gone
+        try:
+            html.is_enabled()
+            return False
+        except WebDriverException:
+            return True
+
+    WebDriverWait(driver, 15).until(old_page_gone)
     WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
