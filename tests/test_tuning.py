@@ -68,11 +68,12 @@ def _tune(task_path, **spec):
 
 
 def _score(task_path, rec):
-    from taskfit.study import run_study
+    from taskfit.study import prepare, run_study
+    from taskfit.tuning.spec import TuneSpec
     from taskfit.tuning.tune import Job
 
-    task, _ = __import__("taskfit.study", fromlist=["prepare"]).prepare(task_path)
-    row = Job.strategy_for(task, __import__("taskfit.tuning.spec", fromlist=["TuneSpec"]).TuneSpec(**rec.spec))
+    task, _ = prepare(task_path)
+    row = Job.strategy_for(task, TuneSpec(**rec.spec))
     _, table = run_study(task_path, strategy_names=[row.label()], model_names=[f"tuned:{rec.id}"])
     return table[0]
 

@@ -47,13 +47,9 @@ def topic_accuracy(model, tokenizer, device: torch.device, chat_template: bool) 
     """Zero-shot AG News accuracy: the label whose tokens are most likely as the start of the reply (the
     evaluation backend's own label scoring, around the model as it is now)."""
     from taskfit.backends import ScoreRequest
-    from taskfit.backends.hf import HFBackend
-    from taskfit.taskfile import ModelSpec
+    from taskfit.backends.tuned import live_backend
 
-    plain = bool(getattr(model, "peft_config", None)) and any(
-        c.is_prompt_learning for c in model.peft_config.values())
-    backend = HFBackend(Path("."), ModelSpec(device=str(device), chat_template=chat_template), model=model,
-                        tokenizer=tokenizer, model_id="forgetting-check", plain_forward=plain)
+    backend = live_backend(model, tokenizer, device, chat_template, "forgetting-check")
     rows = _rows("ag_news.jsonl")[:AG_ROWS]
     reqs = [ScoreRequest(({"role": "user", "content": AG_PROMPT.format(text=r["text"])},
                           {"role": "assistant", "content": "Topic:"}), tuple(" " + lab for lab in AG_LABELS))

@@ -131,8 +131,9 @@ def uses_answer_loss(model, rows: list[TrainRow]) -> bool:
     whose forward takes position ids as is (PEFT prompt learning prepends virtual tokens: not those)."""
     if not rows or not isinstance(rows[0].labels, list):
         return False
-    peft_cfg = getattr(model, "peft_config", None)
-    if peft_cfg and any(c.is_prompt_learning for c in peft_cfg.values()):
+    from taskfit.backends.tuned import learns_virtual_tokens
+
+    if learns_virtual_tokens(model):
         return False
     return sum(lab != IGNORE for lab in rows[0].labels) < len(rows[0]) // 2
 

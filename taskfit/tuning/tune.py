@@ -220,11 +220,9 @@ def predict_examples(job: Job, model: torch.nn.Module, examples) -> list[str]:
     """What the model answers for ``examples`` right now: the top label of its head (classify), or its
     greedy reply to the training prompt (sft, pretrain)."""
     from taskfit.backends import GenerateRequest, ScoreRequest
-    from taskfit.backends.hf import HFBackend
-    from taskfit.backends.tuned import ClassifierBackend
+    from taskfit.backends.tuned import ClassifierBackend, live_backend
     from taskfit.prompts import render_input
     from taskfit.strategies import StrategyContext, strategies
-    from taskfit.taskfile import ModelSpec
 
     if not examples:
         return []
@@ -237,10 +235,7 @@ def predict_examples(job: Job, model: torch.nn.Module, examples) -> list[str]:
             res = backend.score([ScoreRequest(({"role": "user", "content": render_input(_parts(job.task), ex)},),
                                               labels) for ex in examples])
             return [labels[max(range(len(labels)), key=r.logprobs.__getitem__)] for r in res]
-        plain = bool(getattr(model, "peft_config", None)) and any(
-            c.is_prompt_learning for c in model.peft_config.values())
-        backend = HFBackend(Path("."), ModelSpec(device=str(job.device), chat_template=job.chat_template),
-                            model=model, tokenizer=job.tokenizer, model_id="before-after", plain_forward=plain)
+        backend = live_backend(model, job.tokenizer, job.device, job.chat_template, "before-after")
         row = job.strategy_row
         ctx = StrategyContext(task=job.task, parts=_parts(job.task), train=[], mode="generate", seed=0)
         strategy = strategies.get(row.name)(row, ctx)
