@@ -167,15 +167,21 @@ def home() -> Path:
 def engine(path: str | None = None) -> Engine:
     db = Path(path) if path else home() / "taskfit.db"
     db.parent.mkdir(parents=True, exist_ok=True)
-    eng = create_engine(f"sqlite:///{db}", future=True)
+    return connect(f"sqlite:///{db}")
 
-    @event.listens_for(eng, "connect")
-    def _pragmas(conn, _record):  # WAL: readers never block the writer; survives kill -9 mid-write
-        cur = conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
+
+def connect(url: str) -> Engine:
+    """A migrated engine on the database at ``url`` (SQLite file or any SQLAlchemy URL)."""
+    eng = create_engine(url, future=True)
+    if eng.dialect.name == "sqlite":
+
+        @event.listens_for(eng, "connect")
+        def _pragmas(conn, _record):  # WAL: readers never block the writer; survives kill -9 mid-write
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
 
     migrate(eng)
     return eng

@@ -45,12 +45,13 @@ class TuneRecord:
 
 
 class TuneStore:
-    def __init__(self, eng: Engine | None = None):
+    def __init__(self, eng: Engine | None = None, folder: Path | None = None):
         self.eng = eng or db.engine()
+        self.folder = folder
 
     def create(self, **fields: Any) -> TuneRecord:
         tid = uuid.uuid4().hex[:8]
-        folder = db.home() / "tuned" / tid
+        folder = (self.folder or db.home() / "tuned") / tid
         folder.mkdir(parents=True, exist_ok=True)
         row = {"id": tid, "created": time.time(), "status": "running", "artifact_dir": str(folder),
                "result": "{}", **{k: json.dumps(v) if isinstance(v, dict) else v for k, v in fields.items()}}
