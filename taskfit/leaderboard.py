@@ -41,7 +41,7 @@ def rows(store: Store, runs: list[RunRecord]) -> list[dict[str, Any]]:
             "parse_fail_rate": _mean([p["parse_failed"] for p in ps]),
             "failed": sum(p["failed"] for p in ps), "mode": run.config.get("mode"), "run_id": run.id,
             "metrics": _metric_means(ps),
-            "binary": binary,
+            "binary": binary, **scored_via(run),
             **({"tune": tune_summary(model.path)} if model.backend == "tuned" else {}),
         })
     out.sort(key=lambda r: -r["score"])
@@ -56,6 +56,16 @@ def rows(store: Store, runs: list[RunRecord]) -> list[dict[str, Any]]:
     for r in out:
         r.pop("binary")
     return out
+
+
+def scored_via(run: RunRecord) -> dict[str, Any]:
+    """How a row got its answers: ``generate`` (parsed replies), the server's label-scoring path, or ``local``
+    (in-process log-likelihood); why a server could not score labels; which server ran the model."""
+    backend = run.config.get("backend") or {}
+    mode = run.config.get("mode")
+    via = "generate" if mode == "generate" else (backend.get("score_via") or "local")
+    return {"score_via": via, "score_via_reason": backend.get("score_via_reason") or None,
+            "server": backend.get("server")}
 
 
 TUNE_KEYS = ("id", "method", "method_used", "objective", "base_model", "train_time_s", "peak_mem_mb",
@@ -124,6 +134,9 @@ def render(table_rows: list[dict[str, Any]], title: str = "Leaderboard"):
         t.add_column(col, justify=just)
     if any(r.get("tune") for r in table_rows):
         t.add_column("training", justify="left")
+    served = any(r.get("server") for r in table_rows)
+    if served:
+        t.add_column("scored via", justify="left")
     for r in table_rows:
         p = r["p_vs_best"]
         t.add_row(
@@ -135,9 +148,13 @@ def render(table_rows: list[dict[str, Any]], title: str = "Leaderboard"):
             f"${r['cost_per_1k']:.4f}", _duration(r["time_per_1k_s"]),
             " ".join(f"{k}={v:.3f}" for k, v in r["metrics"].items() if k != r["metric"]), r["run_id"],
             *([training_cell(r.get("tune"))] if any(x.get("tune") for x in table_rows) else []),
+            *([r["score_via"] + (f" on {r['server']}" if r.get("server") else "")] if served else []),
         )
     t.caption = ("score: mean of the first metric; CI: Wilson (0/1 metrics) or bootstrap; p vs best: McNemar or "
                  "paired bootstrap, * < 0.05; latency on local models is batch time / batch size")
+    for r in table_rows:
+        if r.get("score_via") == "generate" and r.get("score_via_reason"):
+            t.caption += f"\n{r['model']}: labels not scored on the server ({r['score_via_reason']})"
     return t
 
 
