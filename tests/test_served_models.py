@@ -95,9 +95,9 @@ def test_two_lora_adapters_on_one_server_predict_as_in_process(tune_task, tiny_m
         per_adapter.append([pa[k]["trace"]["details"]["label_logprobs"] for k in sorted(pa)])
     assert per_adapter[0] != per_adapter[1]  # the server really applied each adapter: they score differently
 
-    from taskfit.leaderboard import render
-
     from rich.console import Console
+
+    from taskfit.leaderboard import render
 
     console = Console(width=400, record=True)
     console.print(render(served))

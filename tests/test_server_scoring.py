@@ -302,3 +302,22 @@ def test_choice_is_a_decision_so_calibration_is_not_applied(make_task):
     pred = Store(db.engine()).predictions(rows[0]["run_id"])[0]
     assert [c["step"] for c in pred["trace"]["calls"]] == ["score"]
     assert math.isinf(min(pred["trace"]["calls"][0]["output"]))
+
+
+def test_the_model_entries_in_docs_servers_md_are_valid():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from taskfit.backends.served_adapter import serve_via
+    from taskfit.taskfile import ModelSpec
+
+    text = (Path(__file__).resolve().parents[1] / "docs/servers.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 4
+    for block in blocks:
+        for entry in yaml.safe_load(block)["models"]:
+            spec = ModelSpec.model_validate(entry)
+            if spec.serve_via is not None:
+                assert serve_via(spec).base_url.startswith("http")
