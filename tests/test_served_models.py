@@ -102,3 +102,29 @@ def test_two_lora_adapters_on_one_server_predict_as_in_process(tune_task, tiny_m
     console = Console(width=400, record=True)
     console.print(render(served))
     assert f"completions on {server.base_url}" in console.export_text()
+
+
+def test_what_a_server_cannot_load_is_refused_with_the_reason(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from test_server_scoring import FakeServer
+
+    from taskfit.backends import served_adapter
+    from taskfit.errors import TaskfitError
+
+    rec = SimpleNamespace(id="t1", folder=tmp_path / "t1")
+    (rec.folder / "adapter").mkdir(parents=True)
+    (rec.folder / "tokenizer").mkdir()
+    meta = {"objective": "sft", "method_used": "ia3", "weights_sha": "0" * 12, "chat_template": True}
+    server = FakeServer()  # no dynamic-LoRA endpoints: 404
+    spec = ModelSpec(backend="tuned", path="tuned:t1", serve_via={"base_url": server.base_url})
+    config = rec.folder / "adapter" / "adapter_config.json"
+    config.write_text(json.dumps({"peft_type": "IA3"}))
+    with pytest.raises(TaskfitError, match="plain LoRA adapters only"):
+        served_adapter.create(spec, rec, meta)
+    config.write_text(json.dumps({"peft_type": "LORA", "use_dora": False}))
+    with serving(server.httpd), pytest.raises(TaskfitError, match=r"HTTP 404.*--enable-lora"):
+        served_adapter.create(spec, rec, meta)
+    with pytest.raises(TaskfitError, match="serve_via: base_url: Field required"):
+        served_adapter.create(spec.model_copy(update={"serve_via": {"url": "http://x"}}), rec, meta)

@@ -17,6 +17,7 @@ import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -50,6 +51,9 @@ class OpenAIBackend:
         if not spec.model:
             raise TaskfitError("the openai backend needs models[].model, the model name sent to the server",
                                field="models[].model")
+        if spec.tokenizer and not Path(spec.tokenizer).expanduser().exists():
+            raise TaskfitError(f"models[].tokenizer {spec.tokenizer!r} does not exist (a local folder with the served "
+                               "model's tokenizer files)", field="models[].tokenizer")
         api_key = None
         if spec.api_key_env:
             api_key = os.environ.get(spec.api_key_env)
@@ -115,7 +119,7 @@ class OpenAIBackend:
         """The scoring path: ``score_via`` from the task file, checked; else the first that works on the server."""
         if self._probe is None:
             via = self.spec.score_via
-            order = ss.PATHS if via == "auto" else (() if via == "generate" else (via,))
+            order = self._order()
             key = self._probe_key(order)
             hit = self._cache.get_many([key]).get(key) if self._cache is not None else None
             if hit:
@@ -173,6 +177,11 @@ class OpenAIBackend:
         result.latency_ms = (time.perf_counter() - start) * 1000.0
         return result
 
+    def _order(self) -> tuple[str, ...]:
+        """The paths to try: all of them in turn (auto), the one the task file names, or none (generate)."""
+        via = self.spec.score_via
+        return tuple(ss.PATHS) if via == "auto" else (() if via == "generate" else (via,))
+
     def _probe_key(self, order: tuple[str, ...]) -> str:
         from taskfit.cache import call_key
 
@@ -184,8 +193,7 @@ class OpenAIBackend:
         p = self._probe
         if p is None or p.transient:  # a server that was down is probed again next run
             return
-        order = tuple(ss.PATHS) if self.spec.score_via == "auto" else (
-            () if self.spec.score_via == "generate" else (self.spec.score_via,))
+        order = self._order()
         self._cache.put_many([(self._probe_key(order), self.model_id, "probe",
                                ss.ProbeRequest(tokenizer=self.spec.tokenizer, order=order), asdict(p))])
         self._probe_cached = True
@@ -194,7 +202,8 @@ class OpenAIBackend:
         if self._tokens is None and self.spec.tokenizer:
             from transformers import AutoTokenizer
 
-            self._tokens = ss.LocalTokens(AutoTokenizer.from_pretrained(self.spec.tokenizer), self.spec.chat_template)
+            folder = Path(self.spec.tokenizer).expanduser()
+            self._tokens = ss.LocalTokens(AutoTokenizer.from_pretrained(folder), self.spec.chat_template)
         return self._tokens if isinstance(self._tokens, ss.LocalTokens) else None
 
     def _token_source(self) -> ss.LocalTokens | ss.ServerTokens:
