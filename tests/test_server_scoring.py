@@ -99,6 +99,8 @@ class FakeServer:
                 choice["prompt_logprobs"] = [None] + [{str(ids[k]): {"logprob": lps[k], "rank": 1,
                                                                       "decoded_token": text[k]}}
                                                       for k in range(1, len(ids))]
+            if self.completions == "ignored":  # a server that takes the fields but returns no log-probabilities
+                choice.update(logprobs=None, prompt_logprobs=None)
             choices.append(choice)
         # out of order on purpose: the client must match choices to prompts by index
         return {"id": "cmpl-1", "object": "text_completion", "created": 0, "model": body["model"],
@@ -165,6 +167,8 @@ SHAPES = {
     "vllm": (dict(completions="token_logprobs", tokenize=True, chat_logprobs=True, choice="structured_outputs"),
              "completions"),
     "vllm_prompt_logprobs": (dict(completions="prompt_logprobs", tokenize=True, choice="guided_choice"), "completions"),
+    "completions_without_logprobs": (dict(completions="ignored", tokenize=True, chat_logprobs=True),
+                                     "chat_top_logprobs"),
     "openai": (dict(chat_logprobs=True, choice="response_format", strict=True), "chat_top_logprobs"),
     "ollama": (dict(chat_logprobs=True), "chat_top_logprobs"),
     "vllm_no_logprobs": (dict(choice="structured_outputs"), "choice"),
@@ -200,6 +204,8 @@ def test_a_label_task_is_scored_by_the_path_the_server_offers(make_task, shape):
         assert "ignored" in row["score_via_reason"] or "not one of" in row["score_via_reason"]
     else:
         assert row["mode"] == "score" and row["parse_fail_rate"] == 0.0
+    if shape == "completions_without_logprobs":
+        assert "completions: the completion has no log-probabilities" in row["score_via_reason"]
 
 
 def test_the_probe_runs_once_per_model_and_is_kept_in_the_cache(make_task):
@@ -304,7 +310,7 @@ def test_choice_is_a_decision_so_calibration_is_not_applied(make_task):
     assert math.isinf(min(pred["trace"]["calls"][0]["output"]))
 
 
-def test_the_model_entries_in_docs_servers_md_are_valid():
+def test_the_model_entries_in_the_server_docs_are_valid():
     import re
     from pathlib import Path
 
@@ -313,9 +319,12 @@ def test_the_model_entries_in_docs_servers_md_are_valid():
     from taskfit.backends.served_adapter import serve_via
     from taskfit.taskfile import ModelSpec
 
-    text = (Path(__file__).resolve().parents[1] / "docs/servers.md").read_text()
-    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    root = Path(__file__).resolve().parents[1]
+    blocks = re.findall(r"```yaml\n(.*?)```", (root / "docs/servers.md").read_text(), flags=re.S)
     assert len(blocks) == 4
+    readme = re.findall(r"```yaml\n(.*?)```", (root / "README.md").read_text(), flags=re.S)
+    blocks += [b for b in readme if "serve_via" in b or "api.openai.com" in b]
+    assert len(blocks) == 5
     for block in blocks:
         for entry in yaml.safe_load(block)["models"]:
             spec = ModelSpec.model_validate(entry)
