@@ -29,6 +29,15 @@ LimitOpt = Annotated[int | None, typer.Option(help="Score only the first N rows 
                                                     "overriding the task file's limit).")]
 
 
+@app.callback()
+def _root(db: Annotated[str | None, typer.Option(
+        "--db", envvar="TASKFIT_DB", help="Database URL (sqlite:///file.db, postgresql+psycopg://user@host/db); "
+        "default: taskfit.db in $TASKFIT_HOME (./.taskfit).")] = None) -> None:
+    from taskfit.commands import use_database
+
+    use_database(db)
+
+
 def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, *, with_tuning: bool = False,
            train_limit: int | None = None, report: bool = False) -> None:
     from rich.progress import (
@@ -40,6 +49,7 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
         TimeRemainingColumn,
     )
 
+    from taskfit.commands import workspace
     from taskfit.leaderboard import JSON_KEYS, render, verdict
     from taskfit.study import run_study
 
@@ -64,7 +74,7 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
                 err.print(f"[dim]{name}: step {p['step']:.0f}, epoch {p['epoch']:.2f}, loss {p['loss']:.4f} "
                           f"({p['time_s']:.0f} s)[/dim]", highlight=False)
 
-        task_obj, table_rows = run_study(task, strategy_names=strategy, model_names=model, split=split, limit=limit,
+        task_obj, table_rows = run_study(task, workspace=workspace(), strategy_names=strategy, model_names=model, split=split, limit=limit,
                                          progress=on_progress, with_tuning=with_tuning, train_limit=train_limit,
                                          log=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False),
                                          on_step=on_step)
@@ -76,7 +86,7 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
     if report:  # the main job ends with the decision report
         from taskfit.report import write_report
 
-        path = write_report([r["run_id"] for r in table_rows])
+        path = write_report([r["run_id"] for r in table_rows], workspace=workspace())
         out.print(f"report: {path}", highlight=False)
     err.print(f"[dim]finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions[/dim]")
 
@@ -114,10 +124,9 @@ def validate(task: TaskArg) -> None:
 @app.command()
 def runs(limit: Annotated[int, typer.Option(help="How many recent runs.")] = 30) -> None:
     """List past runs, newest first."""
-    from taskfit import db
-    from taskfit.store import Store
+    from taskfit.commands import workspace
 
-    store = Store(db.engine())
+    store = workspace().runs
     t = Table(title="Runs")
     for col in ("run", "created", "task", "strategy", "model", "split", "done", "status"):
         t.add_column(col)
@@ -125,9 +134,7 @@ def runs(limit: Annotated[int, typer.Option(help="How many recent runs.")] = 30)
         t.add_row(r.id, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)), r.task_name, r.strategy, r.model,
                   r.split, f"{store.progress(r.id)}/{r.n_total}", r.status)
     out.print(t)
-    from taskfit.tuning.store import TuneStore
-
-    tunes = TuneStore(store.eng).all(limit)
+    tunes = workspace().tunes.all(limit)
     if tunes:
         tt = Table(title="Tuned models (planned vs measured)")
         for col in ("model", "created", "task", "method", "base", "train time", "peak MB plan/meas (err)",
@@ -156,15 +163,13 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
          example: Annotated[str | None, typer.Option("--example", "-e", help="Show one example with its full trace.")] = None,
          limit: Annotated[int, typer.Option(help="Rows to list.")] = 40) -> None:
     """Show a run's predictions, wrong ones first, or one example's full trace."""
-    from taskfit import db
-    from taskfit.store import Store
+    from taskfit.commands import workspace
 
-    store = Store(db.engine())
+    store = workspace().runs
     if run_id.startswith("tuned:"):
         from taskfit.commands.tune import print_tune
-        from taskfit.tuning.store import TuneStore
 
-        print_tune(TuneStore(store.eng).get(run_id.removeprefix("tuned:")))
+        print_tune(workspace().tunes.get(run_id.removeprefix("tuned:")))
         return
     run = store.run(run_id)
     if run is None:
@@ -189,9 +194,8 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
     out.print(t)
     if run.config["model"].get("backend") == "tuned":  # what training changed, on a few examples
         from taskfit.commands.tune import print_before_after
-        from taskfit.tuning.store import TuneStore
 
-        rec = TuneStore(store.eng).get(run.config["model"]["path"].removeprefix("tuned:"))
+        rec = workspace().tunes.get(run.config["model"]["path"].removeprefix("tuned:"))
         print_before_after(rec.result.get("before_after") or [])
 
 

@@ -49,16 +49,16 @@ def register(app: typer.Typer) -> None:
             raise TaskfitError("give --run RUN, or --task TASK --strategy S --model M")
         import uvicorn
 
-        from taskfit import db
+        from taskfit.commands import workspace
         from taskfit.serve.app import create_app
         from taskfit.serve.log import RequestLog
         from taskfit.serve.pipeline import build_pipeline
 
         err = Console(stderr=True)
         err.print("[dim]loading task, data and model...[/dim]")
-        eng = db.engine()
-        pipeline = build_pipeline(eng, run_id=run, task_path=task, strategy=strategy, model=model)
-        app_ = create_app(pipeline, token=token, log=RequestLog(eng))
+        ws = workspace()
+        pipeline = build_pipeline(ws, run_id=run, task_path=task, strategy=strategy, model=model)
+        app_ = create_app(pipeline, token=token, log=RequestLog(ws.engine))
         err.print(f"serving [bold]{pipeline.arm.name}[/bold] of {pipeline.task.config.name} as model "
                   f"[bold]{pipeline.model_name}[/bold] on http://{host}:{port}/v1"
                   f"{' (bearer token required)' if token else ''}", highlight=False)

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from taskfit.commands import workspace
+
 out = Console()
 err = Console(stderr=True)
 
@@ -72,7 +74,7 @@ def register(app: typer.Typer) -> None:
             "epochs": epochs, "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "rank": rank,
             "alpha": alpha, "top_n": top_n, "train_limit": train_limit, "max_length": max_length, "seed": seed,
             "allow_fallback": allow_fallback or None, "device": device})
-        rec = run_tune(task_obj, dataset.split("train"), spec, log=lambda s: err.print(f"[dim]{s}[/dim]"),
+        rec = run_tune(task_obj, dataset.split("train"), spec, store=workspace().tunes, log=lambda s: err.print(f"[dim]{s}[/dim]"),
                        on_step=_step_printer(spec))
         print_tune(rec)
         if evaluate and rec.status == "done":
@@ -140,7 +142,7 @@ def register(app: typer.Typer) -> None:
         """Fold a LoRA-style adapter into its base weights and save a standalone model folder."""
         from taskfit.tuning.adapters import merge as merge_adapter
 
-        folder = merge_adapter(tuned.removeprefix("tuned:"), output)
+        folder = merge_adapter(tuned.removeprefix("tuned:"), output, store=workspace().tunes)
         out.print(f"merged model: {folder} (use it as `--model {folder}`)")
 
 
@@ -197,7 +199,7 @@ def _evaluate(task: str, rec, spec, limit: int | None) -> None:
     from taskfit.tuning.tune import Job
 
     row = Job.strategy_for(prepare(task)[0], spec)
-    _, table = run_study(task, strategy_names=[row.label()], model_names=[f"tuned:{rec.id}"], limit=limit)
+    _, table = run_study(task, workspace=workspace(), strategy_names=[row.label()], model_names=[f"tuned:{rec.id}"], limit=limit)
     out.print(render(table, title=f"tuned:{rec.id} on the task's split"))
     out.print(json.dumps({"score": table[0]["score"], "ci": [table[0]["ci_low"], table[0]["ci_high"]],
                           "run_id": table[0]["run_id"]}))
