@@ -9,6 +9,7 @@ inline SVG and fills ``templates/report.html.j2``, so the file opens offline wit
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -751,7 +752,9 @@ def _front_names(table: Sequence[dict[str, Any]], key: str) -> set[str]:
 def default_path(data: ReportData) -> Path:
     """$TASKFIT_HOME/reports/<task>-<study>.html."""
     study = data.study.split(", ")[0] if data.study else time.strftime("%Y%m%d-%H%M%S")
-    return db.home() / "reports" / f"{data.title}-{study}.html"
+    # task names are checked at load, but stored runs may predate that check: never leave the folder
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{data.title}-{study}").lstrip(".") or "report"
+    return db.home() / "reports" / f"{name}.html"
 
 
 def write_report(
