@@ -90,8 +90,17 @@ def verdict(table_rows: list[dict[str, Any]], alpha: float = 0.05) -> str:
     tied = [r for r in table_rows[1:] if r["p_vs_best"] is not None and r["p_vs_best"] >= alpha]
     name = lambda r: f"{r['strategy']} x {r['model']}"  # noqa: E731
     text = f"Best: {name(best)} ({best['score']:.3f})."
+    if len(table_rows) == 1:
+        return text + " Only one row: nothing to compare it with."
+    untested = [r for r in table_rows[1:] if r["p_vs_best"] is None]  # no example in common with the best
+    if untested:
+        text += f" Not compared (no shared examples): {', '.join(name(r) for r in untested)}."
     if not tied:
-        return text + " Every other row is significantly worse (p < 0.05)."
+        if len(untested) == len(table_rows) - 1:
+            return text
+        if len(table_rows) == 2:
+            return text + f" The other row ({name(table_rows[1])}) is significantly worse (p < 0.05)."
+        return text + f" Every other {'compared ' if untested else ''}row is significantly worse (p < 0.05)."
     # money first, then tokens (deterministic; measured time on a shared machine is noisy)
     cheapest = min([best, *tied], key=lambda r: (r["cost_per_1k"], r["tokens_in"] + r["tokens_out"], r["time_per_1k_s"]))
     text += f" Not significantly different (p >= 0.05): {', '.join(name(r) for r in tied)}."

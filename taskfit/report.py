@@ -9,6 +9,7 @@ inline SVG and fills ``templates/report.html.j2``, so the file opens offline wit
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -754,7 +755,9 @@ def _front_names(table: Sequence[dict[str, Any]], key: str) -> set[str]:
 def default_path(data: ReportData, folder: Path) -> Path:
     """<folder>/<task>-<study>.html."""
     study = data.study.split(", ")[0] if data.study else time.strftime("%Y%m%d-%H%M%S")
-    return folder / f"{data.title}-{study}.html"
+    # task names are checked at load, but stored runs may predate that check: never leave the folder
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{data.title}-{study}").lstrip(".") or "report"
+    return folder / f"{name}.html"
 
 
 def write_report(targets: Sequence[str] = (), out: str | Path | None = None, *, workspace: Workspace) -> Path:

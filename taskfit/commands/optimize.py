@@ -14,10 +14,10 @@ from rich.text import Text
 from taskfit.commands import workspace
 from taskfit.errors import TaskfitError
 
-out = Console()
+out = Console(markup=False)  # prompts, names and model text are printed as given, never read as markup
 if not out.is_terminal:
-    out = Console(width=200)
-err = Console(stderr=True)
+    out = Console(width=200, markup=False)
+err = Console(stderr=True, markup=False)
 
 
 def _progress_line(event: dict) -> str | None:

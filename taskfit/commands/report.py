@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         from taskfit.report import write_report
 
         path = write_report(targets or [], out, workspace=workspace())
-        Console().print(f"report: {path}", highlight=False)
+        Console(markup=False).print(f"report: {path}", highlight=False)
 
     @app.command("judge-check")
     def judge_check(
@@ -151,4 +151,4 @@ def register(app: typer.Typer) -> None:
         table.add_row(f"flip rate ({cal.repeat})", f"{cal.flip_rate:.3f}")
         table.add_row("judged correct / gold correct", f"{cal.judge_positive:.2f} / {cal.human_positive:.2f}")
         table.add_row("unreadable verdicts", str(cal.unreadable))
-        Console().print(table)
+        Console(markup=False).print(table)
