@@ -30,14 +30,14 @@ def main() -> None:
     from conftest import serving
     from hf_server import HFServer
 
-    from taskfit import bundled, db
-    from taskfit.store import Store
+    from taskfit import bundled
     from taskfit.study import run_study
+    from taskfit.workspace import Workspace
 
     src = ROOT / "examples/sst2/task.yaml"
     config = yaml.safe_load(src.read_text())
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["TASKFIT_HOME"] = tmp
+        workspace = Workspace.open(Path(tmp) / "home")
         server = HFServer(bundled.smollm2_dir(), name="smollm2-135m")
         for split in ("train", "test"):
             config["data"][split] = str(src.parent / config["data"][split])
@@ -47,8 +47,8 @@ def main() -> None:
         path = Path(tmp) / "task.yaml"
         path.write_text(yaml.safe_dump(config))
         with serving(server.httpd):
-            _, rows = run_study(path)
-        store = Store(db.engine())  # where run_study stored the predictions
+            _, rows = run_study(path, workspace=workspace)
+        store = workspace.runs
         by = {r["model"]: r for r in rows}
         preds = {m: {p["example_id"]: p for p in store.predictions(by[m]["run_id"])} for m in by}
         local, served = preds["smollm2-135m"], preds["served"]

@@ -52,9 +52,7 @@ def test_completions_through_the_bundled_model_equal_the_hf_backend():
     _same_scores(bundled.smollm2_dir(), "HuggingFaceTB/SmolLM2-135M-Instruct", None)
 
 
-def test_two_lora_adapters_on_one_server_predict_as_in_process(tune_task, tiny_models, tmp_path):  # noqa: F811
-    from taskfit import db
-    from taskfit.store import Store
+def test_two_lora_adapters_on_one_server_predict_as_in_process(tune_task, tiny_models, workspace):  # noqa: F811
     from taskfit.study import prepare, run_study
     from taskfit.tuning.spec import TuneSpec
     from taskfit.tuning.tune import Job, tune
@@ -62,24 +60,24 @@ def test_two_lora_adapters_on_one_server_predict_as_in_process(tune_task, tiny_m
     path = tune_task()
     task, ds = prepare(path)
     recs = [tune(task, ds.split("train"), TuneSpec(method="lora", model=str(tiny_models["llama"]), max_steps=4,
-                                                   batch_size=8, lr=5e-2, seed=seed, forgetting=False))
+                                                   batch_size=8, lr=5e-2, seed=seed, forgetting=False), store=workspace.tunes)
             for seed in (1, 2)]
     row = Job.strategy_for(task, TuneSpec(**recs[0].spec)).label()
     names = [f"tuned:{r.id}" for r in recs]
-    _, in_process = run_study(path, strategy_names=[row], model_names=names)
+    _, in_process = run_study(path, workspace=workspace, strategy_names=[row], model_names=names)
 
     server = HFServer(tiny_models["llama"], name="tiny")
     config = yaml.safe_load(path.read_text())
     config["models"].append({"backend": "tuned", "serve_via": {"base_url": server.base_url}})
     path.write_text(yaml.safe_dump(config))
     with serving(server.httpd):
-        _, served = run_study(path, strategy_names=[row], model_names=names)
+        _, served = run_study(path, workspace=workspace, strategy_names=[row], model_names=names)
 
     # both adapters went to the one server, were scored under their own names, and were unloaded afterwards
     lora_names = [load["lora_name"] for load in server.loads]
     assert len(lora_names) == 2 and set(server.served) == set(lora_names) and sorted(server.unloads) == sorted(lora_names)
     assert {load["lora_path"] for load in server.loads} == {str((r.folder / "adapter").resolve()) for r in recs}
-    store = Store(db.engine())
+    store = workspace.runs
     by_model = lambda rows: {r["model"]: r for r in rows}  # noqa: E731
     local_rows, served_rows = by_model(in_process), by_model(served)
     per_adapter = []

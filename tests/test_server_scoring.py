@@ -177,22 +177,22 @@ SHAPES = {
 }
 
 
-def _study(make_task, server: FakeServer, **model: Any):
+def _study(make_task, workspace, server: FakeServer, **model: Any):
     from taskfit.study import run_study
 
     path = make_task(strategies=["zero_shot"],
                      models=[{"backend": "openai", "name": "srv", "base_url": server.base_url, "model": "m",
                               "max_retries": 0, **model}])
-    _, rows = run_study(path)
+    _, rows = run_study(path, workspace=workspace)
     return rows[0]
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_a_label_task_is_scored_by_the_path_the_server_offers(make_task, shape):
+def test_a_label_task_is_scored_by_the_path_the_server_offers(make_task, workspace, shape):
     features, expected = SHAPES[shape]
     server = FakeServer(**features)
     with serving(server.httpd):
-        row = _study(make_task, server)
+        row = _study(make_task, workspace, server)
     assert row["score_via"] == expected
     assert row["server"] == server.base_url
     assert row["score"] == 1.0  # every review carries a cue word the fake model follows
@@ -208,35 +208,35 @@ def test_a_label_task_is_scored_by_the_path_the_server_offers(make_task, shape):
         assert "completions: the completion has no log-probabilities" in row["score_via_reason"]
 
 
-def test_the_probe_runs_once_per_model_and_is_kept_in_the_cache(make_task):
+def test_the_probe_runs_once_per_model_and_is_kept_in_the_cache(make_task, workspace):
     server = FakeServer(chat_logprobs=True)
     with serving(server.httpd):
-        _study(make_task, server)
+        _study(make_task, workspace, server)
         first = dict(server.hits)
-        _study(make_task, server, concurrency=2)  # another run (new run key), same model
+        _study(make_task, workspace, server, concurrency=2)  # another run (new run key), same model
     # the first run probed (/tokenize for completions, then chat) and scored 8 reviews; the second found the probe
     # and the scores in the cache: not one request
     assert first == {"/tokenize": 1, "/v1/chat/completions": 1 + 8}
     assert server.hits == first
 
 
-def test_a_server_that_is_down_during_the_probe_is_not_remembered_as_unable(make_task):
+def test_a_server_that_is_down_during_the_probe_is_not_remembered_as_unable(make_task, workspace):
     server = FakeServer(chat_logprobs=True, fail_all=500)
     with serving(server.httpd):
-        row = _study(make_task, server)
+        row = _study(make_task, workspace, server)
         assert row["score_via"] == "generate" and "HTTP 500" in row["score_via_reason"]
         assert row["failed"] == 8  # generation failed too: recorded, not raised
         server.fail_all = None
-        row = _study(make_task, server, concurrency=2)
+        row = _study(make_task, workspace, server, concurrency=2)
     assert row["score_via"] == "chat_top_logprobs" and row["score"] == 1.0
 
 
-def test_score_via_in_the_task_file_overrides_the_probe(make_task):
+def test_score_via_in_the_task_file_overrides_the_probe(make_task, workspace):
     server = FakeServer(completions="token_logprobs", tokenize=True, chat_logprobs=True, choice="structured_outputs")
     with serving(server.httpd):
-        assert _study(make_task, server, score_via="choice")["score_via"] == "choice"
-        assert _study(make_task, server, score_via="generate")["score_via"] == "generate"
-        row = _study(make_task, server, score_via="chat_top_logprobs")
+        assert _study(make_task, workspace, server, score_via="choice")["score_via"] == "choice"
+        assert _study(make_task, workspace, server, score_via="generate")["score_via"] == "generate"
+        row = _study(make_task, workspace, server, score_via="chat_top_logprobs")
     assert row["score_via"] == "chat_top_logprobs" and row["score"] == 1.0
 
 
@@ -264,7 +264,7 @@ def test_chat_top_logprobs_reads_each_label_off_the_first_token():
     assert res.logprobs == [-1.0, -0.2, -3.0, -2.2, -4.0]
 
 
-def test_labels_sharing_a_first_token_fall_back_and_say_so(make_task):
+def test_labels_sharing_a_first_token_fall_back_and_say_so(make_task, workspace):
     server = FakeServer(chat_logprobs=True, choice="structured_outputs")
     with serving(server.httpd):
         from taskfit.study import run_study
@@ -272,40 +272,36 @@ def test_labels_sharing_a_first_token_fall_back_and_say_so(make_task):
         # without a tokenizer, a label that starts another label's text shares its first token
         path = make_task(strategies=["zero_shot"], label_aliases={"negative": ["positively not"]},
                          models=[{"backend": "openai", "name": "srv", "base_url": server.base_url, "model": "m"}])
-        _, rows = run_study(path)
+        _, rows = run_study(path, workspace=workspace)
     row = rows[0]
     assert row["score_via"] == "choice"
     assert "labels 'negative'/'positive' share their first token" in row["score_via_reason"]
 
 
 @pytest.mark.parametrize("shape", ["vllm", "ollama"])
-def test_calibration_works_with_the_paths_that_yield_scores(make_task, shape):
-    from taskfit import db
-    from taskfit.store import Store
+def test_calibration_works_with_the_paths_that_yield_scores(make_task, workspace, shape):
     from taskfit.study import run_study
 
     server = FakeServer(**SHAPES[shape][0])
     with serving(server.httpd):
         path = make_task(strategies=["zero_shot"], calibrate=True,
                          models=[{"backend": "openai", "name": "srv", "base_url": server.base_url, "model": "m"}])
-        _, rows = run_study(path)
-    preds = Store(db.engine()).predictions(rows[0]["run_id"])
+        _, rows = run_study(path, workspace=workspace)
+    preds = workspace.runs.predictions(rows[0]["run_id"])
     steps = [c["step"] for c in preds[0]["trace"]["calls"]]
     assert steps == ["score", "calibration"] and preds[0]["trace"]["details"]["calibrated"]
     assert rows[0]["score_via"] == SHAPES[shape][1] and rows[0]["score"] == 1.0
 
 
-def test_choice_is_a_decision_so_calibration_is_not_applied(make_task):
-    from taskfit import db
-    from taskfit.store import Store
+def test_choice_is_a_decision_so_calibration_is_not_applied(make_task, workspace):
     from taskfit.study import run_study
 
     server = FakeServer(choice="structured_outputs")
     with serving(server.httpd):
         path = make_task(strategies=["zero_shot"], calibrate=True,
                          models=[{"backend": "openai", "name": "srv", "base_url": server.base_url, "model": "m"}])
-        _, rows = run_study(path)
-    pred = Store(db.engine()).predictions(rows[0]["run_id"])[0]
+        _, rows = run_study(path, workspace=workspace)
+    pred = workspace.runs.predictions(rows[0]["run_id"])[0]
     assert [c["step"] for c in pred["trace"]["calls"]] == ["score"]
     assert math.isinf(min(pred["trace"]["calls"][0]["output"]))
 
