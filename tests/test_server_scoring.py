@@ -326,3 +326,13 @@ def test_the_model_entries_in_the_server_docs_are_valid():
             spec = ModelSpec.model_validate(entry)
             if spec.serve_via is not None:
                 assert serve_via(spec).base_url.startswith("http")
+
+
+def test_a_tuned_model_named_on_the_command_line_goes_to_the_task_s_adapter_server(make_task):
+    from taskfit.study import prepare, select_arms
+
+    server = {"base_url": "http://127.0.0.1:8000/v1", "concurrency": 16}
+    task, _ = prepare(make_task(strategies=["zero_shot"], models=["bundled", {"backend": "tuned", "serve_via": server}]))
+    assert [a.model.label() for a in select_arms(task, None, None)] == ["smollm2-135m"]  # the entry is no row
+    arm, = select_arms(task, None, ["tuned:ab12"])
+    assert (arm.model.backend, arm.model.path, arm.model.serve_via) == ("tuned", "tuned:ab12", server)
