@@ -5,7 +5,6 @@ lacking a path: the probe picks a path, falls back saying why, and never crashes
 from __future__ import annotations
 
 import json
-import math
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -15,6 +14,7 @@ from conftest import serving
 
 from taskfit.backends import ScoreRequest
 from taskfit.backends.openai import OpenAIBackend
+from taskfit.backends.server_scoring import NOT_CHOSEN
 from taskfit.taskfile import ModelSpec
 
 POSITIVE, NEGATIVE = ("great", "loved", "warm"), ("boring", "terrible", "mess", "dull")
@@ -303,7 +303,7 @@ def test_choice_is_a_decision_so_calibration_is_not_applied(make_task, workspace
         _, rows = run_study(path, workspace=workspace)
     pred = workspace.runs.predictions(rows[0]["run_id"])[0]
     assert [c["step"] for c in pred["trace"]["calls"]] == ["score"]
-    assert math.isinf(min(pred["trace"]["calls"][0]["output"]))
+    assert sorted(pred["trace"]["calls"][0]["output"]) == [NOT_CHOSEN] * 3 + [0.0]
 
 
 def test_the_model_entries_in_the_server_docs_are_valid():

@@ -10,7 +10,7 @@
   this way, so such a label set falls back to the next path.
 - ``choice``: decoding constrained to the label set (vLLM ``structured_outputs.choice`` or the older
   ``guided_choice``; OpenAI ``response_format`` with a JSON-schema enum). The chosen label scores 0 and the others
-  -inf: a decision, not scores, so contextual calibration does not apply.
+  ``NOT_CHOSEN``: a decision, not scores, so contextual calibration does not apply.
 
 The probe sends a few tiny requests and never raises: every path it rejects comes with the reason.
 """
@@ -18,7 +18,6 @@ The probe sends a few tiny requests and never raises: every path it rejects come
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,9 @@ from taskfit.backends import Message, ScoreRequest, ScoreResult
 from taskfit.errors import ModelCallError
 
 PATHS = ("completions", "chat_top_logprobs", "choice")
+# the score of a label not chosen, or of a spelling whose first token another spelling already counted: finite,
+# because stored traces are JSON and JSON (and the browser reading it) has no -inf
+NOT_CHOSEN = -1e4
 TOP_LOGPROBS = 20  # the most OpenAI returns per position
 CHOICE_FIELDS = ("structured_outputs", "guided_choice", "response_format")
 # labels no model writes unprompted: a reply that is one of them shows the server constrained the decoding
@@ -179,7 +181,7 @@ def score_top_logprobs(post: Post, model: str, req: ScoreRequest,
             starts = [t for t in tops if t and c.startswith(t)]
             tok = max(starts, key=len) if starts else None
         if tok is not None and tok in used:
-            out.append(-math.inf)  # another spelling already counted this token; counting it twice would inflate it
+            out.append(NOT_CHOSEN)  # another spelling already counted this token; counting it twice would inflate it
         else:
             out.append(tops.get(tok, floor) if tok is not None else floor)
             if tok is not None:
@@ -228,7 +230,7 @@ def colliding_labels(groups: dict[str, list[str]], first_token: Callable[[str], 
 
 
 def score_choice(post: Post, model: str, choice_field: str, req: ScoreRequest) -> ScoreResult:
-    """The label the server picks under constrained decoding scores 0, every other -inf."""
+    """The label the server picks under constrained decoding scores 0, every other ``NOT_CHOSEN``."""
     options = list(dict.fromkeys(c.strip() for c in req.continuations))
     body = {"model": model, "messages": [dict(m) for m in req.messages], "temperature": 0.0,
             "max_tokens": 16 + 2 * max(len(o) for o in options)}
@@ -242,7 +244,7 @@ def score_choice(post: Post, model: str, choice_field: str, req: ScoreRequest) -
     for c in req.continuations:
         hit = c.strip() == picked and not seen
         seen = seen or hit
-        out.append(0.0 if hit else -math.inf)
+        out.append(0.0 if hit else NOT_CHOSEN)
     usage = data.get("usage") or {}
     return ScoreResult(logprobs=out, token_counts=[1] * len(out), tokens_in=int(usage.get("prompt_tokens") or 0))
 
