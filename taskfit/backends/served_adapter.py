@@ -11,7 +11,6 @@ the server mounts taskfit's tuned-model folder.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +28,8 @@ class ServeVia(BaseModel):
     model_config = ConfigDict(extra="forbid")
     base_url: str = Field(description="The server's OpenAI-compatible URL, e.g. http://127.0.0.1:8000/v1.")
     api_key_env: str | None = Field(None, description="Environment variable holding the server's API key.")
+    headers_env: dict[str, str] = Field(
+        default_factory=dict, description="Extra request headers, each read from the environment variable named.")
     concurrency: int = Field(8, ge=1, description="Requests in flight at once.")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
     max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/timeouts.")
@@ -94,6 +95,7 @@ class ServedAdapter:
         self.via, self.lora_path = via, lora_path
         self.lora_name = f"taskfit-{tune_id}-{meta['weights_sha'][:8]}"
         inner = ModelSpec(backend="openai", base_url=via.base_url, model=self.lora_name, api_key_env=via.api_key_env,
+                          headers_env=via.headers_env,
                           concurrency=via.concurrency, timeout_s=via.timeout_s, max_retries=via.max_retries,
                           score_via=via.score_via, tokenizer=tokenizer, chat_template=bool(meta.get("chat_template", True)))
         self.inner = OpenAIBackend(inner)
@@ -101,8 +103,7 @@ class ServedAdapter:
         self.model_id = f"tuned:{tune_id}:{meta['weights_sha']}@{self.server}"
         self.inner.model_id = self.model_id  # cache identity: these weights on this server
         self.batch_size = self.inner.batch_size
-        key = os.environ.get(via.api_key_env) if via.api_key_env else None
-        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._headers = dict(self.inner._client.headers)  # the same credentials the inner backend checked and sends
         self._loaded = False
         self._load()
 
