@@ -202,6 +202,14 @@ def test_a_label_task_is_scored_by_the_path_the_server_offers(make_task, workspa
         assert "completions:" in row["score_via_reason"] and "HTTP 404" in row["score_via_reason"]
         assert "chat_top_logprobs: the chat reply has no logprobs" in row["score_via_reason"]
         assert "ignored" in row["score_via_reason"] or "not one of" in row["score_via_reason"]
+        from rich.console import Console
+
+        from taskfit.leaderboard import render
+
+        console = Console(width=300, record=True)
+        console.print(render([row]))
+        shown = " ".join(console.export_text().split())
+        assert f"generate on {server.base_url}" in shown and "srv: labels not scored on the server (completions:" in shown
     else:
         assert row["mode"] == "score" and row["parse_fail_rate"] == 0.0
     if shape == "completions_without_logprobs":
