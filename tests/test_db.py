@@ -138,3 +138,23 @@ def test_two_processes_writing_one_store_lose_nothing(store_url):
     mine = cache.get_many([f"{w}-{r}-{i}" for w in "ab" for r in range(RUNS_PER_WRITER) for i in range(3)])
     assert {k: v["texts"][0] for k, v in mine.items()} == {k: k[0] for k in mine} and len(mine) == 72
     eng.dispose()
+
+
+def test_tune_and_optimization_records_round_trip(store_workspace):
+    ws = store_workspace
+    fields = {"key": "k", "task_name": "t", "task_path": "t.yaml", "method": "lora", "objective": "sft",
+              "base_model": "bundled", "data_hash": "d", "seed": 0, "spec": {"rank": 8}, "versions": {}}
+    first = ws.tunes.create(**fields)
+    second = ws.tunes.create(**fields)
+    ws.tunes.update_result(first.id, {"train_time_s": 1.5}, status="done")
+    assert ws.tunes.by_key("k").id == first.id  # a finished model wins over a newer unfinished one
+    assert ws.tunes.get(second.id[:6]).status == "running" and ws.tunes.get(first.id).result == {"train_time_s": 1.5}
+    assert [t.id for t in ws.tunes.all()] == [second.id, first.id]
+    opt = ws.optimizations.create(status="searched", task_name="t", task_path="t.yaml", task_hash="h", data_hash="d",
+                                  model="m", model_id="m", budget=10, calls=3, calls_sent=2,
+                                  program={"base": "zero_shot"}, prompt="p", candidates=[{"key": "c0"}], report={},
+                                  config={}, versions={})
+    ws.optimizations.finish(opt.id, {"gap": 0.1})
+    got = ws.optimizations.get(opt.id[:5])
+    assert got.status == "complete" and got.report == {"gap": 0.1} and got.candidates == [{"key": "c0"}]
+    assert got.created == pytest.approx(opt.created, abs=1e-3)  # a full-precision timestamp on both databases
