@@ -172,8 +172,9 @@ MIGRATION_LOCK = 0x7461736B666974  # PostgreSQL advisory lock key held while mig
 
 def connect(url: str) -> Engine:
     """A migrated engine on the database at ``url`` (SQLite file or any SQLAlchemy URL)."""
-    eng = create_engine(url, future=True)
-    if eng.dialect.name == "sqlite":
+    sqlite = url.startswith("sqlite")
+    eng = create_engine(url, future=True, pool_pre_ping=not sqlite)  # a server may drop idle connections
+    if sqlite:
 
         @event.listens_for(eng, "connect")
         def _pragmas(conn, _record):  # WAL: readers never block the writer; survives kill -9 mid-write
