@@ -74,7 +74,8 @@ def register(app: typer.Typer) -> None:
             "epochs": epochs, "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "rank": rank,
             "alpha": alpha, "top_n": top_n, "train_limit": train_limit, "max_length": max_length, "seed": seed,
             "allow_fallback": allow_fallback or None, "device": device})
-        rec = run_tune(task_obj, dataset.split("train"), spec, store=workspace().tunes, log=lambda s: err.print(f"[dim]{s}[/dim]"),
+        rec = run_tune(task_obj, dataset.split("train"), spec, store=workspace().tunes,
+                       log=lambda s: err.print(f"[dim]{s}[/dim]"),
                        on_step=_step_printer(spec))
         print_tune(rec)
         if evaluate and rec.status == "done":
@@ -199,7 +200,8 @@ def _evaluate(task: str, rec, spec, limit: int | None) -> None:
     from taskfit.tuning.tune import Job
 
     row = Job.strategy_for(prepare(task)[0], spec)
-    _, table = run_study(task, workspace=workspace(), strategy_names=[row.label()], model_names=[f"tuned:{rec.id}"], limit=limit)
+    _, table = run_study(task, workspace=workspace(), strategy_names=[row.label()],
+                         model_names=[f"tuned:{rec.id}"], limit=limit)
     out.print(render(table, title=f"tuned:{rec.id} on the task's split"))
     out.print(json.dumps({"score": table[0]["score"], "ci": [table[0]["ci_low"], table[0]["ci_high"]],
                           "run_id": table[0]["run_id"]}))
