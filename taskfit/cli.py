@@ -75,7 +75,8 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
                 err.print(f"{name}: step {p['step']:.0f}, epoch {p['epoch']:.2f}, loss {p['loss']:.4f} "
                           f"({p['time_s']:.0f} s)", style="dim", highlight=False)
 
-        task_obj, table_rows = run_study(task, workspace=workspace(), strategy_names=strategy, model_names=model, split=split, limit=limit,
+        task_obj, table_rows = run_study(task, workspace=workspace(), strategy_names=strategy, model_names=model,
+                                         split=split, limit=limit,
                                          progress=on_progress, with_tuning=with_tuning, train_limit=train_limit,
                                          log=lambda m: err.print(m, style="dim", highlight=False),
                                          on_step=on_step)

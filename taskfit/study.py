@@ -81,7 +81,8 @@ def tuned_arms(task: Task, dataset: Dataset, *, workspace: Workspace, train_limi
     return arms
 
 
-def run_study(task_path: str | Path, *, workspace: Workspace, strategy_names: list[str] | None = None, model_names: list[str] | None = None,
+def run_study(task_path: str | Path, *, workspace: Workspace, strategy_names: list[str] | None = None,
+              model_names: list[str] | None = None,
               split: str | None = None, limit: int | None = None, progress: ProgressFn | None = None,
               with_tuning: bool = False, train_limit: int | None = None, log: Callable[[str], None] = lambda s: None,
               on_step: Callable[[str, dict[str, float]], None] | None = None,
