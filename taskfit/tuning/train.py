@@ -63,6 +63,7 @@ class TrainResult:
     resumed_from: int = 0
     processes: int = 1
     state_dict: dict[str, Any] | None = None  # the gathered weights, when sharded across processes
+    cpu_time_s: float = 0.0  # this process's CPU time while training (steadier than wall time on a shared CPU)
 
 
     @property
@@ -318,6 +319,7 @@ def train(model: torch.nn.Module, rows: list[TrainRow], cfg: TrainConfig, *, pad
 
     with PeakMemory(device) as mem:
         t0 = time.perf_counter() - state["time"]
+        c0 = time.process_time()
         orders: dict[int, list[list[int]]] = {}
         step_loss = torch.zeros((), device=device)
         micro = 0
@@ -368,13 +370,14 @@ def train(model: torch.nn.Module, rows: list[TrainRow], cfg: TrainConfig, *, pad
                 break
         flush()
         elapsed = time.perf_counter() - t0
+        cpu_s = time.process_time() - c0
     gathered = acc.get_state_dict(model) if sharded else None
     # the caller's model again: without the DDP wrapper and the autocast that ``prepare`` put on its forward
     acc.unwrap_model(model, keep_fp32_wrapper=False).eval()
     return TrainResult(steps=state["step"], epochs=state["batch"] / per_epoch, train_time_s=elapsed,
                        tokens=state["tokens"], padded_tokens=state["padded"], peak_mem_mb=mem.peak_mb,
                        mem_growth_mb=mem.growth_mb, curve=state["curve"], resumed_from=resumed_from,
-                       processes=world, state_dict=gathered)
+                       processes=world, state_dict=gathered, cpu_time_s=cpu_s)
 
 
 def _rng_state() -> dict[str, Any]:

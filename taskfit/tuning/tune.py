@@ -201,7 +201,7 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore,
     result.update({
         "method": spec.method, "method_used": job.method_name, "fallback": job.fallback,
         "objective": spec.objective, "base_model": spec.model, "device": job.device.type,
-        "train_time_s": res.train_time_s, "peak_mem_mb": res.peak_mem_mb, "mem_growth_mb": res.mem_growth_mb,
+        "train_time_s": res.train_time_s, "train_cpu_s": res.cpu_time_s, "peak_mem_mb": res.peak_mem_mb, "mem_growth_mb": res.mem_growth_mb,
         "tokens": res.tokens,
         "padded_tokens": res.padded_tokens, "tokens_per_s": res.tokens_per_s, "epochs": res.epochs,
         "trainable_params": trainable, "total_params": total, "trainable_pct": 100 * trainable / total,
