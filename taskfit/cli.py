@@ -73,6 +73,10 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
         return
     out.print(render(table_rows, title=f"{title}: {task_obj.config.name} ({table_rows[0]['metric'] if table_rows else ''})"))
     out.print(verdict(table_rows), highlight=False)
+    if any(r.get("distill") for r in table_rows):
+        from taskfit.distill.board import render as render_students
+
+        out.print(render_students(table_rows))
     if report:  # the main job ends with the decision report
         from taskfit.report import write_report
 

@@ -84,7 +84,19 @@ def run_study(task_path: str | Path, *, strategy_names: list[str] | None = None,
         arms += tuned_arms(task, dataset, train_limit=train_limit, log=log, on_step=on_step)
     eng = db.engine()
     store = Store(eng)
+    if with_tuning and task.config.distill:
+        from taskfit.distill.student import distilled_arms
+        from taskfit.tuning.store import TuneStore
+
+        arms += distilled_arms(task, dataset, arms, store=store, cache=CallCache(eng), tunes=TuneStore(eng),
+                               train_limit=train_limit, log=log, on_step=on_step)
     limit = task.config.limit if limit is None else (limit or None)  # --limit 0: every row
     records = evaluate(task, dataset, arms, split=split or task.config.split, limit=limit,
                        store=store, cache=CallCache(eng), progress=progress)
-    return task, rows(store, records)
+    table = rows(store, records)
+    if task.config.distill:
+        from taskfit.distill.board import annotate
+        from taskfit.tuning.store import TuneStore
+
+        annotate(table, store, TuneStore(eng))
+    return task, table

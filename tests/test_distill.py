@@ -1,0 +1,167 @@
+"""Distillation: a scripted (or loopback OpenAI) teacher labels, a tiny encoder student learns its labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REVIEWS, write_jsonl
+from test_tuning import tiny_models  # noqa: F401  (session fixture: a 2-layer BERT and Llama built in code)
+
+from taskfit.errors import TaskfitError
+
+# the teacher: right on "great"/"terrible", and wrong on purpose on "boring" (says positive), so its labels
+# differ from the gold ones and a student that learns them can be told apart from one that learns gold
+SCRIPT = {"scores": {"great": {"positive": -0.1, "negative": -3.0}, "terrible": {"positive": -3.0, "negative": -0.2},
+                     "boring": {"positive": -0.1, "negative": -4.0}, "loved": {"positive": -0.1, "negative": -3.0}},
+          "default": "hmm"}
+
+
+@pytest.fixture
+def distill_task(tmp_path, tiny_models):  # noqa: F811
+    def _make(distill=None, n_train: int = 16, unlabeled: int = 0, models=None, **extra) -> Path:
+        rows = [{"id": f"r{i}", "text": t, "label": y} for i, (t, y) in enumerate(REVIEWS)]
+        train = [{"id": f"t{i}", "text": REVIEWS[i % 8][0] + f" ({i})", "label": REVIEWS[i % 8][1]}
+                 for i in range(n_train)]
+        write_jsonl(tmp_path / "data" / "test.jsonl", rows)
+        write_jsonl(tmp_path / "data" / "train.jsonl", train)
+        data = {"train": "data/train.jsonl", "test": "data/test.jsonl"}
+        if unlabeled:
+            write_jsonl(tmp_path / "data" / "unlabeled.jsonl",
+                        [{"id": f"u{i}", "text": REVIEWS[i % 8][0] + f" [{i}]"} for i in range(unlabeled)])
+            data["unlabeled"] = "data/unlabeled.jsonl"
+        config = {"name": "tiny", "data": data, "inputs": ["text"], "output": "label",
+                  "labels": ["negative", "positive"], "metrics": ["accuracy"],
+                  "prompt": {"instruction": "Positive or negative?", "input_template": "Review: {{ text }}"},
+                  "strategies": ["zero_shot"],
+                  "models": models or [{"backend": "scripted", "name": "teacher", "script": SCRIPT,
+                                        "price_in_per_1m": 2.0}],
+                  "tuning": [{"name": "bert+full", "method": "full", "objective": "classify",
+                              "model": str(tiny_models["bert"]), "epochs": 2, "forgetting": False, "batch_size": 4}],
+                  "distill": distill or [], **extra}
+        path = tmp_path / "task.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+    return _make
+
+
+def _workspace(tmp_path):
+    from taskfit.workspace import Workspace
+
+    return Workspace.open(tmp_path / "home")
+
+
+def _teacher(task_path):
+    from taskfit.distill.label import parse_teacher
+    from taskfit.runner import BackendPool
+    from taskfit.study import prepare
+
+    task, ds = prepare(task_path)
+    arm = parse_teacher(task, "zero_shot@teacher")
+    return task, ds, arm, BackendPool().get(arm.model)
+
+
+def test_teacher_and_student_are_checked_at_load(distill_task):
+    from taskfit.study import prepare
+
+    with pytest.raises(TaskfitError, match=r"distill\.0\.teacher.*<strategy>@<model>"):
+        prepare(distill_task([{"teacher": "zero_shot", "student": "bert+full"}]))
+    from taskfit.distill.student import student_spec
+
+    task, _ = prepare(distill_task())
+    with pytest.raises(TaskfitError, match="not a row of the task file's tuning list"):
+        student_spec(task, "nope")
+    assert student_spec(task, "0").label() == "bert+full"
+
+
+def test_labels_are_the_teachers_answers_and_the_estimate_is_the_spend(distill_task, tmp_path):
+    from taskfit.distill.label import estimate, label
+
+    task, ds, arm, backend = _teacher(distill_task(n_train=16, unlabeled=5))
+    from taskfit.distill.label import load_unlabeled
+
+    rows = ds.split("train") + load_unlabeled(task)
+    ws = _workspace(tmp_path)
+    est = estimate(task, arm, rows, backend=backend, cache=ws.cache, demos=ds.split("train"))
+    assert est.calls == 21 and est.cached == 0 and est.rows == 21
+    out = label(task, arm, rows, backend=backend, store=ws.runs, cache=ws.cache, demos=ds.split("train"))
+    assert out.cost.calls == est.calls == len(backend.requests)
+    answers = {ex.id: ex.target for ex in out.examples}
+    assert answers["t1"] == "positive"  # "boring and far too long": the teacher's (wrong) answer, not gold
+    assert answers["u3"] == "negative" and "u3" in answers  # an unlabeled row gets the teacher's label
+    # scripted tokens are the prompt's words; the cost is those tokens at the model's input price
+    assert out.cost.tokens_in > 0 and out.cost.dollars == pytest.approx(out.cost.tokens_in * 2.0 / 1e6)
+    # a rerun reads the stored run and the cache: no new call reaches the model
+    sent = len(backend.requests)
+    again = label(task, arm, rows, backend=backend, store=ws.runs, cache=ws.cache, demos=ds.split("train"))
+    assert len(backend.requests) == sent and again.run_id == out.run_id and again.cost == out.cost
+    assert estimate(task, arm, rows, backend=backend, cache=ws.cache, demos=ds.split("train")).cached == 21
+
+
+@pytest.mark.parametrize("budget,n", [("7", 7), ("$0.001", None)])
+def test_the_budget_stops_labelling_before_it_is_passed(distill_task, tmp_path, budget, n):
+    from taskfit.commands.distill import parse_budget
+    from taskfit.distill.label import affordable, estimate, label
+
+    task, ds, arm, backend = _teacher(distill_task(n_train=16))
+    ws = _workspace(tmp_path)
+    b = parse_budget(budget)
+    est = estimate(task, arm, ds.split("train"), backend=backend, cache=ws.cache, demos=[])
+    fit = affordable(est, b)
+    assert 0 < fit < 16 and (n is None or fit == n)
+    out = label(task, arm, ds.split("train"), backend=backend, store=ws.runs, cache=ws.cache, demos=[], budget=b)
+    assert out.stopped and out.cost.rows == fit == len(backend.requests)
+    if b.dollars:
+        assert out.cost.dollars <= b.dollars
+    with pytest.raises(TaskfitError, match="--budget"):
+        parse_budget("lots")
+
+
+def test_distilled_student_on_the_leaderboard(distill_task):
+    """`taskfit run` with a `distill:` entry: the teacher, the student of its labels, the gold student."""
+    from taskfit.study import run_study
+    from taskfit.tuning.store import TuneStore
+
+    path = distill_task([{"teacher": "zero_shot@teacher", "student": "bert+full"}], n_train=16, unlabeled=4)
+    _, table = run_study(path, with_tuning=True)
+    by_model = {r["model"]: r for r in table}
+    assert set(by_model) == {"teacher", "bert+full", "bert+full~zero_shot@teacher"}
+    student = by_model["bert+full~zero_shot@teacher"]
+    d = student["distill"]
+    assert d["teacher"] == "zero_shot@teacher" and d["rows"] == {"train": 16, "unlabeled": 4, "synthetic": 0}
+    assert d["labelling"]["calls"] == 20 and d["labelling"]["dollars"] > 0
+    # the gold student of the same 16 train rows is the task's own tuning row (same data, same spec)
+    assert d["gold_row"] == "bert+full" and d["gold_score"] == by_model["bert+full"]["score"]
+    # the teacher says positive for the 2 "boring" rows of 16: 14/16 of its train labels are right
+    assert d["teacher_train_accuracy"] == pytest.approx(14 / 16)
+    # agreement recomputed from the stored answers of both runs
+    from taskfit.db import engine
+    from taskfit.store import Store
+
+    store = Store(engine())
+    mine = {p["example_id"]: p["answer"] for p in store.predictions(student["run_id"])}
+    theirs = {p["example_id"]: p["answer"] for p in store.predictions(by_model["teacher"]["run_id"])}
+    assert d["agreement"] == pytest.approx(sum(mine[k] == theirs[k] for k in mine) / len(mine))
+    assert 0 <= d["p_vs_teacher"] <= 1
+    # the student trained on the teacher's labels, not the gold ones: its training rows differ
+    rec = TuneStore(engine()).get(student["tune"]["id"])
+    gold = TuneStore(engine()).get(by_model["bert+full"]["tune"]["id"])
+    assert rec.data_hash != gold.data_hash and rec.result["rows"] == 20
+
+
+def test_distill_command_dry_run_calls_no_model(distill_task, tmp_path):
+    from typer.testing import CliRunner
+
+    from taskfit.cli import app
+
+    log = tmp_path / "calls.txt"
+    script = {**SCRIPT, "call_log": str(log)}
+    path = distill_task(n_train=16, models=[{"backend": "scripted", "name": "teacher", "script": script}])
+    res = CliRunner().invoke(app, ["distill", str(path), "--teacher", "zero_shot@teacher", "--student", "bert+full",
+                                   "--dry-run", "--budget", "10"])
+    assert res.exit_code == 0, res.output
+    assert "16 rows (16 train, 0 unlabeled): 16 calls (0 already cached)" in res.output
+    assert "the budget affords 10 of the 16 rows" in res.output
+    assert not log.exists()
