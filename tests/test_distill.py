@@ -165,3 +165,68 @@ def test_distill_command_dry_run_calls_no_model(distill_task, tmp_path):
     assert "16 rows (16 train, 0 unlabeled): 16 calls (0 already cached)" in res.output
     assert "the budget affords 10 of the 16 rows" in res.output
     assert not log.exists()
+
+
+class _SentimentServer:
+    """An OpenAI-compatible chat server on loopback: 'positive' when the review says great or loved, else
+    'negative'; every reply reports 12 prompt tokens and 1 completion token."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests += 1
+                text = body["messages"][-1]["content"]
+                reply = "positive" if ("great" in text or "loved" in text) else "negative"
+                data = json.dumps({"id": "x", "object": "chat.completion", "model": body["model"],
+                                   "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
+                                                "finish_reason": "stop"}],
+                                   "usage": {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.requests = 0
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+
+def test_openai_teacher_end_to_end_with_token_prices(distill_task):
+    from conftest import serving
+    from typer.testing import CliRunner
+
+    from taskfit.cli import app
+
+    server = _SentimentServer()
+    models = [{"backend": "openai", "name": "big", "base_url": server.base_url, "model": "big-model",
+               "price_in_per_1m": 3.0, "price_out_per_1m": 15.0}]
+    path = distill_task(n_train=16, unlabeled=4, models=models)
+    with serving(server.httpd):
+        res = CliRunner().invoke(app, ["distill", str(path), "--teacher", "zero_shot@big", "--student", "bert+full",
+                                       "--json"])
+        assert res.exit_code == 0, res.output
+        table = json.loads(res.stdout[res.stdout.index("["):])
+        sent = server.requests
+        # a second run is answered by the call cache and the stored models
+        res2 = CliRunner().invoke(app, ["distill", str(path), "--teacher", "zero_shot@big", "--student", "bert+full",
+                                        "--json"])
+        assert res2.exit_code == 0 and server.requests == sent
+    by_model = {r["model"]: r for r in table}
+    assert set(by_model) == {"big", "bert+full~zero_shot@big", "bert+full~gold"}
+    lab = by_model["bert+full~zero_shot@big"]["distill"]["labelling"]
+    # 20 rows labelled (16 train + 4 unlabeled), one call each, priced at the configured rates
+    assert lab == {"calls": 20, "tokens_in": 240, "tokens_out": 20, "rows": 20,
+                   "dollars": pytest.approx((240 * 3.0 + 20 * 15.0) / 1e6)}
+    assert sent == 20 + 8  # the labels, then the teacher on the 8 test rows
+    assert by_model["bert+full~zero_shot@big"]["distill"]["gold_row"] == "bert+full~gold"
