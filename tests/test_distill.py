@@ -124,14 +124,19 @@ def test_distilled_student_on_the_leaderboard(distill_task):
     from taskfit.study import run_study
     from taskfit.tuning.store import TuneStore
 
-    path = distill_task([{"teacher": "zero_shot@teacher", "student": "bert+full"}], n_train=16, unlabeled=4)
+    # the teacher's model writes the same new review for every request: one synthetic input survives dedup
+    script = {**SCRIPT, "replies": {"Example 1": "a great new film"}}
+    path = distill_task([{"teacher": "zero_shot@teacher", "student": "bert+full", "synthetic": {"n": 2}}],
+                        n_train=16, unlabeled=4,
+                        models=[{"backend": "scripted", "name": "teacher", "script": script, "price_in_per_1m": 2.0}])
     _, table = run_study(path, with_tuning=True)
     by_model = {r["model"]: r for r in table}
     assert set(by_model) == {"teacher", "bert+full", "bert+full~zero_shot@teacher"}
     student = by_model["bert+full~zero_shot@teacher"]
     d = student["distill"]
-    assert d["teacher"] == "zero_shot@teacher" and d["rows"] == {"train": 16, "unlabeled": 4, "synthetic": 0}
-    assert d["labelling"]["calls"] == 20 and d["labelling"]["dollars"] > 0
+    assert d["teacher"] == "zero_shot@teacher" and d["rows"] == {"train": 16, "unlabeled": 4, "synthetic": 1}
+    # 21 rows labelled, and 6 requests (3 per wanted input) to write inputs, all but one of them duplicates
+    assert d["labelling"]["calls"] == 21 + 6 and d["labelling"]["dollars"] > 0
     # the gold student of the same 16 train rows is the task's own tuning row (same data, same spec)
     assert d["gold_row"] == "bert+full" and d["gold_score"] == by_model["bert+full"]["score"]
     # the teacher says positive for the 2 "boring" rows of 16: 14/16 of its train labels are right
@@ -148,7 +153,7 @@ def test_distilled_student_on_the_leaderboard(distill_task):
     # the student trained on the teacher's labels, not the gold ones: its training rows differ
     rec = TuneStore(engine()).get(student["tune"]["id"])
     gold = TuneStore(engine()).get(by_model["bert+full"]["tune"]["id"])
-    assert rec.data_hash != gold.data_hash and rec.result["rows"] == 20
+    assert rec.data_hash != gold.data_hash and rec.result["rows"] == 21
 
 
 def test_distill_command_dry_run_calls_no_model(distill_task, tmp_path):
@@ -230,3 +235,28 @@ def test_openai_teacher_end_to_end_with_token_prices(distill_task):
                    "dollars": pytest.approx((240 * 3.0 + 20 * 15.0) / 1e6)}
     assert sent == 20 + 8  # the labels, then the teacher on the 8 test rows
     assert by_model["bert+full~zero_shot@big"]["distill"]["gold_row"] == "bert+full~gold"
+
+
+def test_synthetic_inputs_are_seeded_new_and_never_show_test_rows(distill_task, tmp_path):
+    from taskfit.backends.scripted import ScriptedBackend
+    from taskfit.distill.spec import SyntheticSpec
+    from taskfit.distill.synthetic import synthesize
+
+    task, ds, arm, _ = _teacher(distill_task(n_train=16))
+    replies = iter([REVIEWS[0][0] + " (0)", REVIEWS[3][0],  # a train input, a test input: both dropped
+                    "a great new film", "a great new film", "A GREAT  new film",  # one survives
+                    "a terrible new film"])
+    backend = ScriptedBackend({}, reply=lambda r: next(replies))
+    ws = _workspace(tmp_path)
+    spec = SyntheticSpec(n=2, seed=3)
+    made, cost = synthesize(task, ds, spec, teacher=arm, backend=backend, cache=ws.cache)
+    assert [ex.fields["text"] for ex in made] == ["a great new film", "a terrible new film"]
+    assert cost.calls == 6 == len(backend.requests)
+    prompts = ["\n".join(m["content"] for m in r.messages) for r in backend.requests]
+    shown = [line for p in prompts for line in p.splitlines()]
+    assert not {ex.fields["text"] for ex in ds.split("test")} & set(shown)
+    assert all(p.count(" (") == 4 for p in prompts)  # each shows 4 train inputs ("... (i)")
+    # the same seed makes the same requests: a rerun is answered by the call cache
+    again, _ = synthesize(task, ds, spec, teacher=arm, backend=ScriptedBackend({}, reply=lambda r: 1 / 0),
+                          cache=ws.cache)
+    assert again == made

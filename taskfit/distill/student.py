@@ -70,11 +70,13 @@ def distill(task: Task, dataset: Dataset, spec: DistillSpec, *, store: Store, ca
     train = list(dataset.splits.get("train", []))[: min(limits) if limits else None]
     unlabeled = load_unlabeled(task)[: spec.unlabeled_limit] if spec.unlabeled else []
     rows = train + unlabeled
+    writing = None  # what writing the synthetic inputs cost (part of the labelling cost)
     if spec.synthetic:
         from taskfit.distill.synthetic import synthesize
 
-        rows += synthesize(task, dataset, spec.synthetic, teacher=teacher, backend=pool.get(teacher.model),
-                           cache=cache, log=log)
+        written, writing = synthesize(task, dataset, spec.synthetic, teacher=teacher,
+                                      backend=pool.get(teacher.model), cache=cache, log=log)
+        rows += written
     if not rows:
         raise TaskfitError("nothing for the teacher to label: the task has no train rows and no `data.unlabeled`",
                            file=str(task.path), field="data.train")
@@ -108,8 +110,12 @@ def distill(task: Task, dataset: Dataset, spec: DistillSpec, *, store: Store, ca
         gold = Arm(row, ModelSpec(backend="tuned", path=f"tuned:{gold_rec.id}", name=gspec.label()))
     gold_by_id = {ex.id: ex.target for ex in with_gold}
     agree = [ex.target == gold_by_id[ex.id] for ex in labelled.examples if ex.id in gold_by_id]
+    cost = labelled.cost.as_dict()
+    if writing:
+        for k in ("calls", "tokens_in", "tokens_out", "dollars"):
+            cost[k] += getattr(writing, k)
     info = {"teacher": spec.teacher, "teacher_row": teacher.name, "labels_run": labelled.run_id,
-            "labelling": labelled.cost.as_dict(), "rows": {"train": len(train), "unlabeled": len(unlabeled),
+            "labelling": cost, "rows": {"train": len(train), "unlabeled": len(unlabeled),
                                                            "synthetic": len(rows) - len(train) - len(unlabeled)},
             "unanswered": labelled.unanswered, "stopped": labelled.stopped, "rationale": spec.rationale,
             "teacher_train_accuracy": sum(agree) / len(agree) if agree else None,
