@@ -38,13 +38,22 @@ def distill_task(tmp_path, tiny_models):  # noqa: F811
                   "strategies": ["zero_shot"],
                   "models": models or [{"backend": "scripted", "name": "teacher", "script": SCRIPT,
                                         "price_in_per_1m": 2.0}],
-                  "tuning": [{"name": "bert+full", "method": "full", "objective": "classify",
-                              "model": str(tiny_models["bert"]), "epochs": 2, "forgetting": False, "batch_size": 4}],
+                  "tuning": extra.pop("tuning") if "tuning" in extra else [_bert_row(tiny_models)],
                   "distill": distill or [], **extra}
         path = tmp_path / "task.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
     return _make
+
+
+def _bert_row(tiny: dict) -> dict:
+    return {"name": "bert+full", "method": "full", "objective": "classify", "model": str(tiny["bert"]),
+            "epochs": 2, "forgetting": False, "batch_size": 4}
+
+
+def _llama_row(tiny: dict) -> dict:
+    return {"name": "llama+lora", "method": "lora", "objective": "sft", "max_steps": 2,
+            "model": str(tiny["llama"]), "forgetting": False, "batch_size": 4}
 
 
 def _workspace(tmp_path):
@@ -260,3 +269,68 @@ def test_synthetic_inputs_are_seeded_new_and_never_show_test_rows(distill_task, 
     again, _ = synthesize(task, ds, spec, teacher=arm, backend=ScriptedBackend({}, reply=lambda r: 1 / 0),
                           cache=ws.cache)
     assert again == made
+
+
+def test_rationale_student_learns_the_reasoning_then_the_answer(distill_task, tmp_path, tiny_models):  # noqa: F811
+    from taskfit.distill.spec import DistillSpec
+    from taskfit.distill.student import distill
+    from taskfit.runner import evaluate
+    from taskfit.study import prepare
+
+    script = {**SCRIPT, "replies": {"great": "The review praises the film.", "terrible": "The review is harsh."}}
+    path = distill_task(n_train=8, models=[{"backend": "scripted", "name": "teacher", "script": script}],
+                        strategies=["zero_shot", "zero_shot_cot"], tuning=[_bert_row(tiny_models), _llama_row(tiny_models)],
+                        prompt={"instruction": "Positive or negative?", "input_template": "Review: {{ text }}",
+                                "response_prefix": "Sentiment:"})
+    task, ds = prepare(path)
+    ws = _workspace(tmp_path)
+    kw = {"store": ws.runs, "cache": ws.cache, "tunes": ws.tunes}
+    with pytest.raises(TaskfitError, match="needs an sft student"):
+        distill(task, ds, DistillSpec(teacher="zero_shot_cot@teacher", student="bert+full", rationale=True), **kw)
+    with pytest.raises(TaskfitError, match="needs a reasoning teacher"):
+        distill(task, ds, DistillSpec(teacher="zero_shot@teacher", student="llama+lora", rationale=True), **kw)
+    d = distill(task, ds, DistillSpec(teacher="zero_shot_cot@teacher", student="llama+lora", rationale=True,
+                                      gold=False), **kw)
+    rendered = json.loads((d.student_record.folder / "template.json").read_text())["rendered_row"]
+    # the first train row ("a great and moving film (0)"): the teacher's reasoning, then its answer
+    assert "The review praises the film.\nThe answer is positive." in rendered
+    assert "Sentiment:" not in rendered and d.student.strategy.name == "rationale"
+    [rec] = evaluate(task, ds, [d.student], split="test", limit=2, store=ws.runs, cache=ws.cache)
+    assert rec.status == "complete" and len(ws.runs.predictions(rec.id)) == 2
+
+
+def test_each_step_of_a_chain_has_its_own_student_and_the_chain_runs_on_them(distill_task, tiny_models):  # noqa: F811
+    from sqlalchemy import text
+
+    from taskfit.db import engine
+    from taskfit.study import run_study
+    from taskfit.tuning.store import TuneStore
+
+    chain = {"name": "chain", "id": "two_step", "steps": [
+        {"name": "gist", "prompt": "Summarize: {{ text }}", "max_tokens": 8},
+        {"name": "verdict", "prompt": "Gist: {{ steps.gist }}\nPositive or negative?", "max_tokens": 4}]}
+    script = {"replies": {"Gist: good": "positive", "Gist: bad": "negative", "great": "good", "loved": "good"},
+              "default": "bad"}
+    student = _llama_row(tiny_models)
+    path = distill_task([{"teacher": "two_step@teacher", "student": student, "per_step": True, "gold": False}],
+                        n_train=8, strategies=[chain], tuning=[],
+                        models=[{"backend": "scripted", "name": "teacher", "script": script}])
+    _, table = run_study(path, with_tuning=True, limit=4)
+    by_strategy = {r["strategy"]: r for r in table}
+    students = by_strategy["two_step~students"]
+    assert students["model"] == "llama+lora~two_step@teacher" and by_strategy["two_step"]["score"] == 1.0
+    d = students["distill"]
+    assert d["teacher"] == "two_step@teacher" and d["labelling"]["calls"] == 16  # 8 rows x 2 steps
+    assert d["agreement"] is not None and students["n"] == 4
+    tunes = TuneStore(engine())
+    ids = tunes.get(students["tune"]["id"]).result["distill"]["step_tunes"]
+    rendered = {k: json.loads((tunes.get(v).folder / "template.json").read_text())["rendered_row"]
+                for k, v in ids.items()}
+    # step 1 learns the teacher's gist of the row; step 2 its verdict, given the teacher's gist
+    assert "Summarize: a great and moving film (0)" in rendered["gist"] and "good" in rendered["gist"]
+    assert "Gist: good" in rendered["verdict"] and "positive" in rendered["verdict"]
+    # the chain's two steps were answered by the two students (calls cached under each one's model id)
+    with engine().connect() as c:
+        used = {r[0].split(":")[1] for r in c.execute(text("SELECT DISTINCT model_id FROM calls"))
+                if r[0].startswith("tuned:")}
+    assert used == set(ids.values())

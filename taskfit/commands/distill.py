@@ -49,6 +49,8 @@ def register(app: typer.Typer) -> None:
                                                       "the train inputs, and labels them.")] = None,
         rationale: Annotated[bool, typer.Option(help="An sft student learns the reasoning teacher's whole reply.")
                              ] = False,
+        per_step: Annotated[bool, typer.Option(help="A chain teacher: one student per step; the chain then runs "
+                                               "on the students.")] = False,
         gold: Annotated[bool, typer.Option(help="Also train the student on the gold labels, for comparison.")] = True,
         budget: Annotated[str | None, typer.Option(help="Most the teacher may spend: calls (500) or dollars "
                                                    "($2.50).")] = None,
@@ -67,7 +69,7 @@ def register(app: typer.Typer) -> None:
 
         spec = DistillSpec(teacher=teacher, student=student, train_limit=train_limit, unlabeled=unlabeled,
                            synthetic=SyntheticSpec(n=synthetic, seed=seed) if synthetic else None,
-                           rationale=rationale, gold=gold, name=name)
+                           rationale=rationale, per_step=per_step, gold=gold, name=name)
         ws = Workspace.default()
         task_obj, dataset = prepare(task)
         if dry_run:

@@ -66,6 +66,7 @@ class Labelled:
 
     examples: list[Example]
     outputs: dict[str, str]
+    rationales: dict[str, str]  # reasoning teachers: the reasoning before the answer, by row id
     run_id: str
     cost: LabellingCost
     unanswered: int  # rows the teacher failed on or whose reply did not parse (left out)
@@ -231,10 +232,10 @@ def label(task: Task, arm: Arm, rows: list[Example], *, backend: Backend, store:
 
 def _collect(store: Store, run_id: str, arm: Arm, rows: list[Example], stopped: str | None) -> Labelled:
     by_id = {ex.id: ex for ex in rows}
-    examples, outputs = [], {}
+    examples, outputs, rationales = [], {}, {}
     cost = LabellingCost()
     unanswered = 0
-    for p in store.predictions(run_id, with_trace=False):
+    for p in store.predictions(run_id):
         ex = by_id.get(p["example_id"])
         if ex is None:
             continue
@@ -246,13 +247,23 @@ def _collect(store: Store, run_id: str, arm: Arm, rows: list[Example], stopped: 
             unanswered += 1
             continue
         outputs[ex.id] = p["output"]
+        reasoning = ((p.get("trace") or {}).get("details") or {}).get("reasoning") or p["output"]
+        rationales[ex.id] = reasoning_before_answer(reasoning)
         examples.append(Example(id=ex.id, fields=ex.fields, target=p["answer"], answers=(p["answer"],),
                                 source=ex.source))
     cost.dollars = _dollars(arm, cost.tokens_in, cost.tokens_out)
     order = {ex.id: i for i, ex in enumerate(rows)}
     examples.sort(key=lambda e: order[e.id])
-    return Labelled(examples=examples, outputs=outputs, run_id=run_id, cost=cost, unanswered=unanswered,
-                    stopped=stopped)
+    return Labelled(examples=examples, outputs=outputs, rationales=rationales, run_id=run_id, cost=cost,
+                    unanswered=unanswered, stopped=stopped)
+
+
+def reasoning_before_answer(text: str) -> str:
+    """A reasoning reply without the sentence that states its answer ("The answer is ...", "#### ...")."""
+    from taskfit.answering import _FINAL
+
+    matches = list(_FINAL.finditer(text))
+    return (text[: matches[-1].start()] if matches else text).strip()
 
 
 def _spent(store: Store, run_id: str, arm: Arm) -> LabellingCost:

@@ -21,6 +21,7 @@ from taskfit.tuning.spec import TuneSpec
 from taskfit.tuning.store import TuneRecord, TuneStore
 
 Log = Callable[[str], None]
+REASONING = ("cot", "zero_shot_cot", "self_consistency")  # teachers whose replies carry reasoning
 
 
 @dataclass
@@ -66,6 +67,9 @@ def distill(task: Task, dataset: Dataset, spec: DistillSpec, *, store: Store, ca
     if spec.rationale and base.objective != "sft":
         raise TaskfitError("rationale distillation needs an sft student (a classifier learns labels only)",
                            file=str(task.path), field="distill[].rationale")
+    if spec.rationale and teacher.strategy.name not in REASONING:
+        raise TaskfitError(f"rationale distillation needs a reasoning teacher ({', '.join(REASONING)}), "
+                           f"not {teacher.strategy.name}", file=str(task.path), field="distill[].rationale")
     limits = [n for n in (spec.train_limit, base.train_limit) if n]
     train = list(dataset.splits.get("train", []))[: min(limits) if limits else None]
     unlabeled = load_unlabeled(task)[: spec.unlabeled_limit] if spec.unlabeled else []
@@ -90,10 +94,21 @@ def distill(task: Task, dataset: Dataset, spec: DistillSpec, *, store: Store, ca
     if not labelled.examples:
         raise TaskfitError(f"the teacher {spec.teacher} answered none of the {len(rows)} rows")
     name = row_name(spec, base)
+    if spec.per_step:
+        from taskfit.distill.chain import distill_steps
+
+        student, steps = distill_steps(task, teacher, labelled, base, name, store=store, tunes=tunes, log=log,
+                                       on_step=on_step)
+        rec = steps[list(steps)[-1]]
+        info = _info(spec, teacher, labelled, writing, len(train), len(unlabeled), len(rows), None, None, [])
+        info["step_tunes"] = {k: r.id for k, r in steps.items()}
+        tunes.update_result(rec.id, {**rec.result, "distill": info})
+        return Distilled(spec, teacher, labelled, student, tunes.get(rec.id), None, None)
     train_on = labelled.examples
-    if spec.rationale:
-        train_on = [_with_rationale(ex, labelled.outputs[ex.id]) for ex in train_on]
     sspec = base.model_copy(update={"name": name, "train_limit": None})
+    if spec.rationale:
+        train_on = [_with_rationale(ex, labelled.rationales[ex.id]) for ex in train_on]
+        sspec = sspec.model_copy(update={"strategy": "rationale"})
     log(f"training the student {name} on {len(train_on)} teacher-labelled rows")
     step = (lambda p: on_step(name, p)) if on_step else None
     task_for_student = _rationale_task(task) if spec.rationale else task
@@ -103,37 +118,47 @@ def distill(task: Task, dataset: Dataset, spec: DistillSpec, *, store: Store, ca
     gold = gold_rec = None
     with_gold = [ex for ex in train if ex.target]
     if spec.gold and with_gold:
-        gspec = base.model_copy(update={"name": f"{base.label()}~gold", "train_limit": None})
+        # the spec a tuning row with the same limit has, so that on the same rows it is that row's model
+        gspec = base.model_copy(update={"name": f"{base.label()}~gold",
+                                        "train_limit": len(train) if limits else base.train_limit})
         log(f"training the same student on the gold labels of the {len(with_gold)} train rows")
         gold_rec = tune(task, with_gold, gspec, store=tunes, log=log,
                         on_step=(lambda p: on_step(gspec.label(), p)) if on_step else None)
         gold = Arm(row, ModelSpec(backend="tuned", path=f"tuned:{gold_rec.id}", name=gspec.label()))
-    gold_by_id = {ex.id: ex.target for ex in with_gold}
-    agree = [ex.target == gold_by_id[ex.id] for ex in labelled.examples if ex.id in gold_by_id]
-    cost = labelled.cost.as_dict()
-    if writing:
-        for k in ("calls", "tokens_in", "tokens_out", "dollars"):
-            cost[k] += getattr(writing, k)
-    info = {"teacher": spec.teacher, "teacher_row": teacher.name, "labels_run": labelled.run_id,
-            "labelling": cost, "rows": {"train": len(train), "unlabeled": len(unlabeled),
-                                                           "synthetic": len(rows) - len(train) - len(unlabeled)},
-            "unanswered": labelled.unanswered, "stopped": labelled.stopped, "rationale": spec.rationale,
-            "teacher_train_accuracy": sum(agree) / len(agree) if agree else None,
-            "gold_tune": gold_rec.id if gold_rec else None, "gold_row": gold.model.label() if gold else None}
+    info = _info(spec, teacher, labelled, writing, len(train), len(unlabeled), len(rows), gold, gold_rec, with_gold)
     tunes.update_result(rec.id, {**rec.result, "distill": info})
     return Distilled(spec, teacher, labelled, student, tunes.get(rec.id), gold, gold_rec)
 
 
-def _with_rationale(ex: Example, output: str) -> Example:
-    """The teacher's whole reply as the target: its reasoning, then the answer it read off the end."""
-    return Example(id=ex.id, fields=ex.fields, target=output.strip(), answers=ex.answers, source=ex.source)
+def _info(spec: DistillSpec, teacher: Arm, labelled: Labelled, writing, n_train: int, n_unlabeled: int, n_rows: int,
+          gold: Arm | None, gold_rec: TuneRecord | None, with_gold: list[Example]) -> dict:
+    """What a student's tune record keeps of its distillation (read back by the leaderboard)."""
+    gold_by_id = {ex.id: ex.target for ex in with_gold}
+    agree = [ex.target == gold_by_id[ex.id] for ex in labelled.examples if ex.id in gold_by_id]
+    cost = labelled.cost.as_dict()
+    if writing:  # writing synthetic inputs is part of what the labels cost
+        for k in ("calls", "tokens_in", "tokens_out", "dollars"):
+            cost[k] += getattr(writing, k)
+    return {"teacher": spec.teacher, "teacher_row": teacher.name, "labels_run": labelled.run_id, "labelling": cost,
+            "rows": {"train": n_train, "unlabeled": n_unlabeled, "synthetic": n_rows - n_train - n_unlabeled},
+            "unanswered": labelled.unanswered, "stopped": labelled.stopped, "rationale": spec.rationale,
+            "teacher_train_accuracy": sum(agree) / len(agree) if agree else None,
+            "gold_tune": gold_rec.id if gold_rec else None, "gold_row": gold.model.label() if gold else None}
+
+
+def _with_rationale(ex: Example, reasoning: str) -> Example:
+    """The target of a rationale student: the teacher's reasoning, then its answer (as the rationale strategy
+    reads it back)."""
+    text = f"{reasoning}\nThe answer is {ex.target}." if reasoning else f"The answer is {ex.target}."
+    return Example(id=ex.id, fields=ex.fields, target=text, answers=ex.answers, source=ex.source)
 
 
 def _rationale_task(task: Task) -> Task:
-    """The task as an sft student of a reasoning teacher learns it: free text (the reply), not a label."""
+    """The task as a rationale student learns it: a free-text reply (reasoning, then the answer), no prefix."""
     import yaml
 
-    config = task.config.model_copy(update={"labels": None})
+    prompt = task.config.prompt.model_copy(update={"response_prefix": ""})
+    config = task.config.model_copy(update={"labels": None, "prompt": prompt})
     return Task(config, task.path, yaml.safe_dump(config.model_dump(mode="json")))
 
 

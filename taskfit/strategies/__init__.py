@@ -53,12 +53,14 @@ BUILTINS = {
     "self_refine": "taskfit.strategies.self_refine:create",
     "tree_of_thoughts": "taskfit.strategies.tree_of_thoughts:create",
     "chain": "taskfit.strategies.chain:create",
+    "chain_step": "taskfit.strategies.chain_step:create",
     "rag": "taskfit.strategies.rag:create",
     "react": "taskfit.strategies.react:create",
     "tools": "taskfit.strategies.react:create",
     "program_of_thought": "taskfit.strategies.program_of_thought:create",
     "optimized": "taskfit.strategies.optimized:create",
     "classifier": "taskfit.strategies.classifier:create",
+    "rationale": "taskfit.strategies.rationale:create",
 }
 
 strategies = Registry("strategy", BUILTINS)
