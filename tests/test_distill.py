@@ -109,7 +109,7 @@ def test_labels_are_the_teachers_answers_and_the_estimate_is_the_spend(distill_t
     assert estimate(task, arm, rows, backend=backend, cache=ws.cache, demos=ds.split("train")).cached == 21
 
 
-@pytest.mark.parametrize("budget,n", [("7", 7), ("$0.001", None)])
+@pytest.mark.parametrize("budget,n", [("7", 7), ("$0.0001", None)])
 def test_the_budget_stops_labelling_before_it_is_passed(distill_task, tmp_path, budget, n):
     from taskfit.commands.distill import parse_budget
     from taskfit.distill.label import affordable, estimate, label

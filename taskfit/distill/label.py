@@ -111,11 +111,17 @@ def _dollars(arm: Arm, tokens_in: float, tokens_out: float) -> float:
     return (tokens_in * arm.model.price_in_per_1m + tokens_out * arm.model.price_out_per_1m) / 1e6
 
 
-def _count_tokens(backend: Backend) -> Callable[[str], int]:
+def _count_tokens(backend: Backend) -> Callable[[Any], int]:
+    """Prompt tokens of a request's messages: through the model's own chat template where the backend has a
+    tokenizer, else about 4 characters a token (a remote model)."""
     tok = getattr(backend, "tokenizer", None)
     if tok is not None:
-        return lambda s: len(tok(s, add_special_tokens=False)["input_ids"])
-    return lambda s: max(1, len(s) // 4)  # no tokenizer at hand (a remote model): ~4 characters a token
+        from taskfit.backends.hf import prompt_text
+
+        template = bool(getattr(tok, "chat_template", None)) and getattr(getattr(backend, "spec", None),
+                                                                        "chat_template", True)
+        return lambda msgs: len(tok(prompt_text(tok, msgs, template), add_special_tokens=not template)["input_ids"])
+    return lambda msgs: max(1, sum(len(m.get("content") or "") for m in msgs) // 4)
 
 
 def estimate(task: Task, arm: Arm, rows: list[Example], *, backend: Backend, cache: CallCache,
@@ -140,13 +146,11 @@ def estimate(task: Task, arm: Arm, rows: list[Example], *, backend: Backend, cac
                 continue
             seen.add(key)
             keys.append(key)
-            text_in = "".join(m.get("content") or "" for m in req.messages)
-            conts = getattr(req, "continuations", None)
             calls += n
-            if conts is not None:  # scoring: the prompt once per continuation, no generated tokens
-                tin += sum(count(text_in + c) for c in conts)
+            if hasattr(req, "continuations"):  # scoring: the prompt is read once, nothing is generated
+                tin += count(req.messages)
             else:
-                tin += n * count(text_in)
+                tin += n * count(req.messages)
                 tout += n * req.max_tokens
         est.calls += calls
         est.tokens_in += tin
@@ -221,7 +225,7 @@ def label(task: Task, arm: Arm, rows: list[Example], *, backend: Backend, store:
             break
         pred_rows = [_row(run.id, i, ex, p, metric_fns, c.inputs) for (i, ex), p in zip(chunk, preds, strict=True)]
         store.add_predictions(pred_rows)
-        spent.calls += sum(r["calls"] for r in pred_rows)
+        spent.calls += round(sum(_model_calls(r) for r in pred_rows))
         spent.dollars += _dollars(arm, sum(r["tokens_in"] for r in pred_rows), sum(r["tokens_out"] for r in pred_rows))
         if progress:
             progress(len(done) + start + len(chunk), len(todo_rows))
@@ -240,7 +244,7 @@ def _collect(store: Store, run_id: str, arm: Arm, rows: list[Example], stopped: 
         if ex is None:
             continue
         cost.rows += 1
-        cost.calls += p["calls"]
+        cost.calls += _model_calls(p)
         cost.tokens_in += p["tokens_in"]
         cost.tokens_out += p["tokens_out"]
         if p["answer"] is None or p["failed"]:
@@ -251,6 +255,7 @@ def _collect(store: Store, run_id: str, arm: Arm, rows: list[Example], stopped: 
         rationales[ex.id] = reasoning_before_answer(reasoning)
         examples.append(Example(id=ex.id, fields=ex.fields, target=p["answer"], answers=(p["answer"],),
                                 source=ex.source))
+    cost.calls = round(cost.calls)
     cost.dollars = _dollars(arm, cost.tokens_in, cost.tokens_out)
     order = {ex.id: i for i, ex in enumerate(rows)}
     examples.sort(key=lambda e: order[e.id])
@@ -266,9 +271,18 @@ def reasoning_before_answer(text: str) -> str:
     return (text[: matches[-1].start()] if matches else text).strip()
 
 
+def _model_calls(p: dict[str, Any]) -> float:
+    """Completions a row cost the model: a request shared by several rows (a calibration prompt) is one call,
+    split between them, as its tokens are."""
+    calls = (p.get("trace") or {}).get("calls")
+    if calls is None:
+        return p["calls"]
+    return sum(int(c["params"].get("n", 1)) / (c.get("shared_by") or 1) for c in calls)
+
+
 def _spent(store: Store, run_id: str, arm: Arm) -> LabellingCost:
-    ps = store.predictions(run_id, with_trace=False)
-    return LabellingCost(calls=sum(p["calls"] for p in ps),
+    ps = store.predictions(run_id)
+    return LabellingCost(calls=round(sum(_model_calls(p) for p in ps)),
                          dollars=_dollars(arm, sum(p["tokens_in"] for p in ps), sum(p["tokens_out"] for p in ps)))
 
 
