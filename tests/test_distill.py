@@ -334,3 +334,15 @@ def test_each_step_of_a_chain_has_its_own_student_and_the_chain_runs_on_them(dis
         used = {r[0].split(":")[1] for r in c.execute(text("SELECT DISTINCT model_id FROM calls"))
                 if r[0].startswith("tuned:")}
     assert used == set(ids.values())
+
+
+def test_gold_student_is_the_tuning_row_under_a_train_limit(distill_task):
+    """`taskfit run --train-limit N`: the gold student of the first N rows is the tuning row of the same N."""
+    from taskfit.study import run_study
+
+    path = distill_task([{"teacher": "zero_shot@teacher", "student": "bert+full"}], n_train=16)
+    _, table = run_study(path, with_tuning=True, train_limit=8)
+    by_model = {r["model"]: r for r in table}
+    assert set(by_model) == {"teacher", "bert+full", "bert+full~zero_shot@teacher"}
+    d = by_model["bert+full~zero_shot@teacher"]["distill"]
+    assert d["rows"]["train"] == 8 and d["gold_row"] == "bert+full"
