@@ -210,7 +210,8 @@ def label(task: Task, arm: Arm, rows: list[Example], *, backend: Backend, store:
     lm = meter.lm(LM(backend, cache))
     metric_fns = _metric_fns(task)
     done = store.done_ids(run.id)
-    spent = _spent(store, run.id, arm)
+    seen: set[str] = set()
+    spent = _spent(store, run.id, arm, seen)
     todo = [(i, ex) for i, ex in enumerate(todo_rows) if ex.id not in done]
     meter.used = spent.calls
     for start in range(0, len(todo), CHUNK):
@@ -225,7 +226,7 @@ def label(task: Task, arm: Arm, rows: list[Example], *, backend: Backend, store:
             break
         pred_rows = [_row(run.id, i, ex, p, metric_fns, c.inputs) for (i, ex), p in zip(chunk, preds, strict=True)]
         store.add_predictions(pred_rows)
-        spent.calls += round(sum(_model_calls(r) for r in pred_rows))
+        spent.calls += sum(_model_calls(r, seen) for r in pred_rows)
         spent.dollars += _dollars(arm, sum(r["tokens_in"] for r in pred_rows), sum(r["tokens_out"] for r in pred_rows))
         if progress:
             progress(len(done) + start + len(chunk), len(todo_rows))
@@ -239,12 +240,13 @@ def _collect(store: Store, run_id: str, arm: Arm, rows: list[Example], stopped: 
     examples, outputs, rationales = [], {}, {}
     cost = LabellingCost()
     unanswered = 0
+    seen: set[str] = set()
     for p in store.predictions(run_id):
         ex = by_id.get(p["example_id"])
         if ex is None:
             continue
         cost.rows += 1
-        cost.calls += _model_calls(p)
+        cost.calls += _model_calls(p, seen)
         cost.tokens_in += p["tokens_in"]
         cost.tokens_out += p["tokens_out"]
         if p["answer"] is None or p["failed"]:
@@ -255,7 +257,6 @@ def _collect(store: Store, run_id: str, arm: Arm, rows: list[Example], stopped: 
         rationales[ex.id] = reasoning_before_answer(reasoning)
         examples.append(Example(id=ex.id, fields=ex.fields, target=p["answer"], answers=(p["answer"],),
                                 source=ex.source))
-    cost.calls = round(cost.calls)
     cost.dollars = _dollars(arm, cost.tokens_in, cost.tokens_out)
     order = {ex.id: i for i, ex in enumerate(rows)}
     examples.sort(key=lambda e: order[e.id])
@@ -271,18 +272,24 @@ def reasoning_before_answer(text: str) -> str:
     return (text[: matches[-1].start()] if matches else text).strip()
 
 
-def _model_calls(p: dict[str, Any]) -> float:
-    """Completions a row cost the model: a request shared by several rows (a calibration prompt) is one call,
-    split between them, as its tokens are."""
+def _model_calls(p: dict[str, Any], seen: set[str]) -> int:
+    """Completions a row adds to the labelling: each distinct request once (a calibration prompt shared by
+    every row is one call, as the budget counts it), cache hits included; ``seen`` holds those counted."""
     calls = (p.get("trace") or {}).get("calls")
     if calls is None:
         return p["calls"]
-    return sum(int(c["params"].get("n", 1)) / (c.get("shared_by") or 1) for c in calls)
+    new = 0
+    for c in calls:
+        key = json.dumps([c.get("kind"), c.get("messages"), c.get("params")], sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            new += int(c["params"].get("n", 1))
+    return new
 
 
-def _spent(store: Store, run_id: str, arm: Arm) -> LabellingCost:
+def _spent(store: Store, run_id: str, arm: Arm, seen: set[str]) -> LabellingCost:
     ps = store.predictions(run_id)
-    return LabellingCost(calls=round(sum(_model_calls(p) for p in ps)),
+    return LabellingCost(calls=sum(_model_calls(p, seen) for p in ps),
                          dollars=_dollars(arm, sum(p["tokens_in"] for p in ps), sum(p["tokens_out"] for p in ps)))
 
 
