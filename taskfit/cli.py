@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from taskfit.errors import TaskfitError
+from taskfit.types import PredictionRow
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compare prompt strategies (and, later, fine-tuned models) on your own task, with evidence.")
@@ -27,10 +28,11 @@ ModelOpt = Annotated[list[str] | None, typer.Option("--model", "-m", help="Model
 SplitOpt = Annotated[str | None, typer.Option(help="Split to score: train, dev or test (default: the task's).")]
 LimitOpt = Annotated[int | None, typer.Option(help="Score only the first N rows of the split (0: all rows, "
                                                     "overriding the task file's limit).")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="One leaderboard table with every column (wider than 120).")]
 
 
 def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, *, with_tuning: bool = False,
-           train_limit: int | None = None, report: bool = False) -> None:
+           train_limit: int | None = None, report: bool = False, wide: bool = False) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -40,7 +42,7 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
         TimeRemainingColumn,
     )
 
-    from taskfit.leaderboard import JSON_KEYS, render, verdict
+    from taskfit.leaderboard import render, verdict
     from taskfit.study import run_study
 
     bars: dict[str, int] = {}
@@ -69,14 +71,15 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
                                          log=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False),
                                          on_step=on_step)
     if as_json:
-        print(json.dumps([{**{k: r[k] for k in JSON_KEYS}, **r} for r in table_rows], indent=2))
+        print(json.dumps([r.to_json() for r in table_rows], indent=2))
         return
-    out.print(render(table_rows, title=f"{title}: {task_obj.config.name} ({table_rows[0]['metric'] if table_rows else ''})"))
+    metric = table_rows[0].metric if table_rows else ""
+    out.print(render(table_rows, title=f"{title}: {task_obj.config.name} ({metric})", wide=wide))
     out.print(verdict(table_rows), highlight=False)
     if report:  # the main job ends with the decision report
         from taskfit.report import write_report
 
-        path = write_report([r["run_id"] for r in table_rows])
+        path = write_report([r.run_id for r in table_rows])
         out.print(f"report: {path}", highlight=False)
     err.print(f"[dim]finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions[/dim]")
 
@@ -87,18 +90,19 @@ def run(task: TaskArg, limit: LimitOpt = None,
                                                 "reused) and put them on the leaderboard.")] = True,
         train_limit: Annotated[int | None, typer.Option(help="Train each tuned model on at most N train rows "
                                                         "(a quick look; a different model than the full run).")] = None,
-        ) -> None:
+        wide: WideOpt = False) -> None:
     """Run the study the task file declares (every strategy x model, and its tuned models) and print the
     leaderboard."""
-    _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit, report=True)
+    _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit, report=True,
+           wide=wide)
 
 
 @app.command("eval")
 def eval_(task: TaskArg, strategy: StrategyOpt = None, model: ModelOpt = None, split: SplitOpt = None,
           limit: LimitOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON.")] = False,
-          ) -> None:
+          wide: WideOpt = False) -> None:
     """Evaluate strategies x models on a split and print one leaderboard."""
-    _study(task, strategy, model, split, limit, as_json, "Leaderboard")
+    _study(task, strategy, model, split, limit, as_json, "Leaderboard", wide=wide)
 
 
 @app.command()
@@ -171,21 +175,20 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
         raise TaskfitError(f"no run (or more than one) matches {run_id!r}; see `taskfit runs`")
     preds = store.predictions(run.id)
     if example:
-        matches = [p for p in preds if p["example_id"] == example]
+        matches = [p for p in preds if p.example_id == example]
         if not matches:
             raise TaskfitError(f"run {run.id} has no example {example!r}")
         _show_trace(matches[0])
         return
-    preds.sort(key=lambda p: (p["score"], p["idx"]))
+    preds.sort(key=lambda p: (p.score, p.idx))
     t = Table(title=f"run {run.id}: {run.strategy} x {run.model} on {run.task_name}/{run.split} "
               f"({len(preds)}/{run.n_total}, {run.status})")
     for col in ("example", "input", "target", "answer", "score", "calls", "note"):
         t.add_column(col, overflow="fold")
     for p in preds[:limit]:
-        note = "call failed" if p["failed"] else ("parse failed" if p["parse_failed"] else "")
-        text = " | ".join(str(v) for v in p["inputs"].values())
-        t.add_row(p["example_id"], text[:120], p["target"][:60], str(p["answer"])[:60], f"{p['score']:.2f}",
-                  str(p["calls"]), note)
+        note = "call failed" if p.failed else ("parse failed" if p.parse_failed else "")
+        text = " | ".join(str(v) for v in p.inputs.values())
+        t.add_row(p.example_id, text[:120], p.target[:60], str(p.answer)[:60], f"{p.score:.2f}", str(p.calls), note)
     out.print(t)
     if run.config["model"].get("backend") == "tuned":  # what training changed, on a few examples
         from taskfit.commands.tune import print_before_after
@@ -195,10 +198,11 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
         print_before_after(rec.result.get("before_after") or [])
 
 
-def _show_trace(p: dict) -> None:
-    out.rule(f"example {p['example_id']}  score {p['score']:.2f}")
-    out.print({"inputs": p["inputs"], "target": p["target"], "answer": p["answer"], "output": p["output"]})
-    for i, call in enumerate(p["trace"]["calls"], start=1):
+def _show_trace(p: PredictionRow) -> None:
+    out.rule(f"example {p.example_id}  score {p.score:.2f}")
+    out.print({"inputs": p.inputs, "target": p.target, "answer": p.answer, "output": p.output})
+    trace = p.trace or {}
+    for i, call in enumerate(trace.get("calls", []), start=1):
         out.rule(f"call {i}: {call['step']} ({call['kind']}){' cached' if call['cached'] else ''}")
         for m in call["messages"]:  # Text, not markup: prompts may contain [brackets]
             extra = f" {m['tool_calls']}" if m.get("tool_calls") else ""
@@ -210,8 +214,10 @@ def _show_trace(p: dict) -> None:
         shared = f" (share of a call made for {call['shared_by']} examples)" if call.get("shared_by", 1) > 1 else ""
         out.print(f"[dim]tokens {call['tokens_in']:.0f}/{call['tokens_out']:.0f}, {call['latency_ms']:.0f} ms{shared}"
                   f"{', error: ' + call['error'] if call.get('error') else ''}[/dim]")
-    if p["trace"].get("details"):
-        out.print(p["trace"]["details"])
+    if trace.get("details"):
+        out.print(trace["details"])
+    for name, reason in ((p.scoring or {}).get("reasons") or {}).items():
+        out.print(Text.assemble((f"{name}: ", "bold"), str(reason)), highlight=False)
 
 
 @app.command("strategies")

@@ -155,6 +155,8 @@ MIGRATIONS: list[tuple[str, str]] = [
             config TEXT NOT NULL,
             versions TEXT NOT NULL
         )"""),
+    # what scoring a prediction spent on model calls (an LLM judge) and the metrics' reasons, as JSON
+    ("009_prediction_scoring", "ALTER TABLE predictions ADD COLUMN scoring TEXT"),
 ]
 
 

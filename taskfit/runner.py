@@ -28,6 +28,7 @@ from taskfit.prompts import prompt_parts
 from taskfit.store import RunRecord, Store
 from taskfit.strategies import StrategyContext, strategies
 from taskfit.taskfile import ModelSpec, StrategySpec, Task
+from taskfit.types import PredictionRow
 
 CHUNK = 32  # examples per commit: a kill loses at most this much work (its model calls stay cached)
 
@@ -140,16 +141,16 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
     return records
 
 
-def _row(run_id: str, idx: int, ex: Example, p, metric_fns, inputs: list[str]) -> dict[str, Any]:
+def _row(run_id: str, idx: int, ex: Example, p, metric_fns, inputs: list[str]) -> PredictionRow:
     scores = {name: (0.0 if p.answer is None else float(fn(p.answer, ex))) for name, fn in metric_fns}
     # strategy-level measurements (e.g. retrieval recall@k) sit beside the task's metrics
     scores.update({k: float(v) for k, v in p.details.get("metrics", {}).items()})
     trace = p.trace
-    return {
-        "run_id": run_id, "idx": idx, "example_id": ex.id, "inputs": {k: ex.fields.get(k) for k in inputs},
-        "target": ex.target, "output": p.output, "answer": p.answer, "parse_failed": int(p.parse_failed),
-        "failed": int(p.failed), "error": trace.error, "score": scores[metric_fns[0][0]], "metrics": scores,
-        "tokens_in": int(trace.total("tokens_in")), "tokens_out": int(trace.total("tokens_out")),
-        "latency_ms": trace.total("latency_ms"), "calls": trace.n_calls, "cache_hits": trace.cache_hits,
-        "trace": {"calls": trace.calls, "details": p.details},
-    }
+    return PredictionRow(
+        run_id=run_id, idx=idx, example_id=ex.id, inputs={k: ex.fields.get(k) for k in inputs},
+        target=ex.target, output=p.output, answer=p.answer, parse_failed=int(p.parse_failed),
+        failed=int(p.failed), error=trace.error, score=scores[metric_fns[0][0]], metrics=scores,
+        tokens_in=int(trace.total("tokens_in")), tokens_out=int(trace.total("tokens_out")),
+        latency_ms=trace.total("latency_ms"), calls=trace.n_calls, cache_hits=trace.cache_hits,
+        trace={"calls": trace.calls, "details": p.details},
+    )

@@ -37,5 +37,5 @@ def test_optimize_sst2_on_the_bundled_model_within_budget():
     store = Store(eng)
     (run,) = evaluate(task, dataset, [arm], split="test", limit=8, store=store, cache=CallCache(eng), pool=pool)
     again = store.predictions(run.id)
-    assert [p["answer"] for p in again] == [p["answer"] for p in store.predictions(test["winner"]["run_id"])]
-    assert all(p["cache_hits"] == p["calls"] for p in again)
+    assert [p.answer for p in again] == [p.answer for p in store.predictions(test["winner"]["run_id"])]
+    assert all(p.cache_hits == p.calls for p in again)

@@ -49,7 +49,7 @@ def server(make_task):
     while not srv.started:
         assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", {r["strategy"]: r["run_id"] for r in table}
+    yield f"http://127.0.0.1:{port}", {r.strategy: r.run_id for r in table}
     srv.should_exit = True
     thread.join(timeout=10)
 
@@ -192,7 +192,7 @@ def test_review_pairwise_and_export_in_chromium(server, browser):
         answer_a,
     )
     inputs = {
-        p["example_id"]: p["inputs"]["text"] for p in Store(db.engine()).predictions(zs, with_trace=False)
+        p.example_id: p.inputs["text"] for p in Store(db.engine()).predictions(zs, with_trace=False)
     }
     assert (
         pairwise[0]["prompt"] == f"Classify the review.\n\nReview: {inputs[example]}\n\n"

@@ -22,6 +22,7 @@ from taskfit.dataset import Example
 from taskfit.errors import TaskfitError
 from taskfit.metrics import read_options
 from taskfit.taskfile import ModelSpec
+from taskfit.types import PredictionRow
 
 DEFAULT_RUBRIC = (
     "The candidate answer is correct if it states what the reference answer states, in any wording; "
@@ -382,24 +383,24 @@ def items_from_rows(
 
 
 def items_from_predictions(
-    preds: list[dict[str, Any]], gold_metric: str
+    preds: list[PredictionRow], gold_metric: str
 ) -> tuple[list[JudgeItem], list[int]]:
     """Labelled items from a run's stored predictions: the model's answer as the candidate, the target as the
     reference, and a stored 0/1 metric (e.g. exact_match) as the gold verdict."""
     items, labels = [], []
     for p in preds:
-        if p["answer"] is None:
+        if p.answer is None:
             continue
-        if gold_metric not in p["metrics"]:
+        if gold_metric not in p.metrics:
             raise TaskfitError(
                 f"judge-check: the run has no stored metric {gold_metric!r} "
                 f"(it has: {', '.join(p['metrics'])})",
                 field="--gold-metric",
             )
-        inputs = p["inputs"]
+        inputs = p.inputs
         question = "\n".join(str(v) if len(inputs) == 1 else f"{k}: {v}" for k, v in inputs.items())
-        items.append(JudgeItem(question, str(p["answer"]), p["target"]))
-        labels.append(int(p["metrics"][gold_metric] >= 0.5))
+        items.append(JudgeItem(question, str(p.answer), p.target))
+        labels.append(int(p.metrics[gold_metric] >= 0.5))
     return items, labels
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from taskfit import db
 from taskfit.cache import CallCache
@@ -19,13 +18,14 @@ from taskfit.runner import Arm, BackendPool, ProgressFn, evaluate, package_versi
 from taskfit.store import Store
 from taskfit.study import prepare, select_arms
 from taskfit.taskfile import StrategySpec
+from taskfit.types import LeaderboardRow
 
 
 @dataclass
 class Outcome:
     record: OptimizationRecord
     search: SearchResult
-    test_rows: list[dict[str, Any]]  # leaderboard rows: the optimized program and the baseline on test
+    test_rows: list[LeaderboardRow]  # leaderboard rows: the optimized program and the baseline on test
 
 
 def optimize(task_path: str | Path, config: OptimizeConfig, *, model: str | None = None, teacher: str | None = None,
@@ -71,11 +71,11 @@ def optimize(task_path: str | Path, config: OptimizeConfig, *, model: str | None
     records = evaluate(task, dataset, arms, split="test", limit=limit, store=run_store, cache=cache, pool=pool,
                        progress=test_progress, study=f"optimize-{record.id}")
     table = rows(run_store, records)
-    by_strategy = {r["strategy"]: r for r in table}
+    by_strategy = {r.strategy: r for r in table}
     test = {"winner": by_strategy[optimized.label()], "baseline": by_strategy["zero_shot"]}
     report = {**record.report, "test_s": time.perf_counter() - started,
-              "test": {k: {f: r[f] for f in ("n", "score", "ci_low", "ci_high", "p_vs_best", "calls", "run_id")}
+              "test": {k: {f: getattr(r, f) for f in ("n", "score", "ci_low", "ci_high", "p_vs_best", "calls", "run_id")}
                        for k, r in test.items()},
-              "gap": {k: record.report["dev"][k]["mean"] - test[k]["score"] for k in ("winner", "baseline")}}
+              "gap": {k: record.report["dev"][k]["mean"] - test[k].score for k in ("winner", "baseline")}}
     store.finish(record.id, report)
     return Outcome(store.get(record.id), result, table)  # type: ignore[arg-type]
