@@ -22,6 +22,7 @@ from taskfit.report import (
     recommend,
     render_html,
     resolve_targets,
+    scatter_svg,
     write_report,
 )
 from taskfit.runner import evaluate
@@ -290,3 +291,15 @@ def test_report_on_the_bundled_model_renders_in_chromium(taskfit_home, tmp_path)
         timeout=120,
     )
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_log_scale_cost_axis_ticks_show_small_prices():
+    # costs from $0.00015 to $0.05 per 1k queries: a log axis from 0.0001, whose tick must not read "0.000"
+    table = [
+        row("zero_shot", 0.7, 0.6, 0.8, cost_per_1k=0.00015),
+        row("cot", 0.8, 0.7, 0.9, cost_per_1k=0.05, model="gpt"),
+    ]
+    svg = scatter_svg(table, "cost_per_1k", "$ per 1,000 queries", "accuracy")
+    ticks = re.findall(r'class="tick">([^<]*)<', svg)
+    assert "(log scale)" in svg and {"0.0001", "0.001", "0.01"} <= set(ticks)
+    assert "0.000" not in ticks
