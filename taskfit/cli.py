@@ -18,8 +18,8 @@ from taskfit.types import PredictionRow
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compare prompt strategies (and, later, fine-tuned models) on your own task, with evidence.")
 out = Console()
-if not out.is_terminal:  # piped output: keep the leaderboard on one line per row
-    out = Console(width=200)
+if not out.is_terminal:  # piped output: the leaderboard is 120 columns wide (--wide: wider)
+    out = Console(width=120)
 err = Console(stderr=True)
 
 TaskArg = Annotated[str, typer.Argument(help="Path to the task file (YAML).")]
@@ -74,7 +74,8 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
         print(json.dumps([r.to_json() for r in table_rows], indent=2))
         return
     metric = table_rows[0].metric if table_rows else ""
-    out.print(render(table_rows, title=f"{title}: {task_obj.config.name} ({metric})", wide=wide))
+    out.print(render(table_rows, title=f"{title}: {task_obj.config.name} ({metric})", wide=wide),
+              width=None if out.is_terminal or not wide else 300)
     out.print(verdict(table_rows), highlight=False)
     if report:  # the main job ends with the decision report
         from taskfit.report import write_report

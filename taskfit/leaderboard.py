@@ -116,49 +116,58 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
 
-CAPTION = ("score: mean of the first metric; CI: Wilson (0/1 metrics) or bootstrap; p vs best: McNemar or paired "
-           "bootstrap, * < 0.05; latency on local models is batch time / batch size")
+CAPTION = ("score: mean of the first metric; CI: Wilson (0/1 metrics) or bootstrap; p vs best: McNemar or\n"
+           "paired bootstrap, * < 0.05; latency on local models is batch time / batch size")
+
+
+HEADERS = {"p vs best": "p vs\nbest", "parse fail": "parse\nfail", "tok in/out": "tok\nin/out",
+           "$/1k q": "$ per\n1k q", "time/1k q": "time per\n1k q", "score [95% CI]": "score\n[95% CI]"}
 
 
 def render(table_rows: list[LeaderboardRow], title: str = "Leaderboard", *, wide: bool = False):
-    """The leaderboard as Rich tables: the main columns (fit 120 columns), then a table of what else rows
-    carry (other metrics, judge spend, training cost) when there is any; ``wide``: one table with everything."""
+    """The leaderboard as Rich tables: the main columns, which fit 120 columns, then a second table of what
+    else rows carry (other metrics, judge spend, training cost) when there is any; ``wide``: one table."""
+    from rich import box
     from rich.console import Group
     from rich.table import Table
 
     judged = any(r.judge_calls for r in table_rows)
     tuned = any(r.tune for r in table_rows)
     others = any(k != r.metric for r in table_rows for k in r.metrics)
-    t = Table(title=title, title_justify="left", caption=CAPTION, caption_justify="left")
-    main = [("strategy", "left"), ("model", "left"), ("n", "right"), ("score [95% CI]", "right"),
-            ("p vs best", "right"), ("parse fail", "right"), ("tok in/out", "right"), ("calls/q", "right"),
-            ("$/1k q", "right"), ("time/1k q", "right"), ("run", "left")]
-    extra = [("p50 ms", "right"), ("cache hits", "right")]
-    for col, just in main + (extra if wide else []):
-        t.add_column(col, justify=just, no_wrap=col not in ("strategy", "model"))
-    if wide:
-        for col, show in (("judge calls, tok/q, $/1k q", judged), ("other metrics", others), ("training", tuned)):
-            if show:
-                t.add_column(col)
+    paid = any(r.cost_per_1k for r in table_rows)
+    sizes = {r.n for r in table_rows}
+    one_n = len(sizes) == 1 and not wide
+    t = Table(title=title + (f", n = {sizes.pop()}" if one_n else ""), title_justify="left", caption=CAPTION,
+              caption_justify="left", box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD)
+    columns = [("strategy", True), ("model", True), ("n", not one_n), ("score [95% CI]", True), ("p vs best", True),
+               ("parse fail", True), ("tok in/out", True), ("calls/q", wide), ("$/1k q", wide or paid),
+               ("time/1k q", True), ("p50 ms", wide), ("cache hits", wide), ("judge", wide and judged),
+               ("other metrics", wide and others), ("training", wide and tuned), ("run", True)]
+    shown = [name for name, show in columns if show]
+    for name in shown:
+        left = name in ("strategy", "model", "judge", "other metrics", "training", "run")
+        header = name if wide else HEADERS.get(name, name)  # two-line headers keep the numbers' columns narrow
+        t.add_column(header, justify="left" if left else "right", no_wrap=name not in ("training", "other metrics"))
     for r in table_rows:
-        cells = [r.strategy, r.model, str(r.n), f"{r.score:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]",
-                 _p_cell(r.p_vs_best), f"{r.parse_fail_rate:.1%}", f"{r.tokens_in:.0f}/{r.tokens_out:.0f}",
-                 f"{r.calls_per_query:.1f}", f"${r.cost_per_1k:.4f}", _duration(r.time_per_1k_s), r.run_id]
-        if wide:
-            cells += [f"{r.latency_p50_ms:.0f}", str(r.cache_hits)]
-            cells += [c for c, show in ((judge_cell(r), judged), (_other_metrics(r), others),
-                                        (training_cell(r.tune), tuned)) if show]
-        t.add_row(*cells)
+        cells = {"strategy": r.strategy, "model": r.model, "n": str(r.n),
+                 "score [95% CI]": f"{r.score:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]", "p vs best": _p_cell(r.p_vs_best),
+                 "parse fail": f"{r.parse_fail_rate:.1%}", "tok in/out": f"{r.tokens_in:.0f}/{r.tokens_out:.0f}",
+                 "calls/q": f"{r.calls_per_query:.1f}", "$/1k q": f"${r.cost_per_1k:.4f}",
+                 "time/1k q": _duration(r.time_per_1k_s), "p50 ms": f"{r.latency_p50_ms:.0f}",
+                 "cache hits": str(r.cache_hits), "judge": judge_cell(r), "other metrics": _other_metrics(r),
+                 "training": training_cell(r.tune), "run": r.run_id}
+        t.add_row(*[cells[name] for name in shown])
     if wide or not (judged or tuned or others):
         return t
-    d = Table(title="Details (--wide: one table)", title_justify="left")
+    d = Table(title="Details (--wide: one table)", title_justify="left", box=box.SIMPLE_HEAD)
     d.add_column("run", no_wrap=True)
-    for col, show in (("judge calls, tok/q, $/1k q", judged), ("other metrics", others), ("training", tuned)):
+    parts = [("judge calls, tok/q, $/1k q", judged, judge_cell), ("other metrics", others, _other_metrics),
+             ("training", tuned, lambda r: training_cell(r.tune))]
+    for name, show, _ in parts:
         if show:
-            d.add_column(col)
+            d.add_column(name)
     for r in table_rows:
-        d.add_row(r.run_id, *[c for c, show in ((judge_cell(r), judged), (_other_metrics(r), others),
-                                                (training_cell(r.tune), tuned)) if show])
+        d.add_row(r.run_id, *[cell(r) for _, show, cell in parts if show])
     return Group(t, d)
 
 
