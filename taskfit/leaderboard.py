@@ -23,7 +23,8 @@ def rows(store: Store, runs: list[RunRecord]) -> list[LeaderboardRow]:
     for run in runs:
         ps = preds[run.id]
         metric = MetricSpec(**run.config["task"]["metrics"][0])
-        binary[run.id] = build_metric(metric.name, metric.options).binary
+        stored = run.config.get("binary")  # runs stored before it was recorded rebuild the metric to know
+        binary[run.id] = stored if stored is not None else build_metric(metric.name, metric.options).binary
         scores = [p.score for p in ps]
         n = len(ps)
         lo, hi = score_interval(scores, binary[run.id]) if n else (0.0, 0.0)

@@ -250,6 +250,8 @@ def report_row(row: LeaderboardRow, facts: dict[str, Any]) -> ReportRow:
 def _binary(run: RunRecord) -> bool:
     from taskfit.metrics import build_metric
 
+    if run.config.get("binary") is not None:
+        return bool(run.config["binary"])
     m = run.config["task"]["metrics"][0]
     return build_metric(m["name"], m.get("options", {})).binary
 

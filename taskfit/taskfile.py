@@ -232,6 +232,7 @@ class Task:
         self.path = path
         self.root = path.parent
         self.config_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
+        self.metric_objects: dict[str, Any] = {}  # metrics given as Python objects (taskfit.Task.from_rows)
 
     def resolve(self, rel: str) -> Path:
         p = Path(rel)
