@@ -42,8 +42,9 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
         TimeRemainingColumn,
     )
 
-    from taskfit.leaderboard import render, verdict
-    from taskfit.study import run_study
+    from taskfit import api
+    from taskfit.leaderboard import render
+    from taskfit.workspace import Workspace
 
     bars: dict[str, int] = {}
     started = time.perf_counter()
@@ -66,22 +67,18 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
                 err.print(f"[dim]{name}: step {p['step']:.0f}, epoch {p['epoch']:.2f}, loss {p['loss']:.4f} "
                           f"({p['time_s']:.0f} s)[/dim]", highlight=False)
 
-        task_obj, table_rows = run_study(task, strategy_names=strategy, model_names=model, split=split, limit=limit,
-                                         progress=on_progress, with_tuning=with_tuning, train_limit=train_limit,
-                                         log=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False),
-                                         on_step=on_step)
+        workspace = Workspace.default()
+        board = api.evaluate(task, strategy, model, split=split, limit=limit, workspace=workspace,
+                             tuned=with_tuning, train_limit=train_limit, progress=on_progress,
+                             log=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False), on_step=on_step)
     if as_json:
-        print(json.dumps([r.to_json() for r in table_rows], indent=2))
+        print(json.dumps(board.to_json(), indent=2))
         return
-    metric = table_rows[0].metric if table_rows else ""
-    out.print(render(table_rows, title=f"{title}: {task_obj.config.name} ({metric})", wide=wide),
+    out.print(render(board.rows, title=f"{title}: {board.task} ({board.metric})", wide=wide),
               width=None if out.is_terminal or not wide else 300)
-    out.print(verdict(table_rows), highlight=False)
+    out.print(board.verdict, highlight=False)
     if report:  # the main job ends with the decision report
-        from taskfit.report import write_report
-
-        path = write_report([r.run_id for r in table_rows])
-        out.print(f"report: {path}", highlight=False)
+        out.print(f"report: {api.report(board, workspace=workspace)}", highlight=False)
     err.print(f"[dim]finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions[/dim]")
 
 

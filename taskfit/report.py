@@ -759,13 +759,14 @@ def default_path(data: ReportData) -> Path:
 
 
 def write_report(
-    targets: Sequence[str] = (), out: str | Path | None = None, *, store: Store | None = None
+    targets: Sequence[str] = (), out: str | Path | None = None, *, store: Store | None = None,
+    folder: Path | None = None,
 ) -> Path:
     """Write the report for ``targets`` (task files, task names or run ids; none: the latest study) and
-    return its path (default ``$TASKFIT_HOME/reports/<task>-<study>.html``)."""
+    return its path (default ``<folder or $TASKFIT_HOME/reports>/<task>-<study>.html``)."""
     store = store or Store(db.engine())
     data = collect(store, resolve_targets(store, targets))
-    path = Path(out) if out else default_path(data)
+    path = Path(out) if out else (folder / default_path(data).name if folder else default_path(data))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_html(data), encoding="utf-8")
     return path

@@ -8,7 +8,7 @@ from typing import Any
 
 from taskfit import db
 from taskfit.cache import CallCache
-from taskfit.dataset import Dataset, load_dataset
+from taskfit.dataset import Dataset, load_dataset, rows_dataset
 from taskfit.errors import TaskfitError
 from taskfit.leaderboard import rows
 from taskfit.prompts import validate_templates
@@ -18,10 +18,11 @@ from taskfit.strategies import strategies
 from taskfit.taskfile import ModelSpec, StrategySpec, Task, load_task, strategy_shorthand
 
 
-def prepare(task_path: str | Path) -> tuple[Task, Dataset]:
-    """Load and check everything that can be checked before a model is called."""
-    task = load_task(task_path)
-    dataset = load_dataset(task)
+def prepare(task_path: str | Path | Task) -> tuple[Task, Dataset]:
+    """Load and check everything that can be checked before a model is called: a task file's path, a loaded
+    ``Task``, or a ``Task.from_rows`` (its rows in memory)."""
+    task = task_path if isinstance(task_path, Task) else load_task(task_path)
+    dataset = rows_dataset(task) if task.rows is not None else load_dataset(task)
     fields: set[str] = set()
     for exs in dataset.splits.values():
         if exs:

@@ -232,7 +232,15 @@ class Task:
         self.path = path
         self.root = path.parent
         self.config_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
-        self.metric_objects: dict[str, Any] = {}  # metrics given as Python objects (taskfit.Task.from_rows)
+        self.metric_objects: dict[str, Any] = {}  # metrics given as Python objects (Task.from_rows)
+        self.rows: dict[str, list[dict[str, Any]]] | None = None  # rows in memory by split; None: data files
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]], **fields: Any) -> Task:
+        """A task from rows in memory, no file (see ``taskfit.api.task_from_rows`` for the arguments)."""
+        from taskfit.api import task_from_rows  # the schema module imports no feature package at load
+
+        return task_from_rows(rows, **fields)
 
     def resolve(self, rel: str) -> Path:
         p = Path(rel)
