@@ -207,11 +207,11 @@ def evaluate(task: str | Path | Task, strategies: Sequence[StrategyArg] | None =
     task_obj, dataset = load(task)
     chosen = arms(task_obj, strategies, models)
     if tuned:
-        chosen += tuned_arms(task_obj, dataset, train_limit=train_limit, log=log, on_step=on_step)
+        chosen += tuned_arms(task_obj, dataset, workspace=ws, train_limit=train_limit, log=log, on_step=on_step)
     limit = task_obj.config.limit if limit is None else (limit or None)
     records = run_arms(task_obj, dataset, chosen, split=split or task_obj.config.split, limit=limit,
-                       store=ws.runs, cache=ws.cache, progress=progress)
-    table = rows(ws.runs, records)
+                       workspace=ws, progress=progress)
+    table = rows(ws, records)
     return Leaderboard(table, task=task_obj.config.name, metric=task_obj.config.metrics[0].name, runs=records)
 
 
@@ -237,7 +237,7 @@ def tune(task: str | Path | Task, method: str | None = None, *, objective: str |
 
 
 def optimize(task: str | Path, budget: int, *, model: str | None = None, teacher: str | None = None,
-             limit: int | None = None, **options: Any):
+             limit: int | None = None, workspace: Workspace | None = None, **options: Any):
     """Search prompt programs on the dev split within ``budget`` model calls, save the winner (usable as the
     strategy ``optimized:<id>``) and compare it with zero_shot on the test split; returns the ``Outcome``.
     ``options`` are ``OptimizeConfig`` fields (strategies, k, rounds, ...; see docs/optimize.md)."""
@@ -251,7 +251,8 @@ def optimize(task: str | Path, budget: int, *, model: str | None = None, teacher
     except ValidationError as e:
         err = e.errors()[0]
         raise TaskfitError(f"optimize: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
-    return run_optimize(task, config, model=model, teacher=teacher, limit=limit)
+    return run_optimize(task, config, workspace=workspace or Workspace.open(), model=model, teacher=teacher,
+                        limit=limit)
 
 
 def report(targets: Sequence[str] | Leaderboard = (), out: str | Path | None = None, *,
@@ -262,4 +263,4 @@ def report(targets: Sequence[str] | Leaderboard = (), out: str | Path | None = N
 
     ws = workspace or Workspace.open()
     names = [r.run_id for r in targets] if isinstance(targets, Leaderboard) else list(targets)
-    return write_report(names, out, store=ws.runs, folder=ws.reports_dir)
+    return write_report(names, out, workspace=ws)

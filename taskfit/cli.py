@@ -17,10 +17,11 @@ from taskfit.types import PredictionRow
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compare prompt strategies (and, later, fine-tuned models) on your own task, with evidence.")
-out = Console()
+# markup=False: task, model and example text is printed as given ("[/INST]" is not a closing tag)
+out = Console(markup=False)
 if not out.is_terminal:  # piped output: the leaderboard is 120 columns wide (--wide: wider)
-    out = Console(width=120)
-err = Console(stderr=True)
+    out = Console(width=120, markup=False)
+err = Console(stderr=True, markup=False)
 
 TaskArg = Annotated[str, typer.Argument(help="Path to the task file (YAML).")]
 StrategyOpt = Annotated[list[str] | None, typer.Option("--strategy", "-s", help="Strategy row (or registered name); repeatable.")]
@@ -29,6 +30,15 @@ SplitOpt = Annotated[str | None, typer.Option(help="Split to score: train, dev o
 LimitOpt = Annotated[int | None, typer.Option(help="Score only the first N rows of the split (0: all rows, "
                                                     "overriding the task file's limit).")]
 WideOpt = Annotated[bool, typer.Option("--wide", help="One leaderboard table with every column (wider than 120).")]
+
+
+@app.callback()
+def _root(db: Annotated[str | None, typer.Option(
+        "--db", envvar="TASKFIT_DB", help="Database URL (sqlite:///file.db, postgresql+psycopg://user@host/db); "
+        "default: taskfit.db in $TASKFIT_HOME (./.taskfit).")] = None) -> None:
+    from taskfit.commands import use_database
+
+    use_database(db)
 
 
 def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, *, with_tuning: bool = False,
@@ -43,12 +53,12 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
     )
 
     from taskfit import api
+    from taskfit.commands import workspace
     from taskfit.leaderboard import render
-    from taskfit.workspace import Workspace
 
     bars: dict[str, int] = {}
     started = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err, transient=False) as progress:
         last_line = [0.0]
 
@@ -61,16 +71,15 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
                 last_line[0] = time.perf_counter()
                 err.print(f"{arm.name}: {done}/{total} ({time.perf_counter() - started:.0f} s)", highlight=False)
 
-        err.print("[dim]loading task, data and models...[/dim]")
+        err.print("loading task, data and models...", style="dim")
         def on_step(name, p):
             if p["step"] == 1 or p["step"] % 10 == 0:
-                err.print(f"[dim]{name}: step {p['step']:.0f}, epoch {p['epoch']:.2f}, loss {p['loss']:.4f} "
-                          f"({p['time_s']:.0f} s)[/dim]", highlight=False)
+                err.print(f"{name}: step {p['step']:.0f}, epoch {p['epoch']:.2f}, loss {p['loss']:.4f} "
+                          f"({p['time_s']:.0f} s)", style="dim", highlight=False)
 
-        workspace = Workspace.default()
-        board = api.evaluate(task, strategy, model, split=split, limit=limit, workspace=workspace,
+        board = api.evaluate(task, strategy, model, split=split, limit=limit, workspace=workspace(),
                              tuned=with_tuning, train_limit=train_limit, progress=on_progress,
-                             log=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False), on_step=on_step)
+                             log=lambda m: err.print(m, style="dim", highlight=False), on_step=on_step)
     if as_json:
         print(json.dumps(board.to_json(), indent=2))
         return
@@ -78,8 +87,8 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
               width=None if out.is_terminal or not wide else 300)
     out.print(board.verdict, highlight=False)
     if report:  # the main job ends with the decision report
-        out.print(f"report: {api.report(board, workspace=workspace)}", highlight=False)
-    err.print(f"[dim]finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions[/dim]")
+        out.print(f"report: {api.report(board, workspace=workspace())}", highlight=False)
+    err.print(f"finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions", style="dim")
 
 
 @app.command()
@@ -109,17 +118,17 @@ def validate(task: TaskArg) -> None:
     from taskfit.study import prepare
 
     t, ds = prepare(task)
+    ds.split(t.config.split)  # the split the study is scored on must have rows
     sizes = ", ".join(f"{k}={len(v)}" for k, v in ds.splits.items() if v)
-    out.print(f"[green]ok[/green] {t.config.name}: {sizes}; data hash {ds.hash}")
+    out.print(Text.assemble(("ok", "green"), f" {t.config.name}: {sizes}; data hash {ds.hash}"))
 
 
 @app.command()
 def runs(limit: Annotated[int, typer.Option(help="How many recent runs.")] = 30) -> None:
     """List past runs, newest first."""
-    from taskfit import db
-    from taskfit.store import Store
+    from taskfit.commands import workspace
 
-    store = Store(db.engine())
+    store = workspace().runs
     t = Table(title="Runs")
     for col in ("run", "created", "task", "strategy", "model", "split", "done", "status"):
         t.add_column(col)
@@ -127,9 +136,7 @@ def runs(limit: Annotated[int, typer.Option(help="How many recent runs.")] = 30)
         t.add_row(r.id, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)), r.task_name, r.strategy, r.model,
                   r.split, f"{store.progress(r.id)}/{r.n_total}", r.status)
     out.print(t)
-    from taskfit.tuning.store import TuneStore
-
-    tunes = TuneStore(store.eng).all(limit)
+    tunes = workspace().tunes.all(limit)
     if tunes:
         tt = Table(title="Tuned models (planned vs measured)")
         for col in ("model", "created", "task", "method", "base", "train time", "peak MB plan/meas (err)",
@@ -158,15 +165,13 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
          example: Annotated[str | None, typer.Option("--example", "-e", help="Show one example with its full trace.")] = None,
          limit: Annotated[int, typer.Option(help="Rows to list.")] = 40) -> None:
     """Show a run's predictions, wrong ones first, or one example's full trace."""
-    from taskfit import db
-    from taskfit.store import Store
+    from taskfit.commands import workspace
 
-    store = Store(db.engine())
+    store = workspace().runs
     if run_id.startswith("tuned:"):
         from taskfit.commands.tune import print_tune
-        from taskfit.tuning.store import TuneStore
 
-        print_tune(TuneStore(store.eng).get(run_id.removeprefix("tuned:")))
+        print_tune(workspace().tunes.get(run_id.removeprefix("tuned:")))
         return
     run = store.run(run_id)
     if run is None:
@@ -190,9 +195,8 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
     out.print(t)
     if run.config["model"].get("backend") == "tuned":  # what training changed, on a few examples
         from taskfit.commands.tune import print_before_after
-        from taskfit.tuning.store import TuneStore
 
-        rec = TuneStore(store.eng).get(run.config["model"]["path"].removeprefix("tuned:"))
+        rec = workspace().tunes.get(run.config["model"]["path"].removeprefix("tuned:"))
         print_before_after(rec.result.get("before_after") or [])
 
 
@@ -210,8 +214,8 @@ def _show_trace(p: PredictionRow) -> None:
                                     json.dumps(call["params"].get("arguments", {}))), highlight=False)
         out.print(Text.assemble(("-> output", "bold"), ": ", str(call["output"])), highlight=False)
         shared = f" (share of a call made for {call['shared_by']} examples)" if call.get("shared_by", 1) > 1 else ""
-        out.print(f"[dim]tokens {call['tokens_in']:.0f}/{call['tokens_out']:.0f}, {call['latency_ms']:.0f} ms{shared}"
-                  f"{', error: ' + call['error'] if call.get('error') else ''}[/dim]")
+        out.print(f"tokens {call['tokens_in']:.0f}/{call['tokens_out']:.0f}, {call['latency_ms']:.0f} ms{shared}"
+                  f"{', error: ' + call['error'] if call.get('error') else ''}", style="dim")
     if trace.get("details"):
         out.print(trace["details"])
     for name, reason in ((p.scoring or {}).get("reasons") or {}).items():
@@ -267,7 +271,7 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)  # unwrapped, so file:line stays on one line
         sys.exit(2)
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted: finished examples are stored; run the same command to resume[/yellow]")
+        err.print("interrupted: finished examples are stored; run the same command to resume", style="yellow")
         sys.exit(130)
 
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from functools import lru_cache
-from pathlib import Path
-
 from sqlalchemy import Engine, create_engine, event, text
 
 # Append only: a released migration is never edited; a schema change is a new (name, sql) entry.
@@ -158,18 +154,6 @@ MIGRATIONS: list[tuple[str, str]] = [
     # what scoring a prediction spent on model calls (an LLM judge) and the metrics' reasons, as JSON
     ("009_prediction_scoring", "ALTER TABLE predictions ADD COLUMN scoring TEXT"),
 ]
-
-
-def home() -> Path:
-    """Where taskfit keeps its database: $TASKFIT_HOME, else ./.taskfit."""
-    return Path(os.environ.get("TASKFIT_HOME") or ".taskfit")
-
-
-@lru_cache(maxsize=8)
-def engine(path: str | None = None) -> Engine:
-    db = Path(path) if path else home() / "taskfit.db"
-    db.parent.mkdir(parents=True, exist_ok=True)
-    return connect(f"sqlite:///{db}")
 
 
 def connect(url: str) -> Engine:

@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskfit.metrics import build_metric
 from taskfit.stats import paired_p, score_interval
-from taskfit.store import RunRecord, Store
+from taskfit.store import RunRecord
 from taskfit.taskfile import MetricSpec, ModelSpec
 from taskfit.types import JSON_KEYS, LeaderboardRow, PredictionRow
+
+if TYPE_CHECKING:
+    from taskfit.tuning.store import TuneStore
+    from taskfit.workspace import Workspace
 
 __all__ = ["JSON_KEYS", "LeaderboardRow", "rows", "verdict", "render"]
 
 
-def rows(store: Store, runs: list[RunRecord]) -> list[LeaderboardRow]:
-    """Leaderboard rows, best score first. ``p_vs_best`` is None for the best row itself."""
-    preds = {r.id: store.predictions(r.id, with_trace=False) for r in runs}
+def rows(workspace: Workspace, runs: list[RunRecord]) -> list[LeaderboardRow]:
+    """Leaderboard rows of ``runs`` (stored in ``workspace``), best score first. ``p_vs_best`` is None for the
+    best row itself."""
+    preds = {r.id: workspace.runs.predictions(r.id, with_trace=False) for r in runs}
     out = []
     binary: dict[str, bool] = {}
     for run in runs:
         ps = preds[run.id]
         metric = MetricSpec(**run.config["task"]["metrics"][0])
         stored = run.config.get("binary")  # runs stored before it was recorded rebuild the metric to know
-        binary[run.id] = stored if stored is not None else build_metric(metric.name, metric.options).binary
+        binary[run.id] = stored if stored is not None else build_metric(metric.name, metric.options, workspace).binary
         scores = [p.score for p in ps]
         n = len(ps)
         lo, hi = score_interval(scores, binary[run.id]) if n else (0.0, 0.0)
@@ -49,7 +54,7 @@ def rows(store: Store, runs: list[RunRecord]) -> list[LeaderboardRow]:
             judge_tokens_in=_mean([s.get("tokens_in", 0.0) for s in spent]),
             judge_tokens_out=_mean([s.get("tokens_out", 0.0) for s in spent]),
             judge_cost_per_1k=1000 * _mean([s.get("cost", 0.0) for s in spent]),
-            tune=tune_summary(model.path) if model.backend == "tuned" else None,
+            tune=tune_summary(workspace.tunes, model.path) if model.backend == "tuned" else None,
         ))
     out.sort(key=lambda r: -r.score)
     if out:
@@ -69,13 +74,12 @@ TUNE_KEYS = ("id", "method", "method_used", "objective", "base_model", "train_ti
              "forgetting", "device", "tokens_per_s", "fallback")
 
 
-def tune_summary(path: str | None) -> dict[str, Any] | None:
+def tune_summary(tunes: TuneStore, path: str | None) -> dict[str, Any] | None:
     """What a tuned model cost to train (time, memory, parameters, size) and what it forgot."""
     from taskfit.errors import TaskfitError
-    from taskfit.tuning.store import TuneStore
 
     try:
-        rec = TuneStore().get((path or "").removeprefix("tuned:"))
+        rec = tunes.get((path or "").removeprefix("tuned:"))
     except TaskfitError:
         return None
     res = {**rec.result, "id": rec.id}
@@ -91,8 +95,17 @@ def verdict(table_rows: list[LeaderboardRow], alpha: float = 0.05) -> str:
     best = table_rows[0]
     tied = [r for r in table_rows[1:] if r.p_vs_best is not None and r.p_vs_best >= alpha]
     text = f"Best: {best.name} ({best.score:.3f})."
+    if len(table_rows) == 1:
+        return text + " Only one row: nothing to compare it with."
+    untested = [r for r in table_rows[1:] if r.p_vs_best is None]  # no example in common with the best
+    if untested:
+        text += f" Not compared (no shared examples): {', '.join(r.name for r in untested)}."
     if not tied:
-        return text + " Every other row is significantly worse (p < 0.05)."
+        if len(untested) == len(table_rows) - 1:
+            return text
+        if len(table_rows) == 2:
+            return text + f" The other row ({table_rows[1].name}) is significantly worse (p < 0.05)."
+        return text + f" Every other {'compared ' if untested else ''}row is significantly worse (p < 0.05)."
     # money first, then tokens (deterministic; measured time on a shared machine is noisy)
     cheapest = min([best, *tied], key=lambda r: (r.cost_per_1k, r.tokens_in + r.tokens_out, r.time_per_1k_s))
     text += f" Not significantly different (p >= 0.05): {', '.join(r.name for r in tied)}."

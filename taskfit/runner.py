@@ -17,10 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from taskfit.backends import Backend, backends
-from taskfit.cache import CallCache
+from taskfit.backends import Backend, build_backend
 from taskfit.dataset import Dataset, Example
 from taskfit.lm import LM
 from taskfit.metrics import Scored, build_metric, score_batch
@@ -29,6 +28,9 @@ from taskfit.store import RunRecord, Store
 from taskfit.strategies import StrategyContext, strategies
 from taskfit.taskfile import ModelSpec, StrategySpec, Task
 from taskfit.types import PredictionRow
+
+if TYPE_CHECKING:
+    from taskfit.workspace import Workspace
 
 CHUNK = 32  # examples per commit: a kill loses at most this much work (its model calls stay cached)
 
@@ -83,15 +85,17 @@ def run_key(task: Task, dataset: Dataset, arm: Arm, split: str, limit: int | Non
 
 
 class BackendPool:
-    """Load each model once per process, however many strategies use it."""
+    """Load each model once per process, however many strategies use it; tuned models are found in
+    ``workspace``."""
 
-    def __init__(self) -> None:
+    def __init__(self, workspace: Workspace | None = None) -> None:
+        self.workspace = workspace
         self._loaded: dict[str, Backend] = {}
 
     def get(self, spec: ModelSpec) -> Backend:
         key = json.dumps(spec.model_dump(), sort_keys=True)
         if key not in self._loaded:
-            self._loaded[key] = backends.get(spec.backend)(spec)
+            self._loaded[key] = build_backend(spec, self.workspace)
         return self._loaded[key]
 
 
@@ -102,15 +106,18 @@ def resolve_mode(task: Task, backend: Backend) -> str:
     return mode
 
 
-def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit: int | None, store: Store,
-             cache: CallCache, pool: BackendPool | None = None, progress: ProgressFn | None = None,
+def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit: int | None, workspace: Workspace,
+             pool: BackendPool | None = None, progress: ProgressFn | None = None,
              study: str | None = None) -> list[RunRecord]:
-    """Run every arm on ``split`` (first ``limit`` rows) and return the finished run records."""
-    pool = pool or BackendPool()
+    """Run every arm on ``split`` (first ``limit`` rows), storing runs, predictions and model calls in
+    ``workspace``, and return the finished run records."""
+    pool = pool or BackendPool(workspace)
+    store: Store = workspace.runs
     study = study or uuid.uuid4().hex[:8]
     examples = dataset.split(split)[:limit] if limit else dataset.split(split)
     c = task.config
-    metric_fns = [(m.name, task.metric_objects.get(m.name) or build_metric(m.name, m.options)) for m in c.metrics]
+    metric_fns = [(m.name, task.metric_objects.get(m.name) or build_metric(m.name, m.options, workspace))
+                  for m in c.metrics]
     records = []
     for arm in arms:
         backend = pool.get(arm.model)
@@ -124,9 +131,9 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
                     "mode": mode, "limit": limit, "backend": backend.describe(),
                     "binary": bool(metric_fns[0][1].binary)})
         ctx = StrategyContext(task=task, parts=prompt_parts(task), train=dataset.splits.get("train", []), mode=mode,
-                              seed=c.data.seed)
+                              seed=c.data.seed, workspace=workspace)
         strategy = strategies.get(arm.strategy.name)(arm.strategy, ctx)
-        lm = LM(backend, cache)
+        lm = LM(backend, workspace.cache)
         done = store.done_ids(run.id)
         todo = [(i, ex) for i, ex in enumerate(examples) if ex.id not in done]
         if progress:

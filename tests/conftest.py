@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated taskfit home per test and a tiny task on disk."""
+"""Shared fixtures: a workspace per test (its own folder and database) and a tiny task on disk."""
 
 from __future__ import annotations
 
@@ -22,14 +22,27 @@ def no_proxy(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def taskfit_home(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    monkeypatch.setenv("TASKFIT_HOME", str(home))
-    from taskfit import db
+def no_database_env(monkeypatch):
+    """A developer's own database choice never reaches a test's command lines."""
+    monkeypatch.delenv("TASKFIT_DB", raising=False)
 
-    db.engine.cache_clear()
-    yield home
-    db.engine.cache_clear()
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A fresh workspace (SQLite) in the test's folder."""
+    from taskfit.workspace import Workspace
+
+    ws = Workspace.open(tmp_path / "home")
+    yield ws
+    ws.close()
+
+
+@pytest.fixture
+def taskfit_home(workspace, monkeypatch):
+    """For command-line tests: $TASKFIT_HOME, the folder of the ``workspace`` fixture, so a test can read
+    what a command stored."""
+    monkeypatch.setenv("TASKFIT_HOME", str(workspace.root))
+    return workspace.root
 
 
 REVIEWS = [

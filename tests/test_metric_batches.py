@@ -3,14 +3,11 @@ reaches the stored predictions and the leaderboard."""
 
 import pytest
 
-from taskfit import db
 from taskfit.backends.scripted import ScriptedBackend
-from taskfit.cache import CallCache
 from taskfit.dataset import Example
 from taskfit.leaderboard import rows
 from taskfit.metrics import Scored, build_metric, score_batch
 from taskfit.runner import evaluate
-from taskfit.store import Store
 from taskfit.study import prepare, select_arms
 
 JUDGE = {
@@ -29,7 +26,7 @@ def test_per_example_metrics_score_a_batch_and_missing_answers_score_zero():
     assert out == [Scored(1.0), Scored(0.0), Scored(0.0)]
 
 
-def test_the_judge_batches_its_calls_and_its_spend_reaches_the_leaderboard(make_task, monkeypatch):
+def test_the_judge_batches_its_calls_and_its_spend_reaches_the_leaderboard(make_task, workspace, monkeypatch):
     batches: list[tuple[str, int]] = []
     real_score = ScriptedBackend.score
 
@@ -42,9 +39,8 @@ def test_the_judge_batches_its_calls_and_its_spend_reaches_the_leaderboard(make_
     path = make_task(labels=None, output_mode="generate", strategies=["zero_shot"],
                      metrics=[{"judge": {"model": JUDGE, "fields": ["text"], "calibrate": False}}, "exact_match"])
     task, ds = prepare(path)
-    store = Store(db.engine())
-    runs = evaluate(task, ds, select_arms(task, None, None), split="test", limit=None, store=store,
-                    cache=CallCache(db.engine()))
+    store = workspace.runs
+    runs = evaluate(task, ds, select_arms(task, None, None), split="test", limit=None, workspace=workspace)
     judge_batches = [n for model_id, n in batches if model_id.startswith("scripted:judge")]
     assert judge_batches == [8]  # all 8 answers graded in one batched call, not 8 calls of one
 
@@ -55,7 +51,7 @@ def test_the_judge_batches_its_calls_and_its_spend_reaches_the_leaderboard(make_
         assert p.scoring["calls"] == 1 and p.scoring["tokens_in"] > 0
         assert p.scoring["reasons"]["judge"].split()[0] in ("correct", "incorrect")
         assert p.scoring["cost"] == pytest.approx(p.scoring["tokens_in"] * 2.0 / 1e6)
-    (row,) = rows(store, runs)
+    (row,) = rows(workspace, runs)
     assert row.judge_calls == 8
     assert row.judge_tokens_in == pytest.approx(sum(p.scoring["tokens_in"] for p in preds) / 8)
     assert row.judge_cost_per_1k == pytest.approx(1000 * row.judge_tokens_in * 2.0 / 1e6)

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from taskfit.backends import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from taskfit.credentials import redact, url_problem
 from taskfit.errors import ModelCallError, TaskfitError
 from taskfit.taskfile import ModelSpec
 
@@ -46,6 +47,8 @@ class OpenAIBackend:
         if not spec.base_url.startswith(("http://", "https://")):
             raise TaskfitError(f"models[].base_url must start with http:// or https:// "
                                f"(got {spec.base_url!r})", field="models[].base_url")
+        if problem := url_problem(spec.base_url):
+            raise TaskfitError(f"models[].base_url {problem}", field="models[].base_url")
         if not spec.model:
             raise TaskfitError("the openai backend needs models[].model, the model name sent to the server",
                                field="models[].model")
@@ -55,6 +58,13 @@ class OpenAIBackend:
             if not api_key:
                 raise TaskfitError(f"models[].api_key_env names {spec.api_key_env!r}, but that environment "
                                    "variable is not set", field="models[].api_key_env")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        for header, env in spec.headers_env.items():
+            if not os.environ.get(env):
+                raise TaskfitError(f"models[].headers_env[{header!r}] names {env!r}, but that environment "
+                                   "variable is not set", field="models[].headers_env")
+            headers[header] = os.environ[env]
+        self._secrets = [v for v in (api_key, *headers.values()) if v]  # masked in error texts: servers echo them
         self.spec = spec
         self.batch_size = spec.concurrency * 4  # keep every connection busy between cache commits
         self.base_url = spec.base_url.rstrip("/")
@@ -65,7 +75,6 @@ class OpenAIBackend:
         self.backoff_s = backoff_s  # base delay; attempt k waits about backoff_s * 2**k
         self.max_backoff_s = max_backoff_s  # cap on any single wait, Retry-After included
         self._rng = random.Random()  # jitter only; it must not share or disturb the seeded global RNG
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # One pooled client for all threads; the pool is sized so no worker ever waits on a connection.
         self._client = httpx.Client(
             timeout=spec.timeout_s, headers=headers,
@@ -75,8 +84,8 @@ class OpenAIBackend:
         """Settings worth recording with a run; the API key itself is never included."""
         s = self.spec
         return {"backend": "openai", "base_url": _public_url(self.base_url), "model": self.model,
-                "api_key_env": s.api_key_env, "concurrency": s.concurrency, "timeout_s": s.timeout_s,
-                "max_retries": s.max_retries, "backoff_s": self.backoff_s,
+                "api_key_env": s.api_key_env, "headers_env": s.headers_env, "concurrency": s.concurrency,
+                "timeout_s": s.timeout_s, "max_retries": s.max_retries, "backoff_s": self.backoff_s,
                 "price_in_per_1m": s.price_in_per_1m, "price_out_per_1m": s.price_out_per_1m}
 
     def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
@@ -109,10 +118,10 @@ class OpenAIBackend:
             data = self._post(_payload(self.model, req))
             result = _parse(data)
         except ModelCallError as e:
-            result = GenerateResult(texts=[], error=str(e))
+            result = GenerateResult(texts=[], error=redact(str(e), self._secrets))
         except Exception as e:  # one bad request must not sink the rest of the batch
-            result = GenerateResult(texts=[],
-                                    error=f"POST {self._shown_url}: unexpected {type(e).__name__}: {e}")
+            result = GenerateResult(texts=[], error=redact(
+                f"POST {self._shown_url}: unexpected {type(e).__name__}: {e}", self._secrets))
         result.latency_ms = (time.perf_counter() - start) * 1000.0
         return result
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from taskfit.backends import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
 from taskfit.errors import TaskfitError
 from taskfit.taskfile import ModelSpec
+
+if TYPE_CHECKING:
+    from taskfit.workspace import Workspace
 
 PREFIX = "tuned:"
 
@@ -29,11 +32,12 @@ def tune_id(spec: ModelSpec) -> str:
     return path[len(PREFIX):]
 
 
-def create(spec: ModelSpec):
+def create(spec: ModelSpec, *, workspace: Workspace | None = None):
     from taskfit.tuning.models import load_tokenizer, resolve_device
-    from taskfit.tuning.store import TuneStore
 
-    rec = TuneStore().get(tune_id(spec))
+    if workspace is None:
+        raise TaskfitError(f"model {spec.path!r}: a tuned model is looked up in a workspace; none was given")
+    rec = workspace.tunes.get(tune_id(spec))
     if rec.status != "done":
         raise TaskfitError(f"tuned model {rec.id} has not finished training (status {rec.status}); "
                            f"run `taskfit tune` again to resume it")

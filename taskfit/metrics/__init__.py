@@ -3,7 +3,8 @@
 Adding a metric: write ``taskfit/metrics/<name>.py`` with a ``create(**options) -> Metric`` function
 and add one line to ``BUILTINS``. A metric that scores one example at a time needs only ``__call__``; one
 that calls a model (an LLM judge) implements ``score_batch``, so its calls go out in batches, and reports
-what it spent on each example.
+what it spent on each example. A metric that reads or writes stored state (review labels, a judge's call
+cache) also takes a keyword-only ``workspace``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from taskfit.dataset import Example
 from taskfit.errors import TaskfitError
-from taskfit.registry import Registry
+from taskfit.registry import Registry, create_with
 
 REQUIRED: Any = object()  # default marking an option the user must give
 
@@ -81,9 +82,9 @@ BUILTINS = {
 metrics = Registry("metric", BUILTINS)
 
 
-def build_metric(name: str, options: dict[str, Any]) -> Metric:
-    """Look up metric ``name`` and create it with ``options``."""
-    return metrics.get(name)(**options)
+def build_metric(name: str, options: dict[str, Any], workspace: Any = None) -> Metric:
+    """Look up metric ``name`` and create it with ``options`` (and ``workspace``, if it takes one)."""
+    return create_with(metrics.get(name), workspace=workspace, **options)
 
 
 def read_options(metric: str, given: dict[str, Any], **defaults: Any) -> dict[str, Any]:
