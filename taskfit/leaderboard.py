@@ -181,7 +181,9 @@ def render(table_rows: list[LeaderboardRow], title: str = "Leaderboard", *, wide
         if show:
             d.add_column(name)
     for r in table_rows:
-        d.add_row(r.run_id, *[cell(r) for _, show, cell in parts if show])
+        cells = [cell(r) for _, show, cell in parts if show]
+        if any(cells):  # rows with nothing more to say are left out
+            d.add_row(r.run_id, *cells)
     return Group(t, d)
 
 
