@@ -54,6 +54,7 @@ def rows(workspace: Workspace, runs: list[RunRecord]) -> list[LeaderboardRow]:
             judge_tokens_in=_mean([s.get("tokens_in", 0.0) for s in spent]),
             judge_tokens_out=_mean([s.get("tokens_out", 0.0) for s in spent]),
             judge_cost_per_1k=1000 * _mean([s.get("cost", 0.0) for s in spent]),
+            **scored_via(run),
             tune=tune_summary(workspace.tunes, model.path) if model.backend == "tuned" else None,
         ))
     out.sort(key=lambda r: -r.score)
@@ -67,6 +68,16 @@ def rows(workspace: Workspace, runs: list[RunRecord]) -> list[LeaderboardRow]:
                 p_value = paired_p(list(a), list(b), binary[best.run_id] and binary[r.run_id])
                 out[i] = dataclasses.replace(r, p_vs_best=p_value)
     return out
+
+
+def scored_via(run: RunRecord) -> dict[str, Any]:
+    """How a row got its answers: ``generate`` (parsed replies), the server's label-scoring path, or ``local``
+    (in-process log-likelihood); why a server could not score labels; which server ran the model."""
+    backend = run.config.get("backend") or {}
+    mode = run.config.get("mode")
+    via = "generate" if mode == "generate" else (backend.get("score_via") or "local")
+    return {"score_via": via, "score_via_reason": backend.get("score_via_reason") or None,
+            "server": backend.get("server")}
 
 
 TUNE_KEYS = ("id", "method", "method_used", "objective", "base_model", "train_time_s", "peak_mem_mb",
@@ -146,6 +157,7 @@ def render(table_rows: list[LeaderboardRow], title: str = "Leaderboard", *, wide
     from rich.table import Table
 
     judged = any(r.judge_calls for r in table_rows)
+    served = any(r.server for r in table_rows)
     tuned = any(r.tune for r in table_rows)
     others = any(k != r.metric for r in table_rows for k in r.metrics)
     paid = any(r.cost_per_1k for r in table_rows)
@@ -153,13 +165,17 @@ def render(table_rows: list[LeaderboardRow], title: str = "Leaderboard", *, wide
     one_n = len(sizes) == 1 and not wide
     t = Table(title=title + (f", n = {sizes.pop()}" if one_n else ""), title_justify="left", caption=CAPTION,
               caption_justify="left", box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD)
+    for r in table_rows:
+        if r.score_via == "generate" and r.score_via_reason:
+            t.caption = f"{t.caption}\n{r.model}: labels not scored on the server ({r.score_via_reason})"
     columns = [("strategy", True), ("model", True), ("n", not one_n), ("score [95% CI]", True), ("p vs best", True),
                ("parse fail", True), ("tok in/out", True), ("calls/q", wide), ("$/1k q", wide or paid),
                ("time/1k q", True), ("p50 ms", wide), ("cache hits", wide), ("judge", wide and judged),
-               ("other metrics", wide and others), ("training", wide and tuned), ("run", True)]
+               ("other metrics", wide and others), ("training", wide and tuned), ("scored via", wide and served),
+               ("run", True)]
     shown = [name for name, show in columns if show]
     for name in shown:
-        left = name in ("strategy", "model", "judge", "other metrics", "training", "run")
+        left = name in ("strategy", "model", "judge", "other metrics", "training", "scored via", "run")
         header = name if wide else HEADERS.get(name, name)  # two-line headers keep the numbers' columns narrow
         t.add_column(header, justify="left" if left else "right", no_wrap=name not in ("training", "other metrics"))
     for r in table_rows:
@@ -169,14 +185,14 @@ def render(table_rows: list[LeaderboardRow], title: str = "Leaderboard", *, wide
                  "calls/q": f"{r.calls_per_query:.1f}", "$/1k q": f"${r.cost_per_1k:.4f}",
                  "time/1k q": _duration(r.time_per_1k_s), "p50 ms": f"{r.latency_p50_ms:.0f}",
                  "cache hits": str(r.cache_hits), "judge": judge_cell(r), "other metrics": _other_metrics(r),
-                 "training": training_cell(r.tune), "run": r.run_id}
+                 "training": training_cell(r.tune), "scored via": scored_via_cell(r), "run": r.run_id}
         t.add_row(*[cells[name] for name in shown])
-    if wide or not (judged or tuned or others):
+    if wide or not (judged or tuned or others or served):
         return t
     d = Table(title="Details (--wide: one table)", title_justify="left", box=box.SIMPLE_HEAD)
     d.add_column("run", no_wrap=True)
     parts = [("judge calls, tok/q, $/1k q", judged, judge_cell), ("other metrics", others, _other_metrics),
-             ("training", tuned, lambda r: training_cell(r.tune))]
+             ("training", tuned, lambda r: training_cell(r.tune)), ("scored via", served, scored_via_cell)]
     for name, show, _ in parts:
         if show:
             d.add_column(name)
@@ -189,6 +205,11 @@ def render(table_rows: list[LeaderboardRow], title: str = "Leaderboard", *, wide
 
 def _p_cell(p: float | None) -> str:
     return "best" if p is None else (f"{p:.3f}" + (" *" if p < 0.05 else ""))
+
+
+def scored_via_cell(r: LeaderboardRow) -> str:
+    """How the row got its answers, and on which server."""
+    return r.score_via + (f" on {r.server}" if r.server else "")
 
 
 def _other_metrics(r: LeaderboardRow) -> str:

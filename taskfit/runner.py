@@ -14,6 +14,7 @@ import platform
 import subprocess
 import uuid
 from collections.abc import Callable
+from contextlib import closing as _closing
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -98,8 +99,21 @@ class BackendPool:
             self._loaded[key] = build_backend(spec, self.workspace)
         return self._loaded[key]
 
+    def close(self) -> None:
+        """Close the backends that hold something outside this process (connections, adapters on a server)."""
+        for backend in self._loaded.values():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+        self._loaded.clear()
+
 
 def resolve_mode(task: Task, backend: Backend) -> str:
+    prepare = getattr(backend, "prepare_labels", None)
+    if task.config.labels and prepare is not None:  # a server checks its scoring path against the label set
+        from taskfit.answering import label_groups
+
+        prepare(label_groups(task.config, prompt_parts(task).response_prefix))
     mode = task.config.output_mode
     if mode == "auto":
         return "score" if task.config.labels and backend.supports_score else "generate"
@@ -111,7 +125,10 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
              study: str | None = None) -> list[RunRecord]:
     """Run every arm on ``split`` (first ``limit`` rows), storing runs, predictions and model calls in
     ``workspace``, and return the finished run records."""
-    pool = pool or BackendPool(workspace)
+    if pool is None:  # a pool of its own is closed when the arms are done
+        with _closing(BackendPool(workspace)) as own:
+            return evaluate(task, dataset, arms, split=split, limit=limit, workspace=workspace, pool=own,
+                            progress=progress, study=study)
     store: Store = workspace.runs
     study = study or uuid.uuid4().hex[:8]
     examples = dataset.split(split)[:limit] if limit else dataset.split(split)
@@ -121,6 +138,7 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
     records = []
     for arm in arms:
         backend = pool.get(arm.model)
+        lm = LM(backend, workspace.cache)
         mode = resolve_mode(task, backend)
         key = run_key(task, dataset, arm, split, limit, mode)
         run = store.resumable(key) or store.create_run(
@@ -133,7 +151,6 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
         ctx = StrategyContext(task=task, parts=prompt_parts(task), train=dataset.splits.get("train", []), mode=mode,
                               seed=c.data.seed, workspace=workspace)
         strategy = strategies.get(arm.strategy.name)(arm.strategy, ctx)
-        lm = LM(backend, workspace.cache)
         done = store.done_ids(run.id)
         todo = [(i, ex) for i, ex in enumerate(examples) if ex.id not in done]
         if progress:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from taskfit.backends import served_adapter
 from taskfit.dataset import Dataset, load_dataset, rows_dataset
 from taskfit.errors import TaskfitError
 from taskfit.leaderboard import LeaderboardRow, rows
@@ -46,12 +47,19 @@ def select_arms(task: Task, strategy_names: list[str] | None, model_names: list[
             else:
                 raise TaskfitError(f"--strategy {name!r}: not a row of the task file ({', '.join(by_label)}) "
                                    f"nor a known strategy ({', '.join(strategies.names())})")
-    models = list(c.models)
+    models = [m for m in c.models if not served_adapter.is_template(m)]
     if model_names:
         by_label = {m.label(): m for m in models}
-        models = [by_label.get(name) or ModelSpec.model_validate(
-            {"backend": "tuned" if name.startswith("tuned:") else "hf", "path": name}) for name in model_names]
+        models = [by_label.get(name) or _named_model(task, name) for name in model_names]
     return [Arm(s, m) for m in models for s in strats]
+
+
+def _named_model(task: Task, name: str) -> ModelSpec:
+    """A --model that is not a row of the task file: a tuned model (on the task's adapter server, if it names
+    one) or a local model."""
+    if name.startswith("tuned:"):
+        return ModelSpec(backend="tuned", path=name, serve_via=served_adapter.template(task.config.models))
+    return ModelSpec(backend="hf", path=name)
 
 
 def tuned_arms(task: Task, dataset: Dataset, *, workspace: Workspace, train_limit: int | None = None,
@@ -69,11 +77,13 @@ def tuned_arms(task: Task, dataset: Dataset, *, workspace: Workspace, train_limi
         rec = tune(task, dataset.split("train"), spec, store=workspace.tunes, log=log,
                    on_step=(lambda p, name=spec.label(): on_step(name, p)) if on_step else None)
         row = Job.strategy_for(task, spec)
-        arms.append(Arm(row, ModelSpec(backend="tuned", path=f"tuned:{rec.id}", name=spec.label())))
+        arms.append(Arm(row, ModelSpec(backend="tuned", path=f"tuned:{rec.id}", name=spec.label(),
+                                       serve_via=served_adapter.template(task.config.models))))
     return arms
 
 
-def run_study(task_path: str | Path, *, workspace: Workspace, strategy_names: list[str] | None = None, model_names: list[str] | None = None,
+def run_study(task_path: str | Path, *, workspace: Workspace, strategy_names: list[str] | None = None,
+              model_names: list[str] | None = None,
               split: str | None = None, limit: int | None = None, progress: ProgressFn | None = None,
               with_tuning: bool = False, train_limit: int | None = None, log: Callable[[str], None] = lambda s: None,
               on_step: Callable[[str, dict[str, float]], None] | None = None,

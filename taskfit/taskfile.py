@@ -121,6 +121,14 @@ class ModelSpec(_Strict):
     price_in_per_1m: float = Field(0.0, ge=0, description="Price in $ per million input tokens.")
     price_out_per_1m: float = Field(0.0, ge=0, description="Price in $ per million output tokens.")
     script: dict[str, Any] | None = Field(None, description="scripted: canned replies (tests and demos).")
+    score_via: Literal["auto", "completions", "chat_top_logprobs", "choice", "generate"] = Field(
+        "auto", description="openai: how labels are scored on the server; auto probes it once per model "
+        "(completions: exact log-likelihood; chat_top_logprobs: first token; choice: constrained decoding).")
+    tokenizer: str | None = Field(None, description="openai: local tokenizer folder of the served model, for the "
+                                  "chat template and tokens of score_via: completions (else the server's /tokenize).")
+    serve_via: dict[str, Any] | None = Field(
+        None, description="tuned: evaluate a LoRA adapter on an inference server with dynamic LoRA loading, "
+        "e.g. {base_url: http://127.0.0.1:8000/v1}; keys as for openai models (see docs/servers.md).")
 
     def label(self) -> str:
         if self.name:

@@ -74,6 +74,9 @@ class LeaderboardRow:
     judge_tokens_in: float = 0.0  # per query
     judge_tokens_out: float = 0.0  # per query
     judge_cost_per_1k: float = 0.0  # $ per 1,000 queries scored
+    score_via: str = "local"  # generate (parsed replies), local (in-process log-likelihood) or a server's path
+    score_via_reason: str | None = None  # why a server could not score labels
+    server: str | None = None  # the server that ran the model
     tune: dict[str, Any] | None = None  # what a fine-tuned model cost to train; None for prompt-only rows
 
     @property

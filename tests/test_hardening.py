@@ -285,12 +285,12 @@ def test_unsafe_task_names_are_refused(make_task, name):
     assert "name" in str(e.value)
 
 
-def test_report_path_stays_in_the_reports_folder(taskfit_home):
+def test_report_path_stays_in_the_reports_folder(tmp_path):
     from taskfit.report import default_path
 
+    reports = (tmp_path / "reports").resolve()
     for title in ("../../x", "/etc/passwd", "..", "a/../../b"):
-        path = default_path(SimpleNamespace(title=title, study="s1/../..", created=0), taskfit_home / "reports")
-        reports = (taskfit_home / "reports").resolve()
+        path = default_path(SimpleNamespace(title=title, study="s1/../..", created=0), reports)
         assert path.resolve().parent == reports, (title, path)
 
 

@@ -22,7 +22,7 @@ def documented() -> tuple[list[str], list[str], list[str]]:
     return keys(every), keys(tuned), re.findall(r"`(\w+)`", tune_line.split("|")[3])
 
 
-def test_eval_json_has_exactly_the_documented_keys_in_order(make_task):
+def test_eval_json_has_exactly_the_documented_keys_in_order(make_task, taskfit_home):
     every, tuned_only, _ = documented()
     assert tuned_only == ["tune"]
     res = CliRunner().invoke(app, ["eval", str(make_task()), "--json"])

@@ -276,7 +276,7 @@ def test_judge_check_command_on_labelled_rows(make_task, taskfit_home, tmp_path)
 
 
 @pytest.mark.slow
-def test_bundled_judge_on_graded_answers(taskfit_home):
+def test_bundled_judge_on_graded_answers(workspace):
     """The bundled model as the judge on 12 SciEntsBank answers: figures come out in range, verdicts read."""
     from taskfit.study import prepare
 
@@ -288,7 +288,7 @@ def test_bundled_judge_on_graded_answers(taskfit_home):
         reference="reference_answer",
         human="label",
     )
-    judge = Judge(judge_model_for(task))
+    judge = Judge(judge_model_for(task), workspace=workspace)
     cal, verdicts = calibrate(judge, items, human)
     assert cal.n == 12 and cal.unreadable == 0 and 0 <= cal.accuracy <= 1 and -1 <= cal.kappa <= 1
     assert all(v.confidence is not None and v.confidence >= 0.5 for v in verdicts)

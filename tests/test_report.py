@@ -257,7 +257,7 @@ def test_report_command(make_task, taskfit_home, tmp_path, workspace):
 
 
 @pytest.mark.slow
-def test_report_on_the_bundled_model_renders_in_chromium(taskfit_home, tmp_path, workspace):
+def test_report_on_the_bundled_model_renders_in_chromium(tmp_path, workspace):
     """The default study (8 rows) on the real model, then the report, screenshotted by headless Chromium."""
     from taskfit.study import run_study
 

@@ -9,6 +9,12 @@ from taskfit.runner import BackendPool, evaluate
 from taskfit.study import prepare, select_arms
 
 
+@pytest.fixture
+def workspace(store_workspace):
+    """Every test here (cache, store, resume, leaderboard) runs on SQLite and on PostgreSQL."""
+    return store_workspace
+
+
 class CountingPool(BackendPool):
     """Hands out one ScriptedBackend per model so tests can count the requests it received."""
 

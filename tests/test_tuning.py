@@ -312,7 +312,8 @@ def test_real_models_tune_and_join_the_leaderboard(workspace):
     from taskfit.study import run_study
 
     task = Path(__file__).resolve().parents[1] / "examples" / "sst2" / "task.yaml"
-    _, table = run_study(task, workspace=workspace, strategy_names=["zero_shot"], limit=16, with_tuning=True, train_limit=64)
+    _, table = run_study(task, workspace=workspace, strategy_names=["zero_shot"], limit=16, with_tuning=True,
+                         train_limit=64)
     tuned = {r.model: r for r in table if r.tune}
     assert set(tuned) == {"minilm+lora-head", "minilm+full", "smollm2+lora-sft"}
     head = tuned["minilm+lora-head"].tune

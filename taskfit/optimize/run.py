@@ -29,7 +29,8 @@ class Outcome:
     test_rows: list[LeaderboardRow]  # leaderboard rows: the optimized program and the baseline on test
 
 
-def optimize(task_path: str | Path, config: OptimizeConfig, *, workspace: Workspace, model: str | None = None, teacher: str | None = None,
+def optimize(task_path: str | Path, config: OptimizeConfig, *, workspace: Workspace, model: str | None = None,
+             teacher: str | None = None,
              limit: int | None = None, progress: Progress | None = None, test_progress: ProgressFn | None = None,
              pool: BackendPool | None = None) -> Outcome:
     """Search, save, then compare with the baseline on the first ``limit`` test rows (the task's limit by default)."""
