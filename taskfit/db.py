@@ -155,6 +155,14 @@ MIGRATIONS: list[tuple[str, str]] = [
             config TEXT NOT NULL,
             versions TEXT NOT NULL
         )"""),
+    # a run's cost estimate (taskfit.estimate) next to what the run actually spent
+    ("009_estimates", """
+        CREATE TABLE estimates (
+            run_id TEXT PRIMARY KEY,
+            created REAL NOT NULL,
+            estimate TEXT NOT NULL,
+            actual TEXT NOT NULL
+        )"""),
 ]
 
 
