@@ -350,3 +350,39 @@ def compare_runs(eng, estimates: list[Estimate], runs: list[tuple[str, str, str]
         out.append({"strategy": strategy, "model": model, "run_id": run_id,
                     **{k: (getattr(est, k), actual[k]) for k in COMPARED}})
     return out
+
+
+def estimate_optimize(task_path: str, cache: CallCache, config, *, model: str | None = None,
+                      limit: int | None = None) -> tuple[Task, list[Estimate]]:
+    """The estimate of ``taskfit optimize``: the search spends at most ``config.budget`` calls, each costing
+    what a base strategy's call costs on the dev rows (on average); then the winner and zero-shot run on the
+    test rows, the winner priced as the dearest base strategy."""
+    from taskfit.errors import TaskfitError
+    from taskfit.optimize.search import dev_split
+    from taskfit.study import prepare, select_arms
+
+    task, dataset = prepare(task_path)
+    model_spec = select_arms(task, ["zero_shot"], [model] if model else None)[0].model
+    demo_pool, dev = dev_split(dataset, config)
+    bases = []
+    for name in dict.fromkeys(["zero_shot", *config.strategies]):
+        spec = StrategySpec.model_validate({"name": name, **({"k": config.k} if name != "zero_shot" else {})})
+        try:
+            bases.append((spec, estimate_examples(task, dev, spec, model_spec, cache, train=demo_pool)))
+        except TaskfitError:  # a base the task cannot build (cot without worked solutions) is not searched
+            continue
+    per_call = {k: sum(getattr(e, k) for _, e in bases) / max(1, sum(e.calls for _, e in bases))
+                for k in ("tokens_in", "tokens_out", "seconds")}
+    search = Estimate(strategy="search (at most the budget)", model=model_spec.label(), n=len(dev),
+                      calls=config.budget, **{k: v * config.budget for k, v in per_call.items()},
+                      time_basis=bases[0][1].time_basis if bases else "")
+    search.dollars = (search.tokens_in * model_spec.price_in_per_1m + search.tokens_out * model_spec.price_out_per_1m) / 1e6
+    limit = task.config.limit if limit is None else (limit or None)
+    test = dataset.split("test")[:limit] if limit else dataset.split("test")
+    dearest = max(bases, key=lambda b: b[1].tokens_in + b[1].tokens_out)[0] if bases else StrategySpec(name="zero_shot")
+    rows = [search]
+    for label, spec in ((f"test: winner (as {dearest.label()})", dearest), ("test: zero_shot", StrategySpec(name="zero_shot"))):
+        est = estimate_examples(task, test, spec, model_spec, cache, train=demo_pool)
+        est.strategy = label
+        rows.append(est)
+    return task, rows

@@ -126,3 +126,16 @@ def test_run_dry_run_on_the_sst2_example_loads_no_model(monkeypatch):
     assert res.exit_code == 0, res.output
     assert "Estimate (dry run): sst2" in res.stdout and "few_shot_knn" in res.stdout
     assert "Fine-tuned rows are not included" in res.stdout
+
+
+def test_optimize_dry_run_prices_the_budget_and_the_test_comparison(make_task, taskfit_home, monkeypatch):
+    from taskfit.backends import backends
+    from taskfit.cli import app
+
+    monkeypatch.setattr(backends, "get", lambda name: pytest.fail("backend constructed"))
+    res = CliRunner().invoke(app, ["optimize", str(make_task()), "--budget", "40", "--dry-run", "--json", "--limit", "5"])
+    assert res.exit_code == 0, res.output
+    search, winner, zero_shot = json.loads(res.stdout)
+    assert search["calls"] == 40 and search["tokens_in"] > 0
+    assert winner["strategy"] == "test: winner (as few_shot)" and winner["n"] == zero_shot["n"] == 5
+    assert winner["tokens_in"] > zero_shot["tokens_in"]  # demonstrations make the prompt longer

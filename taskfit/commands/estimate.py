@@ -3,6 +3,8 @@ the actual figures after a real run."""
 
 from __future__ import annotations
 
+import json
+
 from rich.console import Console
 from rich.table import Table
 
@@ -41,15 +43,16 @@ def render(estimates: list[Estimate], title: str) -> Table:
 
 def dry_run(task: str, strategy, model, split, limit, *, as_json: bool = False, note: str = "") -> None:
     """Print the estimate of a study; no model is loaded and no call is made."""
-    import json
+    task_obj, estimates = estimate_study(task, Workspace.default().cache, strategy_names=strategy, model_names=model,
+                                         split=split, limit=limit)
+    print_estimates(task_obj, estimates, as_json=as_json, note=note)
 
-    ws = Workspace.default()
-    task_obj, estimates = estimate_study(task, ws.cache, strategy_names=strategy, model_names=model, split=split,
-                                         limit=limit)
+
+def print_estimates(task, estimates: list[Estimate], *, as_json: bool = False, note: str = "") -> None:
     if as_json:
         print(json.dumps([e.to_dict() for e in estimates], indent=2))
         return
-    out.print(render(estimates, f"Estimate (dry run): {task_obj.config.name}"))
+    out.print(render(estimates, f"Estimate (dry run): {task.config.name}"))
     bases = sorted({e.time_basis for e in estimates})
     out.print(f"time per call: {'; '.join(bases)}. Calls already in the cache are free; loops are counted at "
               f"their limits.{' ' + note if note else ''}", highlight=False)
