@@ -25,7 +25,7 @@ import numpy as np
 from sqlalchemy import text
 
 from taskfit.backends import GenerateRequest, GenerateResult, Message, ScoreRequest, ScoreResult
-from taskfit.cache import CallCache
+from taskfit.cache import CallCache, call_key
 from taskfit.dataset import Dataset, Example
 from taskfit.lm import LM, Trace
 from taskfit.prompts import prompt_parts
@@ -36,7 +36,7 @@ from taskfit.taskfile import ModelSpec, StrategySpec, Task
 DEFAULT_MS = {"local": {"per_call": 50.0, "per_token_in": 0.5, "per_token_out": 40.0},
               "remote": {"per_call": 400.0, "per_token_in": 0.0, "per_token_out": 15.0}}
 CHARS_PER_TOKEN = 4  # token count for backends without a local tokenizer
-FILLER_PLAN = "1. What first?\n2. What next?\n3. What last?\nFollow up: What first?\n"
+FILLER_PLAN = "1. Which?\n2. Which?\nFollow up: Which?\n"  # three questions, one a follow-up
 
 
 @dataclass
@@ -194,13 +194,14 @@ class _ReadOnlyCache:
         pass
 
 
-def filler(n_tokens: int) -> str:
+def filler(n_tokens: int, tag: str = "") -> str:
     """A reply of about ``n_tokens`` tokens (words); any but the shortest open with the plan that takes every
-    optional step."""
-    plan = FILLER_PLAN.split()
-    if n_tokens < len(plan):
-        return " ".join(["so"] * n_tokens)
-    return FILLER_PLAN + " ".join(["so"] * (n_tokens - len(plan)))
+    optional step. ``tag`` keeps the replies to different prompts different, as real ones are (identical
+    follow-up prompts would be counted as one call)."""
+    plan = FILLER_PLAN.replace("?", f" {tag}?" if tag else "?")
+    if n_tokens < 6:
+        return " ".join([tag or "so", *["so"] * (n_tokens - 1)])
+    return plan + " ".join(["so"] * (n_tokens - len(plan.split())))
 
 
 class DryBackend:
@@ -227,7 +228,7 @@ class DryBackend:
             n_out = self.measured.expected_out(r)
             reply = self.steer(r) if self.steer else None
             if reply is None:
-                reply = filler(n_out)
+                reply = filler(n_out, call_key(self.model_id, "generate", r)[:6])
             tin = self.facts.count(r.messages)
             out.append(GenerateResult(texts=[reply] * r.n, tokens_in=tin, tokens_out=n_out * r.n,
                                       latency_ms=self._ms("generate", tin, n_out) * r.n))
