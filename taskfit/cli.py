@@ -16,10 +16,11 @@ from taskfit.errors import TaskfitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compare prompt strategies (and, later, fine-tuned models) on your own task, with evidence.")
-out = Console()
+# markup=False: task, model and example text is printed as given ("[/INST]" is not a closing tag)
+out = Console(markup=False)
 if not out.is_terminal:  # piped output: keep the leaderboard on one line per row
-    out = Console(width=200)
-err = Console(stderr=True)
+    out = Console(width=200, markup=False)
+err = Console(stderr=True, markup=False)
 
 TaskArg = Annotated[str, typer.Argument(help="Path to the task file (YAML).")]
 StrategyOpt = Annotated[list[str] | None, typer.Option("--strategy", "-s", help="Strategy row (or registered name); repeatable.")]
@@ -29,6 +30,15 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the expected c
 SplitOpt = Annotated[str | None, typer.Option(help="Split to score: train, dev or test (default: the task's).")]
 LimitOpt = Annotated[int | None, typer.Option(help="Score only the first N rows of the split (0: all rows, "
                                                     "overriding the task file's limit).")]
+
+
+@app.callback()
+def _root(db: Annotated[str | None, typer.Option(
+        "--db", envvar="TASKFIT_DB", help="Database URL (sqlite:///file.db, postgresql+psycopg://user@host/db); "
+        "default: taskfit.db in $TASKFIT_HOME (./.taskfit).")] = None) -> None:
+    from taskfit.commands import use_database
+
+    use_database(db)
 
 
 def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, *, with_tuning: bool = False,
@@ -42,12 +52,13 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
         TimeRemainingColumn,
     )
 
+    from taskfit.commands import workspace
     from taskfit.leaderboard import JSON_KEYS, render, verdict
     from taskfit.study import run_study
 
     bars: dict[str, int] = {}
     started = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err, transient=False) as progress:
         last_line = [0.0]
 
@@ -63,15 +74,16 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
         from taskfit.commands.estimate import estimate_before, show_after
 
         estimates = estimate_before(task, strategy, model, split, limit)
-        err.print("[dim]loading task, data and models...[/dim]")
+        err.print("loading task, data and models...", style="dim")
         def on_step(name, p):
             if p["step"] == 1 or p["step"] % 10 == 0:
-                err.print(f"[dim]{name}: step {p['step']:.0f}, epoch {p['epoch']:.2f}, loss {p['loss']:.4f} "
-                          f"({p['time_s']:.0f} s)[/dim]", highlight=False)
+                err.print(f"{name}: step {p['step']:.0f}, epoch {p['epoch']:.2f}, loss {p['loss']:.4f} "
+                          f"({p['time_s']:.0f} s)", style="dim", highlight=False)
 
-        task_obj, table_rows = run_study(task, strategy_names=strategy, model_names=model, split=split, limit=limit,
+        task_obj, table_rows = run_study(task, workspace=workspace(), strategy_names=strategy, model_names=model,
+                                         split=split, limit=limit,
                                          progress=on_progress, with_tuning=with_tuning, train_limit=train_limit,
-                                         log=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False),
+                                         log=lambda m: err.print(m, style="dim", highlight=False),
                                          on_step=on_step)
     show_after(estimates, [(r["strategy"], r["model"], r["run_id"]) for r in table_rows])
     if as_json:
@@ -82,9 +94,9 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
     if report:  # the main job ends with the decision report
         from taskfit.report import write_report
 
-        path = write_report([r["run_id"] for r in table_rows])
+        path = write_report([r["run_id"] for r in table_rows], workspace=workspace())
         out.print(f"report: {path}", highlight=False)
-    err.print(f"[dim]finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions[/dim]")
+    err.print(f"finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions", style="dim")
 
 
 @app.command()
@@ -122,17 +134,17 @@ def validate(task: TaskArg) -> None:
     from taskfit.study import prepare
 
     t, ds = prepare(task)
+    ds.split(t.config.split)  # the split the study is scored on must have rows
     sizes = ", ".join(f"{k}={len(v)}" for k, v in ds.splits.items() if v)
-    out.print(f"[green]ok[/green] {t.config.name}: {sizes}; data hash {ds.hash}")
+    out.print(Text.assemble(("ok", "green"), f" {t.config.name}: {sizes}; data hash {ds.hash}"))
 
 
 @app.command()
 def runs(limit: Annotated[int, typer.Option(help="How many recent runs.")] = 30) -> None:
     """List past runs, newest first."""
-    from taskfit import db
-    from taskfit.store import Store
+    from taskfit.commands import workspace
 
-    store = Store(db.engine())
+    store = workspace().runs
     t = Table(title="Runs")
     for col in ("run", "created", "task", "strategy", "model", "split", "done", "status"):
         t.add_column(col)
@@ -140,9 +152,7 @@ def runs(limit: Annotated[int, typer.Option(help="How many recent runs.")] = 30)
         t.add_row(r.id, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)), r.task_name, r.strategy, r.model,
                   r.split, f"{store.progress(r.id)}/{r.n_total}", r.status)
     out.print(t)
-    from taskfit.tuning.store import TuneStore
-
-    tunes = TuneStore(store.eng).all(limit)
+    tunes = workspace().tunes.all(limit)
     if tunes:
         tt = Table(title="Tuned models (planned vs measured)")
         for col in ("model", "created", "task", "method", "base", "train time", "peak MB plan/meas (err)",
@@ -171,15 +181,13 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
          example: Annotated[str | None, typer.Option("--example", "-e", help="Show one example with its full trace.")] = None,
          limit: Annotated[int, typer.Option(help="Rows to list.")] = 40) -> None:
     """Show a run's predictions, wrong ones first, or one example's full trace."""
-    from taskfit import db
-    from taskfit.store import Store
+    from taskfit.commands import workspace
 
-    store = Store(db.engine())
+    store = workspace().runs
     if run_id.startswith("tuned:"):
         from taskfit.commands.tune import print_tune
-        from taskfit.tuning.store import TuneStore
 
-        print_tune(TuneStore(store.eng).get(run_id.removeprefix("tuned:")))
+        print_tune(workspace().tunes.get(run_id.removeprefix("tuned:")))
         return
     run = store.run(run_id)
     if run is None:
@@ -204,9 +212,8 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
     out.print(t)
     if run.config["model"].get("backend") == "tuned":  # what training changed, on a few examples
         from taskfit.commands.tune import print_before_after
-        from taskfit.tuning.store import TuneStore
 
-        rec = TuneStore(store.eng).get(run.config["model"]["path"].removeprefix("tuned:"))
+        rec = workspace().tunes.get(run.config["model"]["path"].removeprefix("tuned:"))
         print_before_after(rec.result.get("before_after") or [])
 
 
@@ -223,8 +230,8 @@ def _show_trace(p: dict) -> None:
                                     json.dumps(call["params"].get("arguments", {}))), highlight=False)
         out.print(Text.assemble(("-> output", "bold"), ": ", str(call["output"])), highlight=False)
         shared = f" (share of a call made for {call['shared_by']} examples)" if call.get("shared_by", 1) > 1 else ""
-        out.print(f"[dim]tokens {call['tokens_in']:.0f}/{call['tokens_out']:.0f}, {call['latency_ms']:.0f} ms{shared}"
-                  f"{', error: ' + call['error'] if call.get('error') else ''}[/dim]")
+        out.print(f"tokens {call['tokens_in']:.0f}/{call['tokens_out']:.0f}, {call['latency_ms']:.0f} ms{shared}"
+                  f"{', error: ' + call['error'] if call.get('error') else ''}", style="dim")
     if p["trace"].get("details"):
         out.print(p["trace"]["details"])
 
@@ -278,7 +285,7 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)  # unwrapped, so file:line stays on one line
         sys.exit(2)
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted: finished examples are stored; run the same command to resume[/yellow]")
+        err.print("interrupted: finished examples are stored; run the same command to resume", style="yellow")
         sys.exit(130)
 
 

@@ -322,10 +322,11 @@ def save_comparison(eng, run_id: str, estimate: Estimate, actual: dict[str, floa
     """Store a run's estimate next to what it actually spent."""
     import time
 
+    from taskfit.db import upsert
+
     with eng.begin() as conn:
-        conn.execute(text("INSERT OR REPLACE INTO estimates (run_id, created, estimate, actual) "
-                          "VALUES (:r, :c, :e, :a)"),
-                     {"r": run_id, "c": time.time(), "e": json.dumps(estimate.to_dict()), "a": json.dumps(actual)})
+        upsert(conn, "estimates", [{"run_id": run_id, "created": time.time(), "estimate": json.dumps(estimate.to_dict()),
+                                    "actual": json.dumps(actual)}], key=["run_id"])
 
 
 def comparison(eng, run_id: str) -> tuple[dict[str, Any], dict[str, float]] | None:

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import statistics
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskfit.metrics import build_metric
 from taskfit.stats import paired_p, score_interval
-from taskfit.store import RunRecord, Store
+from taskfit.store import RunRecord
 from taskfit.taskfile import MetricSpec, ModelSpec
+
+if TYPE_CHECKING:
+    from taskfit.tuning.store import TuneStore
+    from taskfit.workspace import Workspace
 
 JSON_KEYS = ("strategy", "model", "n", "score", "ci_low", "ci_high", "p_vs_best", "latency_p50_ms", "tokens_in",
              "tokens_out", "calls", "cache_hits", "cost_per_1k")
 
 
-def rows(store: Store, runs: list[RunRecord]) -> list[dict[str, Any]]:
-    """Leaderboard rows, best score first. ``p_vs_best`` is None for the best row itself."""
-    preds = {r.id: store.predictions(r.id, with_trace=False) for r in runs}
+def rows(workspace: Workspace, runs: list[RunRecord]) -> list[dict[str, Any]]:
+    """Leaderboard rows of ``runs`` (stored in ``workspace``), best score first. ``p_vs_best`` is None for the
+    best row itself."""
+    preds = {r.id: workspace.runs.predictions(r.id, with_trace=False) for r in runs}
     out = []
     for run in runs:
         ps = preds[run.id]
         metric = MetricSpec(**run.config["task"]["metrics"][0])
-        binary = build_metric(metric.name, metric.options).binary
+        binary = build_metric(metric.name, metric.options, workspace).binary
         scores = [p["score"] for p in ps]
         n = len(ps)
         lo, hi = score_interval(scores, binary) if n else (0.0, 0.0)
@@ -41,8 +46,8 @@ def rows(store: Store, runs: list[RunRecord]) -> list[dict[str, Any]]:
             "parse_fail_rate": _mean([p["parse_failed"] for p in ps]),
             "failed": sum(p["failed"] for p in ps), "mode": run.config.get("mode"), "run_id": run.id,
             "metrics": _metric_means(ps),
-            "binary": binary,
-            **({"tune": tune_summary(model.path)} if model.backend == "tuned" else {}),
+            "binary": binary, **scored_via(run),
+            **({"tune": tune_summary(workspace.tunes, model.path)} if model.backend == "tuned" else {}),
         })
     out.sort(key=lambda r: -r["score"])
     if out:
@@ -58,18 +63,27 @@ def rows(store: Store, runs: list[RunRecord]) -> list[dict[str, Any]]:
     return out
 
 
+def scored_via(run: RunRecord) -> dict[str, Any]:
+    """How a row got its answers: ``generate`` (parsed replies), the server's label-scoring path, or ``local``
+    (in-process log-likelihood); why a server could not score labels; which server ran the model."""
+    backend = run.config.get("backend") or {}
+    mode = run.config.get("mode")
+    via = "generate" if mode == "generate" else (backend.get("score_via") or "local")
+    return {"score_via": via, "score_via_reason": backend.get("score_via_reason") or None,
+            "server": backend.get("server")}
+
+
 TUNE_KEYS = ("id", "method", "method_used", "objective", "base_model", "train_time_s", "peak_mem_mb",
              "trainable_params", "total_params", "trainable_pct", "adapter_mb", "curve", "plan", "measured",
              "forgetting", "device", "tokens_per_s", "fallback")
 
 
-def tune_summary(path: str | None) -> dict[str, Any] | None:
+def tune_summary(tunes: TuneStore, path: str | None) -> dict[str, Any] | None:
     """What a tuned model cost to train (time, memory, parameters, size) and what it forgot."""
     from taskfit.errors import TaskfitError
-    from taskfit.tuning.store import TuneStore
 
     try:
-        rec = TuneStore().get((path or "").removeprefix("tuned:"))
+        rec = tunes.get((path or "").removeprefix("tuned:"))
     except TaskfitError:
         return None
     res = {**rec.result, "id": rec.id}
@@ -86,8 +100,17 @@ def verdict(table_rows: list[dict[str, Any]], alpha: float = 0.05) -> str:
     tied = [r for r in table_rows[1:] if r["p_vs_best"] is not None and r["p_vs_best"] >= alpha]
     name = lambda r: f"{r['strategy']} x {r['model']}"  # noqa: E731
     text = f"Best: {name(best)} ({best['score']:.3f})."
+    if len(table_rows) == 1:
+        return text + " Only one row: nothing to compare it with."
+    untested = [r for r in table_rows[1:] if r["p_vs_best"] is None]  # no example in common with the best
+    if untested:
+        text += f" Not compared (no shared examples): {', '.join(name(r) for r in untested)}."
     if not tied:
-        return text + " Every other row is significantly worse (p < 0.05)."
+        if len(untested) == len(table_rows) - 1:
+            return text
+        if len(table_rows) == 2:
+            return text + f" The other row ({name(table_rows[1])}) is significantly worse (p < 0.05)."
+        return text + f" Every other {'compared ' if untested else ''}row is significantly worse (p < 0.05)."
     # money first, then tokens (deterministic; measured time on a shared machine is noisy)
     cheapest = min([best, *tied], key=lambda r: (r["cost_per_1k"], r["tokens_in"] + r["tokens_out"], r["time_per_1k_s"]))
     text += f" Not significantly different (p >= 0.05): {', '.join(name(r) for r in tied)}."
@@ -124,6 +147,9 @@ def render(table_rows: list[dict[str, Any]], title: str = "Leaderboard"):
         t.add_column(col, justify=just)
     if any(r.get("tune") for r in table_rows):
         t.add_column("training", justify="left")
+    served = any(r.get("server") for r in table_rows)
+    if served:
+        t.add_column("scored via", justify="left")
     for r in table_rows:
         p = r["p_vs_best"]
         t.add_row(
@@ -135,9 +161,13 @@ def render(table_rows: list[dict[str, Any]], title: str = "Leaderboard"):
             f"${r['cost_per_1k']:.4f}", _duration(r["time_per_1k_s"]),
             " ".join(f"{k}={v:.3f}" for k, v in r["metrics"].items() if k != r["metric"]), r["run_id"],
             *([training_cell(r.get("tune"))] if any(x.get("tune") for x in table_rows) else []),
+            *([r["score_via"] + (f" on {r['server']}" if r.get("server") else "")] if served else []),
         )
     t.caption = ("score: mean of the first metric; CI: Wilson (0/1 metrics) or bootstrap; p vs best: McNemar or "
                  "paired bootstrap, * < 0.05; latency on local models is batch time / batch size")
+    for r in table_rows:
+        if r.get("score_via") == "generate" and r.get("score_via_reason"):
+            t.caption += f"\n{r['model']}: labels not scored on the server ({r['score_via_reason']})"
     return t
 
 

@@ -9,6 +9,7 @@ inline SVG and fills ``templates/report.html.j2``, so the file opens offline wit
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -16,14 +17,16 @@ from dataclasses import dataclass, field
 from html import escape
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from taskfit import db
 from taskfit.errors import TaskfitError
 from taskfit.leaderboard import rows as leaderboard_rows
 from taskfit.stats import bootstrap_interval, paired_p
 from taskfit.store import RunRecord, Store
+
+if TYPE_CHECKING:
+    from taskfit.workspace import Workspace
 
 ALPHA = 0.05
 # how much a technique asks of its user beyond the prompt: retrieval needs an index, fine-tuning a training
@@ -213,8 +216,9 @@ def breakdown(store: Store, run: RunRecord) -> Breakdown:
     return Breakdown(run.id, name, outcomes={k: counts[k] for k in order if counts[k]})
 
 
-def collect(store: Store, runs: Sequence[RunRecord]) -> ReportData:
-    """Everything the report shows, computed from stored runs and predictions."""
+def collect(workspace: Workspace, runs: Sequence[RunRecord]) -> ReportData:
+    """Everything the report shows, computed from the runs and predictions stored in ``workspace``."""
+    store = workspace.runs
     if not runs:
         raise TaskfitError("no runs to report on")
     metric_names = {r.config["task"]["metrics"][0]["name"] for r in runs}
@@ -223,13 +227,13 @@ def collect(store: Store, runs: Sequence[RunRecord]) -> ReportData:
             "runs of different tasks or metrics cannot share one report: "
             f"{sorted({r.task_name for r in runs})}"
         )
-    table = leaderboard_rows(store, list(runs))
+    table = leaderboard_rows(workspace, list(runs))
     by_id = {r.id: r for r in runs}
     for row in table:
         for key, value in _run_facts(by_id[row["run_id"]]).items():
             row.setdefault(key, value)
         row["technique"] = technique(row)
-    binary = all(_binary(r) for r in runs)
+    binary = all(_binary(r, workspace) for r in runs)
     pairs = pairwise_tests(store, table, binary)
     first = runs[0]
     return ReportData(
@@ -244,11 +248,11 @@ def collect(store: Store, runs: Sequence[RunRecord]) -> ReportData:
     )
 
 
-def _binary(run: RunRecord) -> bool:
+def _binary(run: RunRecord, workspace: Workspace) -> bool:
     from taskfit.metrics import build_metric
 
     m = run.config["task"]["metrics"][0]
-    return build_metric(m["name"], m.get("options", {})).binary
+    return build_metric(m["name"], m.get("options", {}), workspace).binary
 
 
 # -- the decision ----------------------------------------------------------------------------------------
@@ -748,20 +752,19 @@ def _front_names(table: Sequence[dict[str, Any]], key: str) -> set[str]:
     return {table[i]["run_id"] for i in idx if "run_id" in table[i]}
 
 
-def default_path(data: ReportData) -> Path:
-    """$TASKFIT_HOME/reports/<task>-<study>.html."""
+def default_path(data: ReportData, folder: Path) -> Path:
+    """<folder>/<task>-<study>.html."""
     study = data.study.split(", ")[0] if data.study else time.strftime("%Y%m%d-%H%M%S")
-    return db.home() / "reports" / f"{data.title}-{study}.html"
+    # task names are checked at load, but stored runs may predate that check: never leave the folder
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{data.title}-{study}").lstrip(".") or "report"
+    return folder / f"{name}.html"
 
 
-def write_report(
-    targets: Sequence[str] = (), out: str | Path | None = None, *, store: Store | None = None
-) -> Path:
+def write_report(targets: Sequence[str] = (), out: str | Path | None = None, *, workspace: Workspace) -> Path:
     """Write the report for ``targets`` (task files, task names or run ids; none: the latest study) and
-    return its path (default ``$TASKFIT_HOME/reports/<task>-<study>.html``)."""
-    store = store or Store(db.engine())
-    data = collect(store, resolve_targets(store, targets))
-    path = Path(out) if out else default_path(data)
+    return its path (default ``<workspace>/reports/<task>-<study>.html``)."""
+    data = collect(workspace, resolve_targets(workspace.runs, targets))
+    path = Path(out) if out else default_path(data, workspace.reports_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_html(data), encoding="utf-8")
     return path

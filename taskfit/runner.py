@@ -14,13 +14,13 @@ import platform
 import subprocess
 import uuid
 from collections.abc import Callable
+from contextlib import closing as _closing
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from taskfit.backends import Backend, backends
-from taskfit.cache import CallCache
+from taskfit.backends import Backend, build_backend
 from taskfit.dataset import Dataset, Example
 from taskfit.lm import LM
 from taskfit.metrics import build_metric
@@ -28,6 +28,9 @@ from taskfit.prompts import prompt_parts
 from taskfit.store import RunRecord, Store
 from taskfit.strategies import StrategyContext, strategies
 from taskfit.taskfile import ModelSpec, StrategySpec, Task
+
+if TYPE_CHECKING:
+    from taskfit.workspace import Workspace
 
 CHUNK = 32  # examples per commit: a kill loses at most this much work (its model calls stay cached)
 
@@ -82,37 +85,58 @@ def run_key(task: Task, dataset: Dataset, arm: Arm, split: str, limit: int | Non
 
 
 class BackendPool:
-    """Load each model once per process, however many strategies use it."""
+    """Load each model once per process, however many strategies use it; tuned models are found in
+    ``workspace``."""
 
-    def __init__(self) -> None:
+    def __init__(self, workspace: Workspace | None = None) -> None:
+        self.workspace = workspace
         self._loaded: dict[str, Backend] = {}
 
     def get(self, spec: ModelSpec) -> Backend:
         key = json.dumps(spec.model_dump(), sort_keys=True)
         if key not in self._loaded:
-            self._loaded[key] = backends.get(spec.backend)(spec)
+            self._loaded[key] = build_backend(spec, self.workspace)
         return self._loaded[key]
+
+    def close(self) -> None:
+        """Close the backends that hold something outside this process (connections, adapters on a server)."""
+        for backend in self._loaded.values():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+        self._loaded.clear()
 
 
 def resolve_mode(task: Task, backend: Backend) -> str:
+    prepare = getattr(backend, "prepare_labels", None)
+    if task.config.labels and prepare is not None:  # a server checks its scoring path against the label set
+        from taskfit.answering import label_groups
+
+        prepare(label_groups(task.config, prompt_parts(task).response_prefix))
     mode = task.config.output_mode
     if mode == "auto":
         return "score" if task.config.labels and backend.supports_score else "generate"
     return mode
 
 
-def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit: int | None, store: Store,
-             cache: CallCache, pool: BackendPool | None = None, progress: ProgressFn | None = None,
+def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit: int | None, workspace: Workspace,
+             pool: BackendPool | None = None, progress: ProgressFn | None = None,
              study: str | None = None) -> list[RunRecord]:
-    """Run every arm on ``split`` (first ``limit`` rows) and return the finished run records."""
-    pool = pool or BackendPool()
+    """Run every arm on ``split`` (first ``limit`` rows), storing runs, predictions and model calls in
+    ``workspace``, and return the finished run records."""
+    if pool is None:  # a pool of its own is closed when the arms are done
+        with _closing(BackendPool(workspace)) as own:
+            return evaluate(task, dataset, arms, split=split, limit=limit, workspace=workspace, pool=own,
+                            progress=progress, study=study)
+    store: Store = workspace.runs
     study = study or uuid.uuid4().hex[:8]
     examples = dataset.split(split)[:limit] if limit else dataset.split(split)
     c = task.config
-    metric_fns = [(m.name, build_metric(m.name, m.options)) for m in c.metrics]
+    metric_fns = [(m.name, build_metric(m.name, m.options, workspace)) for m in c.metrics]
     records = []
     for arm in arms:
         backend = pool.get(arm.model)
+        lm = LM(backend, workspace.cache)
         mode = resolve_mode(task, backend)
         key = run_key(task, dataset, arm, split, limit, mode)
         run = store.resumable(key) or store.create_run(
@@ -122,9 +146,8 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
             config={"task": c.model_dump(), "strategy": arm.strategy.model_dump(), "model": arm.model.model_dump(),
                     "mode": mode, "limit": limit, "backend": backend.describe()})
         ctx = StrategyContext(task=task, parts=prompt_parts(task), train=dataset.splits.get("train", []), mode=mode,
-                              seed=c.data.seed)
+                              seed=c.data.seed, workspace=workspace)
         strategy = strategies.get(arm.strategy.name)(arm.strategy, ctx)
-        lm = LM(backend, cache)
         done = store.done_ids(run.id)
         todo = [(i, ex) for i, ex in enumerate(examples) if ex.id not in done]
         if progress:

@@ -10,6 +10,8 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from taskfit.db import upsert
+
 
 @dataclass
 class RunRecord:
@@ -77,8 +79,7 @@ class Store:
         encoded = [{k: json.dumps(r[k], ensure_ascii=False) if k in JSON_COLUMNS else r[k] for k in PREDICTION_COLUMNS}
                    for r in rows]
         with self.eng.begin() as conn:  # one transaction per chunk: a kill loses at most the chunk in flight
-            conn.execute(text(f"INSERT OR REPLACE INTO predictions ({', '.join(PREDICTION_COLUMNS)}) "
-                              f"VALUES ({', '.join(':' + c for c in PREDICTION_COLUMNS)})"), encoded)
+            upsert(conn, "predictions", encoded, key=("run_id", "example_id"))
 
     def predictions(self, run_id: str, with_trace: bool = True) -> list[dict[str, Any]]:
         cols = [c for c in PREDICTION_COLUMNS if with_trace or c != "trace"]

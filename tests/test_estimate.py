@@ -49,9 +49,9 @@ def test_estimate_is_within_a_quarter_of_the_actual_run(math_task, tmp_path):
     task, ds = prepare(math_task)
     arms = select_arms(task, None, None)
     # a short first run gives the cache its measurements (reply lengths, latencies)
-    evaluate(task, ds, arms, split="test", limit=4, store=ws.runs, cache=ws.cache)
+    evaluate(task, ds, arms, split="test", limit=4, workspace=ws)
     estimates = estimate_arms(task, ds, arms, split="test", limit=16, cache=ws.cache)
-    records = evaluate(task, ds, arms, split="test", limit=16, store=ws.runs, cache=ws.cache)
+    records = evaluate(task, ds, arms, split="test", limit=16, workspace=ws)
     compared = compare_runs(ws.engine, estimates, [(r.strategy, r.model, r.id) for r in records])
     assert [c["strategy"] for c in compared] == ["zero_shot", "zero_shot_cot", "least_to_most"]
     for c in compared:

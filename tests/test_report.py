@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from taskfit import db
-from taskfit.cache import CallCache
 from taskfit.errors import TaskfitError
 from taskfit.report import (
     ReportData,
@@ -24,7 +22,6 @@ from taskfit.report import (
     write_report,
 )
 from taskfit.runner import evaluate
-from taskfit.store import Store
 from taskfit.study import prepare, select_arms
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,14 +166,10 @@ def test_pareto_front():
 # -- the HTML from a real (scripted) study ---------------------------------------------------------------
 
 
-def _study(path):
+def _study(path, workspace):
     task, ds = prepare(path)
-    eng = db.engine()
-    store = Store(eng)
-    runs = evaluate(
-        task, ds, select_arms(task, None, None), split="test", limit=None, store=store, cache=CallCache(eng)
-    )
-    return store, runs
+    runs = evaluate(task, ds, select_arms(task, None, None), split="test", limit=None, workspace=workspace)
+    return workspace.runs, runs
 
 
 def _self_contained(html: str) -> None:
@@ -185,11 +178,11 @@ def _self_contained(html: str) -> None:
     assert "<script" not in html and "<link" not in html and "@import" not in html
 
 
-def test_report_of_the_latest_study(make_task, taskfit_home):
+def test_report_of_the_latest_study(make_task, taskfit_home, workspace):
     path = make_task()
-    store, first = _study(path)
-    store, second = _study(path)  # a second study on the same task: the report shows only this one
-    out = write_report(["tiny"])
+    store, first = _study(path, workspace=workspace)
+    store, second = _study(path, workspace=workspace)  # a second study on the same task: the report shows only this one
+    out = write_report(["tiny"], workspace=workspace)
     assert out == taskfit_home / "reports" / f"tiny-{second[0].study}.html"
     html = out.read_text()
     _self_contained(html)
@@ -197,23 +190,23 @@ def test_report_of_the_latest_study(make_task, taskfit_home):
         assert r.id in html
     for r in first:
         assert r.id not in html
-    rec = collect(store, second).recommendation
+    rec = collect(workspace, second).recommendation
     assert 'id="recommendation"' in html and escape(rec.text) in html and rec.choice in ("prompting", "tie")
     assert 'id="plot-ci"' in html and 'id="plot-cost"' in html and 'id="plot-latency"' in html
     assert "stroke-dasharray" in html  # the Pareto front
     assert "gold \\ predicted" in html  # confusion matrices for a label task
 
 
-def test_collect_confusion_matrix_and_generative_breakdown(make_task):
-    store, runs = _study(make_task(strategies=["zero_shot"]))
-    data = collect(store, runs)
+def test_collect_confusion_matrix_and_generative_breakdown(make_task, workspace):
+    store, runs = _study(make_task(strategies=["zero_shot"]), workspace=workspace)
+    data = collect(workspace, runs)
     (b,) = data.breakdowns
     # the script scores 'great' positive, 'terrible' negative; the rest tie and go to the first label
     assert b.labels == ["negative", "positive"] and b.matrix == [[4, 0, 0], [1, 3, 0]]
     gen_store, gen_runs = _study(
         make_task(labels=None, output_mode="generate", strategies=["zero_shot"], metrics=["token_f1"])
-    )
-    (g,) = collect(gen_store, gen_runs).breakdowns
+    , workspace=workspace)
+    (g,) = collect(workspace, gen_runs).breakdowns
     assert not g.labels and sum(g.outcomes.values()) == 8 and g.outcomes["wrong"] >= 1
 
 
@@ -231,14 +224,14 @@ def test_tuned_rows_render_curves_resources_and_forgetting():
     assert "<title>train loss</title>" in html and "<title>eval score</title>" in html
 
 
-def test_unknown_target_is_a_clear_error(make_task):
-    _study(make_task())
+def test_unknown_target_is_a_clear_error(make_task, workspace):
+    _study(make_task(), workspace=workspace)
     with pytest.raises(TaskfitError, match="neither a task file, a task name nor a run id"):
-        resolve_targets(Store(db.engine()), ["nope"])
+        resolve_targets(workspace.runs, ["nope"])
 
 
-def test_report_command(make_task, taskfit_home, tmp_path):
-    store, runs = _study(make_task())
+def test_report_command(make_task, taskfit_home, tmp_path, workspace):
+    store, runs = _study(make_task(), workspace=workspace)
     out = tmp_path / "r.html"
     env = {**os.environ, "TASKFIT_HOME": str(taskfit_home)}
     res = subprocess.run(
@@ -261,12 +254,12 @@ def test_report_command(make_task, taskfit_home, tmp_path):
 
 
 @pytest.mark.slow
-def test_report_on_the_bundled_model_renders_in_chromium(taskfit_home, tmp_path):
+def test_report_on_the_bundled_model_renders_in_chromium(tmp_path, workspace):
     """The default study (8 rows) on the real model, then the report, screenshotted by headless Chromium."""
     from taskfit.study import run_study
 
-    _, table = run_study(ROOT / "examples" / "sst2" / "task.yaml", limit=8)
-    out = write_report([r["run_id"] for r in table], tmp_path / "report.html")
+    _, table = run_study(ROOT / "examples" / "sst2" / "task.yaml", workspace=workspace, limit=8)
+    out = write_report([r["run_id"] for r in table], tmp_path / "report.html", workspace=workspace)
     html = out.read_text()
     _self_contained(html)
     assert all(r["run_id"] in html for r in table) and "Recommendation" in html

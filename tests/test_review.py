@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from taskfit import db
 from taskfit.errors import TaskfitError
 from taskfit.metrics import build_metric
 from taskfit.review import (
@@ -22,7 +21,6 @@ from taskfit.review import (
     vote_entropy,
     write_jsonl,
 )
-from taskfit.store import Store
 from taskfit.study import run_study
 
 # -- the active-learning ordering on synthetic pools --------------------------------------------------------
@@ -125,10 +123,10 @@ def test_gather_evidence_reads_answers_scores_margins_and_judge_scores():
 
 
 @pytest.fixture
-def study(make_task):
+def study(make_task, workspace):
     """Two scripted runs (zero_shot and few_shot_balanced) of the 8-row sentiment task."""
-    _, table = run_study(make_task())
-    store = Store(db.engine())
+    _, table = run_study(make_task(), workspace=workspace)
+    store = workspace.runs
     return store, {r["strategy"]: store.run(r["run_id"]) for r in table}
 
 
@@ -210,25 +208,25 @@ def test_preference_pairs_from_choices_and_labels(study, tmp_path):
 # -- the human metric ----------------------------------------------------------------------------------------
 
 
-def test_human_metric_needs_labels_then_scores_by_them(study, make_task):
+def test_human_metric_needs_labels_then_scores_by_them(study, make_task, workspace):
     store, runs = study
     with pytest.raises(TaskfitError, match="no reviewed answers"):
-        build_metric("human", {})
+        build_metric("human", {}, workspace)
     zs = runs["zero_shot"]
     preds = store.predictions(zs.id, with_trace=False)
     # the reviewer disagrees with the gold label on r0 and agrees on r1
     add_label(store, zs, "r0", "correct" if preds[0]["score"] == 0 else "incorrect")
     add_label(store, zs, "r1", "correct" if preds[1]["score"] == 1 else "incorrect")
     with pytest.raises(TaskfitError, match="unknown option 'fallbak'"):
-        build_metric("human", {"fallbak": "accuracy"})
-    _, table = run_study(make_task(metrics=["human", "accuracy"]), strategy_names=["zero_shot"])
+        build_metric("human", {"fallbak": "accuracy"}, workspace)
+    _, table = run_study(make_task(metrics=["human", "accuracy"]), workspace=workspace, strategy_names=["zero_shot"])
     (row,) = table
     scored = {p["example_id"]: p["metrics"] for p in store.predictions(row["run_id"], with_trace=False)}
     assert scored["r0"]["human"] == 1 - preds[0]["score"] and scored["r1"]["human"] == preds[1]["score"]
     assert all(scored[f"r{i}"]["human"] == 0.0 for i in range(2, 8))  # unreviewed, no fallback
     # with a fallback, unreviewed answers take the fallback metric's score
     _, table = run_study(
-        make_task(metrics=[{"human": {"fallback": "accuracy", "task": "tiny"}}]), strategy_names=["zero_shot"]
+        make_task(metrics=[{"human": {"fallback": "accuracy", "task": "tiny"}}]), workspace=workspace, strategy_names=["zero_shot"]
     )
     scored = {p["example_id"]: p["score"] for p in store.predictions(table[0]["run_id"], with_trace=False)}
     assert scored["r0"] == 1 - preds[0]["score"]
@@ -246,7 +244,7 @@ def test_gather_evidence_on_stored_runs_has_label_margins(study):
 
 
 @pytest.mark.slow
-def test_queue_and_review_on_the_bundled_model():
+def test_queue_and_review_on_the_bundled_model(workspace):
     """sst2 with the real 135M model on 16 rows: margins come from stored label log-likelihoods, the queue
     puts the examples where zero_shot and few_shot_balanced disagree first, and the UI's labels score the
     run."""
@@ -255,9 +253,9 @@ def test_queue_and_review_on_the_bundled_model():
     from taskfit.ui.app import create_app
 
     _, table = run_study(
-        "examples/sst2/task.yaml", strategy_names=["zero_shot", "few_shot_balanced"], limit=16
+        "examples/sst2/task.yaml", workspace=workspace, strategy_names=["zero_shot", "few_shot_balanced"], limit=16
     )
-    store = Store(db.engine())
+    store = workspace.runs
     preds = {r["run_id"]: store.predictions(r["run_id"]) for r in table}
     pool = gather_evidence(preds, {})
     assert len(pool) == 16 and all(len(e.confidences) == 2 and 0 <= min(e.confidences.values()) for e in pool)
@@ -267,7 +265,7 @@ def test_queue_and_review_on_the_bundled_model():
     # within the agreeing examples, the least confident come first
     agree = [it for it in queue if it.example_id not in differ]
     assert [it.low_confidence for it in agree] == sorted((it.low_confidence for it in agree), reverse=True)
-    client = TestClient(create_app(db.engine()))
+    client = TestClient(create_app(workspace))
     run_id = table[0]["run_id"]
     first = queue[0].example_id
     assert (

@@ -8,8 +8,8 @@ import json
 from rich.console import Console
 from rich.table import Table
 
+from taskfit.commands import workspace
 from taskfit.estimate import Estimate, compare_runs, estimate_study
-from taskfit.workspace import Workspace
 
 out = Console()
 if not out.is_terminal:
@@ -43,7 +43,7 @@ def render(estimates: list[Estimate], title: str) -> Table:
 
 def dry_run(task: str, strategy, model, split, limit, *, as_json: bool = False, note: str = "") -> None:
     """Print the estimate of a study; no model is loaded and no call is made."""
-    task_obj, estimates = estimate_study(task, Workspace.default().cache, strategy_names=strategy, model_names=model,
+    task_obj, estimates = estimate_study(task, workspace().cache, strategy_names=strategy, model_names=model,
                                          split=split, limit=limit)
     print_estimates(task_obj, estimates, as_json=as_json, note=note)
 
@@ -63,7 +63,7 @@ def estimate_before(task: str, strategy, model, split, limit) -> list[Estimate]:
     from taskfit.errors import TaskfitError
 
     try:
-        return estimate_study(task, Workspace.default().cache, strategy_names=strategy, model_names=model,
+        return estimate_study(task, workspace().cache, strategy_names=strategy, model_names=model,
                               split=split, limit=limit)[1]
     except TaskfitError as e:  # the run itself reports a bad task; an estimate is never a reason to stop
         err.print(f"[dim]no cost estimate: {e}[/dim]")
@@ -74,7 +74,7 @@ def show_after(estimates: list[Estimate], runs: list[tuple[str, str, str]]) -> N
     """Store each run's estimate with its actual figures and print them side by side (on stderr)."""
     if not estimates:
         return
-    compared = compare_runs(Workspace.default().engine, estimates, runs)
+    compared = compare_runs(workspace().engine, estimates, runs)
     t = Table(title="Estimate vs actual (calls made, not cached)")
     for col in ("strategy", "model", "calls", "tokens in", "tokens out", "time"):
         t.add_column(col)

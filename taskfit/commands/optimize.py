@@ -11,12 +11,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from taskfit.commands import workspace
 from taskfit.errors import TaskfitError
 
-out = Console()
+out = Console(markup=False)  # prompts, names and model text are printed as given, never read as markup
 if not out.is_terminal:
-    out = Console(width=200)
-err = Console(stderr=True)
+    out = Console(width=200, markup=False)
+err = Console(stderr=True, markup=False)
 
 
 def _progress_line(event: dict) -> str | None:
@@ -125,9 +126,7 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             from taskfit.commands.estimate import print_estimates
             from taskfit.estimate import estimate_optimize
-            from taskfit.workspace import Workspace
-
-            task_obj, estimates = estimate_optimize(task, Workspace.default().cache, config, model=model, limit=limit)
+            task_obj, estimates = estimate_optimize(task, workspace().cache, config, model=model, limit=limit)
             return print_estimates(task_obj, estimates, as_json=as_json)
         started = time.perf_counter()
 
@@ -140,8 +139,8 @@ def register(app: typer.Typer) -> None:
             if done == total:
                 err.print(f"test split: {arm.name} {done}/{total} rows", highlight=False)
 
-        outcome = run_optimize(task, config, model=model, teacher=teacher, limit=limit, progress=on_event,
-                               test_progress=on_test)
+        outcome = run_optimize(task, config, workspace=workspace(), model=model, teacher=teacher, limit=limit,
+                               progress=on_event, test_progress=on_test)
         if as_json:
             print(json.dumps(outcome.record.__dict__, indent=2, default=str))
             return
@@ -154,10 +153,7 @@ def register(app: typer.Typer) -> None:
         run_id: Annotated[str | None, typer.Argument(help="Show one optimization (id or unique prefix).")] = None,
     ) -> None:
         """List saved optimizations, or show one: candidates, prompt, dev-vs-test comparison."""
-        from taskfit import db
-        from taskfit.optimize.store import OptimizationStore
-
-        store = OptimizationStore(db.engine())
+        store = workspace().optimizations
         if run_id:
             record = store.get(run_id)
             if record is None:

@@ -1,7 +1,8 @@
 """Metrics: score one parsed prediction against an example's gold answers, in [0, 1].
 
 Adding a metric: write ``taskfit/metrics/<name>.py`` with a ``create(**options) -> Metric`` function
-and add one line to ``BUILTINS``.
+and add one line to ``BUILTINS``. A metric that reads or writes stored state (review labels, a judge's
+call cache) also takes a keyword-only ``workspace``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any, Protocol
 
 from taskfit.dataset import Example
 from taskfit.errors import TaskfitError
-from taskfit.registry import Registry
+from taskfit.registry import Registry, create_with
 
 REQUIRED: Any = object()  # default marking an option the user must give
 
@@ -42,9 +43,9 @@ BUILTINS = {
 metrics = Registry("metric", BUILTINS)
 
 
-def build_metric(name: str, options: dict[str, Any]) -> Metric:
-    """Look up metric ``name`` and create it with ``options``."""
-    return metrics.get(name)(**options)
+def build_metric(name: str, options: dict[str, Any], workspace: Any = None) -> Metric:
+    """Look up metric ``name`` and create it with ``options`` (and ``workspace``, if it takes one)."""
+    return create_with(metrics.get(name), workspace=workspace, **options)
 
 
 def read_options(metric: str, given: dict[str, Any], **defaults: Any) -> dict[str, Any]:

@@ -84,6 +84,7 @@ class Judge:
         max_tokens: int = 16,
         calibrate: bool = True,
         lm: Any = None,
+        workspace: Any = None,
     ):
         if scale < 2:
             raise TaskfitError(
@@ -98,16 +99,18 @@ class Judge:
         self.spec, self.rubric, self.scale, self.mode = spec, rubric, scale, mode
         self.temperature, self.max_tokens, self.calibrate = temperature, max_tokens, calibrate
         self._lm = lm  # built on first use: creating the metric (e.g. for the leaderboard) loads no model
+        self.workspace = workspace  # its call cache keeps the judge's calls; its tuned models may judge
 
     @property
     def lm(self):
         if self._lm is None:
-            from taskfit import db
-            from taskfit.backends import backends
-            from taskfit.cache import CallCache
+            from taskfit.backends import build_backend
             from taskfit.lm import LM
 
-            self._lm = LM(backends.get(self.spec.backend)(self.spec), CallCache(db.engine()))
+            if self.workspace is None:
+                raise TaskfitError("metric 'judge': its calls are cached in a workspace; none was given",
+                                   field="metrics.judge")
+            self._lm = LM(build_backend(self.spec, self.workspace), self.workspace.cache)
         return self._lm
 
     @property
@@ -252,7 +255,7 @@ class JudgeMetric:
         return verdict.score or 0.0
 
 
-def create(**options: Any) -> JudgeMetric:
+def create(*, workspace: Any = None, **options: Any) -> JudgeMetric:
     """Options: model (default bundled), rubric, scale (2: correct/incorrect; N: a 1-N rating), fields (the
     question's fields), reference (show the gold answer, default true), mode (auto/score/generate),
     temperature, max_tokens, calibrate (scored verdicts: remove the judge's lean to one verdict; default
@@ -284,6 +287,7 @@ def create(**options: Any) -> JudgeMetric:
         temperature=o["temperature"],
         max_tokens=o["max_tokens"],
         calibrate=o["calibrate"],
+        workspace=workspace,
     )
     return JudgeMetric(judge, fields=o["fields"], reference=o["reference"])
 

@@ -7,13 +7,16 @@ Adding a strategy: write ``taskfit/strategies/<name>.py`` exposing ``create(spec
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from taskfit.dataset import Example
 from taskfit.lm import LM, Trace
 from taskfit.prompts import PromptParts
 from taskfit.registry import Registry
 from taskfit.taskfile import Task
+
+if TYPE_CHECKING:
+    from taskfit.workspace import Workspace
 
 
 @dataclass
@@ -28,13 +31,15 @@ class Prediction:
 
 @dataclass
 class StrategyContext:
-    """What a strategy may use besides the examples: the task, its prompt parts, the demo pool."""
+    """What a strategy may use besides the examples: the task, its prompt parts, the demo pool, and the
+    workspace (for strategies built from stored state, such as an optimization run)."""
 
     task: Task
     parts: PromptParts
     train: list[Example]
     mode: Literal["score", "generate"]
     seed: int = 0
+    workspace: Workspace | None = None
 
 
 class Strategy(Protocol):

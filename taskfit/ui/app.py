@@ -12,17 +12,19 @@ import hmac
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import Engine
 
 from taskfit import review
 from taskfit.errors import TaskfitError
-from taskfit.store import RunRecord, Store
+from taskfit.store import RunRecord
+
+if TYPE_CHECKING:
+    from taskfit.workspace import Workspace
 
 TOKEN_COOKIE = "taskfit_token"
 TOKEN_HEADER = "x-taskfit-token"
@@ -35,12 +37,10 @@ templates.env.filters["pct"] = lambda v: "" if v is None else f"{v:.0%}"
 templates.env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False, default=str)
 
 
-def create_app(eng: Engine | None = None, token: str | None = None) -> FastAPI:
-    """The web app over the store in ``eng`` (default: ``db.engine()``); ``token`` guards every request."""
-    from taskfit import db
-
+def create_app(workspace: Workspace, token: str | None = None) -> FastAPI:
+    """The web app over the runs and labels in ``workspace``; ``token`` guards every request."""
     app = FastAPI(title="taskfit review", docs_url=None, redoc_url=None, openapi_url=None)
-    store = Store(eng or db.engine())
+    store = workspace.runs
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -102,7 +102,7 @@ def create_app(eng: Engine | None = None, token: str | None = None) -> FastAPI:
         chosen = [r for r in runs if r.study == study]
         if not chosen:
             raise HTTPException(404, f"no study {study!r}")
-        table = board_rows(store, chosen)
+        table = board_rows(workspace, chosen)
         lab = review.labels(store.eng, chosen[0].task_name)
         for row in table:
             row["human"] = review.human_score(store.predictions(row["run_id"], with_trace=False), lab)
