@@ -56,12 +56,6 @@ def _llama_row(tiny: dict) -> dict:
             "model": str(tiny["llama"]), "forgetting": False, "batch_size": 4}
 
 
-def _workspace(tmp_path):
-    from taskfit.workspace import Workspace
-
-    return Workspace.open(tmp_path / "home")
-
-
 def _teacher(task_path):
     from taskfit.distill.label import parse_teacher
     from taskfit.runner import BackendPool
@@ -85,17 +79,17 @@ def test_teacher_and_student_are_checked_at_load(distill_task):
     assert student_spec(task, "0").label() == "bert+full"
 
 
-def test_labels_are_the_teachers_answers_and_the_estimate_is_the_spend(distill_task, tmp_path):
+def test_labels_are_the_teachers_answers_and_the_estimate_is_the_spend(distill_task, workspace):
     from taskfit.distill.label import estimate, label
 
     task, ds, arm, backend = _teacher(distill_task(n_train=16, unlabeled=5))
     from taskfit.distill.label import load_unlabeled
 
     rows = ds.split("train") + load_unlabeled(task)
-    ws = _workspace(tmp_path)
+    ws = workspace
     est = estimate(task, arm, rows, backend=backend, cache=ws.cache, demos=ds.split("train"))
     assert est.calls == 21 and est.cached == 0 and est.rows == 21
-    out = label(task, arm, rows, backend=backend, store=ws.runs, cache=ws.cache, demos=ds.split("train"))
+    out = label(task, arm, rows, backend=backend, workspace=ws, demos=ds.split("train"))
     assert out.cost.calls == est.calls == len(backend.requests)
     answers = {ex.id: ex.target for ex in out.examples}
     assert answers["t1"] == "positive"  # "boring and far too long": the teacher's (wrong) answer, not gold
@@ -104,23 +98,23 @@ def test_labels_are_the_teachers_answers_and_the_estimate_is_the_spend(distill_t
     assert out.cost.tokens_in > 0 and out.cost.dollars == pytest.approx(out.cost.tokens_in * 2.0 / 1e6)
     # a rerun reads the stored run and the cache: no new call reaches the model
     sent = len(backend.requests)
-    again = label(task, arm, rows, backend=backend, store=ws.runs, cache=ws.cache, demos=ds.split("train"))
+    again = label(task, arm, rows, backend=backend, workspace=ws, demos=ds.split("train"))
     assert len(backend.requests) == sent and again.run_id == out.run_id and again.cost == out.cost
     assert estimate(task, arm, rows, backend=backend, cache=ws.cache, demos=ds.split("train")).cached == 21
 
 
 @pytest.mark.parametrize("budget,n", [("7", 7), ("$0.0001", None)])
-def test_the_budget_stops_labelling_before_it_is_passed(distill_task, tmp_path, budget, n):
+def test_the_budget_stops_labelling_before_it_is_passed(distill_task, workspace, budget, n):
     from taskfit.commands.distill import parse_budget
     from taskfit.distill.label import affordable, estimate, label
 
     task, ds, arm, backend = _teacher(distill_task(n_train=16))
-    ws = _workspace(tmp_path)
+    ws = workspace
     b = parse_budget(budget)
     est = estimate(task, arm, ds.split("train"), backend=backend, cache=ws.cache, demos=[])
     fit = affordable(est, b)
     assert 0 < fit < 16 and (n is None or fit == n)
-    out = label(task, arm, ds.split("train"), backend=backend, store=ws.runs, cache=ws.cache, demos=[], budget=b)
+    out = label(task, arm, ds.split("train"), backend=backend, workspace=ws, demos=[], budget=b)
     assert out.stopped and out.cost.rows == fit == len(backend.requests)
     if b.dollars:
         assert out.cost.dollars <= b.dollars
@@ -128,44 +122,39 @@ def test_the_budget_stops_labelling_before_it_is_passed(distill_task, tmp_path, 
         parse_budget("lots")
 
 
-def test_distilled_student_on_the_leaderboard(distill_task):
+def test_distilled_student_on_the_leaderboard(distill_task, workspace):
     """`taskfit run` with a `distill:` entry: the teacher, the student of its labels, the gold student."""
     from taskfit.study import run_study
-    from taskfit.tuning.store import TuneStore
 
     # the teacher's model writes the same new review for every request: one synthetic input survives dedup
     script = {**SCRIPT, "replies": {"Example 1": "a great new film"}}
     path = distill_task([{"teacher": "zero_shot@teacher", "student": "bert+full", "synthetic": {"n": 2}}],
                         n_train=16, unlabeled=4,
                         models=[{"backend": "scripted", "name": "teacher", "script": script, "price_in_per_1m": 2.0}])
-    _, table = run_study(path, with_tuning=True)
-    by_model = {r["model"]: r for r in table}
+    _, table = run_study(path, workspace=workspace, with_tuning=True)
+    by_model = {r.model: r for r in table}
     assert set(by_model) == {"teacher", "bert+full", "bert+full~zero_shot@teacher"}
     student = by_model["bert+full~zero_shot@teacher"]
-    d = student["distill"]
+    d = student.tune["distill"]
     assert d["teacher"] == "zero_shot@teacher" and d["rows"] == {"train": 16, "unlabeled": 4, "synthetic": 1}
     # 21 rows labelled, and 6 requests (3 per wanted input) to write inputs, all but one of them duplicates
     assert d["labelling"]["calls"] == 21 + 6 and d["labelling"]["dollars"] > 0
     # the gold student of the same 16 train rows is the task's own tuning row (same data, same spec)
-    assert d["gold_row"] == "bert+full" and d["gold_score"] == by_model["bert+full"]["score"]
+    assert d["gold_row"] == "bert+full" and d["gold_score"] == by_model["bert+full"].score
     # the teacher says positive for the 2 "boring" rows of 16: 14/16 of its train labels are right
     assert d["teacher_train_accuracy"] == pytest.approx(14 / 16)
     # agreement recomputed from the stored answers of both runs
-    from taskfit.db import engine
-    from taskfit.store import Store
-
-    store = Store(engine())
-    mine = {p["example_id"]: p["answer"] for p in store.predictions(student["run_id"])}
-    theirs = {p["example_id"]: p["answer"] for p in store.predictions(by_model["teacher"]["run_id"])}
+    mine = {p.example_id: p.answer for p in workspace.runs.predictions(student.run_id)}
+    theirs = {p.example_id: p.answer for p in workspace.runs.predictions(by_model["teacher"].run_id)}
     assert d["agreement"] == pytest.approx(sum(mine[k] == theirs[k] for k in mine) / len(mine))
     assert 0 <= d["p_vs_teacher"] <= 1
     # the student trained on the teacher's labels, not the gold ones: its training rows differ
-    rec = TuneStore(engine()).get(student["tune"]["id"])
-    gold = TuneStore(engine()).get(by_model["bert+full"]["tune"]["id"])
+    rec = workspace.tunes.get(student.tune["id"])
+    gold = workspace.tunes.get(by_model["bert+full"].tune["id"])
     assert rec.data_hash != gold.data_hash and rec.result["rows"] == 21
 
 
-def test_distill_command_dry_run_calls_no_model(distill_task, tmp_path):
+def test_distill_command_dry_run_calls_no_model(distill_task, tmp_path, taskfit_home):
     from typer.testing import CliRunner
 
     from taskfit.cli import app
@@ -198,8 +187,14 @@ class _SentimentServer:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests += 1
+                server.log.append((self.path, body))
+                if not self.path.endswith("/chat/completions") or "messages" not in body:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 text = body["messages"][-1]["content"]
+                server.requests += "Review:" in text and not body.get("logprobs")
                 reply = "positive" if ("great" in text or "loved" in text) else "negative"
                 data = json.dumps({"id": "x", "object": "chat.completion", "model": body["model"],
                                    "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
@@ -211,12 +206,13 @@ class _SentimentServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.requests = 0
+        self.requests = 0  # answers to a review prompt (probes of the server's scoring support not counted)
+        self.log: list = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
 
-def test_openai_teacher_end_to_end_with_token_prices(distill_task):
+def test_openai_teacher_end_to_end_with_token_prices(distill_task, taskfit_home):
     from conftest import serving
     from typer.testing import CliRunner
 
@@ -238,15 +234,15 @@ def test_openai_teacher_end_to_end_with_token_prices(distill_task):
         assert res2.exit_code == 0 and server.requests == sent
     by_model = {r["model"]: r for r in table}
     assert set(by_model) == {"big", "bert+full~zero_shot@big", "bert+full~gold"}
-    lab = by_model["bert+full~zero_shot@big"]["distill"]["labelling"]
+    lab = by_model["bert+full~zero_shot@big"]["tune"]["distill"]["labelling"]
     # 20 rows labelled (16 train + 4 unlabeled), one call each, priced at the configured rates
     assert lab == {"calls": 20, "tokens_in": 240, "tokens_out": 20, "rows": 20,
                    "dollars": pytest.approx((240 * 3.0 + 20 * 15.0) / 1e6)}
     assert sent == 20 + 8  # the labels, then the teacher on the 8 test rows
-    assert by_model["bert+full~zero_shot@big"]["distill"]["gold_row"] == "bert+full~gold"
+    assert by_model["bert+full~zero_shot@big"]["tune"]["distill"]["gold_row"] == "bert+full~gold"
 
 
-def test_synthetic_inputs_are_seeded_new_and_never_show_test_rows(distill_task, tmp_path):
+def test_synthetic_inputs_are_seeded_new_and_never_show_test_rows(distill_task, workspace):
     from taskfit.backends.scripted import ScriptedBackend
     from taskfit.distill.spec import SyntheticSpec
     from taskfit.distill.synthetic import synthesize
@@ -256,7 +252,7 @@ def test_synthetic_inputs_are_seeded_new_and_never_show_test_rows(distill_task, 
                     "a great new film", "a great new film", "A GREAT  new film",  # one survives
                     "a terrible new film"])
     backend = ScriptedBackend({}, reply=lambda r: next(replies))
-    ws = _workspace(tmp_path)
+    ws = workspace
     spec = SyntheticSpec(n=2, seed=3)
     made, cost = synthesize(task, ds, spec, teacher=arm, backend=backend, cache=ws.cache)
     assert [ex.fields["text"] for ex in made] == ["a great new film", "a terrible new film"]
@@ -271,7 +267,7 @@ def test_synthetic_inputs_are_seeded_new_and_never_show_test_rows(distill_task, 
     assert again == made
 
 
-def test_rationale_student_learns_the_reasoning_then_the_answer(distill_task, tmp_path, tiny_models):  # noqa: F811
+def test_rationale_student_learns_the_reasoning_then_the_answer(distill_task, workspace, tiny_models):  # noqa: F811
     from taskfit.distill.spec import DistillSpec
     from taskfit.distill.student import distill
     from taskfit.runner import evaluate
@@ -283,8 +279,8 @@ def test_rationale_student_learns_the_reasoning_then_the_answer(distill_task, tm
                         prompt={"instruction": "Positive or negative?", "input_template": "Review: {{ text }}",
                                 "response_prefix": "Sentiment:"})
     task, ds = prepare(path)
-    ws = _workspace(tmp_path)
-    kw = {"store": ws.runs, "cache": ws.cache, "tunes": ws.tunes}
+    ws = workspace
+    kw = {"workspace": ws}
     with pytest.raises(TaskfitError, match="needs an sft student"):
         distill(task, ds, DistillSpec(teacher="zero_shot_cot@teacher", student="bert+full", rationale=True), **kw)
     with pytest.raises(TaskfitError, match="needs a reasoning teacher"):
@@ -295,16 +291,15 @@ def test_rationale_student_learns_the_reasoning_then_the_answer(distill_task, tm
     # the first train row ("a great and moving film (0)"): the teacher's reasoning, then its answer
     assert "The review praises the film.\nThe answer is positive." in rendered
     assert "Sentiment:" not in rendered and d.student.strategy.name == "rationale"
-    [rec] = evaluate(task, ds, [d.student], split="test", limit=2, store=ws.runs, cache=ws.cache)
+    [rec] = evaluate(task, ds, [d.student], split="test", limit=2, workspace=ws)
     assert rec.status == "complete" and len(ws.runs.predictions(rec.id)) == 2
 
 
-def test_each_step_of_a_chain_has_its_own_student_and_the_chain_runs_on_them(distill_task, tiny_models):  # noqa: F811
+def test_each_step_of_a_chain_has_its_own_student_and_the_chain_runs_on_them(distill_task, workspace,
+                                                                            tiny_models):  # noqa: F811
     from sqlalchemy import text
 
-    from taskfit.db import engine
     from taskfit.study import run_study
-    from taskfit.tuning.store import TuneStore
 
     chain = {"name": "chain", "id": "two_step", "steps": [
         {"name": "gist", "prompt": "Summarize: {{ text }}", "max_tokens": 8},
@@ -315,35 +310,35 @@ def test_each_step_of_a_chain_has_its_own_student_and_the_chain_runs_on_them(dis
     path = distill_task([{"teacher": "two_step@teacher", "student": student, "per_step": True, "gold": False}],
                         n_train=8, strategies=[chain], tuning=[],
                         models=[{"backend": "scripted", "name": "teacher", "script": script}])
-    _, table = run_study(path, with_tuning=True, limit=4)
-    by_strategy = {r["strategy"]: r for r in table}
+    _, table = run_study(path, workspace=workspace, with_tuning=True, limit=4)
+    by_strategy = {r.strategy: r for r in table}
     students = by_strategy["two_step~students"]
-    assert students["model"] == "llama+lora~two_step@teacher" and by_strategy["two_step"]["score"] == 1.0
-    d = students["distill"]
+    assert students.model == "llama+lora~two_step@teacher" and by_strategy["two_step"].score == 1.0
+    d = students.tune["distill"]
     # 8 distinct first-step requests; the second step's prompt is "Gist: good" or "Gist: bad": 2 distinct ones
     assert d["teacher"] == "two_step@teacher" and d["labelling"]["calls"] == 8 + 2
-    assert d["agreement"] is not None and students["n"] == 4
-    tunes = TuneStore(engine())
-    ids = tunes.get(students["tune"]["id"]).result["distill"]["step_tunes"]
+    assert d["agreement"] is not None and students.n == 4
+    tunes = workspace.tunes
+    ids = tunes.get(students.tune["id"]).result["distill"]["step_tunes"]
     rendered = {k: json.loads((tunes.get(v).folder / "template.json").read_text())["rendered_row"]
                 for k, v in ids.items()}
     # step 1 learns the teacher's gist of the row; step 2 its verdict, given the teacher's gist
     assert "Summarize: a great and moving film (0)" in rendered["gist"] and "good" in rendered["gist"]
     assert "Gist: good" in rendered["verdict"] and "positive" in rendered["verdict"]
     # the chain's two steps were answered by the two students (calls cached under each one's model id)
-    with engine().connect() as c:
+    with workspace.engine.connect() as c:
         used = {r[0].split(":")[1] for r in c.execute(text("SELECT DISTINCT model_id FROM calls"))
                 if r[0].startswith("tuned:")}
     assert used == set(ids.values())
 
 
-def test_gold_student_is_the_tuning_row_under_a_train_limit(distill_task):
+def test_gold_student_is_the_tuning_row_under_a_train_limit(distill_task, workspace):
     """`taskfit run --train-limit N`: the gold student of the first N rows is the tuning row of the same N."""
     from taskfit.study import run_study
 
     path = distill_task([{"teacher": "zero_shot@teacher", "student": "bert+full"}], n_train=16)
-    _, table = run_study(path, with_tuning=True, train_limit=8)
-    by_model = {r["model"]: r for r in table}
+    _, table = run_study(path, workspace=workspace, with_tuning=True, train_limit=8)
+    by_model = {r.model: r for r in table}
     assert set(by_model) == {"teacher", "bert+full", "bert+full~zero_shot@teacher"}
-    d = by_model["bert+full~zero_shot@teacher"]["distill"]
+    d = by_model["bert+full~zero_shot@teacher"].tune["distill"]
     assert d["rows"]["train"] == 8 and d["gold_row"] == "bert+full"

@@ -63,26 +63,26 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the leaderboard rows as JSON.")] = False,
     ) -> None:
         """Distil a teacher into a student: label, train, and score teacher, student and gold student."""
+        from taskfit.commands import workspace
         from taskfit.distill.spec import DistillSpec, SyntheticSpec
         from taskfit.study import prepare
-        from taskfit.workspace import Workspace
 
         spec = DistillSpec(teacher=teacher, student=student, train_limit=train_limit, unlabeled=unlabeled,
                            synthetic=SyntheticSpec(n=synthetic, seed=seed) if synthetic else None,
                            rationale=rationale, per_step=per_step, gold=gold, name=name)
-        ws = Workspace.default()
+        ws = workspace()
         task_obj, dataset = prepare(task)
         if dry_run:
             _print_estimate(task_obj, dataset, spec, ws, parse_budget(budget))
             return
         table = run_distill(task_obj, dataset, spec, ws, budget=parse_budget(budget), limit=limit)
         if as_json:
-            print(json.dumps(table, indent=2, default=str))
+            print(json.dumps([r.to_json() for r in table], indent=2, default=str))
             return
         from taskfit.distill.board import render as render_students
         from taskfit.leaderboard import render, verdict
 
-        out.print(render(table, title=f"Distillation: {task_obj.config.name} ({table[0]['metric']})"))
+        out.print(render(table, title=f"Distillation: {task_obj.config.name} ({table[0].metric})"))
         out.print(verdict(table), highlight=False)
         out.print(render_students(table))
 
@@ -94,23 +94,26 @@ def run_distill(task, dataset, spec, ws, *, budget=None, limit=None):
     from taskfit.leaderboard import rows
     from taskfit.runner import BackendPool, evaluate
 
-    pool = BackendPool()
-    log = lambda m: err.print(f"[dim]{m}[/dim]", highlight=False)  # noqa: E731
-    d = distill(task, dataset, spec, store=ws.runs, cache=ws.cache, tunes=ws.tunes, pool=pool, budget=budget,
+    pool = BackendPool(ws)
+    log = lambda m: err.print(m, style="dim", highlight=False)  # noqa: E731
+    d = distill(task, dataset, spec, workspace=ws, pool=pool, budget=budget,
                 log=log, on_step=_step_printer,
                 progress=lambda done, total: log(f"labelled {done}/{total}") if done % 256 < 32 or done == total
                 else None)
     c = task.config
     limit = c.limit if limit is None else (limit or None)
     arms = [d.teacher, d.student, *([d.gold] if d.gold else [])]
-    records = evaluate(task, dataset, arms, split=c.split, limit=limit, store=ws.runs, cache=ws.cache, pool=pool)
-    return annotate(rows(ws.runs, records), ws.runs, ws.tunes)
+    try:
+        records = evaluate(task, dataset, arms, split=c.split, limit=limit, workspace=ws, pool=pool)
+    finally:
+        pool.close()
+    return annotate(rows(ws, records), ws)
 
 
 def _step_printer(name: str, p: dict[str, float]) -> None:
     if p["step"] == 1 or p["step"] % 10 == 0:
-        err.print(f"[dim]{name}: step {p['step']:.0f}, epoch {p['epoch']:.2f}, loss {p['loss']:.4f} "
-                  f"({p['time_s']:.0f} s)[/dim]", highlight=False)
+        err.print(f"{name}: step {p['step']:.0f}, epoch {p['epoch']:.2f}, loss {p['loss']:.4f} "
+                  f"({p['time_s']:.0f} s)", style="dim", highlight=False)
 
 
 def _print_estimate(task, dataset, spec, ws, budget) -> None:
@@ -123,7 +126,7 @@ def _print_estimate(task, dataset, spec, ws, budget) -> None:
     limits = [n for n in (spec.train_limit, base.train_limit) if n]
     train = list(dataset.splits.get("train", []))[: min(limits) if limits else None]
     rows = train + (load_unlabeled(task)[: spec.unlabeled_limit] if spec.unlabeled else [])
-    est = estimate(task, arm, rows, backend=BackendPool().get(arm.model), cache=ws.cache,
+    est = estimate(task, arm, rows, backend=BackendPool(ws).get(arm.model), cache=ws.cache,
                    demos=dataset.splits.get("train", []))
     out.print(f"teacher {arm.name} on {est.rows} rows ({len(train)} train, {est.rows - len(train)} unlabeled): "
               f"{est.calls:,} calls ({est.cached:,} already cached), {est.tokens_in:,} tokens in, "

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from taskfit.commands import workspace
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `taskfit` app."""
@@ -32,8 +34,8 @@ def register(app: typer.Typer) -> None:
         """Write one self-contained HTML decision report: leaderboard, plots and a recommendation."""
         from taskfit.report import write_report
 
-        path = write_report(targets or [], out)
-        Console().print(f"report: {path}", highlight=False)
+        path = write_report(targets or [], out, workspace=workspace())
+        Console(markup=False).print(f"report: {path}", highlight=False)
 
     @app.command("judge-check")
     def judge_check(
@@ -96,18 +98,16 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     ) -> None:
         """Measure a judge model against labels: agreement, Cohen's kappa and its run-to-run flip rate."""
-        from taskfit import db
         from taskfit.errors import TaskfitError
         from taskfit.metrics import judge as judging
-        from taskfit.store import Store
         from taskfit.study import prepare
 
         t, dataset = prepare(task)
         if run:
-            record = Store(db.engine()).run(run)
+            record = workspace().runs.run(run)
             if record is None:
                 raise TaskfitError(f"no run (or more than one) matches {run!r}; see `taskfit runs`")
-            preds = Store(db.engine()).predictions(record.id, with_trace=False)[:limit]
+            preds = workspace().runs.predictions(record.id, with_trace=False)[:limit]
             items, labels = judging.items_from_predictions(preds, gold_metric)
             gold = f"stored {gold_metric} of run {record.id}"
         elif candidate and human:
@@ -129,6 +129,7 @@ def register(app: typer.Typer) -> None:
             mode=mode,  # type: ignore[arg-type]
             temperature=temperature,
             calibrate=calibrate,
+            workspace=workspace(),
         )
         cal, _ = judging.calibrate(judge, items, labels)
         figures = {
@@ -150,4 +151,4 @@ def register(app: typer.Typer) -> None:
         table.add_row(f"flip rate ({cal.repeat})", f"{cal.flip_rate:.3f}")
         table.add_row("judged correct / gold correct", f"{cal.judge_positive:.2f} / {cal.human_positive:.2f}")
         table.add_row("unreadable verdicts", str(cal.unreadable))
-        Console().print(table)
+        Console(markup=False).print(table)

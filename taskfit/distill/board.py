@@ -3,68 +3,59 @@ the teacher, whether it is worse than the teacher (paired test), and the same st
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from taskfit.errors import TaskfitError
 from taskfit.stats import paired_p
-from taskfit.store import Store
-from taskfit.tuning.store import TuneStore
+from taskfit.types import LeaderboardRow
+from taskfit.workspace import Workspace
 
 
-def annotate(table_rows: list[dict[str, Any]], store: Store, tunes: TuneStore) -> list[dict[str, Any]]:
-    """Add ``distill`` to each row of a distilled student (in place), from the rows of the same table.
+def annotate(table_rows: list[LeaderboardRow], workspace: Workspace) -> list[LeaderboardRow]:
+    """The rows, each distilled student's ``tune["distill"]`` completed from the other rows of the table.
 
-    ``distill``: teacher (``<strategy>@<model>``), teacher_row, labelling (calls, tokens_in, tokens_out,
-    dollars, rows: the one-time cost of the labels), agreement (share of the test rows on which the student's
-    answer equals the teacher's), teacher_score, p_vs_teacher (McNemar or paired bootstrap), gold_row,
-    gold_score, gold_ci.
+    ``tune["distill"]``: teacher (``<strategy>@<model>``), teacher_row, labelling (calls, tokens_in, tokens_out,
+    dollars, rows: the one-time cost of the labels), rows (train, unlabeled, synthetic), agreement (share of
+    the scored rows on which the student's answer equals the teacher's), teacher_score, p_vs_teacher (McNemar
+    or paired bootstrap), gold_row, gold_score, gold_ci, teacher_train_accuracy.
     """
-    by_name = {f"{r['strategy']} x {r['model']}": r for r in table_rows}
-    by_tune = {r["tune"]["id"]: r for r in table_rows if r.get("tune")}
+    by_name = {r.name: r for r in table_rows}
+    by_tune = {r.tune["id"]: r for r in table_rows if r.tune}
     answers: dict[str, dict[str, Any]] = {}
 
     def preds(run_id: str) -> dict[str, Any]:
         if run_id not in answers:
-            answers[run_id] = {p["example_id"]: p for p in store.predictions(run_id, with_trace=False)}
+            answers[run_id] = {p.example_id: p for p in workspace.runs.predictions(run_id, with_trace=False)}
         return answers[run_id]
 
+    out = []
     for r in table_rows:
-        tid = (r.get("tune") or {}).get("id")
-        if not tid:
-            continue
-        try:
-            info = tunes.get(tid).result.get("distill")
-        except TaskfitError:
-            continue
+        info = (r.tune or {}).get("distill")
         if not info:
+            out.append(r)
             continue
-        out: dict[str, Any] = {k: info.get(k) for k in ("teacher", "teacher_row", "labelling", "rows", "rationale",
-                                                         "teacher_train_accuracy", "labels_run")}
+        info = dict(info)
         teacher = by_name.get(info["teacher_row"])
         if teacher:
-            mine, theirs = preds(r["run_id"]), preds(teacher["run_id"])
+            mine, theirs = preds(r.run_id), preds(teacher.run_id)
             shared = [k for k in mine if k in theirs]
-            out["agreement"] = (sum(mine[k]["answer"] == theirs[k]["answer"] for k in shared) / len(shared)
-                                if shared else None)
-            out["teacher_score"] = teacher["score"]
-            out["p_vs_teacher"] = paired_p([theirs[k]["score"] for k in shared], [mine[k]["score"] for k in shared],
-                                           binary=r["binary"] if "binary" in r else _binary(mine, theirs, shared))
+            info["agreement"] = (sum(mine[k].answer == theirs[k].answer for k in shared) / len(shared)
+                                 if shared else None)
+            info["teacher_score"] = teacher.score
+            a, b = [theirs[k].score for k in shared], [mine[k].score for k in shared]
+            info["p_vs_teacher"] = paired_p(a, b, all(x in (0.0, 1.0) for x in a + b)) if shared else None
         gold = by_tune.get(info.get("gold_tune") or "")
         if gold:
-            out.update(gold_row=gold["model"], gold_score=gold["score"], gold_ci=[gold["ci_low"], gold["ci_high"]])
-        r["distill"] = out
-    return table_rows
+            info.update(gold_row=gold.model, gold_score=gold.score, gold_ci=[gold.ci_low, gold.ci_high])
+        out.append(dataclasses.replace(r, tune={**r.tune, "distill": info}))
+    return out
 
 
-def _binary(a: dict[str, Any], b: dict[str, Any], keys: list[str]) -> bool:
-    return all(a[k]["score"] in (0.0, 1.0) and b[k]["score"] in (0.0, 1.0) for k in keys)
-
-
-def render(table_rows: list[dict[str, Any]]):
+def render(table_rows: list[LeaderboardRow]):
     """A Rich table of the distilled students of a leaderboard, or None when it has none."""
     from rich.table import Table
 
-    students = [r for r in table_rows if r.get("distill")]
+    students = [r for r in table_rows if (r.tune or {}).get("distill")]
     if not students:
         return None
     t = Table(title="Distilled students", title_justify="left")
@@ -73,12 +64,12 @@ def render(table_rows: list[dict[str, Any]]):
         t.add_column(col, justify="left" if col in ("student", "teacher", "labelling cost", "trained on gold")
                      else "right")
     for r in students:
-        d = r["distill"]
+        d = r.tune["distill"]
         lab = d.get("labelling") or {}
         rows = d.get("rows") or {}
         p = d.get("p_vs_teacher")
         t.add_row(
-            r["model"], f"{r['score']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]", d["teacher"],
+            r.model, f"{r.score:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]", d["teacher"],
             "" if d.get("teacher_score") is None else f"{d['teacher_score']:.3f}",
             "" if p is None else f"{p:.3f}" + (" *" if p < 0.05 else ""),
             "" if d.get("agreement") is None else f"{d['agreement']:.1%}",

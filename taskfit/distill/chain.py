@@ -20,7 +20,8 @@ from taskfit.strategies.chain import ChainOptions
 from taskfit.strategies.options import parse_options
 from taskfit.taskfile import ModelSpec, StrategySpec, Task
 from taskfit.tuning.spec import TuneSpec
-from taskfit.tuning.store import TuneRecord, TuneStore
+from taskfit.tuning.store import TuneRecord
+from taskfit.workspace import Workspace
 
 
 def step_rows(options: ChainOptions, labelled: Labelled, store: Store) -> dict[str, list[Example]]:
@@ -29,16 +30,16 @@ def step_rows(options: ChainOptions, labelled: Labelled, store: Store) -> dict[s
     fields = {ex.id: ex.fields for ex in labelled.examples}
     out: dict[str, list[Example]] = {s.name: [] for s in options.steps}
     for p in store.predictions(labelled.run_id):
-        if p["example_id"] not in fields:
+        if p.example_id not in fields:
             continue
-        trace = p.get("trace") or {}
+        trace = p.trace or {}
         outputs = (trace.get("details") or {}).get("steps") or {}
         replies = {c["step"]: c["output"][0] for c in trace.get("calls", []) if c.get("output") and not c.get("error")}
         earlier: dict = {}
         for step in options.steps:
             if step.name not in replies or step.name not in outputs:
                 break
-            out[step.name].append(Example(id=p["example_id"], fields={**fields[p["example_id"]], "steps": dict(earlier)},
+            out[step.name].append(Example(id=p.example_id, fields={**fields[p.example_id], "steps": dict(earlier)},
                                           target=replies[step.name]))
             earlier[step.name] = outputs[step.name]
     return out
@@ -51,8 +52,8 @@ def step_task(task: Task, chain_label: str, step_row: StrategySpec) -> Task:
     return Task(config, task.path, yaml.safe_dump(config.model_dump(mode="json")))
 
 
-def distill_steps(task: Task, teacher: Arm, labelled: Labelled, base: TuneSpec, name: str, *, store: Store,
-                  tunes: TuneStore, log: Callable[[str], None] = lambda s: None,
+def distill_steps(task: Task, teacher: Arm, labelled: Labelled, base: TuneSpec, name: str, *,
+                  workspace: Workspace, log: Callable[[str], None] = lambda s: None,
                   on_step: Callable[[str, dict[str, float]], None] | None = None,
                   ) -> tuple[Arm, dict[str, TuneRecord]]:
     """Train one student per step of the chain teacher; returns the chain arm running on the students."""
@@ -66,7 +67,7 @@ def distill_steps(task: Task, teacher: Arm, labelled: Labelled, base: TuneSpec, 
                            file=str(task.path), field="distill[].student")
     chain_label = teacher.strategy.label()
     options = parse_options(ChainOptions, teacher.strategy)
-    rows = step_rows(options, labelled, store)
+    rows = step_rows(options, labelled, workspace.runs)
     records: dict[str, TuneRecord] = {}
     for step in options.steps:
         if not rows[step.name]:
@@ -76,7 +77,7 @@ def distill_steps(task: Task, teacher: Arm, labelled: Labelled, base: TuneSpec, 
         sname = f"{name}.{step.name}"
         spec = base.model_copy(update={"name": sname, "strategy": row.label(), "train_limit": None})
         log(f"training the student of step {step.name} on {len(rows[step.name])} of the teacher's replies")
-        records[step.name] = tune(step_task(task, chain_label, row), rows[step.name], spec, store=tunes, log=log,
+        records[step.name] = tune(step_task(task, chain_label, row), rows[step.name], spec, store=workspace.tunes, log=log,
                                   on_step=(lambda p, n=sname: on_step(n, p)) if on_step else None)
     steps = [{**s.model_dump(), "model": f"tuned:{records[s.name].id}"} for s in options.steps]
     chain = StrategySpec(name="chain", id=f"{chain_label}~students", steps=steps)

@@ -20,12 +20,15 @@ from taskfit.cache import CallCache
 from taskfit.dataset import Example, read_rows
 from taskfit.errors import TaskfitError
 from taskfit.lm import LM
+from taskfit.metrics import build_metric, score_batch
 from taskfit.optimize.budget import BudgetSpent, CallMeter, DryRunLM
 from taskfit.prompts import prompt_parts
 from taskfit.runner import CHUNK, Arm, _row, package_versions, resolve_mode
 from taskfit.store import Store
 from taskfit.strategies import StrategyContext, strategies
 from taskfit.taskfile import Task
+from taskfit.types import PredictionRow
+from taskfit.workspace import Workspace
 
 SPLIT = "distill"  # the split name of a labelling run in the store
 
@@ -103,8 +106,9 @@ def load_unlabeled(task: Task) -> list[Example]:
     return out
 
 
-def _context(task: Task, demos: list[Example], mode: str) -> StrategyContext:
-    return StrategyContext(task=task, parts=prompt_parts(task), train=demos, mode=mode, seed=task.config.data.seed)
+def _context(task: Task, demos: list[Example], mode: str, workspace: Workspace | None = None) -> StrategyContext:
+    return StrategyContext(task=task, parts=prompt_parts(task), train=demos, mode=mode, seed=task.config.data.seed,
+                           workspace=workspace)
 
 
 def _dollars(arm: Arm, tokens_in: float, tokens_out: float) -> float:
@@ -184,11 +188,13 @@ def affordable(est: Estimate, budget: Budget | None) -> int:
     return est.rows
 
 
-def label(task: Task, arm: Arm, rows: list[Example], *, backend: Backend, store: Store, cache: CallCache,
+def label(task: Task, arm: Arm, rows: list[Example], *, backend: Backend, workspace: Workspace,
           demos: list[Example], budget: Budget | None = None,
           progress: Callable[[int, int], None] | None = None) -> Labelled:
-    """The teacher's answers to ``rows`` (stored as a run, resumable); stops before the budget is passed."""
+    """The teacher's answers to ``rows`` (stored as a run in ``workspace``, resumable; calls through its cache);
+    stops before the budget is passed."""
     c = task.config
+    store, cache = workspace.runs, workspace.cache
     mode = resolve_mode(task, backend)
     key = _label_key(task, arm, rows, mode)
     run = _existing(store, key) or store.create_run(
@@ -205,10 +211,11 @@ def label(task: Task, arm: Arm, rows: list[Example], *, backend: Backend, store:
         if fit < len(rows):
             stopped = f"budget: {fit} of {len(rows)} rows fit ({_budget_text(budget)})"
             todo_rows = rows[:fit]
-    strategy = strategies.get(arm.strategy.name)(arm.strategy, _context(task, demos, mode))
+    strategy = strategies.get(arm.strategy.name)(arm.strategy, _context(task, demos, mode, workspace))
     meter = CallMeter(budget.calls if budget else None)
     lm = meter.lm(LM(backend, cache))
-    metric_fns = _metric_fns(task)
+    metric_fns = [(m.name, task.metric_objects.get(m.name) or build_metric(m.name, m.options, workspace))
+                  for m in c.metrics]
     done = store.done_ids(run.id)
     seen: set[str] = set()
     spent = _spent(store, run.id, arm, seen)
@@ -224,10 +231,13 @@ def label(task: Task, arm: Arm, rows: list[Example], *, backend: Backend, store:
         except BudgetSpent as e:
             stopped = f"budget: {e}"
             break
-        pred_rows = [_row(run.id, i, ex, p, metric_fns, c.inputs) for (i, ex), p in zip(chunk, preds, strict=True)]
+        exs = [ex for _, ex in chunk]
+        scored = {name: score_batch(fn, [p.answer for p in preds], exs) for name, fn in metric_fns}
+        pred_rows = [_row(run.id, i, ex, p, {name: s[k] for name, s in scored.items()}, c.inputs)
+                     for k, ((i, ex), p) in enumerate(zip(chunk, preds, strict=True))]
         store.add_predictions(pred_rows)
         spent.calls += sum(_model_calls(r, seen) for r in pred_rows)
-        spent.dollars += _dollars(arm, sum(r["tokens_in"] for r in pred_rows), sum(r["tokens_out"] for r in pred_rows))
+        spent.dollars += _dollars(arm, sum(r.tokens_in for r in pred_rows), sum(r.tokens_out for r in pred_rows))
         if progress:
             progress(len(done) + start + len(chunk), len(todo_rows))
     if not stopped:
@@ -242,21 +252,20 @@ def _collect(store: Store, run_id: str, arm: Arm, rows: list[Example], stopped: 
     unanswered = 0
     seen: set[str] = set()
     for p in store.predictions(run_id):
-        ex = by_id.get(p["example_id"])
+        ex = by_id.get(p.example_id)
         if ex is None:
             continue
         cost.rows += 1
         cost.calls += _model_calls(p, seen)
-        cost.tokens_in += p["tokens_in"]
-        cost.tokens_out += p["tokens_out"]
-        if p["answer"] is None or p["failed"]:
+        cost.tokens_in += p.tokens_in
+        cost.tokens_out += p.tokens_out
+        if p.answer is None or p.failed:
             unanswered += 1
             continue
-        outputs[ex.id] = p["output"]
-        reasoning = ((p.get("trace") or {}).get("details") or {}).get("reasoning") or p["output"]
+        outputs[ex.id] = p.output
+        reasoning = ((p.trace or {}).get("details") or {}).get("reasoning") or p.output
         rationales[ex.id] = reasoning_before_answer(reasoning)
-        examples.append(Example(id=ex.id, fields=ex.fields, target=p["answer"], answers=(p["answer"],),
-                                source=ex.source))
+        examples.append(Example(id=ex.id, fields=ex.fields, target=p.answer, answers=(p.answer,), source=ex.source))
     cost.dollars = _dollars(arm, cost.tokens_in, cost.tokens_out)
     order = {ex.id: i for i, ex in enumerate(rows)}
     examples.sort(key=lambda e: order[e.id])
@@ -272,12 +281,12 @@ def reasoning_before_answer(text: str) -> str:
     return (text[: matches[-1].start()] if matches else text).strip()
 
 
-def _model_calls(p: dict[str, Any], seen: set[str]) -> int:
+def _model_calls(p: PredictionRow, seen: set[str]) -> int:
     """Completions a row adds to the labelling: each distinct request once (a calibration prompt shared by
     every row is one call, as the budget counts it), cache hits included; ``seen`` holds those counted."""
-    calls = (p.get("trace") or {}).get("calls")
+    calls = (p.trace or {}).get("calls")
     if calls is None:
-        return p["calls"]
+        return p.calls
     new = 0
     for c in calls:
         key = json.dumps([c.get("kind"), c.get("messages"), c.get("params")], sort_keys=True, default=str)
@@ -290,13 +299,7 @@ def _model_calls(p: dict[str, Any], seen: set[str]) -> int:
 def _spent(store: Store, run_id: str, arm: Arm, seen: set[str]) -> LabellingCost:
     ps = store.predictions(run_id)
     return LabellingCost(calls=sum(_model_calls(p, seen) for p in ps),
-                         dollars=_dollars(arm, sum(p["tokens_in"] for p in ps), sum(p["tokens_out"] for p in ps)))
-
-
-def _metric_fns(task: Task):
-    from taskfit.metrics import build_metric
-
-    return [(m.name, build_metric(m.name, m.options)) for m in task.config.metrics]
+                         dollars=_dollars(arm, sum(p.tokens_in for p in ps), sum(p.tokens_out for p in ps)))
 
 
 def _budget_text(budget: Budget) -> str:

@@ -9,16 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from taskfit.cache import CallCache
 from taskfit.dataset import Dataset, Example
 from taskfit.distill.label import Budget, Labelled, label, load_unlabeled, parse_teacher
 from taskfit.distill.spec import DistillSpec
 from taskfit.errors import TaskfitError
 from taskfit.runner import Arm, BackendPool
-from taskfit.store import Store
 from taskfit.taskfile import ModelSpec, Task
 from taskfit.tuning.spec import TuneSpec
-from taskfit.tuning.store import TuneRecord, TuneStore
+from taskfit.tuning.store import TuneRecord
+from taskfit.workspace import Workspace
 
 Log = Callable[[str], None]
 REASONING = ("cot", "zero_shot_cot", "self_consistency")  # teachers whose replies carry reasoning
@@ -54,14 +53,16 @@ def row_name(spec: DistillSpec, student: TuneSpec) -> str:
     return spec.name or f"{student.label()}~{spec.teacher}"
 
 
-def distill(task: Task, dataset: Dataset, spec: DistillSpec, *, store: Store, cache: CallCache, tunes: TuneStore,
+def distill(task: Task, dataset: Dataset, spec: DistillSpec, *, workspace: Workspace,
             pool: BackendPool | None = None, budget: Budget | None = None, log: Log = lambda s: None,
             on_step: Callable[[str, dict[str, float]], None] | None = None,
             progress: Callable[[int, int], None] | None = None) -> Distilled:
-    """Label with the teacher, train the student on its labels and (``spec.gold``) on the gold labels."""
+    """Label with the teacher, train the student on its labels and (``spec.gold``) on the gold labels; runs,
+    calls and tuned models are kept in ``workspace``."""
     from taskfit.tuning.tune import Job, tune
 
-    pool = pool or BackendPool()
+    pool = pool or BackendPool(workspace)
+    tunes = workspace.tunes
     teacher = parse_teacher(task, spec.teacher)
     base = student_spec(task, spec.student)
     if spec.rationale and base.objective != "sft":
@@ -79,7 +80,7 @@ def distill(task: Task, dataset: Dataset, spec: DistillSpec, *, store: Store, ca
         from taskfit.distill.synthetic import synthesize
 
         written, writing = synthesize(task, dataset, spec.synthetic, teacher=teacher,
-                                      backend=pool.get(teacher.model), cache=cache, log=log)
+                                      backend=pool.get(teacher.model), cache=workspace.cache, log=log)
         rows += written
     if not rows:
         raise TaskfitError("nothing for the teacher to label: the task has no train rows and no `data.unlabeled`",
@@ -87,7 +88,7 @@ def distill(task: Task, dataset: Dataset, spec: DistillSpec, *, store: Store, ca
     budget = budget or Budget(spec.budget_calls, spec.budget_dollars)
     log(f"teacher {teacher.name} labels {len(rows)} rows ({len(train)} train, {len(unlabeled)} unlabeled, "
         f"{len(rows) - len(train) - len(unlabeled)} synthetic)")
-    labelled = label(task, teacher, rows, backend=pool.get(teacher.model), store=store, cache=cache,
+    labelled = label(task, teacher, rows, backend=pool.get(teacher.model), workspace=workspace,
                      demos=dataset.splits.get("train", []), budget=budget, progress=progress)
     if labelled.stopped:
         log(f"labelling stopped early: {labelled.stopped}")
@@ -97,7 +98,7 @@ def distill(task: Task, dataset: Dataset, spec: DistillSpec, *, store: Store, ca
     if spec.per_step:
         from taskfit.distill.chain import distill_steps
 
-        student, steps = distill_steps(task, teacher, labelled, base, name, store=store, tunes=tunes, log=log,
+        student, steps = distill_steps(task, teacher, labelled, base, name, workspace=workspace, log=log,
                                        on_step=on_step)
         rec = steps[list(steps)[-1]]
         info = _info(spec, teacher, labelled, writing, len(train), len(unlabeled), len(rows), None, None, [])
@@ -162,7 +163,7 @@ def _rationale_task(task: Task) -> Task:
     return Task(config, task.path, yaml.safe_dump(config.model_dump(mode="json")))
 
 
-def distilled_arms(task: Task, dataset: Dataset, arms: list[Arm], *, store: Store, cache: CallCache, tunes: TuneStore,
+def distilled_arms(task: Task, dataset: Dataset, arms: list[Arm], *, workspace: Workspace,
                    pool: BackendPool | None = None, train_limit: int | None = None, log: Log = lambda s: None,
                    on_step: Callable[[str, dict[str, float]], None] | None = None) -> list[Arm]:
     """The arms the task's ``distill:`` list adds to a study that already has ``arms``: each teacher, student
@@ -172,7 +173,7 @@ def distilled_arms(task: Task, dataset: Dataset, arms: list[Arm], *, store: Stor
     for spec in task.config.distill:
         if train_limit:
             spec = spec.model_copy(update={"train_limit": min(train_limit, spec.train_limit or train_limit)})
-        d = distill(task, dataset, spec, store=store, cache=cache, tunes=tunes, pool=pool, log=log, on_step=on_step)
+        d = distill(task, dataset, spec, workspace=workspace, pool=pool, log=log, on_step=on_step)
         for arm in (d.teacher, d.student, d.gold):
             if arm is None or arm.name in have or (arm.model.backend == "tuned" and arm.model.path in have):
                 continue

@@ -58,11 +58,11 @@ class Chain:
         if not step.model or not hasattr(lm, "cache"):  # a dry run prices the row's model
             return lm
         if step.model not in self._models:
-            from taskfit.backends import backends
+            from taskfit.backends import build_backend
             from taskfit.taskfile import ModelSpec
 
             spec = ModelSpec(backend="tuned" if step.model.startswith("tuned:") else "hf", path=step.model)
-            self._models[step.model] = LM(backends.get(spec.backend)(spec), lm.cache)
+            self._models[step.model] = LM(build_backend(spec, self.ctx.workspace), lm.cache)
         return self._models[step.model]
 
     def _check(self, fields: set[str]) -> None:
