@@ -26,6 +26,8 @@ err = Console(stderr=True, markup=False)
 TaskArg = Annotated[str, typer.Argument(help="Path to the task file (YAML).")]
 StrategyOpt = Annotated[list[str] | None, typer.Option("--strategy", "-s", help="Strategy row (or registered name); repeatable.")]
 ModelOpt = Annotated[list[str] | None, typer.Option("--model", "-m", help="Model row name, local folder, .gguf or 'bundled'; repeatable.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the expected calls, tokens, dollars and time per "
+                                          "row, then stop: no model is loaded and no call is made.")]
 SplitOpt = Annotated[str | None, typer.Option(help="Split to score: train, dev or test (default: the task's).")]
 LimitOpt = Annotated[int | None, typer.Option(help="Score only the first N rows of the split (0: all rows, "
                                                     "overriding the task file's limit).")]
@@ -71,7 +73,11 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
                 last_line[0] = time.perf_counter()
                 err.print(f"{arm.name}: {done}/{total} ({time.perf_counter() - started:.0f} s)", highlight=False)
 
+        from taskfit.commands.estimate import estimate_before, show_after
+
+        estimates = estimate_before(task, strategy, model, split, limit)
         err.print("loading task, data and models...", style="dim")
+
         def on_step(name, p):
             if p["step"] == 1 or p["step"] % 10 == 0:
                 err.print(f"{name}: step {p['step']:.0f}, epoch {p['epoch']:.2f}, loss {p['loss']:.4f} "
@@ -80,6 +86,7 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
         board = api.evaluate(task, strategy, model, split=split, limit=limit, workspace=workspace(),
                              tuned=with_tuning, train_limit=train_limit, progress=on_progress,
                              log=lambda m: err.print(m, style="dim", highlight=False), on_step=on_step)
+    show_after(estimates, [(r.strategy, r.model, r.run_id) for r in board.rows])
     if as_json:
         print(json.dumps(board.to_json(), indent=2))
         return
@@ -97,9 +104,14 @@ def run(task: TaskArg, limit: LimitOpt = None,
                                                 "reused) and put them on the leaderboard.")] = True,
         train_limit: Annotated[int | None, typer.Option(help="Train each tuned model on at most N train rows "
                                                         "(a quick look; a different model than the full run).")] = None,
-        wide: WideOpt = False) -> None:
+        wide: WideOpt = False, dry_run: DryRunOpt = False) -> None:
     """Run the study the task file declares (every strategy x model, and its tuned models) and print the
     leaderboard."""
+    if dry_run:
+        from taskfit.commands.estimate import dry_run as print_estimate
+
+        return print_estimate(task, None, None, None, limit, note="Fine-tuned rows are not included: "
+                              "`taskfit plan` predicts their training time and memory." if tune else "")
     _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit, report=True,
            wide=wide)
 
@@ -107,8 +119,12 @@ def run(task: TaskArg, limit: LimitOpt = None,
 @app.command("eval")
 def eval_(task: TaskArg, strategy: StrategyOpt = None, model: ModelOpt = None, split: SplitOpt = None,
           limit: LimitOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON.")] = False,
-          wide: WideOpt = False) -> None:
+          wide: WideOpt = False, dry_run: DryRunOpt = False) -> None:
     """Evaluate strategies x models on a split and print one leaderboard."""
+    if dry_run:
+        from taskfit.commands.estimate import dry_run as print_estimate
+
+        return print_estimate(task, strategy, model, split, limit, as_json=as_json)
     _study(task, strategy, model, split, limit, as_json, "Leaderboard", wide=wide)
 
 

@@ -64,6 +64,17 @@ BUILTINS = {
     "program_of_thought": "taskfit.strategies.program_of_thought:create",
     "optimized": "taskfit.strategies.optimized:create",
     "classifier": "taskfit.strategies.classifier:create",
+    "least_to_most": "taskfit.strategies.least_to_most:create",
+    "plan_and_solve": "taskfit.strategies.plan_and_solve:create",
+    "step_back": "taskfit.strategies.step_back:create",
+    "chain_of_verification": "taskfit.strategies.chain_of_verification:create",
+    "system2_attention": "taskfit.strategies.system2_attention:create",
+    "analogical": "taskfit.strategies.analogical:create",
+    "contrastive_cot": "taskfit.strategies.contrastive_cot:create",
+    "auto_cot": "taskfit.strategies.auto_cot:create",
+    "active_prompt": "taskfit.strategies.active_prompt:create",
+    "metacognitive": "taskfit.strategies.metacognitive:create",
+    "self_ask": "taskfit.strategies.self_ask:create",
 }
 
 strategies = Registry("strategy", BUILTINS)
