@@ -147,7 +147,7 @@ def main() -> None:
         ours = run_side("taskfit", config, rows)
         for name, r in (("textbook (Trainer + PEFT)", textbook), ("taskfit", ours)):
             print(f"{name:28s} {r['tokens'] / r['train_time_s']:8.1f} tokens/s  {r['train_time_s']:7.1f} s  "
-                  f"{r['precision']:>4s}  "
+                  f"(CPU {r['cpu_s']:6.1f} s)  {r['precision']:>4s}  "
                   f"padding {100 * (1 - r['tokens'] / r['padded_tokens']):4.1f}%  peak {r['peak_mem_mb']:7.0f} MB "
                   f"(+{r['growth_mb']:5.0f} MB while training)  "
                   f"steps {r['steps']}  final loss {r['final_loss']:.4f}")
