@@ -89,6 +89,9 @@ def test_two_processes_reproduce_the_single_process_loss_curve(tune_task, tiny_m
     a, b = _record(tmp_path / "one"), _record(tmp_path / "two")
     assert a.status == b.status == "done"
     assert a.result["processes"] == 1 and b.result["processes"] == 2
+    # each process ran its share of every batch, not the whole batch
+    assert a.result["process_tokens"] == a.result["tokens"] == b.result["tokens"]
+    assert 0.4 < b.result["process_tokens"] / b.result["tokens"] < 0.6
     _same_curve(a.result["curve"], b.result["curve"])
     _same_adapter(a.folder, b.folder)
     assert "x 2 processes" in two.stderr and "x 2 processes" not in one.stderr

@@ -64,6 +64,7 @@ class TrainResult:
     processes: int = 1
     state_dict: dict[str, Any] | None = None  # the gathered weights, when sharded across processes
     cpu_time_s: float = 0.0  # this process's CPU time while training (steadier than wall time on a shared CPU)
+    process_tokens: int = 0  # real tokens this process ran (its share of every batch)
 
 
     @property
@@ -339,6 +340,7 @@ def train(model: torch.nn.Module, rows: list[TrainRow], cfg: TrainConfig, *, pad
                 share = loss * weight  # this process's part of the global batch's mean loss
                 acc.backward(share * world / cfg.grad_accum)  # DDP averages gradients over processes
             state["tokens"] += sum(len(r) for r in batch_rows)  # counted on the host: no device sync
+            state["own_tokens"] = state.get("own_tokens", 0) + sum(len(r) for r in batch_rows[rank::world])
             state["padded"] += len(batch_rows) * max(len(r) for r in batch_rows)
             step_loss = step_loss + share.detach().float()
             micro += 1
@@ -377,7 +379,8 @@ def train(model: torch.nn.Module, rows: list[TrainRow], cfg: TrainConfig, *, pad
     return TrainResult(steps=state["step"], epochs=state["batch"] / per_epoch, train_time_s=elapsed,
                        tokens=state["tokens"], padded_tokens=state["padded"], peak_mem_mb=mem.peak_mb,
                        mem_growth_mb=mem.growth_mb, curve=state["curve"], resumed_from=resumed_from,
-                       processes=world, state_dict=gathered, cpu_time_s=cpu_s)
+                       processes=world, state_dict=gathered, cpu_time_s=cpu_s,
+                       process_tokens=state.get("own_tokens", 0))
 
 
 def _rng_state() -> dict[str, Any]:

@@ -208,6 +208,7 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore,
         "adapter_mb": weights["trainable_mb"], "artifact_mb": weights["artifact_mb"], "curve": res.curve,
         "measured": {"peak_mem_mb": res.peak_mem_mb, "time_per_epoch_s": measured_epoch_s},
         "lr": job.lr, "rows": len(job.rows), "resumed_from": res.resumed_from, "processes": res.processes,
+        "process_tokens": res.process_tokens,
         "mixed_precision": job.config.mixed_precision, "gradient_checkpointing": spec.gradient_checkpointing,
     })
     for row, out in zip(result.get("before_after", []), predict_examples(job, model, shown), strict=False):
