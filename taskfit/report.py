@@ -1,8 +1,8 @@
 """The decision report: one self-contained HTML file that answers "prompting, retrieval or fine-tuning?".
 
 ``collect`` gathers leaderboard rows for a task's latest study (or given runs), per-label confusion matrices
-or error breakdowns from the stored predictions, and paired tests between every two rows; ``recommend``
-turns the rows into a plain-language recommendation (a pure function); ``render_html`` draws the plots as
+or error breakdowns from the stored predictions, and paired tests between every two rows;
+``taskfit.recommend`` turns the rows into a plain-language recommendation (a pure function); ``render_html`` draws the plots as
 inline SVG and fills ``templates/report.html.j2``, so the file opens offline with no external fetch.
 """
 
@@ -16,29 +16,30 @@ from dataclasses import dataclass, field
 from html import escape
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from taskfit import db
 from taskfit.errors import TaskfitError
 from taskfit.leaderboard import rows as leaderboard_rows
+from taskfit.recommend import (
+    RETRIEVAL_STRATEGIES,
+    TECHNIQUE_NAMES,
+    Recommendation,
+    on_premise,
+    recommend,
+    row_name,
+    score_text,
+    technique,
+)
 from taskfit.stats import bootstrap_interval, paired_p
 from taskfit.store import RunRecord, Store
 
-ALPHA = 0.05
-# how much a technique asks of its user beyond the prompt: retrieval needs an index, fine-tuning a training
-# run and an adapter to keep; among rows the data cannot separate, the least demanding one is recommended
-TECHNIQUE_RANK = {"prompting": 0, "retrieval": 1, "fine_tune": 2}
-TECHNIQUE_NAMES = {"prompting": "prompt engineering", "retrieval": "retrieval", "fine_tune": "fine-tuning"}
-RETRIEVAL_STRATEGIES = {"rag"}
+if TYPE_CHECKING:
+    from taskfit.costs import Volume
+    from taskfit.taskfile import TaskConfig
+
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
-
-
-@dataclass
-class Recommendation:
-    choice: str  # prompting | retrieval | fine_tune | tie | none
-    text: str
-    row: dict[str, Any] | None = None
 
 
 @dataclass
@@ -119,24 +120,6 @@ def resolve_targets(store: Store, targets: Sequence[str]) -> list[RunRecord]:
 # -- collecting ------------------------------------------------------------------------------------------
 
 
-def technique(row: dict[str, Any]) -> str:
-    """prompting, retrieval or fine_tune, from the row's stored technique or its tune info and strategy."""
-    if row.get("technique"):
-        return row["technique"]
-    if row.get("tune") or str(row.get("model", "")).startswith("tuned:"):
-        return "fine_tune"
-    if str(row.get("strategy", "")).split("_")[0] in RETRIEVAL_STRATEGIES:
-        return "retrieval"
-    return "prompting"
-
-
-def on_premise(row: dict[str, Any]) -> bool:
-    """Whether the row's model runs on the user's machines (a local backend or a loopback server)."""
-    if "on_premise" in row:
-        return bool(row["on_premise"])
-    return not row.get("cost_per_1k")
-
-
 def _run_facts(run: RunRecord) -> dict[str, Any]:
     """What the leaderboard row lacks for a decision: the technique, where the model runs, its size."""
     model = run.config.get("model", {})
@@ -213,8 +196,21 @@ def breakdown(store: Store, run: RunRecord) -> Breakdown:
     return Breakdown(run.id, name, outcomes={k: counts[k] for k in order if counts[k]})
 
 
-def collect(store: Store, runs: Sequence[RunRecord]) -> ReportData:
-    """Everything the report shows, computed from stored runs and predictions."""
+def collect(
+    store: Store,
+    runs: Sequence[RunRecord],
+    *,
+    volume: Volume | None = None,
+    latency_p50_ms: float | None = None,
+    prices: TaskConfig | None = None,
+) -> ReportData:
+    """Everything the report shows, computed from stored runs and predictions.
+
+    Args:
+        volume, latency_p50_ms: what the recommendation prices at and the latency it must meet.
+        prices: a task file's config whose ``costs`` and models' ``price_per_hour`` replace the prices stored
+            with the runs (prices change no prediction, so a report can reprice stored runs).
+    """
     if not runs:
         raise TaskfitError("no runs to report on")
     metric_names = {r.config["task"]["metrics"][0]["name"] for r in runs}
@@ -229,6 +225,7 @@ def collect(store: Store, runs: Sequence[RunRecord]) -> ReportData:
         for key, value in _run_facts(by_id[row["run_id"]]).items():
             row.setdefault(key, value)
         row["technique"] = technique(row)
+        row.update(_prices(by_id[row["run_id"]], row, prices))
     binary = all(_binary(r) for r in runs)
     pairs = pairwise_tests(store, table, binary)
     first = runs[0]
@@ -238,10 +235,27 @@ def collect(store: Store, runs: Sequence[RunRecord]) -> ReportData:
         rows=table,
         pairwise=pairs,
         breakdowns=[breakdown(store, by_id[r["run_id"]]) for r in table],
-        recommendation=recommend(table, pairs),
+        recommendation=recommend(table, pairs, volume=volume, latency_p50_ms=latency_p50_ms),
         study=", ".join(sorted({r.study for r in runs})),
         split=", ".join(sorted({r.split for r in runs})),
     )
+
+
+def _prices(run: RunRecord, row: dict[str, Any], override: TaskConfig | None) -> dict[str, float | None]:
+    """The row's serving and training device prices ($ per hour): the model entry's, else the task's."""
+    if override is not None:
+        costs = override.costs.model_dump()
+        entry = next((m for m in override.models if m.label() == row["model"]), None)
+        model_price = entry.price_per_hour if entry is not None else None
+    else:
+        costs = run.config["task"].get("costs") or {}
+        model_price = run.config["model"].get("price_per_hour")
+    serve = costs.get("price_per_hour") if model_price is None and on_premise(row) else model_price
+    train = costs.get("train_price_per_hour")
+    return {
+        "price_per_hour": serve,
+        "train_price_per_hour": (costs.get("price_per_hour") if train is None else train) if row.get("tune") else None,
+    }
 
 
 def _binary(run: RunRecord) -> bool:
@@ -265,195 +279,6 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
             front.append(i)
     return front
 
-
-def _name(row: dict[str, Any]) -> str:
-    return f"{row['strategy']} x {row['model']}"
-
-
-def _ci(row: dict[str, Any]) -> str:
-    return f"{row['score']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
-
-
-def _compare(
-    a: dict[str, Any],
-    b: dict[str, Any],
-    best: dict[str, Any],
-    pairwise: dict[tuple[str, str], dict[str, Any]],
-) -> dict[str, Any]:
-    """Is a's score different from b's? The paired test when available, else whether the CIs overlap."""
-    pair = pairwise.get((a.get("run_id"), b.get("run_id")))  # type: ignore[arg-type]
-    if pair is not None:
-        return {**pair, "significant": pair["p"] < ALPHA}
-    diff = a["score"] - b["score"]
-    for x, y in ((a, b), (b, a)):
-        if x is best and y.get("p_vs_best") is not None:
-            return {"p": y["p_vs_best"], "diff": diff, "ci": None, "significant": y["p_vs_best"] < ALPHA}
-    overlap = a["ci_low"] <= b["ci_high"] and b["ci_low"] <= a["ci_high"]
-    return {"p": None, "diff": diff, "ci": None, "significant": not overlap}
-
-
-def _burden(row: dict[str, Any]) -> tuple:
-    """What choosing a row costs, most important first: a per-query bill, the technique's setup (training,
-    an index), the bill's size, training time, then serving time and memory."""
-    tune = row.get("tune") or {}
-    # tokens before measured time, as in leaderboard.verdict: time on a shared machine is noisy
-    return (
-        row.get("cost_per_1k", 0.0) > 0,
-        not on_premise(row),
-        TECHNIQUE_RANK[technique(row)],
-        row.get("cost_per_1k", 0.0),
-        tune.get("train_time_s") or 0.0,
-        (row.get("tokens_in") or 0.0) + (row.get("tokens_out") or 0.0),
-        row.get("time_per_1k_s", 0.0),
-        tune.get("peak_mem_mb") or 0.0,
-    )
-
-
-def _points(diff: float) -> str:
-    return f"{round(diff * 100, 1) + 0.0:+.1f} points"  # + 0.0: no "-0.0"
-
-
-def _diff_text(cmp: dict[str, Any]) -> str:
-    parts = [_points(cmp["diff"])]
-    if cmp.get("ci"):
-        lo, hi = (round(v * 100, 1) + 0.0 for v in cmp["ci"])
-        parts.append(f"95% CI of the difference [{lo:+.1f}, {hi:+.1f}]")
-    if cmp.get("p") is not None:
-        parts.append(f"p = {cmp['p']:.3f}")
-    return parts[0] + (f" ({'; '.join(parts[1:])})" if len(parts) > 1 else "")
-
-
-def _tokens(row: dict[str, Any]) -> str:
-    return f"{(row.get('tokens_in') or 0) + (row.get('tokens_out') or 0):.0f}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} seconds"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} minutes"
-    return f"{seconds / 3600:.1f} hours"
-
-
-def _training_text(row: dict[str, Any]) -> str:
-    tune = row.get("tune") or {}
-    bits = []
-    if tune.get("train_time_s") is not None:
-        device = "GPU" if tune.get("device") == "cuda" else "CPU" if tune.get("device") == "cpu" else ""
-        bits.append(f"{_duration(tune['train_time_s'])} of {device + ' ' if device else ''}training")
-    if tune.get("peak_mem_mb") is not None:
-        bits.append(f"{tune['peak_mem_mb']:,.0f} MB peak training memory")
-    if tune.get("adapter_mb") is not None:
-        bits.append(f"a {tune['adapter_mb']:,.1f} MB adapter to keep")
-    return ", ".join(bits)
-
-
-def _serving_text(row: dict[str, Any], others: list[dict[str, Any]]) -> str:
-    where = "runs on-premise" if on_premise(row) else "calls a remote API"
-    if row.get("model_params"):
-        where += f" ({row['model_params'] / 1e6:,.0f}M parameters"
-        where += f", {row['model_mb']:,.0f} MB of weights)" if row.get("model_mb") else ")"
-    money = (
-        "no per-query fee" if not row.get("cost_per_1k") else f"${row['cost_per_1k']:.2f} per 1,000 queries"
-    )
-    text = (
-        f"Serving {_name(row)}: {where}, {money}, p50 latency {row.get('latency_p50_ms', 0):.0f} ms, "
-        f"{_duration(row.get('time_per_1k_s', 0.0))} of model time per 1,000 queries."
-    )
-    remote = [r for r in others if not on_premise(r)]
-    if on_premise(row) and remote:
-        text += (
-            f" {len(remote)} compared row(s) need a remote API ({', '.join(_name(r) for r in remote[:3])})."
-        )
-    return text
-
-
-def recommend(
-    table: Sequence[dict[str, Any]],
-    pairwise: dict[tuple[str, str], dict[str, Any]] | None = None,
-) -> Recommendation:
-    """A plain-language recommendation. Only differences the paired tests call significant (p < 0.05) count;
-    among the rows tied with the best, the least demanding one wins (no per-query fee, on-premise, prompting
-    before retrieval before fine-tuning, then the cheapest and fastest)."""
-    pairwise = pairwise or {}
-    if not table:
-        return Recommendation("none", "No finished runs to compare.")
-    ranked = sorted(table, key=lambda r: -r["score"])
-    best = ranked[0]
-    tied = [best] + [r for r in ranked[1:] if not _compare(best, r, best, pairwise)["significant"]]
-    pick = min(tied, key=_burden)
-    kind = technique(pick)
-    n = min(r.get("n", 0) for r in ranked)
-    others = [r for r in ranked if r is not pick]
-
-    if len(ranked) > 1 and len(tied) == len(ranked):
-        width = max((r["ci_high"] - r["ci_low"]) / 2 for r in ranked) * 100
-        text = (
-            f"No clear winner: no row is significantly better than another on {n} test rows (95% CIs about "
-            f"±{width:.0f} points). Take the least demanding one, {_name(pick)} ({TECHNIQUE_NAMES[kind]}, "
-            f"{_ci(pick)}), or score more rows to narrow the intervals. {_serving_text(pick, others)}"
-        )
-        return Recommendation("tie", text, pick)
-
-    lines = []
-    best_of = {t: next((r for r in ranked if technique(r) == t), None) for t in TECHNIQUE_RANK}
-    if kind == "prompting":
-        lines.append("Prompt engineering is enough:")
-        if pick is best:
-            lines.append(f"{_name(pick)} scores best, {_ci(pick)}.")
-        elif technique(best) == "prompting":
-            cmp = _compare(pick, best, best, pairwise)
-            lines.append(
-                f"{_name(pick)} ({_ci(pick)}) is as good as the best row, {_name(best)} ({_ci(best)}; "
-                f"{_diff_text(cmp)}), and cheaper: {_tokens(pick)} vs {_tokens(best)} tokens per query."
-            )
-        else:
-            cmp = _compare(pick, best, best, pairwise)
-            saved = "at zero training cost" if technique(best) == "fine_tune" else "without a retrieval index"
-            lines.append(
-                f"{_name(pick)} ({_ci(pick)}) is within the CI of the best row, {_name(best)} "
-                f"({TECHNIQUE_NAMES[technique(best)]}, {_ci(best)}; {_diff_text(cmp)}), {saved}."
-            )
-        for t in ("retrieval", "fine_tune"):
-            other = best_of[t]
-            if other is not None and other is not best:
-                cmp = _compare(pick, other, best, pairwise)
-                verdict = (
-                    "significantly better than" if cmp["significant"] else "not significantly different from"
-                )
-                lines.append(
-                    f"It is {verdict} the best {TECHNIQUE_NAMES[t]} row, {_name(other)} ({_diff_text(cmp)})."
-                )
-        if best_of["retrieval"] is None and best_of["fine_tune"] is None:
-            lines.append("(This study has no retrieval or fine-tuned rows to weigh against.)")
-    else:
-        verb = {"fine_tune": "Fine-tune", "retrieval": "Use retrieval"}[kind]
-        lines.append(f"{verb}: {_name(pick)} scores {_ci(pick)}.")
-        if pick is not best:
-            lines.append(
-                f"It is within the CI of the best row, {_name(best)} ({_ci(best)}), and cheaper to run."
-            )
-        base = best_of["prompting"]
-        if base is not None:
-            lines.append(
-                f"Against the best prompt-only row, {_name(base)} ({_ci(base)}): "
-                f"{_diff_text(_compare(pick, base, best, pairwise))}."
-            )
-        else:
-            lines.append("(This study has no prompt-only row to weigh against.)")
-        if kind == "fine_tune" and _training_text(pick):
-            lines.append(f"Cost of the gain: {_training_text(pick)}.")
-        if kind == "fine_tune" and best_of["retrieval"] is not None:
-            cmp = _compare(pick, best_of["retrieval"], best, pairwise)
-            lines.append(f"Against retrieval ({_name(best_of['retrieval'])}): {_diff_text(cmp)}.")
-    rest = [_name(r) for r in tied if r is not pick and r is not best]
-    if rest:
-        lines.append(f"Also within the best row's CI (p >= {ALPHA}): {', '.join(rest)}.")
-    worse = [_name(r) for r in ranked if all(r is not t for t in tied)]
-    if worse:
-        lines.append(f"Significantly worse: {', '.join(worse)}.")
-    lines.append(_serving_text(pick, others))
-    return Recommendation(kind, " ".join(lines), pick)
 
 
 # -- drawing ---------------------------------------------------------------------------------------------
@@ -533,7 +358,7 @@ def scatter_svg(table: Sequence[dict[str, Any]], x_key: str, x_label: str, y_lab
         ring = ' stroke="#dc2626" stroke-width="2.5"' if i in front else ""
         out.append(
             f'<circle cx="{cx:.1f}" cy="{fy(ys[i]):.1f}" r="5" fill="{color}"{ring}>'
-            f"<title>{escape(_name(r))}: {_ci(r)}, {x_label} {_fmt(xs[i])}</title></circle>"
+            f"<title>{escape(row_name(r))}: {score_text(r)}, {x_label} {_fmt(xs[i])}</title></circle>"
         )
         right = cx > W * 0.7  # labels of dots near the right edge go on their left
         anchor = "end" if right else "start"
@@ -608,15 +433,15 @@ def ci_bars_svg(table: Sequence[dict[str, Any]], metric: str) -> str:
         y = PAD_T + row_h * i + row_h / 2
         color = COLORS[technique(r)]
         out.append(
-            f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end" class="lbl">{escape(_name(r))}</text>'
+            f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end" class="lbl">{escape(row_name(r))}</text>'
         )
         out.append(
             f'<line x1="{fx(r["ci_low"]):.1f}" x2="{fx(r["ci_high"]):.1f}" y1="{y:.1f}" y2="{y:.1f}" '
             f'stroke="{color}" stroke-width="6" stroke-linecap="round" stroke-opacity="0.6"/>'
         )
         out.append(
-            f'<circle cx="{fx(r["score"]):.1f}" cy="{y:.1f}" r="5" fill="{color}"><title>{escape(_name(r))}: '
-            f"{_ci(r)}</title></circle>"
+            f'<circle cx="{fx(r["score"]):.1f}" cy="{y:.1f}" r="5" fill="{color}"><title>{escape(row_name(r))}: '
+            f"{score_text(r)}</title></circle>"
         )
     out.append(
         f'<text x="{left + (width - left) / 2}" y="{height - 6}" text-anchor="middle" class="axis">'
@@ -693,7 +518,7 @@ def tune_view(row: dict[str, Any]) -> dict[str, Any]:
         if (tune.get("forgetting") or {}).get(key) is not None
     ]
     return {
-        "name": _name(row),
+        "name": row_name(row),
         "facts": [(label, _fmt(v)) for label, v in facts],
         "resources": [(label, _fmt(p), _fmt(m)) for label, p, m in resources],
         "forgetting": [(label, _fmt(v)) for label, v in forgetting],
@@ -754,13 +579,41 @@ def default_path(data: ReportData) -> Path:
     return db.home() / "reports" / f"{data.title}-{study}.html"
 
 
+def report_data(
+    store: Store,
+    targets: Sequence[str] = (),
+    *,
+    volume: Volume | None = None,
+    latency_p50_ms: float | None = None,
+) -> ReportData:
+    """The report's content for ``targets`` (task files, task names or run ids; none: the latest study).
+    A task file among the targets also supplies the current prices."""
+    prices = None
+    for target in targets:
+        if Path(target).suffix in (".yaml", ".yml") and Path(target).is_file():
+            from taskfit.taskfile import load_task
+
+            prices = load_task(target).config
+    runs = resolve_targets(store, targets)
+    return collect(store, runs, volume=volume, latency_p50_ms=latency_p50_ms, prices=prices)
+
+
 def write_report(
-    targets: Sequence[str] = (), out: str | Path | None = None, *, store: Store | None = None
+    targets: Sequence[str] = (),
+    out: str | Path | None = None,
+    *,
+    store: Store | None = None,
+    volume: Volume | None = None,
+    latency_p50_ms: float | None = None,
 ) -> Path:
     """Write the report for ``targets`` (task files, task names or run ids; none: the latest study) and
     return its path (default ``$TASKFIT_HOME/reports/<task>-<study>.html``)."""
     store = store or Store(db.engine())
-    data = collect(store, resolve_targets(store, targets))
+    return save(report_data(store, targets, volume=volume, latency_p50_ms=latency_p50_ms), out)
+
+
+def save(data: ReportData, out: str | Path | None = None) -> Path:
+    """Write ``data`` as HTML to ``out`` (default: :func:`default_path`) and return the path."""
     path = Path(out) if out else default_path(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_html(data), encoding="utf-8")
