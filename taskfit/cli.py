@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from taskfit.commands.report import LatencyOpt, VolumeOpt
 from taskfit.errors import TaskfitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -30,7 +31,8 @@ LimitOpt = Annotated[int | None, typer.Option(help="Score only the first N rows 
 
 
 def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, *, with_tuning: bool = False,
-           train_limit: int | None = None, report: bool = False) -> None:
+           train_limit: int | None = None, report: bool = False, volume: str | None = None,
+           latency_p50_ms: float | None = None) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -73,11 +75,17 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
         return
     out.print(render(table_rows, title=f"{title}: {task_obj.config.name} ({table_rows[0]['metric'] if table_rows else ''})"))
     out.print(verdict(table_rows), highlight=False)
-    if report:  # the main job ends with the decision report
-        from taskfit.report import write_report
+    if report:  # the main job ends with the decision report, priced at the volume asked for
+        from taskfit import db
+        from taskfit.commands.report import cost_table, parse_volume_option
+        from taskfit.report import report_data, save
+        from taskfit.store import Store
 
-        path = write_report([r["run_id"] for r in table_rows])
-        out.print(f"report: {path}", highlight=False)
+        data = report_data(Store(db.engine()), [r["run_id"] for r in table_rows],
+                           volume=parse_volume_option(volume), latency_p50_ms=latency_p50_ms)
+        out.print(cost_table(data.recommendation))
+        out.print(data.recommendation.text, highlight=False)
+        out.print(f"report: {save(data)}", highlight=False)
     err.print(f"[dim]finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions[/dim]")
 
 
@@ -87,10 +95,12 @@ def run(task: TaskArg, limit: LimitOpt = None,
                                                 "reused) and put them on the leaderboard.")] = True,
         train_limit: Annotated[int | None, typer.Option(help="Train each tuned model on at most N train rows "
                                                         "(a quick look; a different model than the full run).")] = None,
+        volume: VolumeOpt = None, latency_p50_ms: LatencyOpt = None,
         ) -> None:
     """Run the study the task file declares (every strategy x model, and its tuned models) and print the
     leaderboard."""
-    _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit, report=True)
+    _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit, report=True,
+           volume=volume, latency_p50_ms=latency_p50_ms)
 
 
 @app.command("eval")

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from taskfit import db
+from taskfit.costs import count
+from taskfit.costs import money as money_text
 from taskfit.errors import TaskfitError
 from taskfit.leaderboard import rows as leaderboard_rows
 from taskfit.recommend import (
@@ -382,7 +384,7 @@ def _spread_labels(points: list[tuple[float, float]], gap: float = 13.0) -> list
     return ys
 
 
-def _frame(fx, fy, xticks, yticks, x_label: str, y_label: str) -> list[str]:
+def _frame(fx, fy, xticks, yticks, x_label: str, y_label: str, y_fmt=None) -> list[str]:
     out = [
         f'<rect x="{PAD_L}" y="{PAD_T}" width="{W - PAD_L - PAD_R}" height="{H - PAD_T - PAD_B}" '
         f'fill="none" stroke="#999"/>'
@@ -395,7 +397,7 @@ def _frame(fx, fy, xticks, yticks, x_label: str, y_label: str) -> list[str]:
     for t in yticks:
         out.append(
             f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{fy(t):.1f}" y2="{fy(t):.1f}" stroke="#eee"/>'
-            f'<text x="{PAD_L - 6}" y="{fy(t) + 4:.1f}" text-anchor="end" class="tick">{_fmt(t)}</text>'
+            f'<text x="{PAD_L - 6}" y="{fy(t) + 4:.1f}" text-anchor="end" class="tick">{(y_fmt or _fmt)(t)}</text>'
         )
     out.append(
         f'<text x="{PAD_L + (W - PAD_L - PAD_R) / 2}" y="{H - 8}" text-anchor="middle" class="axis">'
@@ -466,6 +468,50 @@ def line_svg(series: dict[str, list[tuple[float, float]]], x_label: str, y_label
             f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"><title>{escape(name)}'
             f"</title></polyline>"
         )
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def volume_svg(rec: Recommendation, most: int = 5) -> str:
+    """Total cost (one-time + per query x volume) against the query volume, log-log, for the leading rows:
+    the recommended one, the best prompt and fine-tuned rows, then the best scores; the break-even marked."""
+    leading: list[tuple[dict[str, Any], Any]] = []
+    wanted = [rec.row, *(rec.break_even_rows or ())] + [r for r, _ in rec.costs]
+    by_id = {id(r): c for r, c in rec.costs}
+    for r in wanted:
+        if r is not None and id(r) in by_id and all(r is not x for x, _ in leading) and len(leading) < most:
+            leading.append((r, by_id[id(r)]))
+    if not leading:
+        return ""
+    anchors = [v for v in ((rec.volume.queries if rec.volume else None), rec.break_even) if v]
+    x_hi = 10 ** math.ceil(math.log10(max([*anchors, 1e4]) * 10))
+    x_lo = max(1.0, x_hi / 1e6)
+    xs = [x_lo * (x_hi / x_lo) ** (i / 60) for i in range(61)]
+    series = [(r, [(x, max(c.total(x), 1e-12)) for x in xs]) for r, c in leading]
+    ys = [y for _, pts in series for _, y in pts]
+    fx, xticks = _axis(x_lo, x_hi, True, W - PAD_L - PAD_R, PAD_L)
+    fy, yticks = _axis(min(ys), max(ys), True, H - PAD_T - PAD_B, PAD_T, flip=True)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" class="plot" role="img">']
+    out += _frame(fx, fy, xticks, yticks, "queries (log scale)", f"total cost, {rec.unit} (log scale)",
+                  y_fmt=lambda v: money_text(v, rec.unit).removesuffix(" machine-h"))
+    palette = ("#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777")
+    label_y = _spread_labels([(W - PAD_R, fy(pts[-1][1]) + 14) for _, pts in series])
+    for i, ((r, pts), color) in enumerate(zip(series, palette, strict=False)):
+        path = " ".join(f"{fx(x):.1f},{fy(y):.1f}" for x, y in pts)
+        width = 3 if r is rec.row else 1.5
+        out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="{width}">'
+                   f"<title>{escape(row_name(r))}</title></polyline>")
+        out.append(f'<text x="{W - PAD_R - 6}" y="{min(label_y[i], H - PAD_B - 4):.1f}" class="lbl" '
+                   f'text-anchor="end" fill="{color}">{escape(row_name(r))}</text>')
+    if rec.volume is not None:
+        x = fx(rec.volume.queries)
+        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{PAD_T}" y2="{H - PAD_B}" stroke="#111827" '
+                   f'stroke-dasharray="4 3"><title>{escape(rec.volume.text())}</title></line>')
+    if rec.break_even and rec.break_even_rows is not None:
+        cost = next(c for r, c in rec.costs if r is rec.break_even_rows[0]).total(rec.break_even)
+        out.append(f'<circle cx="{fx(rec.break_even):.1f}" cy="{fy(max(cost, 1e-12)):.1f}" r="5" fill="none" '
+                   f'stroke="#dc2626" stroke-width="2"><title>break-even: {count(rec.break_even)} queries'
+                   f"</title></circle>")
     out.append("</svg>")
     return "\n".join(out)
 
@@ -550,6 +596,7 @@ def render_html(data: ReportData) -> str:
             else scatter_svg(table, "time_per_1k_s", "model time per 1,000 queries (s)", data.metric)
         )
         plots["latency"] = Markup(scatter_svg(table, "latency_p50_ms", "p50 latency (ms)", data.metric))
+        plots["volume"] = Markup(volume_svg(data.recommendation))
     tuned = [tune_view(r) for r in table if r.get("tune")]
     for t in tuned:
         t["loss_svg"], t["eval_svg"] = Markup(t["loss_svg"]), Markup(t["eval_svg"])
@@ -564,6 +611,8 @@ def render_html(data: ReportData) -> str:
         names=TECHNIQUE_NAMES,
         colors=COLORS,
         front_cost=_front_names(table, "cost_per_1k" if money else "time_per_1k_s"),
+        price=money_text,
+        count=count,
         created=time.strftime("%Y-%m-%d %H:%M", time.localtime(data.created)),
     )
 

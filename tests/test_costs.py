@@ -113,3 +113,38 @@ def test_parse_volume(text, queries, per):
 def test_parse_volume_rejects_nonsense():
     with pytest.raises(ValueError, match="not a query volume"):
         parse_volume("lots")
+
+
+def test_the_report_tabulates_costs_and_plots_total_cost_against_volume():
+    from taskfit.report import ReportData, render_html
+
+    table = study()
+    rec = recommend(table, volume=Volume(1_000_000))
+    html = render_html(ReportData(title="t", metric="accuracy", rows=table, pairwise={}, breakdowns=[],
+                                  recommendation=rec))
+    costs = html[html.index('id="costs"'):html.index("</table>", html.index('id="costs"'))]
+    assert "classifier x minilm+full (recommended)" in costs and "$0.27" in costs and "$2.39" in costs
+    plot = html[html.index('id="plot-volume"'):]
+    assert plot.count("<polyline") == 3  # every row (three here), one line each
+    assert "break-even: 1,600 queries" in plot and "<title>1,000,000 queries</title>" in plot
+
+
+def test_collect_prices_rows_from_the_task_file(make_task, taskfit_home):
+    from taskfit import db
+    from taskfit.cache import CallCache
+    from taskfit.report import collect
+    from taskfit.runner import evaluate
+    from taskfit.store import Store
+    from taskfit.study import prepare, select_arms
+    from taskfit.taskfile import load_task
+
+    path = make_task(costs={"price_per_hour": 0.5})
+    task, ds = prepare(path)
+    store = Store(db.engine())
+    runs = evaluate(task, ds, select_arms(task, None, None), split="test", limit=None, store=store,
+                    cache=CallCache(db.engine()))
+    assert {r["price_per_hour"] for r in collect(store, runs).rows} == {0.5}  # the price stored with the run
+    repriced = make_task(costs={"price_per_hour": 2.0},
+                         models=[{"backend": "scripted", "name": "fake", "price_per_hour": 3.0, "script": {}}])
+    rows = collect(store, runs, prices=load_task(repriced).config).rows
+    assert {r["price_per_hour"] for r in rows} == {3.0}  # the model entry's own price wins
