@@ -60,7 +60,7 @@ def rows(store: Store, runs: list[RunRecord]) -> list[dict[str, Any]]:
 
 TUNE_KEYS = ("id", "method", "method_used", "objective", "base_model", "train_time_s", "peak_mem_mb",
              "trainable_params", "total_params", "trainable_pct", "adapter_mb", "curve", "plan", "measured",
-             "forgetting", "device", "tokens_per_s", "fallback")
+             "forgetting", "device", "tokens_per_s", "fallback", "rows")
 
 
 def tune_summary(path: str | None) -> dict[str, Any] | None:

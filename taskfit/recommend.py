@@ -62,7 +62,7 @@ def score_text(row: dict[str, Any]) -> str:
     return f"{row['score']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
 
 
-def _compare(
+def compare_rows(
     a: dict[str, Any],
     b: dict[str, Any],
     best: dict[str, Any],
@@ -187,7 +187,7 @@ def recommend(
                               f"fastest is {row_name(quickest)} at {quickest.get('latency_p50_ms', 0):,.0f} ms.",
                               None, **facts)
     best = fast[0]
-    tied = [best] + [r for r in fast[1:] if not _compare(best, r, top, pairwise)["significant"]]
+    tied = [best] + [r for r in fast[1:] if not compare_rows(best, r, top, pairwise)["significant"]]
     if volume is not None:
         pick = min(tied, key=lambda r: (round(costs[id(r)].total(volume.queries), 9), _burden(r)))
     else:
@@ -219,7 +219,7 @@ def recommend(
         if pick is best:
             lines.append(f"{row_name(pick)} scores best, {score_text(pick)}.")
         elif technique(best) == "prompting":
-            cmp = _compare(pick, best, top, pairwise)
+            cmp = compare_rows(pick, best, top, pairwise)
             cheaper = (f"cheaper at this volume: {total(pick)} vs {total(best)}" if volume else
                        f"cheaper: {_tokens(pick)} vs {_tokens(best)} tokens per query")
             lines.append(
@@ -227,7 +227,7 @@ def recommend(
                 f"({score_text(best)}; {_diff_text(cmp)}), and {cheaper}."
             )
         else:
-            cmp = _compare(pick, best, top, pairwise)
+            cmp = compare_rows(pick, best, top, pairwise)
             if volume is not None:
                 saved = f"and cheaper at this volume: {total(pick)} vs {total(best)} in total"
             else:
@@ -239,7 +239,7 @@ def recommend(
         for t in ("retrieval", "fine_tune"):
             other = best_of[t]
             if other is not None and other is not best:
-                cmp = _compare(pick, other, top, pairwise)
+                cmp = compare_rows(pick, other, top, pairwise)
                 verdict = (
                     "significantly better than" if cmp["significant"] else "not significantly different from"
                 )
@@ -261,7 +261,7 @@ def recommend(
         if base is not None:
             lines.append(
                 f"Against the best prompt-only row, {row_name(base)} ({score_text(base)}): "
-                f"{_diff_text(_compare(pick, base, top, pairwise))}"
+                f"{_diff_text(compare_rows(pick, base, top, pairwise))}"
                 + (f"; at this volume it costs {total(pick)} against {total(base)}." if volume else ".")
             )
         elif slow:
@@ -271,7 +271,7 @@ def recommend(
         if kind == "fine_tune" and _training_text(pick):
             lines.append(f"Cost of the gain: {_training_text(pick)}.")
         if kind == "fine_tune" and best_of["retrieval"] is not None:
-            cmp = _compare(pick, best_of["retrieval"], top, pairwise)
+            cmp = compare_rows(pick, best_of["retrieval"], top, pairwise)
             lines.append(f"Against retrieval ({row_name(best_of['retrieval'])}): {_diff_text(cmp)}.")
     rest = [row_name(r) for r in tied if r is not pick and r is not best]
     if rest:

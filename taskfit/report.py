@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 from taskfit import db
 from taskfit.costs import count
 from taskfit.costs import money as money_text
+from taskfit.curve import CURVE_STUDY, LearningCurve, curves, latest_curve_runs
 from taskfit.errors import TaskfitError
 from taskfit.leaderboard import rows as leaderboard_rows
 from taskfit.recommend import (
@@ -63,6 +64,7 @@ class ReportData:
     pairwise: dict[tuple[str, str], dict[str, Any]]
     breakdowns: list[Breakdown]
     recommendation: Recommendation
+    curves: list[LearningCurve] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     study: str = ""
     split: str = ""
@@ -77,7 +79,8 @@ def latest_study_runs(store: Store, task_name: str) -> list[RunRecord]:
     A study is one ``taskfit run``/``eval`` invocation. An arm resumed in that invocation keeps the id of the
     study it started in, so runs of the task finished after the latest study began count as part of it.
     """
-    runs = [r for r in store.runs(limit=1_000_000) if r.task_name == task_name]
+    runs = [r for r in store.runs(limit=1_000_000)
+            if r.task_name == task_name and not r.study.startswith(CURVE_STUDY)]
     if not runs:
         raise TaskfitError(f"no runs of task {task_name!r}; see `taskfit runs`")
     study = runs[0].study  # newest first
@@ -232,6 +235,7 @@ def collect(
     pairs = pairwise_tests(store, table, binary)
     first = runs[0]
     return ReportData(
+        curves=_learning_curves(store, table, pairs, first.task_name, binary),
         title=first.task_name,
         metric=table[0]["metric"] if table else "",
         rows=table,
@@ -241,6 +245,23 @@ def collect(
         study=", ".join(sorted({r.study for r in runs})),
         split=", ".join(sorted({r.split for r in runs})),
     )
+
+
+def _learning_curves(
+    store: Store, table: list[dict[str, Any]], pairs: dict, task_name: str, binary: bool
+) -> list[LearningCurve]:
+    """Curves among the report's own rows, else the task's latest `taskfit curve` against its best prompt row."""
+    found = curves(table, pairs)
+    reference = next((r for r in table if r["technique"] == "prompting"), None)
+    if found or reference is None:
+        return found
+    extra = latest_curve_runs(store.runs(limit=1_000_000), task_name)
+    if not extra:
+        return []
+    rows = leaderboard_rows(store, extra)
+    for row in rows:
+        row["technique"] = technique(row)
+    return curves(rows, pairwise_tests(store, [*rows, reference], binary), reference=reference)
 
 
 def _prices(run: RunRecord, row: dict[str, Any], override: TaskConfig | None) -> dict[str, float | None]:
@@ -516,6 +537,48 @@ def volume_svg(rec: Recommendation, most: int = 5) -> str:
     return "\n".join(out)
 
 
+def curve_svg(curve: LearningCurve) -> str:
+    """A learning curve: score with its 95% CI against labelled rows (log scale), the best prompt row's score
+    and CI as a band; hollow dots are significantly worse than it."""
+    ref = curve.reference
+    sizes = [p.size for p in curve.points]
+    lows = [p.row["ci_low"] for p in curve.points] + ([ref["ci_low"]] if ref else [])
+    highs = [p.row["ci_high"] for p in curve.points] + ([ref["ci_high"]] if ref else [])
+    fx, xticks = _axis(min(sizes) / 1.3, max(sizes) * 1.3, True, W - PAD_L - PAD_R, PAD_L)
+    y_lo, y_hi = max(0.0, min(lows) - 0.03), max(highs) + 0.03
+    fy, yticks = _axis(y_lo, min(1.0, y_hi) if y_hi <= 1.03 else y_hi, False, H - PAD_T - PAD_B, PAD_T, flip=True)
+    xticks = sorted({*xticks, *sizes}) if len(sizes) <= 8 else xticks
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" class="plot" role="img">']
+    out += _frame(fx, fy, xticks, yticks, "labelled training rows (log scale)", curve.points[0].row["metric"]
+                  if curve.points[0].row.get("metric") else "score")
+    if ref is not None:
+        top, bottom = fy(ref["ci_high"]), fy(ref["ci_low"])
+        out.append(f'<rect x="{PAD_L}" y="{top:.1f}" width="{W - PAD_L - PAD_R}" height="{bottom - top:.1f}" '
+                   f'fill="{COLORS["prompting"]}" fill-opacity="0.12"/>')
+        out.append(f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{fy(ref["score"]):.1f}" y2="{fy(ref["score"]):.1f}" '
+                   f'stroke="{COLORS["prompting"]}" stroke-dasharray="5 3"><title>{escape(row_name(ref))}: '
+                   f"{score_text(ref)}</title></line>")
+        out.append(f'<text x="{PAD_L + 6}" y="{fy(ref["score"]) - 5:.1f}" class="lbl" fill="{COLORS["prompting"]}">'
+                   f"best prompt: {escape(row_name(ref))}</text>")
+    color = COLORS["fine_tune"]
+    path = " ".join(f"{fx(p.size):.1f},{fy(p.row['score']):.1f}" for p in curve.points)
+    out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+    for p in curve.points:
+        x = fx(p.size)
+        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{fy(p.row["ci_low"]):.1f}" y2="{fy(p.row["ci_high"]):.1f}" '
+                   f'stroke="{color}" stroke-opacity="0.5" stroke-width="2"/>')
+        fill = "#fff" if p.worse else color
+        out.append(f'<circle cx="{x:.1f}" cy="{fy(p.row["score"]):.1f}" r="5" fill="{fill}" stroke="{color}" '
+                   f'stroke-width="2"><title>{p.size:,} rows: {score_text(p.row)}</title></circle>')
+    if curve.matches_from is not None:
+        x = fx(curve.matches_from)
+        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{PAD_T}" y2="{H - PAD_B}" stroke="#dc2626" '
+                   f'stroke-dasharray="4 3"><title>matches the best prompt from {curve.matches_from:,} rows'
+                   f"</title></line>")
+    out.append("</svg>")
+    return "\n".join(out)
+
+
 def _fmt(v: Any) -> Any:
     """Numbers as people read them: thousands separators, at most 3 decimals."""
     if isinstance(v, bool) or not isinstance(v, int | float):
@@ -597,6 +660,7 @@ def render_html(data: ReportData) -> str:
         )
         plots["latency"] = Markup(scatter_svg(table, "latency_p50_ms", "p50 latency (ms)", data.metric))
         plots["volume"] = Markup(volume_svg(data.recommendation))
+    learning = [{"svg": Markup(curve_svg(c)), "text": c.statement(), "recipe": c.recipe} for c in data.curves]
     tuned = [tune_view(r) for r in table if r.get("tune")]
     for t in tuned:
         t["loss_svg"], t["eval_svg"] = Markup(t["loss_svg"]), Markup(t["eval_svg"])
@@ -611,6 +675,7 @@ def render_html(data: ReportData) -> str:
         names=TECHNIQUE_NAMES,
         colors=COLORS,
         front_cost=_front_names(table, "cost_per_1k" if money else "time_per_1k_s"),
+        learning=learning,
         price=money_text,
         count=count,
         created=time.strftime("%Y-%m-%d %H:%M", time.localtime(data.created)),

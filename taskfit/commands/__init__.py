@@ -5,4 +5,4 @@ for every module listed in ``COMMANDS``. (Modules get the app passed in rather t
 ``taskfit.cli``, which also runs as ``python -m taskfit.cli``.) Print with ``rich.console.Console()``.
 """
 
-COMMANDS = ["tune", "optimize", "serve", "report", "ui"]
+COMMANDS = ["tune", "optimize", "serve", "report", "ui", "curve"]
