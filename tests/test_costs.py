@@ -148,3 +148,20 @@ def test_collect_prices_rows_from_the_task_file(make_task, taskfit_home):
                          models=[{"backend": "scripted", "name": "fake", "price_per_hour": 3.0, "script": {}}])
     rows = collect(store, runs, prices=load_task(repriced).config).rows
     assert {r["price_per_hour"] for r in rows} == {3.0}  # the model entry's own price wins
+
+
+def test_report_command_prints_costs_at_the_volume(make_task, taskfit_home):
+    from typer.testing import CliRunner
+
+    from taskfit.cli import app
+
+    path = make_task(costs={"price_per_hour": 0.5})
+    runner = CliRunner()
+    assert runner.invoke(app, ["eval", str(path)]).exit_code == 0
+    res = runner.invoke(app, ["report", str(path), "--volume", "2M/month", "--latency-p50-ms", "60000"],
+                        env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "Cost at 2,000,000 queries a month" in res.output and "total" in res.output
+    assert "(recommended)" in res.output and "report: " in res.output
+    bad = runner.invoke(app, ["report", str(path), "--volume", "lots"])
+    assert bad.exit_code != 0 and "not a query volume" in str(bad.exception)
