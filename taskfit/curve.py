@@ -20,10 +20,11 @@ from taskfit.recommend import ALPHA, compare_rows, row_name, score_text, techniq
 
 if TYPE_CHECKING:
     from taskfit.dataset import Dataset
-    from taskfit.runner import ProgressFn
+    from taskfit.runner import Arm, ProgressFn
     from taskfit.store import RunRecord
     from taskfit.taskfile import Task
     from taskfit.tuning.spec import TuneSpec
+    from taskfit.tuning.store import TuneStore
     from taskfit.workspace import Workspace
 
 CURVE_STUDY = "curve-"  # study ids of `taskfit curve`: kept out of a task's latest study
@@ -132,6 +133,42 @@ def tuning_row(task: Task, name: str) -> TuneSpec:
     return rows[name]
 
 
+def curve_arms(
+    task: Task,
+    train: Sequence[Any],
+    spec: TuneSpec,
+    sizes: Sequence[int],
+    *,
+    tunes: TuneStore,
+    log: Callable[[str], None] = lambda s: None,
+    on_step: Callable[[str, dict[str, float]], None] | None = None,
+) -> list[Arm]:
+    """Train (or find) ``spec`` on the first N of ``train`` for each N in ``sizes``; one arm per model, named
+    ``<row>@N``, ready to join any study's arms."""
+    from taskfit.runner import Arm
+    from taskfit.taskfile import ModelSpec
+    from taskfit.tuning.tune import Job, tune
+
+    if not train:
+        raise TaskfitError("a learning curve needs a train split", file=str(task.path), field="data.train")
+    wanted = sorted({min(int(n), len(train)) for n in sizes if int(n) > 0})
+    if not wanted:
+        raise TaskfitError("--sizes: give positive row counts, e.g. 50,100,200")
+    if max(int(n) for n in sizes) > len(train):
+        log(f"the train split has {len(train):,} rows: sizes above it train on all of them")
+    arms = []
+    for n in wanted:
+        # all rows: no limit, so the model is the study's own when it was trained already
+        sized = spec.model_copy(update={"train_limit": n if n < len(train) else None,
+                                        "name": f"{spec.label()}@{n}"})
+        log(f"tuning {sized.label()}")
+        rec = tune(task, train, sized, store=tunes, log=log,
+                   on_step=(lambda p, name=sized.label(): on_step(name, p)) if on_step else None)
+        arms.append(Arm(Job.strategy_for(task, sized), ModelSpec(backend="tuned", path=f"tuned:{rec.id}",
+                                                                    name=sized.label())))
+    return arms
+
+
 def learning_curve(
     task: Task,
     dataset: Dataset,
@@ -148,31 +185,12 @@ def learning_curve(
     """Train ``spec`` on the first N train rows for each N in ``sizes`` and score every model, and the task's
     prompt rows, on the same test rows; returns the run records (prompt rows already scored with the same
     settings are reused, not run again)."""
-    from taskfit.runner import Arm, evaluate
+    from taskfit.runner import evaluate
     from taskfit.study import select_arms
-    from taskfit.taskfile import ModelSpec
-    from taskfit.tuning.tune import Job, tune
 
-    train = dataset.split("train")
-    if not train:
-        raise TaskfitError("a learning curve needs a train split", file=str(task.path), field="data.train")
-    wanted = sorted({min(int(n), len(train)) for n in sizes if int(n) > 0})
-    if not wanted:
-        raise TaskfitError("--sizes: give positive row counts, e.g. 50,100,200")
-    if max(int(n) for n in sizes) > len(train):
-        log(f"the train split has {len(train):,} rows: sizes above it train on all of them")
+    arms = curve_arms(task, dataset.split("train"), spec, sizes, tunes=workspace.tunes, log=log, on_step=on_step)
     split = split or task.config.split
     limit = task.config.limit if limit is None else (limit or None)
-    arms = []
-    for n in wanted:
-        # all rows: no limit, so the model is the study's own when it was trained already
-        sized = spec.model_copy(update={"train_limit": n if n < len(train) else None,
-                                        "name": f"{spec.label()}@{n}"})
-        log(f"tuning {sized.label()}")
-        rec = tune(task, train, sized, store=workspace.tunes, log=log,
-                   on_step=(lambda p, name=sized.label(): on_step(name, p)) if on_step else None)
-        arms.append(Arm(Job.strategy_for(task, sized), ModelSpec(backend="tuned", path=f"tuned:{rec.id}",
-                                                                    name=sized.label())))
     reused, todo = _finished_prompt_runs(task, dataset, select_arms(task, None, None), split, limit, workspace)
     study = CURVE_STUDY + uuid.uuid4().hex[:8]
     return reused + evaluate(task, dataset, todo + arms, split=split, limit=limit, store=workspace.runs,
