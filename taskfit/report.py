@@ -512,6 +512,7 @@ def volume_svg(rec: Recommendation, most: int = 5) -> str:
     ys = [y for _, pts in series for _, y in pts]
     fx, xticks = _axis(x_lo, x_hi, True, W - PAD_L - PAD_R, PAD_L)
     fy, yticks = _axis(min(ys), max(ys), True, H - PAD_T - PAD_B, PAD_T, flip=True)
+    yticks = yticks[:: math.ceil(len(yticks) / 8)]  # at most 8 labelled decades
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" class="plot" role="img">']
     out += _frame(fx, fy, xticks, yticks, "queries (log scale)", f"total cost, {rec.unit} (log scale)",
                   y_fmt=lambda v: money_text(v, rec.unit).removesuffix(" machine-h"))
