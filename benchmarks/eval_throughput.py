@@ -16,7 +16,6 @@ computes once while the naive loop recomputes it for every example).
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -31,23 +30,19 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100, help="test rows")
     ap.add_argument("--max-new-tokens", type=int, default=5, help="naive side: reply length (one word + slack)")
     args = ap.parse_args()
-    os.environ["TASKFIT_HOME"] = tempfile.mkdtemp(prefix="taskfit-bench-")  # cold cache
-
-    from taskfit import db
-    from taskfit.cache import CallCache
     from taskfit.runner import BackendPool
-    from taskfit.store import Store
     from taskfit.study import prepare
+    from taskfit.workspace import Workspace
 
+    workspace = Workspace.open(tempfile.mkdtemp(prefix="taskfit-bench-"))  # cold cache
     task, dataset = prepare(args.task)
-    pool = BackendPool()
-    eng = db.engine()
-    store, cache = Store(eng), CallCache(eng)
+    pool = BackendPool(workspace)
     for name in args.strategy or ["zero_shot", "few_shot_balanced"]:
-        bench_one(task, dataset, name, args, pool, store, cache)
+        bench_one(task, dataset, name, args, pool, workspace)
 
 
-def bench_one(task, dataset, name, args, pool, store, cache) -> None:
+def bench_one(task, dataset, name, args, pool, workspace) -> None:
+    store = workspace.runs
     from transformers import pipeline
 
     from taskfit.leaderboard import rows
@@ -84,18 +79,18 @@ def bench_one(task, dataset, name, args, pool, store, cache) -> None:
     # -- taskfit: cold cache, then fully cached -------------------------------------------------
     def taskfit_run():
         t = time.perf_counter()
-        (run,) = evaluate(task, dataset, [arm], split="test", limit=args.n, store=store, cache=cache, pool=pool)
+        (run,) = evaluate(task, dataset, [arm], split="test", limit=args.n, workspace=workspace, pool=pool)
         return time.perf_counter() - t, run
 
     cold_s, cold_run = taskfit_run()
     cached_s, cached_run = taskfit_run()
     cold_preds = store.predictions(cold_run.id, with_trace=False)
     cached_preds = store.predictions(cached_run.id, with_trace=False)
-    (row,) = rows(store, [cached_run])
+    (row,) = rows(workspace, [cached_run])
 
     n = len(examples)
     gold = [ex.target for ex in examples]
-    tf_answers = [p["answer"] for p in cold_preds]
+    tf_answers = [p.answer for p in cold_preds]
     acc = lambda answers: sum(a == g for a, g in zip(answers, gold, strict=True)) / n  # noqa: E731
     print(f"\nrows: {n}  task: {c.name}  strategy: {arm.strategy.label()}  model: {backend.model_id}")
     print(f"{'side':<26}{'examples/s':>12}{'seconds':>10}{'accuracy':>10}{'parse fail':>12}")

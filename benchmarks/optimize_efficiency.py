@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -58,10 +57,6 @@ def main() -> None:
     ap.add_argument("--first-rung", type=int, default=16, help="dev rows in the racing's first rung")
     ap.add_argument("--k", type=int, default=4, help="demos per few-shot candidate")
     args = ap.parse_args()
-    os.environ["TASKFIT_HOME"] = tempfile.mkdtemp(prefix="taskfit-bench-")  # cold cache
-
-    from taskfit import db
-    from taskfit.cache import CallCache
     from taskfit.lm import LM
     from taskfit.metrics import build_metric
     from taskfit.optimize.budget import CallMeter
@@ -74,14 +69,16 @@ def main() -> None:
     from taskfit.strategies import StrategyContext
     from taskfit.strategies.optimized import build
     from taskfit.study import prepare, select_arms
+    from taskfit.workspace import Workspace
 
+    workspace = Workspace.open(tempfile.mkdtemp(prefix="taskfit-bench-"))  # cold cache
     task, dataset = prepare(args.task)
     c = task.config
     pool_rows, dev = dev_split(dataset, OptimizeConfig(budget=1, dev_size=args.dev_size))
     model = select_arms(task, ["zero_shot"], None)[0].model
     backend = BackendPool().get(model)
     mode = resolve_mode(task, backend)
-    cache = CallCache(db.engine())
+    cache = workspace.cache
     ctx = StrategyContext(task=task, parts=prompt_parts(task), train=pool_rows, mode=mode, seed=c.data.seed)
     metric = build_metric(c.metrics[0].name, c.metrics[0].options)
 

@@ -40,14 +40,15 @@ def main() -> None:
     ap.add_argument("--timeout-s", type=float, default=600, help="bound on each side's wall time")
     ap.add_argument("--rounds", type=int, default=2, help="times each side runs, alternating")
     args = ap.parse_args()
-    os.environ["TASKFIT_HOME"] = tempfile.mkdtemp(prefix="taskfit-serve-bench-")
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         os.environ.pop(name, None)  # loopback only
 
-    from taskfit import db
     from taskfit.runner import Arm, BackendPool
     from taskfit.serve.pipeline import Pipeline
     from taskfit.study import prepare, select_arms
+    from taskfit.workspace import Workspace
+
+    workspace = Workspace.open(tempfile.mkdtemp(prefix="taskfit-serve-bench-"))
 
     task, dataset = prepare(args.task)
     task.config.max_tokens = args.max_tokens
@@ -58,15 +59,14 @@ def main() -> None:
     inputs = task.config.inputs
     prompts = [r.fields[inputs[0]] if len(inputs) == 1 else json.dumps({k: r.fields[k] for k in inputs})
                for r in (rows * (total // len(rows) + 1))[:total]]
-    pool = BackendPool()  # the model is loaded once and shared by both sides
-    eng = db.engine()
+    pool = BackendPool(workspace)  # the model is loaded once and shared by both sides
     results: dict[str, list[dict[str, Any]]] = {"batched": [], "one-at-a-time": []}
     for round_ in range(1, args.rounds + 1):
         # the sides alternate, so a change in the machine's load does not favour one of them
         for side, max_batch in (("batched", args.max_batch), ("one-at-a-time", 1)):
             task.config.serve = task.config.serve.model_copy(update={"max_batch": max_batch, "cache": False,
                                                                      "max_concurrent": args.clients})
-            r = run_side(Pipeline(task, dataset, arm, eng, pool), prompts, args)
+            r = run_side(Pipeline(task, dataset, arm, workspace, pool), prompts, args)
             results[side].append(r)
             print(f"round {round_} {side:>14}: {r['ok']}/{total} ok in {r['wall_s']:.1f} s = {r['rps']:.2f} req/s; "
                   f"latency p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms; errors {r['errors']}, lost "

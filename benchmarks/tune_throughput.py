@@ -47,9 +47,10 @@ def _job(config: str, rows: int):
 
 def side_taskfit(config: str, rows: int) -> dict:
     from taskfit.tuning.tune import tune
+    from taskfit.workspace import Workspace
 
     task, ds, spec, _ = _job(config, rows)
-    rec = tune(task, ds.split("train"), spec)
+    rec = tune(task, ds.split("train"), spec, store=Workspace.default().tunes)  # $TASKFIT_HOME: set per side
     r = rec.result
     return {"tokens": r["tokens"], "padded_tokens": r["padded_tokens"], "train_time_s": r["train_time_s"],
             "peak_mem_mb": r["peak_mem_mb"], "growth_mb": r["mem_growth_mb"], "plan": r["plan"], "measured": r["measured"],

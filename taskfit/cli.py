@@ -14,24 +14,38 @@ from rich.text import Text
 
 from taskfit.commands.report import LatencyOpt, VolumeOpt
 from taskfit.errors import TaskfitError
+from taskfit.types import PredictionRow
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compare prompt strategies (and, later, fine-tuned models) on your own task, with evidence.")
-out = Console()
-if not out.is_terminal:  # piped output: keep the leaderboard on one line per row
-    out = Console(width=200)
-err = Console(stderr=True)
+# markup=False: task, model and example text is printed as given ("[/INST]" is not a closing tag)
+out = Console(markup=False)
+if not out.is_terminal:  # piped output: the leaderboard is 120 columns wide (--wide: wider)
+    out = Console(width=120, markup=False)
+err = Console(stderr=True, markup=False)
 
 TaskArg = Annotated[str, typer.Argument(help="Path to the task file (YAML).")]
 StrategyOpt = Annotated[list[str] | None, typer.Option("--strategy", "-s", help="Strategy row (or registered name); repeatable.")]
 ModelOpt = Annotated[list[str] | None, typer.Option("--model", "-m", help="Model row name, local folder, .gguf or 'bundled'; repeatable.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the expected calls, tokens, dollars and time per "
+                                          "row, then stop: no model is loaded and no call is made.")]
 SplitOpt = Annotated[str | None, typer.Option(help="Split to score: train, dev or test (default: the task's).")]
 LimitOpt = Annotated[int | None, typer.Option(help="Score only the first N rows of the split (0: all rows, "
                                                     "overriding the task file's limit).")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="One leaderboard table with every column (wider than 120).")]
+
+
+@app.callback()
+def _root(db: Annotated[str | None, typer.Option(
+        "--db", envvar="TASKFIT_DB", help="Database URL (sqlite:///file.db, postgresql+psycopg://user@host/db); "
+        "default: taskfit.db in $TASKFIT_HOME (./.taskfit).")] = None) -> None:
+    from taskfit.commands import use_database
+
+    use_database(db)
 
 
 def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, *, with_tuning: bool = False,
-           train_limit: int | None = None, report: bool = False, volume: str | None = None,
+           train_limit: int | None = None, report: bool = False, wide: bool = False, volume: str | None = None,
            latency_p50_ms: float | None = None) -> None:
     from rich.progress import (
         BarColumn,
@@ -42,12 +56,13 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
         TimeRemainingColumn,
     )
 
-    from taskfit.leaderboard import JSON_KEYS, render, verdict
-    from taskfit.study import run_study
+    from taskfit import api
+    from taskfit.commands import workspace
+    from taskfit.leaderboard import render
 
     bars: dict[str, int] = {}
     started = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err, transient=False) as progress:
         last_line = [0.0]
 
@@ -60,33 +75,36 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
                 last_line[0] = time.perf_counter()
                 err.print(f"{arm.name}: {done}/{total} ({time.perf_counter() - started:.0f} s)", highlight=False)
 
-        err.print("[dim]loading task, data and models...[/dim]")
+        from taskfit.commands.estimate import estimate_before, show_after
+
+        estimates = estimate_before(task, strategy, model, split, limit)
+        err.print("loading task, data and models...", style="dim")
+
         def on_step(name, p):
             if p["step"] == 1 or p["step"] % 10 == 0:
-                err.print(f"[dim]{name}: step {p['step']:.0f}, epoch {p['epoch']:.2f}, loss {p['loss']:.4f} "
-                          f"({p['time_s']:.0f} s)[/dim]", highlight=False)
+                err.print(f"{name}: step {p['step']:.0f}, epoch {p['epoch']:.2f}, loss {p['loss']:.4f} "
+                          f"({p['time_s']:.0f} s)", style="dim", highlight=False)
 
-        task_obj, table_rows = run_study(task, strategy_names=strategy, model_names=model, split=split, limit=limit,
-                                         progress=on_progress, with_tuning=with_tuning, train_limit=train_limit,
-                                         log=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False),
-                                         on_step=on_step)
+        board = api.evaluate(task, strategy, model, split=split, limit=limit, workspace=workspace(),
+                             tuned=with_tuning, train_limit=train_limit, progress=on_progress,
+                             log=lambda m: err.print(m, style="dim", highlight=False), on_step=on_step)
+    show_after(estimates, [(r.strategy, r.model, r.run_id) for r in board.rows])
     if as_json:
-        print(json.dumps([{**{k: r[k] for k in JSON_KEYS}, **r} for r in table_rows], indent=2))
+        print(json.dumps(board.to_json(), indent=2))
         return
-    out.print(render(table_rows, title=f"{title}: {task_obj.config.name} ({table_rows[0]['metric'] if table_rows else ''})"))
-    out.print(verdict(table_rows), highlight=False)
+    out.print(render(board.rows, title=f"{title}: {board.task} ({board.metric})", wide=wide),
+              width=None if out.is_terminal or not wide else 300)
+    out.print(board.verdict, highlight=False)
     if report:  # the main job ends with the decision report, priced at the volume asked for
-        from taskfit import db
         from taskfit.commands.report import cost_table, parse_volume_option
         from taskfit.report import report_data, save
-        from taskfit.store import Store
 
-        data = report_data(Store(db.engine()), [r["run_id"] for r in table_rows],
-                           volume=parse_volume_option(volume), latency_p50_ms=latency_p50_ms)
+        data = report_data(workspace(), [r.run_id for r in board.rows], volume=parse_volume_option(volume),
+                           latency_p50_ms=latency_p50_ms)
         out.print(cost_table(data.recommendation))
         out.print(data.recommendation.text, highlight=False)
-        out.print(f"report: {save(data)}", highlight=False)
-    err.print(f"[dim]finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions[/dim]")
+        out.print(f"report: {save(data, workspace=workspace())}", highlight=False)
+    err.print(f"finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions", style="dim")
 
 
 @app.command()
@@ -95,20 +113,29 @@ def run(task: TaskArg, limit: LimitOpt = None,
                                                 "reused) and put them on the leaderboard.")] = True,
         train_limit: Annotated[int | None, typer.Option(help="Train each tuned model on at most N train rows "
                                                         "(a quick look; a different model than the full run).")] = None,
-        volume: VolumeOpt = None, latency_p50_ms: LatencyOpt = None,
-        ) -> None:
+        wide: WideOpt = False, dry_run: DryRunOpt = False, volume: VolumeOpt = None,
+        latency_p50_ms: LatencyOpt = None) -> None:
     """Run the study the task file declares (every strategy x model, and its tuned models) and print the
     leaderboard."""
+    if dry_run:
+        from taskfit.commands.estimate import dry_run as print_estimate
+
+        return print_estimate(task, None, None, None, limit, note="Fine-tuned rows are not included: "
+                              "`taskfit plan` predicts their training time and memory." if tune else "")
     _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit, report=True,
-           volume=volume, latency_p50_ms=latency_p50_ms)
+           wide=wide, volume=volume, latency_p50_ms=latency_p50_ms)
 
 
 @app.command("eval")
 def eval_(task: TaskArg, strategy: StrategyOpt = None, model: ModelOpt = None, split: SplitOpt = None,
           limit: LimitOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON.")] = False,
-          ) -> None:
+          wide: WideOpt = False, dry_run: DryRunOpt = False) -> None:
     """Evaluate strategies x models on a split and print one leaderboard."""
-    _study(task, strategy, model, split, limit, as_json, "Leaderboard")
+    if dry_run:
+        from taskfit.commands.estimate import dry_run as print_estimate
+
+        return print_estimate(task, strategy, model, split, limit, as_json=as_json)
+    _study(task, strategy, model, split, limit, as_json, "Leaderboard", wide=wide)
 
 
 @app.command()
@@ -117,17 +144,17 @@ def validate(task: TaskArg) -> None:
     from taskfit.study import prepare
 
     t, ds = prepare(task)
+    ds.split(t.config.split)  # the split the study is scored on must have rows
     sizes = ", ".join(f"{k}={len(v)}" for k, v in ds.splits.items() if v)
-    out.print(f"[green]ok[/green] {t.config.name}: {sizes}; data hash {ds.hash}")
+    out.print(Text.assemble(("ok", "green"), f" {t.config.name}: {sizes}; data hash {ds.hash}"))
 
 
 @app.command()
 def runs(limit: Annotated[int, typer.Option(help="How many recent runs.")] = 30) -> None:
     """List past runs, newest first."""
-    from taskfit import db
-    from taskfit.store import Store
+    from taskfit.commands import workspace
 
-    store = Store(db.engine())
+    store = workspace().runs
     t = Table(title="Runs")
     for col in ("run", "created", "task", "strategy", "model", "split", "done", "status"):
         t.add_column(col)
@@ -135,9 +162,7 @@ def runs(limit: Annotated[int, typer.Option(help="How many recent runs.")] = 30)
         t.add_row(r.id, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)), r.task_name, r.strategy, r.model,
                   r.split, f"{store.progress(r.id)}/{r.n_total}", r.status)
     out.print(t)
-    from taskfit.tuning.store import TuneStore
-
-    tunes = TuneStore(store.eng).all(limit)
+    tunes = workspace().tunes.all(limit)
     if tunes:
         tt = Table(title="Tuned models (planned vs measured)")
         for col in ("model", "created", "task", "method", "base", "train time", "peak MB plan/meas (err)",
@@ -166,49 +191,46 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
          example: Annotated[str | None, typer.Option("--example", "-e", help="Show one example with its full trace.")] = None,
          limit: Annotated[int, typer.Option(help="Rows to list.")] = 40) -> None:
     """Show a run's predictions, wrong ones first, or one example's full trace."""
-    from taskfit import db
-    from taskfit.store import Store
+    from taskfit.commands import workspace
 
-    store = Store(db.engine())
+    store = workspace().runs
     if run_id.startswith("tuned:"):
         from taskfit.commands.tune import print_tune
-        from taskfit.tuning.store import TuneStore
 
-        print_tune(TuneStore(store.eng).get(run_id.removeprefix("tuned:")))
+        print_tune(workspace().tunes.get(run_id.removeprefix("tuned:")))
         return
     run = store.run(run_id)
     if run is None:
         raise TaskfitError(f"no run (or more than one) matches {run_id!r}; see `taskfit runs`")
     preds = store.predictions(run.id)
     if example:
-        matches = [p for p in preds if p["example_id"] == example]
+        matches = [p for p in preds if p.example_id == example]
         if not matches:
             raise TaskfitError(f"run {run.id} has no example {example!r}")
         _show_trace(matches[0])
         return
-    preds.sort(key=lambda p: (p["score"], p["idx"]))
+    preds.sort(key=lambda p: (p.score, p.idx))
     t = Table(title=f"run {run.id}: {run.strategy} x {run.model} on {run.task_name}/{run.split} "
               f"({len(preds)}/{run.n_total}, {run.status})")
     for col in ("example", "input", "target", "answer", "score", "calls", "note"):
         t.add_column(col, overflow="fold")
     for p in preds[:limit]:
-        note = "call failed" if p["failed"] else ("parse failed" if p["parse_failed"] else "")
-        text = " | ".join(str(v) for v in p["inputs"].values())
-        t.add_row(p["example_id"], text[:120], p["target"][:60], str(p["answer"])[:60], f"{p['score']:.2f}",
-                  str(p["calls"]), note)
+        note = "call failed" if p.failed else ("parse failed" if p.parse_failed else "")
+        text = " | ".join(str(v) for v in p.inputs.values())
+        t.add_row(p.example_id, text[:120], p.target[:60], str(p.answer)[:60], f"{p.score:.2f}", str(p.calls), note)
     out.print(t)
     if run.config["model"].get("backend") == "tuned":  # what training changed, on a few examples
         from taskfit.commands.tune import print_before_after
-        from taskfit.tuning.store import TuneStore
 
-        rec = TuneStore(store.eng).get(run.config["model"]["path"].removeprefix("tuned:"))
+        rec = workspace().tunes.get(run.config["model"]["path"].removeprefix("tuned:"))
         print_before_after(rec.result.get("before_after") or [])
 
 
-def _show_trace(p: dict) -> None:
-    out.rule(f"example {p['example_id']}  score {p['score']:.2f}")
-    out.print({"inputs": p["inputs"], "target": p["target"], "answer": p["answer"], "output": p["output"]})
-    for i, call in enumerate(p["trace"]["calls"], start=1):
+def _show_trace(p: PredictionRow) -> None:
+    out.rule(f"example {p.example_id}  score {p.score:.2f}")
+    out.print({"inputs": p.inputs, "target": p.target, "answer": p.answer, "output": p.output})
+    trace = p.trace or {}
+    for i, call in enumerate(trace.get("calls", []), start=1):
         out.rule(f"call {i}: {call['step']} ({call['kind']}){' cached' if call['cached'] else ''}")
         for m in call["messages"]:  # Text, not markup: prompts may contain [brackets]
             extra = f" {m['tool_calls']}" if m.get("tool_calls") else ""
@@ -218,10 +240,12 @@ def _show_trace(p: dict) -> None:
                                     json.dumps(call["params"].get("arguments", {}))), highlight=False)
         out.print(Text.assemble(("-> output", "bold"), ": ", str(call["output"])), highlight=False)
         shared = f" (share of a call made for {call['shared_by']} examples)" if call.get("shared_by", 1) > 1 else ""
-        out.print(f"[dim]tokens {call['tokens_in']:.0f}/{call['tokens_out']:.0f}, {call['latency_ms']:.0f} ms{shared}"
-                  f"{', error: ' + call['error'] if call.get('error') else ''}[/dim]")
-    if p["trace"].get("details"):
-        out.print(p["trace"]["details"])
+        out.print(f"tokens {call['tokens_in']:.0f}/{call['tokens_out']:.0f}, {call['latency_ms']:.0f} ms{shared}"
+                  f"{', error: ' + call['error'] if call.get('error') else ''}", style="dim")
+    if trace.get("details"):
+        out.print(trace["details"])
+    for name, reason in ((p.scoring or {}).get("reasons") or {}).items():
+        out.print(Text.assemble((f"{name}: ", "bold"), str(reason)), highlight=False)
 
 
 @app.command("strategies")
@@ -273,7 +297,7 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)  # unwrapped, so file:line stays on one line
         sys.exit(2)
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted: finished examples are stored; run the same command to resume[/yellow]")
+        err.print("interrupted: finished examples are stored; run the same command to resume", style="yellow")
         sys.exit(130)
 
 

@@ -10,18 +10,21 @@ With no price anywhere, costs are counted in machine-hours (training and serving
 measured), so a break-even volume is still meaningful: it does not depend on the hourly rate when one
 machine does both.
 
-The module imports only pydantic, so the task-file schema can use ``CostsConfig``.
+The module imports only pydantic at run time, so the task-file schema can use ``CostsConfig``.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from taskfit.types import ReportRow
 
 DOLLARS, MACHINE_HOURS = "$", "machine-h"
 
@@ -76,34 +79,34 @@ def parse_volume(text: str) -> Volume:
     return Volume(number, (m.group(3) or "").lower())
 
 
-def unit_of(rows: Sequence[Mapping[str, Any]]) -> str:
+def unit_of(rows: Sequence[ReportRow]) -> str:
     """Dollars when any row carries a price (tokens or an hourly rate), else machine-hours."""
     priced = any(
-        (r.get("cost_per_1k") or 0) > 0 or r.get("price_per_hour") is not None
-        or r.get("train_price_per_hour") is not None or (r.get("labelling") or {}).get("cost")
+        (r.cost_per_1k or 0) > 0 or r.price_per_hour is not None
+        or r.train_price_per_hour is not None or (r.labelling or {}).get("cost")
         for r in rows
     )
     return DOLLARS if priced else MACHINE_HOURS
 
 
-def row_cost(row: Mapping[str, Any], unit: str) -> RowCost:
+def row_cost(row: ReportRow, unit: str) -> RowCost:
     """The one-time and per-query cost of a row, from its measured times, tokens and prices."""
-    tune = row.get("tune") or {}
-    labelling = row.get("labelling") or {}
+    tune = row.tune or {}
+    labelling = row.labelling or {}
     train_s = float(tune.get("train_time_s") or 0.0)
-    model_s = float(row.get("time_per_1k_s") or 0.0) / 1000  # model time per query
+    model_s = float(row.time_per_1k_s or 0.0) / 1000  # model time per query
     if unit == MACHINE_HOURS:
         training = train_s / 3600
         label_cost = float(labelling.get("time_s") or 0.0) / 3600
         tokens, device = 0.0, model_s / 3600
     else:
-        serve_rate = row.get("price_per_hour") or 0.0
-        train_rate = row.get("train_price_per_hour")
+        serve_rate = row.price_per_hour or 0.0
+        train_rate = row.train_price_per_hour
         train_rate = serve_rate if train_rate is None else train_rate
         training = train_s / 3600 * train_rate
         # the teacher ran on the serving machine, or behind an API whose token bill is its cost
         label_cost = float(labelling.get("cost") or 0.0) + float(labelling.get("time_s") or 0.0) / 3600 * serve_rate
-        tokens = float(row.get("cost_per_1k") or 0.0) / 1000
+        tokens = float(row.cost_per_1k or 0.0) / 1000
         device = model_s / 3600 * serve_rate
     return RowCost(training + label_cost, tokens + device, unit, training, label_cost, tokens, device)
 

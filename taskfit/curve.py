@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from taskfit.taskfile import Task
     from taskfit.tuning.spec import TuneSpec
     from taskfit.tuning.store import TuneStore
+    from taskfit.types import ReportRow
     from taskfit.workspace import Workspace
 
 CURVE_STUDY = "curve-"  # study ids of `taskfit curve`: kept out of a task's latest study
@@ -34,7 +35,7 @@ _SIZE = re.compile(r"@(\d+)$")
 @dataclass
 class CurvePoint:
     size: int  # labelled rows the model was trained on
-    row: dict[str, Any]
+    row: ReportRow
     vs_reference: dict[str, Any] | None = None  # paired comparison with the best prompt row: p, diff, significant
 
     @property
@@ -51,7 +52,7 @@ class CurvePoint:
 class LearningCurve:
     recipe: str  # the tuning row's name
     points: list[CurvePoint] = field(default_factory=list)  # by size
-    reference: dict[str, Any] | None = None  # the best prompt row
+    reference: ReportRow | None = None  # the best prompt row
 
     @property
     def matches_from(self) -> int | None:
@@ -91,24 +92,24 @@ def _diff(p: CurvePoint) -> str:
     return text + (f" (p = {c['p']:.3f})" if c.get("p") is not None else "")
 
 
-def recipe_of(row: dict[str, Any]) -> str:
+def recipe_of(row: ReportRow) -> str:
     """The tuning row's name without the curve's ``@N`` suffix."""
-    return _SIZE.sub("", str(row.get("model", "")))
+    return _SIZE.sub("", row.model)
 
 
 def curves(
-    rows: Sequence[dict[str, Any]],
+    rows: Sequence[ReportRow],
     pairwise: dict[tuple[str, str], dict[str, Any]],
-    reference: dict[str, Any] | None = None,
+    reference: ReportRow | None = None,
 ) -> list[LearningCurve]:
     """Every recipe with fine-tuned rows at two or more training sizes, compared with ``reference`` (default:
     the best-scoring prompt row). The size is the tuned model's stored row count."""
-    ranked = sorted(rows, key=lambda r: -r["score"])
+    ranked = sorted(rows, key=lambda r: -r.score)
     if reference is None:
         reference = next((r for r in ranked if technique(r) == "prompting"), None)
-    groups: dict[str, dict[int, dict[str, Any]]] = {}
+    groups: dict[str, dict[int, ReportRow]] = {}
     for r in ranked:
-        size = (r.get("tune") or {}).get("rows")
+        size = (r.tune or {}).get("rows")
         if technique(r) == "fine_tune" and size:
             groups.setdefault(recipe_of(r), {}).setdefault(int(size), r)
     out = []
@@ -193,8 +194,8 @@ def learning_curve(
     limit = task.config.limit if limit is None else (limit or None)
     reused, todo = _finished_prompt_runs(task, dataset, select_arms(task, None, None), split, limit, workspace)
     study = CURVE_STUDY + uuid.uuid4().hex[:8]
-    return reused + evaluate(task, dataset, todo + arms, split=split, limit=limit, store=workspace.runs,
-                             cache=workspace.cache, progress=progress, study=study)
+    return reused + evaluate(task, dataset, todo + arms, split=split, limit=limit, workspace=workspace,
+                             progress=progress, study=study)
 
 
 def _finished_prompt_runs(task, dataset, arms, split, limit, workspace) -> tuple[list[RunRecord], list]:

@@ -27,6 +27,7 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PREFIX = re.compile(r"^\s*(?:(?:the\s+)?(?:final\s+)?answer\s+is\b|[^\W\d_][\w ]{0,40}?\s*[:=])\s*", re.I)
 _JSON_START = re.compile(r"[{\[]")
 _DECODER = json.JSONDecoder()
+_INDEX = re.compile(r"-?[0-9]+")  # a list index in a dotted path (not "--0", not "²", which isdigit accepts)
 
 
 def _strip_punctuation(text: str) -> str:
@@ -119,7 +120,7 @@ def lookup(obj: Any, path: str) -> tuple[bool, Any]:
     for part in path.split("."):
         if isinstance(obj, dict) and part in obj:
             obj = obj[part]
-        elif isinstance(obj, list) and part.lstrip("-").isdigit() and -len(obj) <= int(part) < len(obj):
+        elif isinstance(obj, list) and _INDEX.fullmatch(part) and -len(obj) <= int(part) < len(obj):
             obj = obj[int(part)]
         else:
             return False, None

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskfit.costs import DOLLARS, MACHINE_HOURS, RowCost, Volume, break_even, count, money, row_cost, unit_of
+from taskfit.types import ReportRow
 
 ALPHA = 0.05
 # how much a technique asks of its user beyond the prompt: retrieval needs an index, fine-tuning a training
@@ -26,73 +27,73 @@ RETRIEVAL_STRATEGIES = {"rag"}
 class Recommendation:
     choice: str  # prompting | retrieval | fine_tune | tie | none
     text: str
-    row: dict[str, Any] | None = None
-    costs: list[tuple[dict[str, Any], RowCost]] = field(default_factory=list)  # every row, best score first
+    row: ReportRow | None = None
+    costs: list[tuple[ReportRow, RowCost]] = field(default_factory=list)  # every row, best score first
     unit: str = DOLLARS
     volume: Volume | None = None
     latency_p50_ms: float | None = None
     break_even: float | None = None  # queries from which break_even_rows[1] costs less than [0]
-    break_even_rows: tuple[dict[str, Any], dict[str, Any]] | None = None  # (best prompt, best fine-tuned)
+    break_even_rows: tuple[ReportRow, ReportRow] | None = None  # (best prompt, best fine-tuned)
 
 
-def technique(row: dict[str, Any]) -> str:
+def technique(row: ReportRow) -> str:
     """prompting, retrieval or fine_tune, from the row's stored technique or its tune info and strategy."""
-    if row.get("technique"):
-        return row["technique"]
-    if row.get("tune") or str(row.get("model", "")).startswith("tuned:"):
+    if row.technique:
+        return row.technique
+    if row.tune or row.model.startswith("tuned:"):
         return "fine_tune"
-    if str(row.get("strategy", "")).split("_")[0] in RETRIEVAL_STRATEGIES:
+    if row.strategy.split("_")[0] in RETRIEVAL_STRATEGIES:
         return "retrieval"
     return "prompting"
 
 
-def on_premise(row: dict[str, Any]) -> bool:
+def on_premise(row: ReportRow) -> bool:
     """Whether the row's model runs on the user's machines (a local backend or a loopback server)."""
-    if "on_premise" in row:
-        return bool(row["on_premise"])
-    return not row.get("cost_per_1k")
+    if row.on_premise is not None:
+        return row.on_premise
+    return not row.cost_per_1k
 
 
-def row_name(row: dict[str, Any]) -> str:
+def row_name(row: ReportRow) -> str:
     """"strategy x model", as the leaderboard names a row."""
-    return f"{row['strategy']} x {row['model']}"
+    return row.name
 
 
-def score_text(row: dict[str, Any]) -> str:
-    return f"{row['score']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+def score_text(row: ReportRow) -> str:
+    return f"{row.score:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]"
 
 
 def compare_rows(
-    a: dict[str, Any],
-    b: dict[str, Any],
-    best: dict[str, Any],
+    a: ReportRow,
+    b: ReportRow,
+    best: ReportRow,
     pairwise: dict[tuple[str, str], dict[str, Any]],
 ) -> dict[str, Any]:
     """Is a's score different from b's? The paired test when available, else whether the CIs overlap."""
-    pair = pairwise.get((a.get("run_id"), b.get("run_id")))  # type: ignore[arg-type]
+    pair = pairwise.get((a.run_id, b.run_id))
     if pair is not None:
         return {**pair, "significant": pair["p"] < ALPHA}
-    diff = a["score"] - b["score"]
+    diff = a.score - b.score
     for x, y in ((a, b), (b, a)):
-        if x is best and y.get("p_vs_best") is not None:
-            return {"p": y["p_vs_best"], "diff": diff, "ci": None, "significant": y["p_vs_best"] < ALPHA}
-    overlap = a["ci_low"] <= b["ci_high"] and b["ci_low"] <= a["ci_high"]
+        if x is best and y.p_vs_best is not None:
+            return {"p": y.p_vs_best, "diff": diff, "ci": None, "significant": y.p_vs_best < ALPHA}
+    overlap = a.ci_low <= b.ci_high and b.ci_low <= a.ci_high
     return {"p": None, "diff": diff, "ci": None, "significant": not overlap}
 
 
-def _burden(row: dict[str, Any]) -> tuple:
+def _burden(row: ReportRow) -> tuple:
     """What choosing a row costs, most important first: a per-query bill, the technique's setup (training,
     an index), the bill's size, training time, then serving time and memory."""
-    tune = row.get("tune") or {}
+    tune = row.tune or {}
     # tokens before measured time, as in leaderboard.verdict: time on a shared machine is noisy
     return (
-        row.get("cost_per_1k", 0.0) > 0,
+        row.cost_per_1k > 0,
         not on_premise(row),
         TECHNIQUE_RANK[technique(row)],
-        row.get("cost_per_1k", 0.0),
+        row.cost_per_1k,
         tune.get("train_time_s") or 0.0,
-        (row.get("tokens_in") or 0.0) + (row.get("tokens_out") or 0.0),
-        row.get("time_per_1k_s", 0.0),
+        row.tokens_in + row.tokens_out,
+        row.time_per_1k_s,
         tune.get("peak_mem_mb") or 0.0,
     )
 
@@ -111,8 +112,8 @@ def _diff_text(cmp: dict[str, Any]) -> str:
     return parts[0] + (f" ({'; '.join(parts[1:])})" if len(parts) > 1 else "")
 
 
-def _tokens(row: dict[str, Any]) -> str:
-    return f"{(row.get('tokens_in') or 0) + (row.get('tokens_out') or 0):.0f}"
+def _tokens(row: ReportRow) -> str:
+    return f"{(row.tokens_in or 0) + (row.tokens_out or 0):.0f}"
 
 
 def _duration(seconds: float) -> str:
@@ -123,8 +124,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} hours"
 
 
-def _training_text(row: dict[str, Any]) -> str:
-    tune = row.get("tune") or {}
+def _training_text(row: ReportRow) -> str:
+    tune = row.tune or {}
     bits = []
     if tune.get("train_time_s") is not None:
         device = "GPU" if tune.get("device") == "cuda" else "CPU" if tune.get("device") == "cpu" else ""
@@ -136,15 +137,15 @@ def _training_text(row: dict[str, Any]) -> str:
     return ", ".join(bits)
 
 
-def _serving_text(row: dict[str, Any], others: list[dict[str, Any]]) -> str:
+def _serving_text(row: ReportRow, others: list[ReportRow]) -> str:
     where = "runs on-premise" if on_premise(row) else "calls a remote API"
-    if row.get("model_params"):
-        where += f" ({row['model_params'] / 1e6:,.0f}M parameters"
-        where += f", {row['model_mb']:,.0f} MB of weights)" if row.get("model_mb") else ")"
-    fee = "no per-query fee" if not row.get("cost_per_1k") else f"${row['cost_per_1k']:.2f} per 1,000 queries"
+    if row.model_params:
+        where += f" ({row.model_params / 1e6:,.0f}M parameters"
+        where += f", {row.model_mb:,.0f} MB of weights)" if row.model_mb else ")"
+    fee = "no per-query fee" if not row.cost_per_1k else f"${row.cost_per_1k:.2f} per 1,000 queries"
     text = (
-        f"Serving {row_name(row)}: {where}, {fee}, p50 latency {row.get('latency_p50_ms', 0):.0f} ms, "
-        f"{_duration(row.get('time_per_1k_s', 0.0))} of model time per 1,000 queries."
+        f"Serving {row_name(row)}: {where}, {fee}, p50 latency {row.latency_p50_ms:.0f} ms, "
+        f"{_duration(row.time_per_1k_s)} of model time per 1,000 queries."
     )
     remote = [r for r in others if not on_premise(r)]
     if on_premise(row) and remote:
@@ -155,7 +156,7 @@ def _serving_text(row: dict[str, Any], others: list[dict[str, Any]]) -> str:
 
 
 def recommend(
-    table: Sequence[dict[str, Any]],
+    table: Sequence[ReportRow],
     pairwise: dict[tuple[str, str], dict[str, Any]] | None = None,
     *,
     volume: Volume | None = None,
@@ -172,19 +173,19 @@ def recommend(
     pairwise = pairwise or {}
     if not table:
         return Recommendation("none", "No finished runs to compare.")
-    ranked = sorted(table, key=lambda r: -r["score"])
+    ranked = sorted(table, key=lambda r: -r.score)
     unit = unit_of(ranked)
     costs = {id(r): row_cost(r, unit) for r in ranked}
     economics = _economics(ranked, costs)
     facts = {"costs": [(r, costs[id(r)]) for r in ranked], "unit": unit, "volume": volume,
              "latency_p50_ms": latency_p50_ms, **economics}
     top = ranked[0]  # the row p_vs_best was computed against
-    fast = [r for r in ranked if latency_p50_ms is None or (r.get("latency_p50_ms") or 0.0) <= latency_p50_ms]
+    fast = [r for r in ranked if latency_p50_ms is None or (r.latency_p50_ms or 0.0) <= latency_p50_ms]
     slow = [r for r in ranked if all(r is not f for f in fast)]
     if not fast:
-        quickest = min(ranked, key=lambda r: r.get("latency_p50_ms") or 0.0)
+        quickest = min(ranked, key=lambda r: r.latency_p50_ms or 0.0)
         return Recommendation("none", f"No row meets the p50 latency bound of {latency_p50_ms:,.0f} ms; the "
-                              f"fastest is {row_name(quickest)} at {quickest.get('latency_p50_ms', 0):,.0f} ms.",
+                              f"fastest is {row_name(quickest)} at {quickest.latency_p50_ms:,.0f} ms.",
                               None, **facts)
     best = fast[0]
     tied = [best] + [r for r in fast[1:] if not compare_rows(best, r, top, pairwise)["significant"]]
@@ -193,16 +194,16 @@ def recommend(
     else:
         pick = min(tied, key=_burden)
     kind = technique(pick)
-    n = min(r.get("n", 0) for r in ranked)
+    n = min(r.n for r in ranked)
     others = [r for r in ranked if r is not pick]
     at = f"At {volume.text()}, " if volume is not None else ""
 
-    def total(r: dict[str, Any]) -> str:
+    def total(r: ReportRow) -> str:
         return money(costs[id(r)].total(volume.queries), unit) if volume is not None else ""
 
     tail = _cost_lines(pick, costs, unit, volume, economics) + _latency_lines(slow, top, latency_p50_ms)
     if len(fast) > 1 and len(tied) == len(fast):
-        width = max((r["ci_high"] - r["ci_low"]) / 2 for r in fast) * 100
+        width = max((r.ci_high - r.ci_low) / 2 for r in fast) * 100
         how = f"the cheapest at this volume ({total(pick)} in total)" if volume else "the least demanding one"
         text = (
             f"No clear winner: no row is significantly better than another on {n} test rows (95% CIs about "
@@ -284,7 +285,7 @@ def recommend(
     return Recommendation(kind, " ".join(lines), pick, **facts)
 
 
-def _economics(ranked: Sequence[dict[str, Any]], costs: dict[int, RowCost]) -> dict[str, Any]:
+def _economics(ranked: Sequence[ReportRow], costs: dict[int, RowCost]) -> dict[str, Any]:
     """The best prompt row, the best fine-tuned row and the volume from which the latter is cheaper."""
     prompt = next((r for r in ranked if technique(r) == "prompting"), None)
     tuned = next((r for r in ranked if technique(r) == "fine_tune"), None)
@@ -293,7 +294,7 @@ def _economics(ranked: Sequence[dict[str, Any]], costs: dict[int, RowCost]) -> d
     return {"break_even": break_even(costs[id(prompt)], costs[id(tuned)]), "break_even_rows": (prompt, tuned)}
 
 
-def _cost_lines(pick: dict[str, Any], costs: dict[int, RowCost], unit: str, volume: Volume | None,
+def _cost_lines(pick: ReportRow, costs: dict[int, RowCost], unit: str, volume: Volume | None,
                 economics: dict[str, Any]) -> list[str]:
     """The pick's total cost at the volume, and the break-even sentence."""
     lines = []
@@ -329,10 +330,10 @@ def _cost_lines(pick: dict[str, Any], costs: dict[int, RowCost], unit: str, volu
     return lines
 
 
-def _latency_lines(slow: list[dict[str, Any]], top: dict[str, Any], bound: float | None) -> list[str]:
+def _latency_lines(slow: list[ReportRow], top: ReportRow, bound: float | None) -> list[str]:
     if not slow:
         return []
-    rows = ", ".join(f"{row_name(r)} ({r.get('latency_p50_ms', 0):,.0f} ms)" for r in slow)
+    rows = ", ".join(f"{row_name(r)} ({r.latency_p50_ms:,.0f} ms)" for r in slow)
     text = f"Over the p50 latency bound of {bound:,.0f} ms, so not considered: {rows}."
     if any(r is top for r in slow):
         text += f" That includes the best row overall, {row_name(top)} ({score_text(top)})."

@@ -7,6 +7,7 @@ third-party package uses in its ``taskfit.<kind>`` entry-point group. Duplicate 
 from __future__ import annotations
 
 import importlib
+import inspect
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -53,3 +54,16 @@ class Registry:
         obj = getattr(importlib.import_module(module), attr)
         self._loaded[name] = obj
         return obj
+
+
+def create_with(factory: Any, *args: Any, workspace: Any = None, **kwargs: Any) -> Any:
+    """Call a plugin's factory, handing it the workspace only when it declares a ``workspace`` parameter.
+
+    Plugins that keep state (stored optimizations, tuned models, review labels, a judge's call cache) say
+    so by taking ``workspace``; the rest never see it.
+    """
+    try:
+        wants = "workspace" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: it cannot take one
+        wants = False
+    return factory(*args, **kwargs, workspace=workspace) if wants else factory(*args, **kwargs)

@@ -9,17 +9,17 @@ inline SVG and fills ``templates/report.html.j2``, so the file opens offline wit
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from html import escape
 from itertools import combinations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from taskfit import db
 from taskfit.costs import count
 from taskfit.costs import money as money_text
 from taskfit.curve import CURVE_STUDY, LearningCurve, curves, latest_curve_runs
@@ -37,10 +37,12 @@ from taskfit.recommend import (
 )
 from taskfit.stats import bootstrap_interval, paired_p
 from taskfit.store import RunRecord, Store
+from taskfit.types import LeaderboardRow, ReportRow
 
 if TYPE_CHECKING:
     from taskfit.costs import Volume
     from taskfit.taskfile import TaskConfig
+    from taskfit.workspace import Workspace
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 
@@ -60,7 +62,7 @@ class Breakdown:
 class ReportData:
     title: str
     metric: str
-    rows: list[dict[str, Any]]
+    rows: list[ReportRow]
     pairwise: dict[tuple[str, str], dict[str, Any]]
     breakdowns: list[Breakdown]
     recommendation: Recommendation
@@ -149,15 +151,15 @@ def _run_facts(run: RunRecord) -> dict[str, Any]:
 
 
 def pairwise_tests(
-    store: Store, table: list[dict[str, Any]], binary: bool
+    store: Store, table: Sequence[LeaderboardRow], binary: bool
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """For every two rows (a, b): the paired p-value and the mean difference a - b with a bootstrap 95% CI."""
     scores = {
-        r["run_id"]: {p["example_id"]: p["score"] for p in store.predictions(r["run_id"], with_trace=False)}
+        r.run_id: {p.example_id: p.score for p in store.predictions(r.run_id, with_trace=False)}
         for r in table
     }
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    for a, b in combinations([r["run_id"] for r in table], 2):
+    for a, b in combinations([r.run_id for r in table], 2):
         shared = [k for k in scores[a] if k in scores[b]]
         if not shared:
             continue
@@ -182,18 +184,18 @@ def breakdown(store: Store, run: RunRecord) -> Breakdown:
         matrix = [[0] * len(cols) for _ in labels]
         gold = {lab: i for i, lab in enumerate(labels)}
         for p in preds:
-            if p["target"] in gold:
-                matrix[gold[p["target"]]][index.get(p["answer"], len(cols) - 1)] += 1
+            if p.target in gold:
+                matrix[gold[p.target]][index.get(p.answer, len(cols) - 1)] += 1
         return Breakdown(run.id, name, labels=list(labels), matrix=matrix)
     counts: Counter[str] = Counter()
     for p in preds:
-        if p["failed"]:
+        if p.failed:
             counts["call failed"] += 1
-        elif p["parse_failed"]:
+        elif p.parse_failed:
             counts["parse failed"] += 1
-        elif p["score"] >= 1.0:
+        elif p.score >= 1.0:
             counts["correct"] += 1
-        elif p["score"] > 0:
+        elif p.score > 0:
             counts["partly right"] += 1
         else:
             counts["wrong"] += 1
@@ -202,20 +204,21 @@ def breakdown(store: Store, run: RunRecord) -> Breakdown:
 
 
 def collect(
-    store: Store,
+    workspace: Workspace,
     runs: Sequence[RunRecord],
     *,
     volume: Volume | None = None,
     latency_p50_ms: float | None = None,
     prices: TaskConfig | None = None,
 ) -> ReportData:
-    """Everything the report shows, computed from stored runs and predictions.
+    """Everything the report shows, computed from the runs and predictions stored in ``workspace``.
 
     Args:
         volume, latency_p50_ms: what the recommendation prices at and the latency it must meet.
         prices: a task file's config whose ``costs`` and models' ``price_per_hour`` replace the prices stored
             with the runs (prices change no prediction, so a report can reprice stored runs).
     """
+    store = workspace.runs
     if not runs:
         raise TaskfitError("no runs to report on")
     metric_names = {r.config["task"]["metrics"][0]["name"] for r in runs}
@@ -224,51 +227,51 @@ def collect(
             "runs of different tasks or metrics cannot share one report: "
             f"{sorted({r.task_name for r in runs})}"
         )
-    table = leaderboard_rows(store, list(runs))
     by_id = {r.id: r for r in runs}
-    for row in table:
-        for key, value in _run_facts(by_id[row["run_id"]]).items():
-            row.setdefault(key, value)
-        row["technique"] = technique(row)
-        row.update(_prices(by_id[row["run_id"]], row, prices))
-    binary = all(_binary(r) for r in runs)
+    table = [report_row(row, _run_facts(by_id[row.run_id])) for row in leaderboard_rows(workspace, list(runs))]
+    table = [replace(row, **_prices(by_id[row.run_id], row, prices)) for row in table]
+    binary = all(_binary(r, workspace) for r in runs)
     pairs = pairwise_tests(store, table, binary)
     first = runs[0]
     return ReportData(
-        curves=_learning_curves(store, table, pairs, first.task_name, binary),
+        curves=_learning_curves(workspace, table, pairs, first.task_name, binary),
         title=first.task_name,
-        metric=table[0]["metric"] if table else "",
+        metric=table[0].metric if table else "",
         rows=table,
         pairwise=pairs,
-        breakdowns=[breakdown(store, by_id[r["run_id"]]) for r in table],
+        breakdowns=[breakdown(store, by_id[r.run_id]) for r in table],
         recommendation=recommend(table, pairs, volume=volume, latency_p50_ms=latency_p50_ms),
         study=", ".join(sorted({r.study for r in runs})),
         split=", ".join(sorted({r.split for r in runs})),
     )
 
 
+def report_row(row: LeaderboardRow, facts: dict[str, Any]) -> ReportRow:
+    """A new row: the leaderboard row plus the run's facts, with its technique settled."""
+    out = ReportRow(**{f.name: getattr(row, f.name) for f in fields(LeaderboardRow)}, **facts)
+    return replace(out, technique=technique(out))
+
+
 def _learning_curves(
-    store: Store, table: list[dict[str, Any]], pairs: dict, task_name: str, binary: bool
+    workspace: Workspace, table: list[ReportRow], pairs: dict, task_name: str, binary: bool
 ) -> list[LearningCurve]:
     """Curves among the report's own rows, else the task's latest `taskfit curve` against its best prompt row."""
     found = curves(table, pairs)
-    reference = next((r for r in table if r["technique"] == "prompting"), None)
+    reference = next((r for r in table if r.technique == "prompting"), None)
     if found or reference is None:
         return found
-    extra = latest_curve_runs(store.runs(limit=1_000_000), task_name)
+    extra = latest_curve_runs(workspace.runs.runs(limit=1_000_000), task_name)
     if not extra:
         return []
-    rows = leaderboard_rows(store, extra)
-    for row in rows:
-        row["technique"] = technique(row)
-    return curves(rows, pairwise_tests(store, [*rows, reference], binary), reference=reference)
+    rows = [report_row(row, {}) for row in leaderboard_rows(workspace, extra)]
+    return curves(rows, pairwise_tests(workspace.runs, [*rows, reference], binary), reference=reference)
 
 
-def _prices(run: RunRecord, row: dict[str, Any], override: TaskConfig | None) -> dict[str, float | None]:
+def _prices(run: RunRecord, row: ReportRow, override: TaskConfig | None) -> dict[str, float | None]:
     """The row's serving and training device prices ($ per hour): the model entry's, else the task's."""
     if override is not None:
         costs = override.costs.model_dump()
-        entry = next((m for m in override.models if m.label() == row["model"]), None)
+        entry = next((m for m in override.models if m.label() == row.model), None)
         model_price = entry.price_per_hour if entry is not None else None
     else:
         costs = run.config["task"].get("costs") or {}
@@ -277,15 +280,17 @@ def _prices(run: RunRecord, row: dict[str, Any], override: TaskConfig | None) ->
     train = costs.get("train_price_per_hour")
     return {
         "price_per_hour": serve,
-        "train_price_per_hour": (costs.get("price_per_hour") if train is None else train) if row.get("tune") else None,
+        "train_price_per_hour": (costs.get("price_per_hour") if train is None else train) if row.tune else None,
     }
 
 
-def _binary(run: RunRecord) -> bool:
+def _binary(run: RunRecord, workspace: Workspace) -> bool:
     from taskfit.metrics import build_metric
 
+    if run.config.get("binary") is not None:
+        return bool(run.config["binary"])
     m = run.config["task"]["metrics"][0]
-    return build_metric(m["name"], m.get("options", {})).binary
+    return build_metric(m["name"], m.get("options", {}), workspace).binary
 
 
 # -- the decision ----------------------------------------------------------------------------------------
@@ -303,7 +308,6 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-
 # -- drawing ---------------------------------------------------------------------------------------------
 
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 560, 320, 64, 16, 16, 48
@@ -311,6 +315,7 @@ COLORS = {"prompting": "#2563eb", "retrieval": "#059669", "fine_tune": "#d97706"
 
 
 def _fmt(v: float) -> str:
+    """An axis tick or a plotted value: 0.0001 stays 0.0001 on a log-scale cost axis."""
     if v == 0:
         return "0"
     if abs(v) >= 100:
@@ -349,15 +354,15 @@ def _axis(lo: float, hi: float, log: bool, size: float, start: float, flip: bool
     return to_px, [t for t in ticks if t <= hi + 1e-12]
 
 
-def scatter_svg(table: Sequence[dict[str, Any]], x_key: str, x_label: str, y_label: str) -> str:
+def scatter_svg(table: Sequence[ReportRow], x_key: str, x_label: str, y_label: str) -> str:
     """Score (with CI bars) against a cost, a dot per row; the Pareto front (lower x, higher score) joined."""
-    xs = [float(r.get(x_key) or 0.0) for r in table]
-    ys = [r["score"] for r in table]
+    xs = [float(getattr(r, x_key) or 0.0) for r in table]
+    ys = [r.score for r in table]
     positive = [x for x in xs if x > 0]
     log = len(positive) == len(xs) and len(xs) > 1 and max(xs) / min(xs) > 20
     x_lo, x_hi = (min(xs) / 1.5, max(xs) * 1.5) if log else (0.0, max(xs) * 1.1 or 1.0)
-    y_lo = min(min(r["ci_low"] for r in table), min(ys))
-    y_hi = max(max(r["ci_high"] for r in table), max(ys))
+    y_lo = min(min(r.ci_low for r in table), min(ys))
+    y_hi = max(max(r.ci_high for r in table), max(ys))
     y_lo, y_hi = max(0.0, y_lo - 0.05), min(1.0, y_hi + 0.05) if y_hi <= 1 else y_hi * 1.05
     fx, xticks = _axis(x_lo, x_hi, log, W - PAD_L - PAD_R, PAD_L)
     fy, yticks = _axis(y_lo, y_hi, False, H - PAD_T - PAD_B, PAD_T, flip=True)
@@ -375,7 +380,7 @@ def scatter_svg(table: Sequence[dict[str, Any]], x_key: str, x_label: str, y_lab
     for i, r in enumerate(table):
         cx, color = fx(xs[i]), COLORS[technique(r)]
         out.append(
-            f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{fy(r["ci_low"]):.1f}" y2="{fy(r["ci_high"]):.1f}" '
+            f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{fy(r.ci_low):.1f}" y2="{fy(r.ci_high):.1f}" '
             f'stroke="{color}" stroke-opacity="0.5" stroke-width="2"/>'
         )
         ring = ' stroke="#dc2626" stroke-width="2.5"' if i in front else ""
@@ -387,7 +392,7 @@ def scatter_svg(table: Sequence[dict[str, Any]], x_key: str, x_label: str, y_lab
         anchor = "end" if right else "start"
         out.append(
             f'<text x="{cx - 8 if right else cx + 8:.1f}" y="{label_y[i] + 4:.1f}" class="lbl" '
-            f'text-anchor="{anchor}">{escape(r["strategy"])}</text>'
+            f'text-anchor="{anchor}">{escape(r.strategy)}</text>'
         )
     out.append("</svg>")
     return "\n".join(out)
@@ -431,19 +436,19 @@ def _frame(fx, fy, xticks, yticks, x_label: str, y_label: str, y_fmt=None) -> li
     return out
 
 
-def ci_bars_svg(table: Sequence[dict[str, Any]], metric: str) -> str:
+def ci_bars_svg(table: Sequence[ReportRow], metric: str) -> str:
     """One horizontal bar per row: the 95% CI, with the mean marked; the best row's CI shaded across."""
     row_h, left, width = 26, 280, 1000
     height = PAD_T + row_h * len(table) + 40
-    lo = min(r["ci_low"] for r in table)
-    hi = max(r["ci_high"] for r in table)
+    lo = min(r.ci_low for r in table)
+    hi = max(r.ci_high for r in table)
     lo, hi = max(0.0, lo - 0.05), hi + 0.05 if hi > 1 else min(1.0, hi + 0.05)
     fx, ticks = _axis(lo, hi, False, width - left - PAD_R, left)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" class="plot" role="img">']
-    best = max(table, key=lambda r: r["score"])
-    band = fx(best["ci_high"]) - fx(best["ci_low"])
+    best = max(table, key=lambda r: r.score)
+    band = fx(best.ci_high) - fx(best.ci_low)
     out.append(
-        f'<rect x="{fx(best["ci_low"]):.1f}" y="{PAD_T}" width="{band:.1f}" '
+        f'<rect x="{fx(best.ci_low):.1f}" y="{PAD_T}" width="{band:.1f}" '
         f'height="{row_h * len(table)}" fill="#fde68a" fill-opacity="0.35"/>'
     )
     for t in ticks:
@@ -459,11 +464,11 @@ def ci_bars_svg(table: Sequence[dict[str, Any]], metric: str) -> str:
             f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end" class="lbl">{escape(row_name(r))}</text>'
         )
         out.append(
-            f'<line x1="{fx(r["ci_low"]):.1f}" x2="{fx(r["ci_high"]):.1f}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'<line x1="{fx(r.ci_low):.1f}" x2="{fx(r.ci_high):.1f}" y1="{y:.1f}" y2="{y:.1f}" '
             f'stroke="{color}" stroke-width="6" stroke-linecap="round" stroke-opacity="0.6"/>'
         )
         out.append(
-            f'<circle cx="{fx(r["score"]):.1f}" cy="{y:.1f}" r="5" fill="{color}"><title>{escape(row_name(r))}: '
+            f'<circle cx="{fx(r.score):.1f}" cy="{y:.1f}" r="5" fill="{color}"><title>{escape(row_name(r))}: '
             f"{score_text(r)}</title></circle>"
         )
     out.append(
@@ -496,7 +501,7 @@ def line_svg(series: dict[str, list[tuple[float, float]]], x_label: str, y_label
 def volume_svg(rec: Recommendation, most: int = 5) -> str:
     """Total cost (one-time + per query x volume) against the query volume, log-log, for the leading rows:
     the recommended one, the best prompt and fine-tuned rows, then the best scores; the break-even marked."""
-    leading: list[tuple[dict[str, Any], Any]] = []
+    leading: list[tuple[ReportRow, Any]] = []
     wanted = [rec.row, *(rec.break_even_rows or ())] + [r for r, _ in rec.costs]
     by_id = {id(r): c for r, c in rec.costs}
     for r in wanted:
@@ -543,33 +548,33 @@ def curve_svg(curve: LearningCurve) -> str:
     and CI as a band; hollow dots are significantly worse than it."""
     ref = curve.reference
     sizes = [p.size for p in curve.points]
-    lows = [p.row["ci_low"] for p in curve.points] + ([ref["ci_low"]] if ref else [])
-    highs = [p.row["ci_high"] for p in curve.points] + ([ref["ci_high"]] if ref else [])
+    lows = [p.row.ci_low for p in curve.points] + ([ref.ci_low] if ref else [])
+    highs = [p.row.ci_high for p in curve.points] + ([ref.ci_high] if ref else [])
     fx, xticks = _axis(min(sizes) / 1.3, max(sizes) * 1.3, True, W - PAD_L - PAD_R, PAD_L)
     y_lo, y_hi = max(0.0, min(lows) - 0.03), max(highs) + 0.03
     fy, yticks = _axis(y_lo, min(1.0, y_hi) if y_hi <= 1.03 else y_hi, False, H - PAD_T - PAD_B, PAD_T, flip=True)
     xticks = sorted({*xticks, *sizes}) if len(sizes) <= 8 else xticks
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" class="plot" role="img">']
-    out += _frame(fx, fy, xticks, yticks, "labelled training rows (log scale)", curve.points[0].row["metric"]
-                  if curve.points[0].row.get("metric") else "score")
+    out += _frame(fx, fy, xticks, yticks, "labelled training rows (log scale)", curve.points[0].row.metric
+                  if curve.points[0].row.metric else "score")
     if ref is not None:
-        top, bottom = fy(ref["ci_high"]), fy(ref["ci_low"])
+        top, bottom = fy(ref.ci_high), fy(ref.ci_low)
         out.append(f'<rect x="{PAD_L}" y="{top:.1f}" width="{W - PAD_L - PAD_R}" height="{bottom - top:.1f}" '
                    f'fill="{COLORS["prompting"]}" fill-opacity="0.12"/>')
-        out.append(f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{fy(ref["score"]):.1f}" y2="{fy(ref["score"]):.1f}" '
+        out.append(f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{fy(ref.score):.1f}" y2="{fy(ref.score):.1f}" '
                    f'stroke="{COLORS["prompting"]}" stroke-dasharray="5 3"><title>{escape(row_name(ref))}: '
                    f"{score_text(ref)}</title></line>")
-        out.append(f'<text x="{PAD_L + 6}" y="{fy(ref["score"]) - 5:.1f}" class="lbl" fill="{COLORS["prompting"]}">'
+        out.append(f'<text x="{PAD_L + 6}" y="{fy(ref.score) - 5:.1f}" class="lbl" fill="{COLORS["prompting"]}">'
                    f"best prompt: {escape(row_name(ref))}</text>")
     color = COLORS["fine_tune"]
-    path = " ".join(f"{fx(p.size):.1f},{fy(p.row['score']):.1f}" for p in curve.points)
+    path = " ".join(f"{fx(p.size):.1f},{fy(p.row.score):.1f}" for p in curve.points)
     out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
     for p in curve.points:
         x = fx(p.size)
-        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{fy(p.row["ci_low"]):.1f}" y2="{fy(p.row["ci_high"]):.1f}" '
+        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{fy(p.row.ci_low):.1f}" y2="{fy(p.row.ci_high):.1f}" '
                    f'stroke="{color}" stroke-opacity="0.5" stroke-width="2"/>')
         fill = "#fff" if p.worse else color
-        out.append(f'<circle cx="{x:.1f}" cy="{fy(p.row["score"]):.1f}" r="5" fill="{fill}" stroke="{color}" '
+        out.append(f'<circle cx="{x:.1f}" cy="{fy(p.row.score):.1f}" r="5" fill="{fill}" stroke="{color}" '
                    f'stroke-width="2"><title>{p.size:,} rows: {score_text(p.row)}</title></circle>')
     if curve.matches_from is not None:
         x = fx(curve.matches_from)
@@ -580,7 +585,7 @@ def curve_svg(curve: LearningCurve) -> str:
     return "\n".join(out)
 
 
-def _fmt(v: Any) -> Any:
+def _readable(v: Any) -> Any:
     """Numbers as people read them: thousands separators, at most 3 decimals."""
     if isinstance(v, bool) or not isinstance(v, int | float):
         return v
@@ -589,9 +594,9 @@ def _fmt(v: Any) -> Any:
     return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3f}"
 
 
-def tune_view(row: dict[str, Any]) -> dict[str, Any]:
-    """What the report shows for a fine-tuned row; keys absent or None in ``row['tune']`` are left out."""
-    tune = row.get("tune") or {}
+def tune_view(row: LeaderboardRow) -> dict[str, Any]:
+    """What the report shows for a fine-tuned row; keys absent or None in ``row.tune`` are left out."""
+    tune = row.tune or {}
     curve = [c for c in tune.get("curve") or [] if c.get("step") is not None]
     loss = [(float(c["step"]), float(c["loss"])) for c in curve if c.get("loss") is not None]
     evals = [(float(c["step"]), float(c["eval_score"])) for c in curve if c.get("eval_score") is not None]
@@ -629,9 +634,9 @@ def tune_view(row: dict[str, Any]) -> dict[str, Any]:
     ]
     return {
         "name": row_name(row),
-        "facts": [(label, _fmt(v)) for label, v in facts],
-        "resources": [(label, _fmt(p), _fmt(m)) for label, p, m in resources],
-        "forgetting": [(label, _fmt(v)) for label, v in forgetting],
+        "facts": [(label, _readable(v)) for label, v in facts],
+        "resources": [(label, _readable(p), _readable(m)) for label, p, m in resources],
+        "forgetting": [(label, _readable(v)) for label, v in forgetting],
         "loss_svg": line_svg({"train loss": loss}, "step", "train loss") if loss else "",
         "eval_svg": line_svg({"eval score": evals}, "step", "eval score") if evals else "",
     }
@@ -650,7 +655,7 @@ def render_html(data: ReportData) -> str:
         autoescape=select_autoescape(["j2", "html"]),
     )
     table = data.rows
-    money = any(r.get("cost_per_1k") for r in table)
+    money = any(r.cost_per_1k for r in table)
     plots = {}
     if table:
         plots["ci"] = Markup(ci_bars_svg(table, data.metric))
@@ -662,7 +667,7 @@ def render_html(data: ReportData) -> str:
         plots["latency"] = Markup(scatter_svg(table, "latency_p50_ms", "p50 latency (ms)", data.metric))
         plots["volume"] = Markup(volume_svg(data.recommendation))
     learning = [{"svg": Markup(curve_svg(c)), "text": c.statement(), "recipe": c.recipe} for c in data.curves]
-    tuned = [tune_view(r) for r in table if r.get("tune")]
+    tuned = [tune_view(r) for r in table if r.tune]
     for t in tuned:
         t["loss_svg"], t["eval_svg"] = Markup(t["loss_svg"]), Markup(t["eval_svg"])
     return env.get_template("report.html.j2").render(
@@ -683,19 +688,21 @@ def render_html(data: ReportData) -> str:
     )
 
 
-def _front_names(table: Sequence[dict[str, Any]], key: str) -> set[str]:
-    idx = pareto_front([(float(r.get(key) or 0.0), r["score"]) for r in table])
-    return {table[i]["run_id"] for i in idx if "run_id" in table[i]}
+def _front_names(table: Sequence[ReportRow], key: str) -> set[str]:
+    idx = pareto_front([(float(getattr(r, key) or 0.0), r.score) for r in table])
+    return {table[i].run_id for i in idx}
 
 
-def default_path(data: ReportData) -> Path:
-    """$TASKFIT_HOME/reports/<task>-<study>.html."""
+def default_path(data: ReportData, folder: Path) -> Path:
+    """<folder>/<task>-<study>.html."""
     study = data.study.split(", ")[0] if data.study else time.strftime("%Y%m%d-%H%M%S")
-    return db.home() / "reports" / f"{data.title}-{study}.html"
+    # task names are checked at load, but stored runs may predate that check: never leave the folder
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{data.title}-{study}").lstrip(".") or "report"
+    return folder / f"{name}.html"
 
 
 def report_data(
-    store: Store,
+    workspace: Workspace,
     targets: Sequence[str] = (),
     *,
     volume: Volume | None = None,
@@ -709,27 +716,27 @@ def report_data(
             from taskfit.taskfile import load_task
 
             prices = load_task(target).config
-    runs = resolve_targets(store, targets)
-    return collect(store, runs, volume=volume, latency_p50_ms=latency_p50_ms, prices=prices)
+    runs = resolve_targets(workspace.runs, targets)
+    return collect(workspace, runs, volume=volume, latency_p50_ms=latency_p50_ms, prices=prices)
 
 
 def write_report(
     targets: Sequence[str] = (),
     out: str | Path | None = None,
     *,
-    store: Store | None = None,
+    workspace: Workspace,
     volume: Volume | None = None,
     latency_p50_ms: float | None = None,
 ) -> Path:
     """Write the report for ``targets`` (task files, task names or run ids; none: the latest study) and
-    return its path (default ``$TASKFIT_HOME/reports/<task>-<study>.html``)."""
-    store = store or Store(db.engine())
-    return save(report_data(store, targets, volume=volume, latency_p50_ms=latency_p50_ms), out)
+    return its path (default ``<workspace>/reports/<task>-<study>.html``)."""
+    data = report_data(workspace, targets, volume=volume, latency_p50_ms=latency_p50_ms)
+    return save(data, out, workspace=workspace)
 
 
-def save(data: ReportData, out: str | Path | None = None) -> Path:
-    """Write ``data`` as HTML to ``out`` (default: :func:`default_path`) and return the path."""
-    path = Path(out) if out else default_path(data)
+def save(data: ReportData, out: str | Path | None = None, *, workspace: Workspace) -> Path:
+    """Write ``data`` as HTML to ``out`` (default: ``<workspace>/reports/<task>-<study>.html``); its path."""
+    path = Path(out) if out else default_path(data, workspace.reports_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_html(data), encoding="utf-8")
     return path

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import signal
+import string
 import subprocess
 import sys
 import time
@@ -35,6 +36,8 @@ FORBIDDEN_ATTRIBUTES = frozenset({
     "gi_frame", "gi_code", "gi_yieldfrom", "cr_await", "cr_frame", "cr_code", "cr_origin", "ag_code",
     "ag_frame",
 })
+FORMAT_METHODS = frozenset({"format", "format_map"})  # attribute lookups hide in their templates' field names
+_FORMATTER = string.Formatter()
 SAFE_BUILTINS = (
     "abs", "all", "any", "bin", "bool", "chr", "dict", "divmod", "enumerate", "filter", "float", "format",
     "frozenset", "hex", "int", "isinstance", "iter", "len", "list", "map", "max", "min", "next", "oct", "ord",
@@ -153,6 +156,29 @@ def _refusal(code: str) -> str | None:
         for attr in attrs:
             if attr.startswith("_") or attr in FORBIDDEN_ATTRIBUTES:
                 return f"attribute {attr!r} is not allowed (line {line})"
+        if isinstance(node, ast.Attribute) and node.attr in FORMAT_METHODS:
+            problem = _format_problem(node.value)
+            if problem:
+                return f"{problem} (line {line})"
+    return None
+
+
+def _format_problem(template: ast.expr) -> str | None:
+    """``str.format`` looks up attributes and items named in the template's fields (``{0.__globals__}``),
+    past the checks above; it is allowed on a literal template whose fields are plain names or positions."""
+    if not (isinstance(template, ast.Constant) and isinstance(template.value, str)):
+        return "str.format on anything but a literal template is not allowed; use an f-string or '{:.2f}'.format(x)"
+    pending = [template.value]
+    while pending:
+        try:
+            fields = list(_FORMATTER.parse(pending.pop()))
+        except ValueError as e:
+            return f"format template is not allowed: {e}"
+        for _, name, spec, _ in fields:
+            if name is not None and ("." in name or "[" in name):
+                return f"format field {{{name}}} is not allowed: only plain names and positions"
+            if spec:
+                pending.append(spec)  # a spec may hold nested fields: '{:{0.attr}}'
     return None
 
 

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from taskfit import db
-from taskfit.cache import CallCache
-from taskfit.dataset import Dataset, load_dataset
+from taskfit.backends import served_adapter
+from taskfit.dataset import Dataset, load_dataset, rows_dataset
 from taskfit.errors import TaskfitError
-from taskfit.leaderboard import rows
+from taskfit.leaderboard import LeaderboardRow, rows
 from taskfit.prompts import validate_templates
 from taskfit.runner import Arm, ProgressFn, evaluate
-from taskfit.store import Store
 from taskfit.strategies import strategies
 from taskfit.taskfile import ModelSpec, StrategySpec, Task, load_task, strategy_shorthand
 
+if TYPE_CHECKING:
+    from taskfit.workspace import Workspace
 
-def prepare(task_path: str | Path) -> tuple[Task, Dataset]:
-    """Load and check everything that can be checked before a model is called."""
-    task = load_task(task_path)
-    dataset = load_dataset(task)
+
+def prepare(task_path: str | Path | Task) -> tuple[Task, Dataset]:
+    """Load and check everything that can be checked before a model is called: a task file's path, a loaded
+    ``Task``, or a ``Task.from_rows`` (its rows in memory)."""
+    task = task_path if isinstance(task_path, Task) else load_task(task_path)
+    dataset = rows_dataset(task) if task.rows is not None else load_dataset(task)
     fields: set[str] = set()
     for exs in dataset.splits.values():
         if exs:
@@ -45,15 +47,22 @@ def select_arms(task: Task, strategy_names: list[str] | None, model_names: list[
             else:
                 raise TaskfitError(f"--strategy {name!r}: not a row of the task file ({', '.join(by_label)}) "
                                    f"nor a known strategy ({', '.join(strategies.names())})")
-    models = list(c.models)
+    models = [m for m in c.models if not served_adapter.is_template(m)]
     if model_names:
         by_label = {m.label(): m for m in models}
-        models = [by_label.get(name) or ModelSpec.model_validate(
-            {"backend": "tuned" if name.startswith("tuned:") else "hf", "path": name}) for name in model_names]
+        models = [by_label.get(name) or _named_model(task, name) for name in model_names]
     return [Arm(s, m) for m in models for s in strats]
 
 
-def tuned_arms(task: Task, dataset: Dataset, *, train_limit: int | None = None,
+def _named_model(task: Task, name: str) -> ModelSpec:
+    """A --model that is not a row of the task file: a tuned model (on the task's adapter server, if it names
+    one) or a local model."""
+    if name.startswith("tuned:"):
+        return ModelSpec(backend="tuned", path=name, serve_via=served_adapter.template(task.config.models))
+    return ModelSpec(backend="hf", path=name)
+
+
+def tuned_arms(task: Task, dataset: Dataset, *, workspace: Workspace, train_limit: int | None = None,
                log: Callable[[str], None] = lambda s: None,
                on_step: Callable[[str, dict[str, float]], None] | None = None) -> list[Arm]:
     """Train (or find, or resume) each model the task's ``tuning:`` list asks for; one arm per model, with
@@ -65,26 +74,27 @@ def tuned_arms(task: Task, dataset: Dataset, *, train_limit: int | None = None,
         if train_limit:
             spec = spec.model_copy(update={"train_limit": min(train_limit, spec.train_limit or train_limit)})
         log(f"tuning {spec.label()}")
-        rec = tune(task, dataset.split("train"), spec, log=log,
+        rec = tune(task, dataset.split("train"), spec, store=workspace.tunes, log=log,
                    on_step=(lambda p, name=spec.label(): on_step(name, p)) if on_step else None)
         row = Job.strategy_for(task, spec)
-        arms.append(Arm(row, ModelSpec(backend="tuned", path=f"tuned:{rec.id}", name=spec.label())))
+        arms.append(Arm(row, ModelSpec(backend="tuned", path=f"tuned:{rec.id}", name=spec.label(),
+                                       serve_via=served_adapter.template(task.config.models))))
     return arms
 
 
-def run_study(task_path: str | Path, *, strategy_names: list[str] | None = None, model_names: list[str] | None = None,
+def run_study(task_path: str | Path, *, workspace: Workspace, strategy_names: list[str] | None = None,
+              model_names: list[str] | None = None,
               split: str | None = None, limit: int | None = None, progress: ProgressFn | None = None,
               with_tuning: bool = False, train_limit: int | None = None, log: Callable[[str], None] = lambda s: None,
               on_step: Callable[[str, dict[str, float]], None] | None = None,
-              ) -> tuple[Task, list[dict[str, Any]]]:
-    """Evaluate the chosen strategy x model arms (and, ``with_tuning``, the task's fine-tuned models)."""
+              ) -> tuple[Task, list[LeaderboardRow]]:
+    """Evaluate the chosen strategy x model arms (and, ``with_tuning``, the task's fine-tuned models), keeping
+    runs, predictions, model calls and tuned models in ``workspace``."""
     task, dataset = prepare(task_path)
     arms = select_arms(task, strategy_names, model_names)
     if with_tuning:
-        arms += tuned_arms(task, dataset, train_limit=train_limit, log=log, on_step=on_step)
-    eng = db.engine()
-    store = Store(eng)
+        arms += tuned_arms(task, dataset, workspace=workspace, train_limit=train_limit, log=log, on_step=on_step)
     limit = task.config.limit if limit is None else (limit or None)  # --limit 0: every row
-    records = evaluate(task, dataset, arms, split=split or task.config.split, limit=limit,
-                       store=store, cache=CallCache(eng), progress=progress)
-    return task, rows(store, records)
+    records = evaluate(task, dataset, arms, split=split or task.config.split, limit=limit, workspace=workspace,
+                       progress=progress)
+    return task, rows(workspace, records)

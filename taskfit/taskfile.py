@@ -6,6 +6,7 @@ Every key is documented in docs/taskfile.md; the ``description`` of each field b
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -112,6 +113,9 @@ class ModelSpec(_Strict):
     base_url: str | None = Field(None, description="openai: server URL, e.g. http://127.0.0.1:8000/v1.")
     model: str | None = Field(None, description="openai: model name sent to the server.")
     api_key_env: str | None = Field(None, description="openai: environment variable holding the API key.")
+    headers_env: dict[str, str] = Field(
+        default_factory=dict, description="openai: extra HTTP headers, each read from the named environment "
+        "variable, e.g. {api-key: AZURE_OPENAI_KEY}; runs record the variable names, never the values.")
     concurrency: int = Field(4, ge=1, description="openai: requests in flight at once.")
     timeout_s: float = Field(60.0, gt=0, description="openai: per-request timeout in seconds.")
     max_retries: int = Field(4, ge=0, description="openai: retries on 429/5xx/timeouts, with exponential backoff.")
@@ -121,6 +125,14 @@ class ModelSpec(_Strict):
         None, ge=0, description="$ per hour of the machine this model runs on; turns its measured model time "
         "into a per-query cost (default: the task's `costs.price_per_hour` for local models, none for APIs).")
     script: dict[str, Any] | None = Field(None, description="scripted: canned replies (tests and demos).")
+    score_via: Literal["auto", "completions", "chat_top_logprobs", "choice", "generate"] = Field(
+        "auto", description="openai: how labels are scored on the server; auto probes it once per model "
+        "(completions: exact log-likelihood; chat_top_logprobs: first token; choice: constrained decoding).")
+    tokenizer: str | None = Field(None, description="openai: local tokenizer folder of the served model, for the "
+                                  "chat template and tokens of score_via: completions (else the server's /tokenize).")
+    serve_via: dict[str, Any] | None = Field(
+        None, description="tuned: evaluate a LoRA adapter on an inference server with dynamic LoRA loading, "
+        "e.g. {base_url: http://127.0.0.1:8000/v1}; keys as for openai models (see docs/servers.md).")
 
     def label(self) -> str:
         if self.name:
@@ -135,7 +147,7 @@ class ModelSpec(_Strict):
 
 
 class TaskConfig(_Strict):
-    name: str = Field(description="Short task name.")
+    name: str = Field(description="Short task name: letters, digits, '.', '_' or '-' (it names report files).")
     description: str = Field("", description="What the task is, in a sentence or two (shown to optimizers).")
     data: DataConfig = Field(description="Where the rows are and how they split (see `data` below).")
     inputs: list[str] = Field(description="Fields shown to the model.", min_length=1)
@@ -170,6 +182,14 @@ class TaskConfig(_Strict):
                                "and training, so the report can price every row at a query volume.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="How `taskfit serve` vets input and "
                                "output, keeps conversation memory and batches requests (see docs/serve.md).")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not _SAFE_NAME.fullmatch(v):
+            raise ValueError(f"task name {v!r} must be 1-100 letters, digits, '.', '_' or '-', starting with a "
+                             "letter or digit (it names files, e.g. the report)")
+        return v
 
     @field_validator("metrics", mode="before")
     @classmethod
@@ -230,6 +250,10 @@ def _shorthand(m: Any) -> Any:
     return m
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+MAX_YAML_VALUES = 100_000  # after aliases are expanded; a task file has hundreds
+
+
 class Task:
     """A loaded task file: the validated config plus where it lives."""
 
@@ -238,6 +262,15 @@ class Task:
         self.path = path
         self.root = path.parent
         self.config_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
+        self.metric_objects: dict[str, Any] = {}  # metrics given as Python objects (Task.from_rows)
+        self.rows: dict[str, list[dict[str, Any]]] | None = None  # rows in memory by split; None: data files
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]], **fields: Any) -> Task:
+        """A task from rows in memory, no file (see ``taskfit.api.task_from_rows`` for the arguments)."""
+        from taskfit.api import task_from_rows  # the schema module imports no feature package at load
+
+        return task_from_rows(rows, **fields)
 
     def resolve(self, rel: str) -> Path:
         p = Path(rel)
@@ -251,10 +284,12 @@ def load_task(path: str | Path) -> Task:
         raise TaskfitError("task file not found", file=str(path))
     text = path.read_text()
     try:
-        raw = yaml.safe_load(text)
+        raw, root = _parse_yaml(text, path)
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         raise TaskfitError(f"invalid YAML: {e}", file=str(path), line=line + 1 if line is not None else None) from e
+    except RecursionError:
+        raise TaskfitError("invalid YAML: nested too deeply", file=str(path)) from None
     if not isinstance(raw, dict):
         raise TaskfitError("a task file must be a YAML mapping", file=str(path))
     try:
@@ -264,10 +299,87 @@ def load_task(path: str | Path) -> Task:
         for err in e.errors():
             loc = ".".join(str(p) for p in err["loc"])
             lines.append(f"  {loc}: {err['msg']}")
-        raise TaskfitError("invalid task file:\n" + "\n".join(lines), file=str(path)) from None
+        raise TaskfitError("invalid task file:\n" + "\n".join(lines), file=str(path),
+                           line=_line_of(root, e.errors()[0]["loc"])) from None
+    _check_urls(raw, root, path)
     task = Task(config, path, text)
     _check_names(task)
     return task
+
+
+def _parse_yaml(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
+    """The document and its node tree. Aliases may repeat a part of the file, but a file whose aliases
+    expand to more than MAX_YAML_VALUES values (an alias bomb) or refer to themselves is refused."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, None
+        _check_expansion(root, path)
+        return loader.construct_document(root), root
+    finally:
+        loader.dispose()
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _check_expansion(root: yaml.Node, path: Path) -> None:
+    """Count the values the document holds once every alias is expanded, without expanding any."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # the current node's ancestors: meeting one again is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in _children(node))
+            if sizes[key] > MAX_YAML_VALUES:
+                raise TaskfitError(f"YAML aliases (*name) expand this value to more than {MAX_YAML_VALUES:,} "
+                                   "values; write it out or shorten it", file=str(path),
+                                   line=node.start_mark.line + 1)
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise TaskfitError("a YAML alias (*name) refers to a value that contains it", file=str(path),
+                               line=node.start_mark.line + 1)
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the value at ``loc`` (keys and list indexes), or of its deepest ancestor found."""
+    node, line = root, None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+        else:
+            node = None
+    return node.start_mark.line + 1 if node is not None else line
+
+
+def _check_urls(raw: Any, root: yaml.Node | None, path: Path, loc: tuple[Any, ...] = ()) -> None:
+    """Refuse credentials in any ``base_url`` (model entries, a judge's model, ...): they would be stored with
+    every run; keys come from environment variables."""
+    from taskfit.credentials import url_problem
+
+    items = raw.items() if isinstance(raw, dict) else enumerate(raw) if isinstance(raw, list) else ()
+    for k, v in items:
+        if k == "base_url" and isinstance(v, str) and (problem := url_problem(v)):
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in (*loc, k)).lstrip(".")
+            raise TaskfitError(f"{where} {problem}", file=str(path), line=_line_of(root, (*loc, k)), field=where)
+        _check_urls(v, root, path, (*loc, k))
 
 
 def _check_names(task: Task) -> None:

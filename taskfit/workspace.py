@@ -71,6 +71,14 @@ class Workspace:
 
         return OptimizationStore(self.engine)
 
+    def describe(self) -> str:
+        """Where the database is, for messages (a URL's password hidden)."""
+        if self.url is None:
+            return str(self.root / "taskfit.db")
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.url).render_as_string(hide_password=True)
+
     @property
     def reports_dir(self) -> Path:
         return self.root / "reports"

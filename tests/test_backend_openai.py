@@ -279,13 +279,10 @@ def test_unset_api_key_env_is_a_config_error(monkeypatch: pytest.MonkeyPatch) ->
                          api_key_env="TASKFIT_TEST_MISSING_KEY"))
 
 
-def test_eval_through_the_runner_over_http(fake: FakeServer, make_task) -> None:
+def test_eval_through_the_runner_over_http(fake: FakeServer, make_task, workspace) -> None:
     """A task file with `backend: openai` runs end to end: leaderboard rows, tokens, a failed call recorded."""
-    from taskfit import db
-    from taskfit.cache import CallCache
     from taskfit.leaderboard import rows
     from taskfit.runner import evaluate
-    from taskfit.store import Store
     from taskfit.study import prepare, select_arms
 
     fake.fail_marker = "terrible acting"
@@ -294,13 +291,12 @@ def test_eval_through_the_runner_over_http(fake: FakeServer, make_task) -> None:
                      models=[{"backend": "openai", "base_url": fake.base_url, "model": "m", "max_retries": 1,
                               "price_in_per_1m": 1.0, "price_out_per_1m": 2.0}])
     task, ds = prepare(path)
-    eng = db.engine()
-    store = Store(eng)
-    runs = evaluate(task, ds, select_arms(task, None, None), split="test", limit=None, store=store, cache=CallCache(eng))
-    (row,) = rows(store, runs)
-    assert row["n"] == 8 and row["failed"] == 1 and row["tokens_in"] > 0 and row["cost_per_1k"] > 0
-    preds = {p["example_id"]: p for p in store.predictions(runs[0].id)}
-    assert preds["r3"]["failed"] == 1 and "500" in preds["r3"]["error"]
+    runs = evaluate(task, ds, select_arms(task, None, None), split="test", limit=None, workspace=workspace)
+    store = workspace.runs
+    (row,) = rows(workspace, runs)
+    assert row.n == 8 and row.failed == 1 and row.tokens_in > 0 and row.cost_per_1k > 0
+    preds = {p.example_id: p for p in store.predictions(runs[0].id)}
+    assert preds["r3"].failed == 1 and "500" in preds["r3"].error
     # "echo: i loved every minute" names no label -> a parse failure, not a crash
-    assert preds["r2"]["parse_failed"] == 1
+    assert preds["r2"].parse_failed == 1
     assert runs[0].config["mode"] == "generate"  # chat servers cannot score labels

@@ -4,6 +4,7 @@ import pytest
 
 from taskfit.costs import MACHINE_HOURS, RowCost, Volume, break_even, parse_volume, row_cost, unit_of
 from taskfit.recommend import recommend
+from taskfit.types import ReportRow
 
 
 def prompt_row(**extra):
@@ -11,7 +12,7 @@ def prompt_row(**extra):
     base = {"strategy": "zero_shot", "model": "smollm2-135m", "n": 200, "score": 0.80, "ci_low": 0.74,
             "ci_high": 0.85, "p_vs_best": 0.20, "latency_p50_ms": 86.0, "tokens_in": 70.0, "tokens_out": 0.0,
             "cost_per_1k": 0.0, "time_per_1k_s": 86.0, "run_id": "p", "price_per_hour": 0.10}
-    return {**base, **extra}
+    return ReportRow(**{**base, **extra})
 
 
 def tuned_row(**extra):
@@ -20,7 +21,7 @@ def tuned_row(**extra):
             "ci_high": 0.88, "p_vs_best": None, "latency_p50_ms": 9.5, "tokens_in": 0.0, "tokens_out": 0.0,
             "cost_per_1k": 0.0, "time_per_1k_s": 9.5, "run_id": "t", "price_per_hour": 0.10,
             "train_price_per_hour": 0.10, "tune": {"train_time_s": 120.0, "device": "cpu"}}
-    return {**base, **extra}
+    return ReportRow(**{**base, **extra})
 
 
 def study(tuned=None, prompt=None):
@@ -59,8 +60,8 @@ def test_higher_volume_moves_the_recommendation_to_the_fine_tuned_row():
     table = study()
     low = recommend(table, volume=Volume(100))
     high = recommend(table, volume=Volume(1_000_000))
-    assert low.choice == "prompting" and low.row["run_id"] == "p"
-    assert high.choice == "fine_tune" and high.row["run_id"] == "t"
+    assert low.choice == "prompting" and low.row.run_id == "p"
+    assert high.choice == "fine_tune" and high.row.run_id == "t"
     assert high.text.startswith("At 1,000,000 queries, fine-tune: classifier x minilm+full scores 0.830")
     assert "Break-even: from about 1,600 queries" in high.text
     assert "Total cost of classifier x minilm+full at 1,000,000 queries: $0.27" in high.text
@@ -70,28 +71,28 @@ def test_higher_volume_moves_the_recommendation_to_the_fine_tuned_row():
 def test_a_dearer_serving_device_for_the_tuned_row_moves_it_back_to_the_prompt():
     table = study({"price_per_hour": 10.0})
     rec = recommend(table, volume=Volume(1_000_000))
-    assert rec.choice == "prompting" and rec.row["run_id"] == "p"
+    assert rec.choice == "prompting" and rec.row.run_id == "p"
     assert "never costs less than the best prompt row" in rec.text
 
 
 def test_token_prices_count_too():
     table = study(prompt={"cost_per_1k": 0.5, "price_per_hour": None, "on_premise": False})
-    assert recommend(table, volume=Volume(10_000)).row["run_id"] == "t"
-    assert recommend(table, volume=Volume(1)).row["run_id"] == "p"
+    assert recommend(table, volume=Volume(10_000)).row.run_id == "t"
+    assert recommend(table, volume=Volume(1)).row.run_id == "p"
 
 
 def test_a_latency_bound_sets_a_slow_row_aside():
     table = study()
-    assert recommend(table, volume=Volume(100)).row["run_id"] == "p"
+    assert recommend(table, volume=Volume(100)).row.run_id == "p"
     rec = recommend(table, volume=Volume(100), latency_p50_ms=50)
-    assert rec.row["run_id"] == "t"
+    assert rec.row.run_id == "t"
     assert "Over the p50 latency bound of 50 ms, so not considered: zero_shot x smollm2-135m (86 ms)" in rec.text
     assert recommend(table, latency_p50_ms=5).choice == "none"
 
 
 def test_a_significantly_better_row_is_not_traded_for_a_cheaper_one():
     table = study({"price_per_hour": 10.0}, {"p_vs_best": 0.001})
-    assert recommend(table, volume=Volume(1_000_000)).row["run_id"] == "t"
+    assert recommend(table, volume=Volume(1_000_000)).row.run_id == "t"
 
 
 def test_with_no_volume_the_text_gives_the_break_even_instead_of_a_free_pass():
@@ -129,25 +130,20 @@ def test_the_report_tabulates_costs_and_plots_total_cost_against_volume():
     assert "break-even: 1,600 queries" in plot and "<title>1,000,000 queries</title>" in plot
 
 
-def test_collect_prices_rows_from_the_task_file(make_task, taskfit_home):
-    from taskfit import db
-    from taskfit.cache import CallCache
+def test_collect_prices_rows_from_the_task_file(make_task, workspace):
     from taskfit.report import collect
     from taskfit.runner import evaluate
-    from taskfit.store import Store
     from taskfit.study import prepare, select_arms
     from taskfit.taskfile import load_task
 
     path = make_task(costs={"price_per_hour": 0.5})
     task, ds = prepare(path)
-    store = Store(db.engine())
-    runs = evaluate(task, ds, select_arms(task, None, None), split="test", limit=None, store=store,
-                    cache=CallCache(db.engine()))
-    assert {r["price_per_hour"] for r in collect(store, runs).rows} == {0.5}  # the price stored with the run
+    runs = evaluate(task, ds, select_arms(task, None, None), split="test", limit=None, workspace=workspace)
+    assert {r.price_per_hour for r in collect(workspace, runs).rows} == {0.5}  # the price stored with the run
     repriced = make_task(costs={"price_per_hour": 2.0},
                          models=[{"backend": "scripted", "name": "fake", "price_per_hour": 3.0, "script": {}}])
-    rows = collect(store, runs, prices=load_task(repriced).config).rows
-    assert {r["price_per_hour"] for r in rows} == {3.0}  # the model entry's own price wins
+    rows = collect(workspace, runs, prices=load_task(repriced).config).rows
+    assert {r.price_per_hour for r in rows} == {3.0}  # the model entry's own price wins
 
 
 def test_report_command_prints_costs_at_the_volume(make_task, taskfit_home):

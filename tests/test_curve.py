@@ -6,24 +6,25 @@ import pytest
 from test_tuning import tiny_models, tune_task  # noqa: F401  (fixtures)
 
 from taskfit.curve import CURVE_STUDY, curves
+from taskfit.types import ReportRow
 
 
 def prompt(score=0.80, run_id="p"):
-    return {"strategy": "zero_shot", "model": "smollm2-135m", "n": 200, "metric": "accuracy", "score": score,
-            "ci_low": score - 0.06, "ci_high": score + 0.05, "p_vs_best": None, "run_id": run_id}
+    return ReportRow(strategy="zero_shot", model="smollm2-135m", n=200, metric="accuracy", score=score,
+                     ci_low=score - 0.06, ci_high=score + 0.05, run_id=run_id)
 
 
 def point(size, score, name="minilm+full"):
-    return {"strategy": "classifier", "model": f"{name}@{size}", "n": 200, "metric": "accuracy", "score": score,
-            "ci_low": score - 0.06, "ci_high": score + 0.05, "p_vs_best": None, "run_id": f"t{size}",
-            "tune": {"rows": size, "train_time_s": size / 10}}
+    return ReportRow(strategy="classifier", model=f"{name}@{size}", n=200, metric="accuracy", score=score,
+                     ci_low=score - 0.06, ci_high=score + 0.05, run_id=f"t{size}",
+                     tune={"rows": size, "train_time_s": size / 10})
 
 
 def pairs_vs(ref, p_values):
     """Paired tests of each point against the reference row, by size."""
     out = {}
     for size, (diff, p) in p_values.items():
-        out[(f"t{size}", ref["run_id"])] = {"p": p, "diff": diff, "ci": None, "n": 200}
+        out[(f"t{size}", ref.run_id)] = {"p": p, "diff": diff, "ci": None, "n": 200}
     return out
 
 
@@ -57,27 +58,26 @@ def test_one_size_alone_is_not_a_curve():
 
 
 def test_learning_curve_trains_nested_subsets_and_reuses_scored_prompt_rows(tune_task, tiny_models,  # noqa: F811
-                                                                             taskfit_home):
+                                                                             workspace, taskfit_home):
     from typer.testing import CliRunner
 
     from taskfit.cli import app
     from taskfit.curve import learning_curve
     from taskfit.report import latest_study_runs, write_report
     from taskfit.study import prepare, run_study
-    from taskfit.workspace import Workspace
 
     path = tune_task(tuning=[{"method": "head", "objective": "classify", "model": str(tiny_models["bert"]),
                               "epochs": 1, "forgetting": False, "name": "bert-head"}])
     task, ds = prepare(path)
-    ws = Workspace.default()
-    _, (studied,) = run_study(path)  # the prompt row, scored by an ordinary study first
+    ws = workspace
+    _, (studied,) = run_study(path, workspace=ws)  # the prompt row, scored by an ordinary study first
     records = learning_curve(task, ds, task.config.tuning[0], [8, 16, 100], workspace=ws)
     tuned = [r for r in records if r.config["model"]["backend"] == "tuned"]
     assert [r.model for r in tuned] == ["bert-head@8", "bert-head@16", "bert-head@24"]  # 100 > 24 train rows
     assert all(r.study.startswith(CURVE_STUDY) for r in tuned)
     trained = [ws.tunes.get(r.config["model"]["path"].removeprefix("tuned:")).result["rows"] for r in tuned]
     assert trained == [8, 16, 24]
-    assert [r.id for r in records if r not in tuned] == [studied["run_id"]]  # reused, not scored again
+    assert [r.id for r in records if r not in tuned] == [studied.run_id]  # reused, not scored again
 
     res = CliRunner().invoke(app, ["curve", str(path), "--tuning", "bert-head", "--sizes", "8,16,24"])
     assert res.exit_code == 0, res.output
@@ -86,8 +86,8 @@ def test_learning_curve_trains_nested_subsets_and_reuses_scored_prompt_rows(tune
     assert "matches the best prompt row" in res.output or "does not match the best prompt row" in res.output
     assert sum(r.strategy == "zero_shot" for r in ws.runs.runs(limit=100)) == 1
     # the curve's runs stay out of the task's latest study, whose report still plots the curve
-    assert [r.id for r in latest_study_runs(ws.runs, "tiny")] == [studied["run_id"]]
-    html = write_report(["tiny"]).read_text()
+    assert [r.id for r in latest_study_runs(ws.runs, "tiny")] == [studied.run_id]
+    html = write_report(["tiny"], workspace=ws).read_text()
     assert 'id="plot-curve-1"' in html and "bert-head" in html and 'id="plot-volume"' in html
 
 

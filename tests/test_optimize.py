@@ -12,15 +12,12 @@ import pytest
 import yaml
 from conftest import write_jsonl
 
-from taskfit import db
 from taskfit.backends import GenerateResult, ScoreResult
 from taskfit.errors import TaskfitError
 from taskfit.optimize import run as optimize_run
 from taskfit.optimize.run import optimize
 from taskfit.optimize.search import OptimizeConfig
-from taskfit.optimize.store import OptimizationStore
 from taskfit.runner import BackendPool, evaluate
-from taskfit.store import Store
 from taskfit.study import prepare, select_arms
 
 WORDS = {"great": "positive", "fine": "positive", "terrible": "negative", "dull": "negative"}
@@ -131,7 +128,7 @@ class ForbiddenRows(list):
         return super().__getitem__(i)
 
 
-def test_search_never_reads_the_test_split(opinion_task, monkeypatch):
+def test_search_never_reads_the_test_split(opinion_task, monkeypatch, workspace):
     log: list[str] = []
     guards: list[ForbiddenRows] = []
     real_prepare = optimize_run.prepare
@@ -152,7 +149,7 @@ def test_search_never_reads_the_test_split(opinion_task, monkeypatch):
             log.append("search done")
             guards[0].armed = False
 
-    outcome = optimize(opinion_task, OptimizeConfig(budget=120), progress=on_event, pool=pool)
+    outcome = optimize(opinion_task, OptimizeConfig(budget=120), workspace=workspace, progress=on_event, pool=pool)
     assert log[0] == "search done" and "test split read" in log[1:]  # read for the comparison, only after
     assert seen_during_search and not any("TESTROW" in p for p in seen_during_search)
     assert any("TESTROW" in p for p in pool.model.requests)  # the comparison did score the test rows
@@ -160,7 +157,7 @@ def test_search_never_reads_the_test_split(opinion_task, monkeypatch):
 
 
 @pytest.mark.parametrize("budget", [30, 75, 160])
-def test_search_stays_within_budget_and_repeats_exactly_from_the_cache(opinion_task, budget):
+def test_search_stays_within_budget_and_repeats_exactly_from_the_cache(opinion_task, budget, workspace):
     pool = FakePool()
     sent_in_search: list[int] = []
 
@@ -169,19 +166,19 @@ def test_search_stays_within_budget_and_repeats_exactly_from_the_cache(opinion_t
         if event["event"] == "search_done":
             sent_in_search.append(pool.model.calls)
 
-    first = optimize(opinion_task, OptimizeConfig(budget=budget), progress=on_event, pool=pool).record
+    first = optimize(opinion_task, OptimizeConfig(budget=budget), workspace=workspace, progress=on_event, pool=pool).record
     assert first.calls <= budget and first.calls_sent == sent_in_search[0]
     again_pool = FakePool()
-    again = optimize(opinion_task, OptimizeConfig(budget=budget), pool=again_pool).record
+    again = optimize(opinion_task, OptimizeConfig(budget=budget), workspace=workspace, pool=again_pool).record
     assert again.calls_sent == 0 and again.calls == first.calls  # same decisions, all from the call cache
     assert again.program == first.program and again.id != first.id
 
 
-def test_finds_the_better_instruction_and_reports_dev_and_test(opinion_task):
+def test_finds_the_better_instruction_and_reports_dev_and_test(opinion_task, workspace):
     proposed: list[int] = []
     pool = FakePool()
     # a fixed first rung leaves budget after the race: rounds 2 and 3 run on it
-    outcome = optimize(opinion_task, OptimizeConfig(budget=600, instructions=3, first_rung=8), pool=pool,
+    outcome = optimize(opinion_task, OptimizeConfig(budget=600, instructions=3, first_rung=8), workspace=workspace, pool=pool,
                        progress=lambda e: proposed.append(e["n"]) if e["event"] == "proposed" else None)
     rec = outcome.record
     assert proposed == [2, 0, 0]  # three replies, one refused; rounds 2 and 3 only repeated them
@@ -201,20 +198,18 @@ def test_finds_the_better_instruction_and_reports_dev_and_test(opinion_task):
     assert losers and all(c["n"] < 40 for c in losers)  # dropped before the whole dev split
 
 
-def test_optimized_strategy_reproduces_in_eval_and_task_files(opinion_task, tmp_path):
+def test_optimized_strategy_reproduces_in_eval_and_task_files(opinion_task, tmp_path, workspace):
     pool = FakePool()
-    rec = optimize(opinion_task, OptimizeConfig(budget=200), pool=pool).record
+    rec = optimize(opinion_task, OptimizeConfig(budget=200), workspace=workspace, pool=pool).record
     task, dataset = prepare(opinion_task)
     (arm,) = select_arms(task, [f"optimized:{rec.id}"], None)
     assert arm.strategy.name == "optimized" and arm.strategy.label() == f"optimized:{rec.id}"
-    eng = db.engine()
-    store = Store(eng)
-    from taskfit.cache import CallCache
+    store = workspace.runs
 
-    (run,) = evaluate(task, dataset, [arm], split="test", limit=None, store=store, cache=CallCache(eng), pool=pool)
+    (run,) = evaluate(task, dataset, [arm], split="test", limit=None, workspace=workspace, pool=pool)
     stored = store.predictions(rec.report["test"]["winner"]["run_id"])
     again = store.predictions(run.id)
-    assert [p["answer"] for p in again] == [p["answer"] for p in stored]
+    assert [p.answer for p in again] == [p.answer for p in stored]
     # the task-file form
     raw = yaml.safe_load(opinion_task.read_text())
     raw["strategies"] = ["zero_shot", f"optimized:{rec.id[:6]}"]
@@ -224,15 +219,13 @@ def test_optimized_strategy_reproduces_in_eval_and_task_files(opinion_task, tmp_
     assert [s.label() for s in task2.config.strategies] == ["zero_shot", f"optimized:{rec.id[:6]}"]
 
 
-def test_unknown_or_foreign_optimization_is_a_clear_error(opinion_task, tmp_path):
+def test_unknown_or_foreign_optimization_is_a_clear_error(opinion_task, tmp_path, workspace):
     task, dataset = prepare(opinion_task)
     (arm,) = select_arms(task, ["optimized:nosuchrun"], None)
-    from taskfit.cache import CallCache
 
-    eng = db.engine()
     with pytest.raises(TaskfitError, match="no optimization run matches 'nosuchrun'"):
-        evaluate(task, dataset, [arm], split="test", limit=2, store=Store(eng), cache=CallCache(eng), pool=FakePool())
-    rec = optimize(opinion_task, OptimizeConfig(budget=40, instructions=0), pool=FakePool()).record
+        evaluate(task, dataset, [arm], split="test", limit=2, workspace=workspace, pool=FakePool())
+    rec = optimize(opinion_task, OptimizeConfig(budget=40, instructions=0), workspace=workspace, pool=FakePool()).record
     raw = yaml.safe_load(opinion_task.read_text())
     raw["name"] = "another_task"
     other = tmp_path / "another.yaml"
@@ -240,35 +233,35 @@ def test_unknown_or_foreign_optimization_is_a_clear_error(opinion_task, tmp_path
     task2, ds2 = prepare(other)
     (arm2,) = select_arms(task2, [f"optimized:{rec.id}"], None)
     with pytest.raises(TaskfitError, match="made for task 'opinions'"):
-        evaluate(task2, ds2, [arm2], split="test", limit=2, store=Store(eng), cache=CallCache(eng), pool=FakePool())
+        evaluate(task2, ds2, [arm2], split="test", limit=2, workspace=workspace, pool=FakePool())
 
 
-def test_budget_too_small_and_missing_train_are_clear_errors(opinion_task, tmp_path):
+def test_budget_too_small_and_missing_train_are_clear_errors(opinion_task, tmp_path, workspace):
     with pytest.raises(TaskfitError, match="cannot score the candidates on a single dev row"):
-        optimize(opinion_task, OptimizeConfig(budget=1, demo_sets=0, instructions=0), pool=FakePool())
+        optimize(opinion_task, OptimizeConfig(budget=1, demo_sets=0, instructions=0), workspace=workspace, pool=FakePool())
     raw = yaml.safe_load(opinion_task.read_text())
     raw["data"] = {"test": "data/test.jsonl"}
     no_train = tmp_path / "no_train.yaml"
     no_train.write_text(yaml.safe_dump(raw))
     with pytest.raises(TaskfitError, match="needs a dev split or a train split"):
-        optimize(no_train, OptimizeConfig(budget=50), pool=FakePool())
+        optimize(no_train, OptimizeConfig(budget=50), workspace=workspace, pool=FakePool())
 
 
-def test_cot_candidates_use_bootstrapped_rationales(opinion_task):
+def test_cot_candidates_use_bootstrapped_rationales(opinion_task, workspace):
     config = OptimizeConfig(budget=150, strategies=["zero_shot", "cot"], instructions=0, k=2)
-    rec = optimize(opinion_task, config, pool=FakePool()).record
+    rec = optimize(opinion_task, config, workspace=workspace, pool=FakePool()).record
     cot = [c for c in rec.candidates if c["program"]["base"] == "cot"]
     assert cot and all(d["source"] == "bootstrapped" and d["rationale"] for c in cot for d in c["program"]["demos"])
     assert all(d["rationale"].startswith("The review sounds") and "The answer is" not in d["rationale"]
                for d in cot[0]["program"]["demos"])
-    store = OptimizationStore(db.engine())
+    store = workspace.optimizations
     assert store.get(rec.id).candidates == rec.candidates
 
 
 TASKFIT = [sys.executable, "-m", "taskfit.cli"]
 
 
-def test_cli_optimize_then_eval_the_optimized_strategy(make_task, taskfit_home, tmp_path):
+def test_cli_optimize_then_eval_the_optimized_strategy(make_task, taskfit_home, tmp_path, workspace):
     rows = [{"id": f"t{i}", "text": t, "label": y} for i, (t, y) in
             enumerate([("a great film", "positive"), ("terrible acting", "negative")] * 10)]
     write_jsonl(tmp_path / "data" / "train.jsonl", rows)
@@ -288,7 +281,7 @@ def test_cli_optimize_then_eval_the_optimized_strategy(make_task, taskfit_home, 
     assert shown.returncode == 0 and f"optimized:{run_id}" in shown.stdout
     listing = subprocess.run(TASKFIT + ["optimizations"], capture_output=True, text=True, env=env, timeout=60)
     assert run_id in listing.stdout
-    stored = OptimizationStore(db.engine()).get(run_id)
+    stored = workspace.optimizations.get(run_id)
     assert row["strategy"] == f"optimized:{run_id}" and row["score"] == stored.report["test"]["winner"]["score"]
     bad = subprocess.run(TASKFIT + ["optimize", str(path), "--budget", "40", "--strategies", "tree"],
                          capture_output=True, text=True, env=env, timeout=60)

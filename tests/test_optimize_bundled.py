@@ -5,23 +5,20 @@ from pathlib import Path
 
 import pytest
 
-from taskfit import db
-from taskfit.cache import CallCache
 from taskfit.optimize.run import optimize
 from taskfit.optimize.search import OptimizeConfig
 from taskfit.runner import BackendPool, evaluate
-from taskfit.store import Store
 from taskfit.study import prepare, select_arms
 
 pytestmark = pytest.mark.slow
 SST2 = Path(__file__).resolve().parents[1] / "examples" / "sst2" / "task.yaml"
 
 
-def test_optimize_sst2_on_the_bundled_model_within_budget():
-    pool = BackendPool()
+def test_optimize_sst2_on_the_bundled_model_within_budget(workspace):
+    pool = BackendPool(workspace)
     events: list[dict] = []
     config = OptimizeConfig(budget=80, dev_size=16, instructions=1, rounds=1, k=2, demo_sets=1)
-    outcome = optimize(SST2, config, limit=8, progress=events.append, pool=pool)
+    outcome = optimize(SST2, config, workspace=workspace, limit=8, progress=events.append, pool=pool)
     rec = outcome.record
     assert rec.status == "complete" and 0 < rec.calls <= 80 and rec.calls_sent == rec.calls  # cold cache
     assert max(e["calls"] for e in events) <= 80
@@ -33,9 +30,8 @@ def test_optimize_sst2_on_the_bundled_model_within_budget():
     # the saved strategy gives the same answers when evaluated again (all from the call cache)
     task, dataset = prepare(SST2)
     (arm,) = select_arms(task, [f"optimized:{rec.id}"], None)
-    eng = db.engine()
-    store = Store(eng)
-    (run,) = evaluate(task, dataset, [arm], split="test", limit=8, store=store, cache=CallCache(eng), pool=pool)
+    store = workspace.runs
+    (run,) = evaluate(task, dataset, [arm], split="test", limit=8, workspace=workspace, pool=pool)
     again = store.predictions(run.id)
-    assert [p["answer"] for p in again] == [p["answer"] for p in store.predictions(test["winner"]["run_id"])]
-    assert all(p["cache_hits"] == p["calls"] for p in again)
+    assert [p.answer for p in again] == [p.answer for p in store.predictions(test["winner"]["run_id"])]
+    assert all(p.cache_hits == p.calls for p in again)

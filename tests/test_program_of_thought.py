@@ -5,11 +5,8 @@ from pathlib import Path
 import pytest
 from conftest import write_jsonl
 
-from taskfit import db
-from taskfit.cache import CallCache
 from taskfit.leaderboard import rows
 from taskfit.runner import evaluate
-from taskfit.store import Store
 from taskfit.study import prepare, select_arms
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,42 +34,40 @@ def _math_task(make_task, tmp_path, strategy: dict, models: list) -> Path:
                      strategies=[strategy], models=models)
 
 
-def _evaluate(path, limit=None):
+def _evaluate(workspace, path, limit=None):
     task, ds = prepare(path)
-    store = Store(db.engine())
-    runs = evaluate(task, ds, select_arms(task, None, None), split="test", limit=limit, store=store,
-                    cache=CallCache(db.engine()))
-    return store, runs
+    runs = evaluate(task, ds, select_arms(task, None, None), split="test", limit=limit, workspace=workspace)
+    return workspace.runs, runs
 
 
 @pytest.fixture
-def scored(make_task, tmp_path):
+def scored(make_task, tmp_path, workspace):
     strategy = {"name": "program_of_thought", "program_field": "program"}
     path = _math_task(make_task, tmp_path, strategy, [{"backend": "scripted", "script": {"replies": REPLIES}}])
-    store, runs = _evaluate(path)
-    return {p["example_id"]: p for p in store.predictions(runs[0].id)}, rows(store, runs)
+    store, runs = _evaluate(workspace, path)
+    return {p.example_id: p for p in store.predictions(runs[0].id)}, rows(workspace, runs)
 
 
 def test_programs_are_run_and_scored(scored):
     preds, _ = scored
-    assert preds["m1"]["answer"] == "51" and preds["m1"]["score"] == 1
-    assert preds["m3"]["answer"] == "2.5" and preds["m3"]["score"] == 1
-    assert preds["m4"]["answer"] == "16" and preds["m4"]["score"] == 0
-    details = preds["m1"]["trace"]["details"]
+    assert preds["m1"].answer == "51" and preds["m1"].score == 1
+    assert preds["m3"].answer == "2.5" and preds["m3"].score == 1
+    assert preds["m4"].answer == "16" and preds["m4"].score == 0
+    details = preds["m1"].trace["details"]
     assert details["program"] == "answer = 17 * 3" and details["program_result"] == "51"
-    assert preds["m1"]["output"] == REPLIES["17 * 3"]
+    assert preds["m1"].output == REPLIES["17 * 3"]
 
 
 def test_refused_program_is_a_parse_failure(scored):
     preds, _ = scored
     p = preds["m2"]
-    assert p["parse_failed"] == 1 and p["answer"] is None and p["score"] == 0 and p["failed"] == 0
-    assert p["trace"]["details"]["sandbox_error"] == "imports are not allowed (line 1)"
+    assert p.parse_failed == 1 and p.answer is None and p.score == 0 and p.failed == 0
+    assert p.trace["details"]["sandbox_error"] == "imports are not allowed (line 1)"
 
 
 def test_trace_holds_the_model_call_and_the_execution(scored):
     preds, _ = scored
-    generate, execute = preds["m1"]["trace"]["calls"]
+    generate, execute = preds["m1"].trace["calls"]
     assert generate["step"] == "generate" and generate["kind"] == "generate"
     # the demo shows the train row's worked program; the reply is prefilled with an open fence
     demo = [m["content"] for m in generate["messages"] if m["role"] == "assistant"]
@@ -83,34 +78,34 @@ def test_trace_holds_the_model_call_and_the_execution(scored):
 
 def test_execution_is_not_counted_as_a_model_call(scored):
     preds, (row,) = scored
-    assert preds["m1"]["calls"] == 1
-    assert row["calls_per_query"] == 1.0
+    assert preds["m1"].calls == 1
+    assert row.calls_per_query == 1.0
 
 
-def test_demo_without_program_field_shows_the_target(make_task, tmp_path):
+def test_demo_without_program_field_shows_the_target(make_task, tmp_path, workspace):
     path = _math_task(make_task, tmp_path, {"name": "program_of_thought", "prefill": False},
                       [{"backend": "scripted", "script": {"replies": REPLIES}}])
-    store, runs = _evaluate(path)
-    preds = {p["example_id"]: p for p in store.predictions(runs[0].id)}
-    messages = preds["m1"]["trace"]["calls"][0]["messages"]
+    store, runs = _evaluate(workspace, path)
+    preds = {p.example_id: p for p in store.predictions(runs[0].id)}
+    messages = preds["m1"].trace["calls"][0]["messages"]
     assert messages[1] == {"role": "assistant", "content": "```python\nanswer = 2\n```"}
     assert messages[-1]["role"] == "user" and "variable named `answer`" in messages[-1]["content"]
-    assert preds["m1"]["score"] == 1
+    assert preds["m1"].score == 1
 
 
 @pytest.mark.slow
-def test_bundled_model_writes_programs(make_task, tmp_path):
+def test_bundled_model_writes_programs(make_task, tmp_path, workspace):
     gsm8k = ROOT / "examples" / "gsm8k" / "data"
     path = make_task(data={"train": str(gsm8k / "train.jsonl"), "test": str(gsm8k / "test.jsonl")},
                      inputs=["question"], output="answer", labels=None, metrics=["numeric"],
                      parse={"type": "text"}, prompt={"instruction": "Solve the math problem.",
                                                      "input_template": "Question: {{ question }}"},
                      strategies=[{"name": "program_of_thought", "max_tokens": 128}], models=["bundled"])
-    store, runs = _evaluate(path, limit=2)
+    store, runs = _evaluate(workspace, path, limit=2)
     assert runs[0].status == "complete"
     preds = store.predictions(runs[0].id)
     assert len(preds) == 2
     for p in preds:
-        details = p["trace"]["details"]
-        assert p["failed"] == 0 and details["program"].strip()
+        details = p.trace["details"]
+        assert p.failed == 0 and details["program"].strip()
         assert details["program_result"] is not None or details["sandbox_error"]

@@ -13,16 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
-from taskfit import db
 from taskfit.backends import GenerateRequest
 from taskfit.backends.openai import _parse
 from taskfit.backends.scripted import ScriptedBackend
-from taskfit.cache import CallCache
 from taskfit.errors import TaskfitError
 from taskfit.leaderboard import rows
 from taskfit.lm import LM
 from taskfit.runner import BackendPool, evaluate
-from taskfit.store import Store
 from taskfit.strategies.react import parse_action
 from taskfit.study import prepare, select_arms
 from taskfit.tools import load_tool
@@ -58,13 +55,11 @@ def _task(tmp_path: Path, strategy: dict[str, Any], *, models: list | None = Non
     return path
 
 
-def _evaluate(path: Path, pool: BackendPool | None = None):
+def _evaluate(workspace, path: Path, pool: BackendPool | None = None):
     task, ds = prepare(path)
-    eng = db.engine()
-    store = Store(eng)
-    runs = evaluate(task, ds, select_arms(task, None, None), split="test", limit=task.config.limit, store=store,
-                    cache=CallCache(eng), pool=pool)
-    return store, runs
+    runs = evaluate(task, ds, select_arms(task, None, None), split="test", limit=task.config.limit,
+                    workspace=workspace, pool=pool)
+    return workspace.runs, runs
 
 
 def _expression(req: GenerateRequest) -> str:
@@ -84,7 +79,7 @@ def _calculate_then_answer(req: GenerateRequest) -> str:
     return f" I now know the final answer.\nFinal Answer: {observation}"
 
 
-def test_text_protocol_calls_the_tool_then_answers(tmp_path, monkeypatch):
+def test_text_protocol_calls_the_tool_then_answers(tmp_path, monkeypatch, workspace):
     batches: list[int] = []
     real = LM.generate
 
@@ -93,26 +88,26 @@ def test_text_protocol_calls_the_tool_then_answers(tmp_path, monkeypatch):
         return real(self, requests, traces, step)
 
     monkeypatch.setattr(LM, "generate", counting)
-    store, runs = _evaluate(_task(tmp_path, {"name": "tools", "tools": ["calculator"]}),
+    store, runs = _evaluate(workspace, _task(tmp_path, {"name": "tools", "tools": ["calculator"]}),
                             ReplyPool(_calculate_then_answer))
     assert batches == [2, 2]  # one model call per step for all examples still running
-    preds = {p["example_id"]: p for p in store.predictions(runs[0].id)}
-    assert preds["q1"]["answer"] == "12" and preds["q2"]["answer"] == "42"
-    calls = preds["q1"]["trace"]["calls"]
+    preds = {p.example_id: p for p in store.predictions(runs[0].id)}
+    assert preds["q1"].answer == "12" and preds["q2"].answer == "42"
+    calls = preds["q1"].trace["calls"]
     assert [c["step"] for c in calls] == ["generate", "tool", "generate"]
     tool = calls[1]
     assert tool["kind"] == "tool" and tool["output"] == "12" and tool["error"] is None
     assert tool["params"] == {"n": 0, "name": "calculator", "arguments": {"expression": "(12+3)*4/5"}}
     assert "Observation: 12\nThought:" in calls[2]["messages"][-1]["content"]
-    details = preds["q1"]["trace"]["details"]
+    details = preds["q1"].trace["details"]
     assert details["steps"] == 2 and details["mode"] == "text"
     assert details["tool_calls"] == [{"name": "calculator", "arguments": {"expression": "(12+3)*4/5"}, "result": "12"}]
-    assert preds["q1"]["calls"] == 2  # the tool run is not a model call
-    (row,) = rows(store, runs)
-    assert row["score"] == 1.0 and row["calls_per_query"] == 2
+    assert preds["q1"].calls == 2  # the tool run is not a model call
+    (row,) = rows(workspace, runs)
+    assert row.score == 1.0 and row.calls_per_query == 2
 
 
-def test_step_limit_forces_a_final_answer(tmp_path):
+def test_step_limit_forces_a_final_answer(tmp_path, workspace):
     def reply(req: GenerateRequest) -> str:
         scratchpad = req.messages[-1]["content"]
         if scratchpad.endswith("Final Answer:"):
@@ -120,21 +115,21 @@ def test_step_limit_forces_a_final_answer(tmp_path):
         return ' Again.\nAction: calculator\nAction Input: {"expression": "1+1"}\nObservation: made up'
 
     pool = ReplyPool(reply)
-    store, runs = _evaluate(_task(tmp_path, {"name": "react", "tools": ["calculator"], "max_steps": 2},
+    store, runs = _evaluate(workspace, _task(tmp_path, {"name": "react", "tools": ["calculator"], "max_steps": 2},
                                   limit=1), pool)
     (pred,) = store.predictions(runs[0].id)
-    assert [c["step"] for c in pred["trace"]["calls"]] == ["generate", "tool", "generate", "tool", "final"]
+    assert [c["step"] for c in pred.trace["calls"]] == ["generate", "tool", "generate", "tool", "final"]
     assert len(pool.backend.requests) == 3
     assert pool.backend.requests[-1].stop == ("Observation:", "\nThought:", "\nAction:")
-    assert pred["answer"] == "7" and pred["calls"] == 3
-    details = pred["trace"]["details"]
+    assert pred.answer == "7" and pred.calls == 3
+    details = pred.trace["details"]
     assert details["stopped"] == "step_limit" and details["steps"] == 3 and len(details["tool_calls"]) == 2
     # the model's invented observation is cut off; the tool's real one takes its place
     last_prompt = pool.backend.requests[-1].messages[-1]["content"]
     assert "made up" not in last_prompt and last_prompt.count("Observation: 2\n") == 2
 
 
-def test_unknown_tool_and_bad_input_become_observations(tmp_path):
+def test_unknown_tool_and_bad_input_become_observations(tmp_path, workspace):
     def reply(req: GenerateRequest) -> str:
         scratchpad = req.messages[-1]["content"]
         n = scratchpad.count("Observation:")
@@ -144,28 +139,28 @@ def test_unknown_tool_and_bad_input_become_observations(tmp_path):
             return " Action: calculator\nAction Input: 1+\n"
         return " Final Answer: 2"
 
-    store, runs = _evaluate(_task(tmp_path, {"name": "tools", "tools": ["calculator"]}, limit=1), ReplyPool(reply))
+    store, runs = _evaluate(workspace, _task(tmp_path, {"name": "tools", "tools": ["calculator"]}, limit=1), ReplyPool(reply))
     (pred,) = store.predictions(runs[0].id)
-    tools = [c for c in pred["trace"]["calls"] if c["kind"] == "tool"]
+    tools = [c for c in pred.trace["calls"] if c["kind"] == "tool"]
     assert tools[0]["output"].startswith("Error: unknown tool 'abacus'") and tools[0]["error"]
     assert "not an arithmetic expression" in tools[1]["output"]
-    assert pred["answer"] == "2" and pred["failed"] == 0
+    assert pred.answer == "2" and pred.failed == 0
 
 
-def test_native_mode_needs_a_backend_with_tool_calling(tmp_path):
+def test_native_mode_needs_a_backend_with_tool_calling(tmp_path, workspace):
     with pytest.raises(TaskfitError, match="mode: native needs a backend with tool calling"):
-        _evaluate(_task(tmp_path, {"name": "tools", "tools": ["calculator"], "mode": "native"}),
+        _evaluate(workspace, _task(tmp_path, {"name": "tools", "tools": ["calculator"], "mode": "native"}),
                   ReplyPool(lambda req: "Final Answer: 1"))
 
 
-def test_bad_options_and_tools_fail_before_any_call(tmp_path):
+def test_bad_options_and_tools_fail_before_any_call(tmp_path, workspace):
     pool = ReplyPool(lambda req: "Final Answer: 1")
     with pytest.raises(TaskfitError, match="tools"):
-        _evaluate(_task(tmp_path, {"name": "tools", "tools": []}), pool)
+        _evaluate(workspace, _task(tmp_path, {"name": "tools", "tools": []}), pool)
     with pytest.raises(TaskfitError, match="unknown tool 'abacus'"):
-        _evaluate(_task(tmp_path, {"name": "tools", "tools": ["abacus"]}), pool)
+        _evaluate(workspace, _task(tmp_path, {"name": "tools", "tools": ["abacus"]}), pool)
     with pytest.raises(TaskfitError, match="two tools are named 'calculator'"):
-        _evaluate(_task(tmp_path, {"name": "tools", "tools": ["calculator", "taskfit.tools:calculator"]}), pool)
+        _evaluate(workspace, _task(tmp_path, {"name": "tools", "tools": ["calculator", "taskfit.tools:calculator"]}), pool)
     assert pool.backend.requests == []
 
 
@@ -254,8 +249,8 @@ def _weather_task(tmp_path: Path, server: ToolServer, **strategy: Any) -> Path:
                  models=[{"backend": "openai", "base_url": server.base_url, "model": "m", "max_retries": 0}])
 
 
-def test_native_tool_calls_over_http(tmp_path, server):
-    store, runs = _evaluate(_weather_task(tmp_path, server))
+def test_native_tool_calls_over_http(tmp_path, server, workspace):
+    store, runs = _evaluate(workspace, _weather_task(tmp_path, server))
     first, second = server.payloads
     assert first["tools"] == [load_tool("get_current_weather").schema()]
     assert [m["role"] for m in first["messages"]] == ["user"]
@@ -265,19 +260,19 @@ def test_native_tool_calls_over_http(tmp_path, server):
     assert tool["role"] == "tool" and tool["tool_call_id"] == "call_0"
     assert json.loads(tool["content"])["temperature"] == 68
     (pred,) = store.predictions(runs[0].id)
-    assert pred["output"] == "It is 68 degrees there." and pred["score"] == 1.0
-    assert [c["step"] for c in pred["trace"]["calls"]] == ["generate", "tool", "generate"]
-    assert pred["trace"]["details"]["mode"] == "native" and pred["calls"] == pred["trace"]["details"]["steps"] == 2
+    assert pred.output == "It is 68 degrees there." and pred.score == 1.0
+    assert [c["step"] for c in pred.trace["calls"]] == ["generate", "tool", "generate"]
+    assert pred.trace["details"]["mode"] == "native" and pred.calls == pred.trace["details"]["steps"] == 2
 
 
-def test_native_step_limit(tmp_path, server):
+def test_native_step_limit(tmp_path, server, workspace):
     server.always_call = True
-    store, runs = _evaluate(_weather_task(tmp_path, server, max_steps=2))
+    store, runs = _evaluate(workspace, _weather_task(tmp_path, server, max_steps=2))
     assert len(server.payloads) == 3
     assert server.payloads[-1]["messages"][-1]["role"] == "user"  # "give your final answer now"
     (pred,) = store.predictions(runs[0].id)
-    assert [c["step"] for c in pred["trace"]["calls"]] == ["generate", "tool", "generate", "tool", "final"]
-    assert pred["trace"]["details"]["stopped"] == "step_limit" and pred["parse_failed"] == 1
+    assert [c["step"] for c in pred.trace["calls"]] == ["generate", "tool", "generate", "tool", "final"]
+    assert pred.trace["details"]["stopped"] == "step_limit" and pred.parse_failed == 1
 
 
 def test_openai_reply_tool_calls_are_parsed():
@@ -291,16 +286,16 @@ def test_openai_reply_tool_calls_are_parsed():
 
 
 @pytest.mark.slow
-def test_bundled_model_runs_the_tool_loop(tmp_path):
+def test_bundled_model_runs_the_tool_loop(tmp_path, workspace):
     path = _task(tmp_path, {"name": "tools", "tools": ["get_current_weather"], "max_steps": 2, "max_tokens": 64},
                  data=str(ROOT / "examples/tools/data/test.jsonl"), limit=2, models=["bundled"])
-    store, runs = _evaluate(path)
+    store, runs = _evaluate(workspace, path)
     assert runs[0].status == "complete"
     preds = store.predictions(runs[0].id)
     assert len(preds) == 2
     for p in preds:
-        assert p["failed"] == 0 and p["trace"]["calls"][0]["step"] == "generate"
-        assert 1 <= p["trace"]["details"]["steps"] == p["calls"] <= 3
+        assert p.failed == 0 and p.trace["calls"][0]["step"] == "generate"
+        assert 1 <= p.trace["details"]["steps"] == p.calls <= 3
 
 
 def test_action_written_as_the_input_of_the_only_tool() -> None:

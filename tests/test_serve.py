@@ -21,7 +21,6 @@ import pytest
 import uvicorn
 import yaml
 
-from taskfit import db
 from taskfit.backends import GenerateRequest, GenerateResult
 from taskfit.backends.scripted import ScriptedBackend
 from taskfit.runner import BackendPool
@@ -47,7 +46,7 @@ def _free_port() -> int:
 @contextmanager
 def running(pipeline: Pipeline, token: str | None = None) -> Iterator[str]:
     """Serve ``pipeline`` with uvicorn on a free loopback port in a thread; yields the /v1 base URL."""
-    app = create_app(pipeline, token=token, log=RequestLog(db.engine()))
+    app = create_app(pipeline, token=token, log=RequestLog(pipeline.memory.eng))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -93,14 +92,14 @@ def _qa_task(tmp_path: Path, **overrides: Any) -> Path:
     return path
 
 
-def _pipeline(path: Path, pool: BackendPool | None = None, **kw: Any) -> Pipeline:
-    return build_pipeline(db.engine(), task_path=str(path), pool=pool, **kw)
+def _pipeline(workspace, path: Path, pool: BackendPool | None = None, **kw: Any) -> Pipeline:
+    return build_pipeline(workspace, task_path=str(path), pool=pool, **kw)
 
 
 # -- chat and streaming ------------------------------------------------------------------------------
 
-def test_chat_label_scoring_and_models(make_task):
-    pipeline = _pipeline(make_task(), strategy="zero_shot")
+def test_chat_label_scoring_and_models(make_task, workspace):
+    pipeline = _pipeline(workspace, make_task(), strategy="zero_shot")
     with running(pipeline) as url:
         client = _client(url)
         assert [m.id for m in client.models.list().data] == ["tiny"]
@@ -115,10 +114,10 @@ def test_chat_label_scoring_and_models(make_task):
         assert httpx.get(url.removesuffix("/v1") + "/healthz").json()["status"] == "ok"
 
 
-def test_streaming_matches_the_plain_reply(tmp_path):
+def test_streaming_matches_the_plain_reply(tmp_path, workspace):
     path = _qa_task(tmp_path, models=[{"backend": "scripted", "script": {
         "replies": {"Hamlet": "William Shakespeare wrote it around 1600."}}}])
-    with running(_pipeline(path)) as url:
+    with running(_pipeline(workspace, path)) as url:
         client = _client(url)
         msgs = [{"role": "user", "content": "Who wrote Hamlet?"}]
         plain = client.chat.completions.create(model="qa", messages=msgs).choices[0].message.content
@@ -138,12 +137,12 @@ def test_streaming_matches_the_plain_reply(tmp_path):
 
 # -- tools ---------------------------------------------------------------------------------------
 
-def test_tool_call_round_trip_text_protocol(tmp_path):
+def test_tool_call_round_trip_text_protocol(tmp_path, workspace):
     """A local-style model (no native function calling): the ReAct reply becomes an OpenAI tool call."""
     path = _qa_task(tmp_path, models=[{"backend": "scripted", "script": {"replies": {
         "Observation: 21": "Thought: I now know the final answer.\nFinal Answer: It is 21 degrees in Paris.",
         "Paris": 'Thought: I need the weather.\nAction: get_weather\nAction Input: {"city": "Paris"}'}}}])
-    with running(_pipeline(path)) as url:
+    with running(_pipeline(workspace, path)) as url:
         client = _client(url)
         msgs: list[dict[str, Any]] = [{"role": "user", "content": "How warm is it in Paris?"}]
         first = client.chat.completions.create(model="qa", messages=msgs, tools=[WEATHER])
@@ -187,9 +186,9 @@ class NativeTools(ScriptedBackend):
         return out
 
 
-def test_tool_call_round_trip_native(tmp_path):
+def test_tool_call_round_trip_native(tmp_path, workspace):
     backend = NativeTools()
-    with running(_pipeline(_qa_task(tmp_path), pool=OnePool(backend))) as url:
+    with running(_pipeline(workspace, _qa_task(tmp_path), pool=OnePool(backend))) as url:
         client = _client(url)
         msgs: list[dict[str, Any]] = [{"role": "user", "content": "How cold is Oslo?"}]
         first = client.chat.completions.create(model="qa", messages=msgs, tools=[WEATHER], tool_choice="auto")
@@ -202,13 +201,13 @@ def test_tool_call_round_trip_native(tmp_path):
         assert second.choices[0].message.content == "It is -3 degrees."
 
 
-def test_task_tools_run_on_the_server(tmp_path):
+def test_task_tools_run_on_the_server(tmp_path, workspace):
     """A `tools` strategy row: its own Python tools run server-side within the request."""
     path = _qa_task(tmp_path, strategies=[{"name": "tools", "tools": ["calculator"], "mode": "text"}],
                     models=[{"backend": "scripted", "script": {"replies": {
                         "Observation: 42": "Thought: done.\nFinal Answer: 42",
                         "6*7": 'Thought: compute.\nAction: calculator\nAction Input: {"expression": "6*7"}'}}}])
-    with running(_pipeline(path)) as url:
+    with running(_pipeline(workspace, path)) as url:
         res = _client(url).chat.completions.create(model="qa", messages=[{"role": "user", "content": "What is 6*7?"}])
     assert res.choices[0].message.content == "42"
     assert res.model_extra["taskfit"]["calls"] == 2
@@ -216,11 +215,11 @@ def test_task_tools_run_on_the_server(tmp_path):
 
 # -- memory --------------------------------------------------------------------------------------
 
-def test_follow_up_sees_earlier_turns(tmp_path):
+def test_follow_up_sees_earlier_turns(tmp_path, workspace):
     script = {"replies": {"Hello Ada": "Your name is Ada", "My name is Ada": "Hello Ada!"},
               "default": "I do not know your name"}
     path = _qa_task(tmp_path, models=[{"backend": "scripted", "script": script}])
-    with running(_pipeline(path)) as url:
+    with running(_pipeline(workspace, path)) as url:
         client = _client(url)
         hi = [{"role": "user", "content": "My name is Ada."}]
         ask = [{"role": "user", "content": "What is my name?"}]
@@ -252,14 +251,14 @@ def test_memory_size_policy():
 
 # -- vetting -------------------------------------------------------------------------------------
 
-def test_vetting_redacts_refuses_and_filters(tmp_path):
+def test_vetting_redacts_refuses_and_filters(tmp_path, workspace):
     backend = ScriptedBackend({"replies": {"secret plan": "The plan is: call 555-123-4567.",
                                            "forbidden": "Here is how to make a bomb."},
                                "default": "noted"}, name="v")
     serve = {"vetting": {"input": {"max_chars": 200, "blocked": [r"\bpassword\b"]},
                          "output": {"blocked": ["bomb"]}, "refusal": "Sorry, no."}}
     path = _qa_task(tmp_path, serve=serve)
-    with running(_pipeline(path, pool=OnePool(backend))) as url:
+    with running(_pipeline(workspace, path, pool=OnePool(backend))) as url:
         client = _client(url)
         res = client.chat.completions.create(model="qa", messages=[
             {"role": "user", "content": "Mail jane.doe@example.com or ring +44 20 7946 0958 about it"}],
@@ -278,7 +277,7 @@ def test_vetting_redacts_refuses_and_filters(tmp_path):
         filtered = client.chat.completions.create(model="qa", messages=[{"role": "user", "content": "forbidden"}])
         assert filtered.choices[0].finish_reason == "content_filter"
         assert filtered.choices[0].message.content == "Sorry, no."
-    log = RequestLog(db.engine())
+    log = RequestLog(workspace.engine)
     rows = log.recent()
     stored = json.dumps(rows) + json.dumps(pipeline_memory(log))
     assert "jane.doe" not in stored and "7946" not in stored and "[EMAIL]" in stored
@@ -292,28 +291,28 @@ def pipeline_memory(log: RequestLog) -> list:
         return [list(r) for r in conn.execute(text("SELECT role, content FROM conversations"))]
 
 
-def test_serve_section_is_validated(tmp_path):
+def test_serve_section_is_validated(tmp_path, workspace):
     from taskfit.errors import TaskfitError
 
     path = _qa_task(tmp_path, serve={"memory": {"max_turn": 3}, "vetting": {"input": {"redact": ["ssn"]}}})
     with pytest.raises(TaskfitError) as e:
-        _pipeline(path)
+        _pipeline(workspace, path)
     assert "serve.memory.max_turn: Extra inputs are not permitted" in str(e.value)
     assert "unknown redaction ['ssn']" in str(e.value) and str(path) in str(e.value)
 
 
-def test_bad_vetting_regex_is_a_clear_error(tmp_path):
+def test_bad_vetting_regex_is_a_clear_error(tmp_path, workspace):
     from taskfit.errors import TaskfitError
 
     path = _qa_task(tmp_path, serve={"vetting": {"input": {"blocked": ["(unclosed"]}}})
     with pytest.raises(TaskfitError, match=r"serve.vetting.input.blocked\[0\]: invalid regular expression"):
-        _pipeline(path)
+        _pipeline(workspace, path)
 
 
 # -- bad requests, auth, errors -----------------------------------------------------------------
 
-def test_bad_requests_get_clear_4xx(tmp_path):
-    pipeline = _pipeline(_qa_task(tmp_path, serve={"max_body_bytes": 4096}))
+def test_bad_requests_get_clear_4xx(tmp_path, workspace):
+    pipeline = _pipeline(workspace, _qa_task(tmp_path, serve={"max_body_bytes": 4096}))
     with running(pipeline) as url:
         client = _client(url)
         with pytest.raises(openai.BadRequestError, match="messages: Field required"):
@@ -337,8 +336,8 @@ def test_bad_requests_get_clear_4xx(tmp_path):
         assert httpx.get(f"{url}/nowhere").status_code == 404
 
 
-def test_errors_never_leak_internals(tmp_path):
-    pipeline = _pipeline(_qa_task(tmp_path))
+def test_errors_never_leak_internals(tmp_path, workspace):
+    pipeline = _pipeline(workspace, _qa_task(tmp_path))
 
     def broken(chat):
         raise RuntimeError("secret internal detail")
@@ -349,20 +348,20 @@ def test_errors_never_leak_internals(tmp_path):
     assert raw.status_code == 500
     assert raw.json() == {"error": {"message": "internal server error", "type": "server_error", "param": None,
                                     "code": None}}
-    (row,) = RequestLog(db.engine()).recent()
+    (row,) = RequestLog(workspace.engine).recent()
     assert row["status"] == 500 and "secret internal detail" in row["error"]
 
 
-def test_failed_model_call_is_502(tmp_path):
+def test_failed_model_call_is_502(tmp_path, workspace):
     path = _qa_task(tmp_path, models=[{"backend": "scripted", "script": {"fail_on": "BOOM"}}])
-    with running(_pipeline(path)) as url:
+    with running(_pipeline(workspace, path)) as url:
         with pytest.raises(openai.InternalServerError) as e:
             _client(url).chat.completions.create(model="qa", messages=[{"role": "user", "content": "BOOM"}])
     assert e.value.status_code == 502 and e.value.code == "model_error"
 
 
-def test_token_required_when_set(tmp_path):
-    with running(_pipeline(_qa_task(tmp_path)), token="s3cret") as url:
+def test_token_required_when_set(tmp_path, workspace):
+    with running(_pipeline(workspace, _qa_task(tmp_path)), token="s3cret") as url:
         with pytest.raises(openai.AuthenticationError) as e:
             _client(url, key="wrong").chat.completions.create(model="qa", messages=[{"role": "user", "content": "x"}])
         assert e.value.status_code == 401 and "bearer token" in e.value.message
@@ -418,10 +417,10 @@ def test_cli_needs_an_arm(make_task, taskfit_home):
 
 # -- a stored run, batching, the log ----------------------------------------------------------
 
-def test_serves_the_arm_of_a_stored_run(make_task):
+def test_serves_the_arm_of_a_stored_run(make_task, workspace):
     path = make_task()
-    _, table = run_study(path, strategy_names=["few_shot_balanced"])
-    pipeline = build_pipeline(db.engine(), run_id=table[0]["run_id"])
+    _, table = run_study(path, workspace=workspace, strategy_names=["few_shot_balanced"])
+    pipeline = build_pipeline(workspace, run_id=table[0].run_id)
     assert pipeline.arm.strategy.label() == "few_shot_balanced" and pipeline.arm.model.label() == "fake"
     with running(pipeline) as url:
         (info,) = _client(url).models.list().data
@@ -430,11 +429,11 @@ def test_serves_the_arm_of_a_stored_run(make_task):
     assert res.choices[0].message.content == "positive"
 
 
-def test_concurrent_requests_are_batched_and_logged(tmp_path):
+def test_concurrent_requests_are_batched_and_logged(tmp_path, workspace):
     script = {"replies": {f"question {i}?": f"reply{i}" for i in range(12)}, "delay_s": 0.02}
     path = _qa_task(tmp_path, models=[{"backend": "scripted", "script": script}],
                     serve={"batch_window_ms": 100, "cache": False})
-    pipeline = _pipeline(path)
+    pipeline = _pipeline(workspace, path)
     assert isinstance(pipeline.backend, BatchingBackend)
     answers: dict[int, str] = {}
     with running(pipeline) as url:
@@ -451,17 +450,17 @@ def test_concurrent_requests_are_batched_and_logged(tmp_path):
             t.join()
     assert answers == {i: f"reply{i}" for i in range(12)}
     assert sum(pipeline.backend.batches) == 12 and max(pipeline.backend.batches) > 1
-    rows = RequestLog(db.engine()).recent()
+    rows = RequestLog(workspace.engine).recent()
     assert len(rows) == 12 and all(r["outcome"] == "ok" and r["latency_ms"] > 0 and r["tokens_in"] > 0 for r in rows)
-    summary = RequestLog(db.engine()).summary()
+    summary = RequestLog(workspace.engine).summary()
     assert summary["requests"] == 12 and summary["latency_p50_ms"] <= summary["latency_p99_ms"]
 
 
 # -- the real model ------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_bundled_model_chat_stream_and_batching():
-    pipeline = build_pipeline(db.engine(), task_path=str(ROOT / "examples/sst2/task.yaml"), strategy="zero_shot",
+def test_bundled_model_chat_stream_and_batching(workspace):
+    pipeline = build_pipeline(workspace, task_path=str(ROOT / "examples/sst2/task.yaml"), strategy="zero_shot",
                               model="bundled")
     reviews = {"a wonderful , moving and funny film": "positive", "a dull , tedious and ugly mess": "negative"}
     with running(pipeline) as url:

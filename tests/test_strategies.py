@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from taskfit import db
 from taskfit.backends.scripted import ScriptedBackend
 from taskfit.cache import CallCache
+from taskfit.db import connect
 from taskfit.errors import TaskfitError
 from taskfit.lm import LM
 from taskfit.prompts import prompt_parts
@@ -33,11 +33,12 @@ def math_task(make_task, tmp_path):
 
 
 def _run(task_ds, spec: dict, reply, mode="generate", script=None):
+    cache = CallCache(connect("sqlite://"))  # in memory: these tests read predictions, not stored calls
     task, ds = task_ds
     ctx = StrategyContext(task=task, parts=prompt_parts(task), train=ds.splits["train"], mode=mode, seed=0)
     backend = ScriptedBackend(script or {}, reply=reply)
     strategy = strategies.get(spec["name"])(StrategySpec(**spec), ctx)
-    preds = strategy.predict(ds.split("test"), LM(backend, CallCache(db.engine())))
+    preds = strategy.predict(ds.split("test"), LM(backend, cache))
     return preds, backend
 
 
@@ -85,7 +86,7 @@ def test_zero_shot_cot_makes_a_reasoning_call_then_an_answer_call(math_task):
     assert "which is 7." in backend.requests[-1].messages[-1]["content"]
 
 
-def test_self_consistency_votes_and_costs_k_completions(math_task):
+def test_self_consistency_votes_and_costs_k_completions(math_task, workspace):
     samples = iter(["The answer is 7.", "The answer is 8.", "The answer is 7.", "The answer is 7.", "The answer is 9."] * 3)
 
     def reply(r):
@@ -105,7 +106,7 @@ def test_self_consistency_votes_and_costs_k_completions(math_task):
     task, ds = math_task
     ctx = StrategyContext(task=task, parts=prompt_parts(task), train=ds.splits["train"], mode="generate")
     sc = strategies.get("self_consistency")(StrategySpec(name="self_consistency", k=5), ctx)
-    preds = sc.predict(ds.split("test"), LM(Varied({"varied": True}), CallCache(db.engine())))
+    preds = sc.predict(ds.split("test"), LM(Varied({"varied": True}), CallCache(connect("sqlite://"))))
     assert preds[0].answer == "7" and preds[0].details["votes"] == {"7": 3, "8": 1, "9": 1}
     assert preds[0].details["agreement"] == pytest.approx(0.6)
 

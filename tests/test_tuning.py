@@ -57,24 +57,24 @@ def tune_task(tmp_path, tiny_models):
     return _make
 
 
-def _tune(task_path, **spec):
+def _tune(workspace, task_path, **spec):
     from taskfit.study import prepare
     from taskfit.tuning.spec import TuneSpec
     from taskfit.tuning.tune import tune
 
     task, ds = prepare(task_path)
     spec.setdefault("forgetting", False)
-    return tune(task, ds.split("train"), TuneSpec(**spec)), task, ds
+    return tune(task, ds.split("train"), TuneSpec(**spec), store=workspace.tunes), task, ds
 
 
-def _score(task_path, rec):
+def _score(workspace, task_path, rec):
     from taskfit.study import prepare, run_study
     from taskfit.tuning.spec import TuneSpec
     from taskfit.tuning.tune import Job
 
     task, _ = prepare(task_path)
     row = Job.strategy_for(task, TuneSpec(**rec.spec))
-    _, table = run_study(task_path, strategy_names=[row.label()], model_names=[f"tuned:{rec.id}"])
+    _, table = run_study(task_path, workspace=workspace, strategy_names=[row.label()], model_names=[f"tuned:{rec.id}"])
     return table[0]
 
 
@@ -82,9 +82,9 @@ SFT_METHODS = ["full", "top_n", "lora", "dora", "ia3", "prefix", "prompt_tuning"
 
 
 @pytest.mark.parametrize("method", SFT_METHODS)
-def test_sft_method_trains_saves_and_evaluates(tune_task, tiny_models, method):
+def test_sft_method_trains_saves_and_evaluates(tune_task, tiny_models, method, workspace):
     task_path = tune_task()
-    rec, _, _ = _tune(task_path, method=method, model=str(tiny_models["llama"]), max_steps=3, batch_size=8,
+    rec, _, _ = _tune(workspace, task_path, method=method, model=str(tiny_models["llama"]), max_steps=3, batch_size=8,
                       top_n=1, num_virtual_tokens=4)
     r = rec.result
     assert rec.status == "done" and r["steps_done"] == 3
@@ -98,22 +98,22 @@ def test_sft_method_trains_saves_and_evaluates(tune_task, tiny_models, method):
     assert list(saved.glob("*.safetensors"))
     template = json.loads((rec.folder / "template.json").read_text())
     assert "Sentiment:" in template["rendered_row"] and "<|im_start|>assistant" in template["rendered_row"]
-    row = _score(task_path, rec)
-    assert row["n"] == 8 and row["failed"] == 0
-    assert row["tune"]["method"] == method and row["tune"]["train_time_s"] > 0
+    row = _score(workspace, task_path, rec)
+    assert row.n == 8 and row.failed == 0
+    assert row.tune["method"] == method and row.tune["train_time_s"] > 0
 
 
 @pytest.mark.parametrize("method", ["head", "lora", "full", "top_n"])
-def test_classify_method_on_an_encoder(tune_task, tiny_models, method):
+def test_classify_method_on_an_encoder(tune_task, tiny_models, method, workspace):
     task_path = tune_task()
-    rec, _, _ = _tune(task_path, method=method, objective="classify", model=str(tiny_models["bert"]), epochs=2,
+    rec, _, _ = _tune(workspace, task_path, method=method, objective="classify", model=str(tiny_models["bert"]), epochs=2,
                       batch_size=8, top_n=1)
     assert rec.status == "done"
     r = rec.result
     if method == "head":  # only the new head: weight and bias of a 32 -> 2 layer
         assert r["trainable_params"] == 32 * 2 + 2
-    row = _score(task_path, rec)
-    assert row["strategy"] == "classifier" and row["n"] == 8 and row["failed"] == 0
+    row = _score(workspace, task_path, rec)
+    assert row.strategy == "classifier" and row.n == 8 and row.failed == 0
     assert [x["before"] for x in r["before_after"]] and all("after" in x for x in r["before_after"])
 
 
@@ -150,28 +150,26 @@ def test_answer_only_loss_equals_the_full_forward_loss(tune_task, tiny_models):
     assert torch.allclose(fast, plain, atol=1e-5)
 
 
-def test_interrupted_training_resumes_to_the_same_weights(tune_task, tiny_models, tmp_path, monkeypatch):
+def test_interrupted_training_resumes_to_the_same_weights(tune_task, tiny_models, tmp_path, monkeypatch, workspace):
     from safetensors.torch import load_file
 
     task_path = tune_task(n_train=32)
     spec = dict(method="lora", model=str(tiny_models["llama"]), max_steps=6, batch_size=4, save_steps=2,
                 dropout=0.1)
-    straight, _, _ = _tune(task_path, **spec)
+    straight, _, _ = _tune(workspace, task_path, **spec)
     weights_a = load_file(straight.folder / "adapter" / "adapter_model.safetensors")
     curve_a = straight.result["curve"]
 
-    monkeypatch.setenv("TASKFIT_HOME", str(tmp_path / "other_home"))
-    from taskfit import db
-
-    db.engine.cache_clear()
     from taskfit.study import prepare
     from taskfit.tuning.spec import TuneSpec
     from taskfit.tuning.tune import tune
+    from taskfit.workspace import Workspace
 
+    other = Workspace.open(tmp_path / "other_home")  # not the finished model above: train again, stop, resume
     task, ds = prepare(task_path)
-    stopped = tune(task, ds.split("train"), TuneSpec(**spec, forgetting=False), stop_after=3)
+    stopped = tune(task, ds.split("train"), TuneSpec(**spec, forgetting=False), store=other.tunes, stop_after=3)
     assert stopped.status == "running" and (stopped.folder / "checkpoints" / "last.pt").exists()
-    resumed = tune(task, ds.split("train"), TuneSpec(**spec, forgetting=False))
+    resumed = tune(task, ds.split("train"), TuneSpec(**spec, forgetting=False), store=other.tunes)
     assert resumed.id == stopped.id and resumed.status == "done" and resumed.result["resumed_from"] == 3
     weights_b = load_file(resumed.folder / "adapter" / "adapter_model.safetensors")
     assert weights_a.keys() == weights_b.keys()
@@ -180,35 +178,35 @@ def test_interrupted_training_resumes_to_the_same_weights(tune_task, tiny_models
     assert [p["loss"] for p in resumed.result["curve"]] == [p["loss"] for p in curve_a]
 
 
-def test_same_spec_same_data_is_not_trained_twice(tune_task, tiny_models):
+def test_same_spec_same_data_is_not_trained_twice(tune_task, tiny_models, workspace):
     task_path = tune_task()
-    a, _, _ = _tune(task_path, method="lora", model=str(tiny_models["llama"]), max_steps=2)
-    b, _, _ = _tune(task_path, method="lora", model=str(tiny_models["llama"]), max_steps=2)
-    c, _, _ = _tune(task_path, method="lora", model=str(tiny_models["llama"]), max_steps=2, rank=4)
+    a, _, _ = _tune(workspace, task_path, method="lora", model=str(tiny_models["llama"]), max_steps=2)
+    b, _, _ = _tune(workspace, task_path, method="lora", model=str(tiny_models["llama"]), max_steps=2)
+    c, _, _ = _tune(workspace, task_path, method="lora", model=str(tiny_models["llama"]), max_steps=2, rank=4)
     assert a.id == b.id and c.id != a.id
 
 
-def test_qlora_without_cuda_explains_and_falls_back_only_when_asked(tune_task, tiny_models):
+def test_qlora_without_cuda_explains_and_falls_back_only_when_asked(tune_task, tiny_models, workspace):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     task_path = tune_task()
     with pytest.raises(TaskfitError, match="CUDA"):
-        _tune(task_path, method="qlora", model=str(tiny_models["llama"]), max_steps=1)
-    rec, _, _ = _tune(task_path, method="qlora", model=str(tiny_models["llama"]), max_steps=1, allow_fallback=True)
+        _tune(workspace, task_path, method="qlora", model=str(tiny_models["llama"]), max_steps=1)
+    rec, _, _ = _tune(workspace, task_path, method="qlora", model=str(tiny_models["llama"]), max_steps=1, allow_fallback=True)
     assert rec.result["method_used"] == "lora" and "CUDA" in rec.result["fallback"]
 
 
-def test_method_objective_mismatch_is_a_clear_error(tune_task, tiny_models):
+def test_method_objective_mismatch_is_a_clear_error(tune_task, tiny_models, workspace):
     with pytest.raises(TaskfitError, match="head"):
-        _tune(tune_task(), method="head", model=str(tiny_models["llama"]), max_steps=1)
+        _tune(workspace, tune_task(), method="head", model=str(tiny_models["llama"]), max_steps=1)
     with pytest.raises(TaskfitError, match="encoder"):
-        _tune(tune_task(), method="lora", objective="sft", model=str(tiny_models["bert"]), max_steps=1)
+        _tune(workspace, tune_task(), method="lora", objective="sft", model=str(tiny_models["bert"]), max_steps=1)
     with pytest.raises(TaskfitError, match="unknown tuning method"):
-        _tune(tune_task(), method="lorax", model=str(tiny_models["llama"]), max_steps=1)
+        _tune(workspace, tune_task(), method="lorax", model=str(tiny_models["llama"]), max_steps=1)
 
 
-def test_plan_parts_add_up_and_are_stored_with_the_measurement(tune_task, tiny_models):
-    rec, _, _ = _tune(tune_task(), method="lora", model=str(tiny_models["llama"]), max_steps=2)
+def test_plan_parts_add_up_and_are_stored_with_the_measurement(tune_task, tiny_models, workspace):
+    rec, _, _ = _tune(workspace, tune_task(), method="lora", model=str(tiny_models["llama"]), max_steps=2)
     plan = rec.result["plan"]
     parts = ("weights_mb", "gradients_mb", "optimizer_mb", "activations_mb", "logits_mb", "runtime_mb")
     assert plan["peak_mem_mb"] == pytest.approx(sum(plan[p] for p in parts))
@@ -226,29 +224,29 @@ def test_classic_table_matches_the_rule_of_thumb():
     assert rows["full, 32-bit"] > rows["LoRA, 16-bit"] > rows["QLoRA, 8-bit"] > rows["QLoRA, 4-bit"] > rows["QLoRA, 2-bit"]
 
 
-def test_merge_gives_the_same_scores_as_the_adapter(tune_task, tiny_models):
+def test_merge_gives_the_same_scores_as_the_adapter(tune_task, tiny_models, workspace):
     from taskfit.backends import ScoreRequest
     from taskfit.backends.hf import HFBackend
     from taskfit.backends.tuned import create
     from taskfit.taskfile import ModelSpec
     from taskfit.tuning.adapters import merge
 
-    rec, _, _ = _tune(tune_task(), method="lora", model=str(tiny_models["llama"]), max_steps=3, lr=1e-2)
-    folder = merge(rec.id)
+    rec, _, _ = _tune(workspace, tune_task(), method="lora", model=str(tiny_models["llama"]), max_steps=3, lr=1e-2)
+    folder = merge(rec.id, store=workspace.tunes)
     req = [ScoreRequest(({"role": "user", "content": "great film"}, {"role": "assistant", "content": "Sentiment:"}),
                         (" positive", " negative"))]
-    tuned = create(ModelSpec(backend="tuned", path=f"tuned:{rec.id}")).score(req)[0].logprobs
+    tuned = create(ModelSpec(backend="tuned", path=f"tuned:{rec.id}"), workspace=workspace).score(req)[0].logprobs
     merged = HFBackend(folder, ModelSpec(path=str(folder))).score(req)[0].logprobs
     assert merged == pytest.approx(tuned, abs=1e-4)
 
 
-def test_adapter_set_switches_between_adapters_on_one_base(tune_task, tiny_models):
+def test_adapter_set_switches_between_adapters_on_one_base(tune_task, tiny_models, workspace):
     from taskfit.tuning.adapters import AdapterSet
 
     task_path = tune_task()
-    a, _, _ = _tune(task_path, method="lora", model=str(tiny_models["llama"]), max_steps=3, lr=5e-2, seed=1)
-    b, _, _ = _tune(task_path, method="lora", model=str(tiny_models["llama"]), max_steps=3, lr=5e-2, seed=2)
-    aset = AdapterSet({"one": a.id, "two": b.id}, device="cpu")
+    a, _, _ = _tune(workspace, task_path, method="lora", model=str(tiny_models["llama"]), max_steps=3, lr=5e-2, seed=1)
+    b, _, _ = _tune(workspace, task_path, method="lora", model=str(tiny_models["llama"]), max_steps=3, lr=5e-2, seed=2)
+    aset = AdapterSet({"one": a.id, "two": b.id}, device="cpu", store=workspace.tunes)
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         out_one = aset.use("one")(input_ids=ids).logits
@@ -259,8 +257,8 @@ def test_adapter_set_switches_between_adapters_on_one_base(tune_task, tiny_model
         aset.use("three")
 
 
-def test_forgetting_check_measures_before_and_after(tune_task, tiny_models):
-    rec, _, _ = _tune(tune_task(), method="full", model=str(tiny_models["llama"]), max_steps=2, lr=1e-2,
+def test_forgetting_check_measures_before_and_after(tune_task, tiny_models, workspace):
+    rec, _, _ = _tune(workspace, tune_task(), method="full", model=str(tiny_models["llama"]), max_steps=2, lr=1e-2,
                       forgetting=True)
     f = rec.result["forgetting"]
     assert f["ppl_before"] > 1 and f["ppl_after"] > 1 and f["ppl_before"] != f["ppl_after"]
@@ -268,21 +266,20 @@ def test_forgetting_check_measures_before_and_after(tune_task, tiny_models):
     assert "AG News" in f["general_task"]
 
 
-def test_study_with_tuning_puts_tuned_models_on_the_leaderboard_and_reuses_them(tune_task, tiny_models):
+def test_study_with_tuning_puts_tuned_models_on_the_leaderboard_and_reuses_them(tune_task, tiny_models, workspace):
     from taskfit.study import run_study
-    from taskfit.tuning.store import TuneStore
 
     task_path = tune_task(tuning=[
         {"method": "lora", "model": str(tiny_models["llama"]), "max_steps": 2, "forgetting": False},
         {"method": "head", "objective": "classify", "model": str(tiny_models["bert"]), "max_steps": 2,
          "forgetting": False, "name": "bert-head"}])
-    _, table = run_study(task_path, with_tuning=True)
-    tuned = [r for r in table if r.get("tune")]
-    assert {r["model"] for r in tuned} == {"llama+lora", "bert-head"}
-    assert all(r["n"] == 8 for r in table)
-    n_tunes = len(TuneStore().all())
-    run_study(task_path, with_tuning=True)
-    assert len(TuneStore().all()) == n_tunes  # trained once, then reused
+    _, table = run_study(task_path, workspace=workspace, with_tuning=True)
+    tuned = [r for r in table if r.tune]
+    assert {r.model for r in tuned} == {"llama+lora", "bert-head"}
+    assert all(r.n == 8 for r in table)
+    n_tunes = len(workspace.tunes.all())
+    run_study(task_path, workspace=workspace, with_tuning=True)
+    assert len(workspace.tunes.all()) == n_tunes  # trained once, then reused
 
 
 def test_cli_tune_plan_show_and_runs(tune_task, tiny_models, tmp_path):
@@ -310,16 +307,17 @@ def test_cli_tune_plan_show_and_runs(tune_task, tiny_models, tmp_path):
 
 
 @pytest.mark.slow
-def test_real_models_tune_and_join_the_leaderboard():
+def test_real_models_tune_and_join_the_leaderboard(workspace):
     """The bundled MiniLM with a LoRA head and the bundled SmolLM2 after a few LoRA SFT steps, on SST-2."""
     from taskfit.study import run_study
 
     task = Path(__file__).resolve().parents[1] / "examples" / "sst2" / "task.yaml"
-    _, table = run_study(task, strategy_names=["zero_shot"], limit=16, with_tuning=True, train_limit=64)
-    tuned = {r["model"]: r for r in table if r.get("tune")}
+    _, table = run_study(task, workspace=workspace, strategy_names=["zero_shot"], limit=16, with_tuning=True,
+                         train_limit=64)
+    tuned = {r.model: r for r in table if r.tune}
     assert set(tuned) == {"minilm+lora-head", "minilm+full", "smollm2+lora-sft"}
-    head = tuned["minilm+lora-head"]["tune"]
+    head = tuned["minilm+lora-head"].tune
     assert head["trainable_pct"] < 5 and head["forgetting"]["general_task"].startswith("retrieval")
-    sft = tuned["smollm2+lora-sft"]["tune"]
+    sft = tuned["smollm2+lora-sft"].tune
     assert sft["forgetting"]["ppl_before"] > 1 and sft["plan"]["peak_mem_mb"] > 0
-    assert all(r["n"] == 16 and r["failed"] == 0 for r in table)
+    assert all(r.n == 16 and r.failed == 0 for r in table)

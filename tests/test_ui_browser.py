@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from taskfit import db
-from taskfit.store import Store
 from taskfit.study import run_study
 from taskfit.ui.app import create_app
 
@@ -34,14 +32,14 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture
-def server(make_task):
+def server(make_task, workspace):
     """uvicorn over a store holding the two-strategy scripted study; yields (base url, {strategy: run})."""
-    _, table = run_study(make_task())
+    _, table = run_study(make_task(), workspace=workspace)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     srv = uvicorn.Server(
-        uvicorn.Config(create_app(db.engine()), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(workspace), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -49,7 +47,7 @@ def server(make_task):
     while not srv.started:
         assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", {r["strategy"]: r["run_id"] for r in table}
+    yield f"http://127.0.0.1:{port}", {r.strategy: r.run_id for r in table}
     srv.should_exit = True
     thread.join(timeout=10)
 
@@ -118,7 +116,7 @@ def _count(driver, name: str) -> int:
     return int(driver.find_element("id", f"count-{name}").text)
 
 
-def test_review_pairwise_and_export_in_chromium(server, browser):
+def test_review_pairwise_and_export_in_chromium(server, browser, workspace):
     base, runs = server
     zs, fs = runs["zero_shot"], runs["few_shot_balanced"]
     by = "css selector"
@@ -192,7 +190,7 @@ def test_review_pairwise_and_export_in_chromium(server, browser):
         answer_a,
     )
     inputs = {
-        p["example_id"]: p["inputs"]["text"] for p in Store(db.engine()).predictions(zs, with_trace=False)
+        p.example_id: p.inputs["text"] for p in workspace.runs.predictions(zs, with_trace=False)
     }
     assert (
         pairwise[0]["prompt"] == f"Classify the review.\n\nReview: {inputs[example]}\n\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from taskfit.registry import Registry
+from taskfit.registry import Registry, create_with
 
 # {"role": "system" | "user" | "assistant" | "tool", "content": "..."}; an assistant message may also carry
 # "tool_calls" and a tool message "tool_call_id" (OpenAI chat form), which backends pass on unchanged
@@ -80,3 +80,8 @@ BUILTINS = {
 }
 
 backends = Registry("backend", BUILTINS)
+
+
+def build_backend(spec: Any, workspace: Any = None) -> Backend:
+    """The backend ``spec`` names, given the workspace if it keeps state there (a tuned model's record)."""
+    return create_with(backends.get(spec.backend), spec, workspace=workspace)

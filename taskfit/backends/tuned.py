@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from taskfit.backends import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
 from taskfit.errors import TaskfitError
 from taskfit.taskfile import ModelSpec
+
+if TYPE_CHECKING:
+    from taskfit.workspace import Workspace
 
 PREFIX = "tuned:"
 
@@ -29,16 +32,21 @@ def tune_id(spec: ModelSpec) -> str:
     return path[len(PREFIX):]
 
 
-def create(spec: ModelSpec):
+def create(spec: ModelSpec, *, workspace: Workspace | None = None):
     from taskfit.tuning.models import load_tokenizer, resolve_device
-    from taskfit.tuning.store import TuneStore
 
-    rec = TuneStore().get(tune_id(spec))
+    if workspace is None:
+        raise TaskfitError(f"model {spec.path!r}: a tuned model is looked up in a workspace; none was given")
+    rec = workspace.tunes.get(tune_id(spec))
     if rec.status != "done":
         raise TaskfitError(f"tuned model {rec.id} has not finished training (status {rec.status}); "
                            f"run `taskfit tune` again to resume it")
-    device = resolve_device(spec.device)
     meta = json.loads((rec.folder / "tune.json").read_text())
+    if spec.serve_via is not None:  # evaluated on an inference server that loads the adapter
+        from taskfit.backends import served_adapter
+
+        return served_adapter.create(spec, rec, meta)
+    device = resolve_device(spec.device)
     tokenizer = load_tokenizer(rec.folder / "tokenizer")
     model, plain = load_model(rec.folder, meta, device)
     model_id = f"tuned:{rec.id}:{meta['weights_sha']}"

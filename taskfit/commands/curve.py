@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from taskfit.commands import workspace
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `taskfit` app."""
@@ -35,7 +37,6 @@ def register(app: typer.Typer) -> None:
         from taskfit.recommend import score_text
         from taskfit.report import collect, save
         from taskfit.study import prepare
-        from taskfit.workspace import Workspace
 
         try:
             counts = [int(s) for s in sizes.split(",") if s.strip()]
@@ -44,14 +45,14 @@ def register(app: typer.Typer) -> None:
         err = Console(stderr=True)
         t, dataset = prepare(task)
         spec = tuning_row(t, tuning)
-        workspace = Workspace.default()
+        ws = workspace()
         records = learning_curve(
-            t, dataset, spec, counts, workspace=workspace, split=split, limit=limit,
+            t, dataset, spec, counts, workspace=ws, split=split, limit=limit,
             log=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False),
             progress=lambda arm, done, total: done == total and err.print(f"[dim]{arm.name}: {done}/{total}[/dim]",
                                                                            highlight=False),
         )
-        data = collect(workspace.runs, records)
+        data = collect(ws, records)
         (lc,) = [c for c in curves(data.rows, data.pairwise) if c.recipe == spec.label()] or [None]
         if lc is None:
             raise TaskfitError("fewer than two distinct training sizes: nothing to draw")
@@ -63,24 +64,24 @@ def register(app: typer.Typer) -> None:
             return
         console = Console()
         table = Table(title=f"Learning curve: {lc.recipe} on {t.config.name} ({data.metric}, "
-                      f"{lc.points[0].row['n']} test rows)", title_justify="left")
+                      f"{lc.points[0].row.n} test rows)", title_justify="left")
         for col in ("labelled rows", "score [95% CI]", "vs best prompt", "p", "training", "run"):
             table.add_column(col, justify="left" if col == "run" else "right")
         for p in lc.points:
             c = p.vs_reference or {}
-            tune = p.row.get("tune") or {}
+            tune = p.row.tune or {}
             table.add_row(f"{p.size:,}", score_text(p.row), f"{c.get('diff', 0) * 100:+.1f} pts" if c else "",
                           (f"{c['p']:.3f}" + (" *" if c["significant"] else "")) if c.get("p") is not None else "",
-                          f"{tune.get('train_time_s') or 0:.0f} s", p.row["run_id"])
+                          f"{tune.get('train_time_s') or 0:.0f} s", p.row.run_id)
         if lc.reference is not None:
-            table.caption = (f"best prompt row: {lc.reference['strategy']} x {lc.reference['model']} "
+            table.caption = (f"best prompt row: {lc.reference.strategy} x {lc.reference.model} "
                              f"{score_text(lc.reference)}; p: McNemar or paired bootstrap, * < 0.05")
         console.print(table)
         console.print(lc.statement(), highlight=False)
         if report:
-            console.print(f"report: {save(data)}", highlight=False)
+            console.print(f"report: {save(data, workspace=ws)}", highlight=False)
 
 
-def _point(row: dict | None) -> dict:
+def _point(row) -> dict:
     keys = ("strategy", "model", "n", "score", "ci_low", "ci_high", "run_id")
-    return {k: row.get(k) for k in keys} if row else {}
+    return {k: getattr(row, k) for k in keys} if row else {}

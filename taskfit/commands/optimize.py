@@ -11,12 +11,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from taskfit.commands import workspace
 from taskfit.errors import TaskfitError
 
-out = Console()
+out = Console(markup=False)  # prompts, names and model text are printed as given, never read as markup
 if not out.is_terminal:
-    out = Console(width=200)
-err = Console(stderr=True)
+    out = Console(width=200, markup=False)
+err = Console(stderr=True, markup=False)
 
 
 def _progress_line(event: dict) -> str | None:
@@ -109,6 +110,8 @@ def register(app: typer.Typer) -> None:
                                                   "limit; 0: all).")] = None,
         seed: Annotated[int, typer.Option(help="Seed for the dev split, demos and proposals.")] = 0,
         as_json: Annotated[bool, typer.Option("--json", help="Print the saved result as JSON.")] = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expected calls, tokens, dollars and "
+                                              "time, then stop: no model is loaded and no call is made.")] = False,
     ) -> None:
         """Search for a better prompt within a call budget, then compare it with zero-shot on the test split."""
         from taskfit.optimize.run import optimize as run_optimize
@@ -120,6 +123,11 @@ def register(app: typer.Typer) -> None:
                                     demo_sets=demo_sets, dev_size=dev_size, seed=seed)
         except ValueError as e:
             raise TaskfitError(f"invalid option: {e}") from None
+        if dry_run:
+            from taskfit.commands.estimate import print_estimates
+            from taskfit.estimate import estimate_optimize
+            task_obj, estimates = estimate_optimize(task, workspace().cache, config, model=model, limit=limit)
+            return print_estimates(task_obj, estimates, as_json=as_json)
         started = time.perf_counter()
 
         def on_event(event: dict) -> None:
@@ -131,8 +139,8 @@ def register(app: typer.Typer) -> None:
             if done == total:
                 err.print(f"test split: {arm.name} {done}/{total} rows", highlight=False)
 
-        outcome = run_optimize(task, config, model=model, teacher=teacher, limit=limit, progress=on_event,
-                               test_progress=on_test)
+        outcome = run_optimize(task, config, workspace=workspace(), model=model, teacher=teacher, limit=limit,
+                               progress=on_event, test_progress=on_test)
         if as_json:
             print(json.dumps(outcome.record.__dict__, indent=2, default=str))
             return
@@ -145,10 +153,7 @@ def register(app: typer.Typer) -> None:
         run_id: Annotated[str | None, typer.Argument(help="Show one optimization (id or unique prefix).")] = None,
     ) -> None:
         """List saved optimizations, or show one: candidates, prompt, dev-vs-test comparison."""
-        from taskfit import db
-        from taskfit.optimize.store import OptimizationStore
-
-        store = OptimizationStore(db.engine())
+        store = workspace().optimizations
         if run_id:
             record = store.get(run_id)
             if record is None:

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from taskfit.commands import workspace
+
 VolumeOpt = Annotated[
     str | None,
     typer.Option(help="Queries to price the recommendation at, e.g. 1000000, 250k or 1M/month: the cheapest row "
@@ -46,8 +48,8 @@ def cost_table(rec) -> Table:
         t.add_column(col, justify="left" if col in ("row", "technique") else "right")
     for row, c in rec.costs:
         mark = " (recommended)" if row is rec.row else ""
-        t.add_row(row_name(row) + mark, TECHNIQUE_NAMES[technique(row)], f"{row['score']:.3f}",
-                  f"{row.get('latency_p50_ms') or 0:,.0f}", money(c.one_time, rec.unit),
+        t.add_row(row_name(row) + mark, TECHNIQUE_NAMES[technique(row)], f"{row.score:.3f}",
+                  f"{row.latency_p50_ms:,.0f}", money(c.one_time, rec.unit),
                   money(c.per_query * 1000, rec.unit), *([money(c.total(volume.queries), rec.unit)] if volume else []))
     if rec.break_even_rows is not None:
         prompt, tuned = rec.break_even_rows
@@ -77,16 +79,14 @@ def register(app: typer.Typer) -> None:
         latency_p50_ms: LatencyOpt = None,
     ) -> None:
         """Write one self-contained HTML decision report: leaderboard, plots and a recommendation."""
-        from taskfit import db
         from taskfit.report import report_data, save
-        from taskfit.store import Store
 
-        data = report_data(Store(db.engine()), targets or [], volume=parse_volume_option(volume),
+        data = report_data(workspace(), targets or [], volume=parse_volume_option(volume),
                            latency_p50_ms=latency_p50_ms)
-        console = Console()
+        console = Console(markup=False)
         console.print(cost_table(data.recommendation))
         console.print(data.recommendation.text, highlight=False)
-        console.print(f"report: {save(data, out)}", highlight=False)
+        console.print(f"report: {save(data, out, workspace=workspace())}", highlight=False)
 
     @app.command("judge-check")
     def judge_check(
@@ -149,18 +149,16 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     ) -> None:
         """Measure a judge model against labels: agreement, Cohen's kappa and its run-to-run flip rate."""
-        from taskfit import db
         from taskfit.errors import TaskfitError
         from taskfit.metrics import judge as judging
-        from taskfit.store import Store
         from taskfit.study import prepare
 
         t, dataset = prepare(task)
         if run:
-            record = Store(db.engine()).run(run)
+            record = workspace().runs.run(run)
             if record is None:
                 raise TaskfitError(f"no run (or more than one) matches {run!r}; see `taskfit runs`")
-            preds = Store(db.engine()).predictions(record.id, with_trace=False)[:limit]
+            preds = workspace().runs.predictions(record.id, with_trace=False)[:limit]
             items, labels = judging.items_from_predictions(preds, gold_metric)
             gold = f"stored {gold_metric} of run {record.id}"
         elif candidate and human:
@@ -182,6 +180,7 @@ def register(app: typer.Typer) -> None:
             mode=mode,  # type: ignore[arg-type]
             temperature=temperature,
             calibrate=calibrate,
+            workspace=workspace(),
         )
         cal, _ = judging.calibrate(judge, items, labels)
         figures = {
@@ -203,4 +202,4 @@ def register(app: typer.Typer) -> None:
         table.add_row(f"flip rate ({cal.repeat})", f"{cal.flip_rate:.3f}")
         table.add_row("judged correct / gold correct", f"{cal.judge_positive:.2f} / {cal.human_positive:.2f}")
         table.add_row("unreadable verdicts", str(cal.unreadable))
-        Console().print(table)
+        Console(markup=False).print(table)

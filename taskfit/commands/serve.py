@@ -40,6 +40,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve the chosen configuration as an OpenAI-compatible server (chat completions, models, health)."""
         from rich.console import Console
+        from rich.text import Text
 
         token = token or os.environ.get(TOKEN_ENV) or None
         if not is_loopback(host) and not token:
@@ -49,17 +50,17 @@ def register(app: typer.Typer) -> None:
             raise TaskfitError("give --run RUN, or --task TASK --strategy S --model M")
         import uvicorn
 
-        from taskfit import db
+        from taskfit.commands import workspace
         from taskfit.serve.app import create_app
         from taskfit.serve.log import RequestLog
         from taskfit.serve.pipeline import build_pipeline
 
-        err = Console(stderr=True)
-        err.print("[dim]loading task, data and model...[/dim]")
-        eng = db.engine()
-        pipeline = build_pipeline(eng, run_id=run, task_path=task, strategy=strategy, model=model)
-        app_ = create_app(pipeline, token=token, log=RequestLog(eng))
-        err.print(f"serving [bold]{pipeline.arm.name}[/bold] of {pipeline.task.config.name} as model "
-                  f"[bold]{pipeline.model_name}[/bold] on http://{host}:{port}/v1"
-                  f"{' (bearer token required)' if token else ''}", highlight=False)
+        err = Console(stderr=True, markup=False)  # names are printed as given, never read as markup
+        err.print("loading task, data and model...", style="dim")
+        ws = workspace()
+        pipeline = build_pipeline(ws, run_id=run, task_path=task, strategy=strategy, model=model)
+        app_ = create_app(pipeline, token=token, log=RequestLog(ws.engine))
+        err.print(Text.assemble("serving ", (pipeline.arm.name, "bold"), f" of {pipeline.task.config.name} as model ",
+                                (pipeline.model_name, "bold"), f" on http://{host}:{port}/v1"
+                                f"{' (bearer token required)' if token else ''}"), highlight=False)
         uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)

@@ -9,9 +9,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-out = Console()
-err = Console(stderr=True)
+from taskfit.commands import workspace
+
+out = Console(markup=False)  # names and model text are printed as given, never read as markup
+err = Console(stderr=True, markup=False)
 
 TaskArg = Annotated[str, typer.Argument(help="Path to the task file (YAML).")]
 
@@ -72,7 +75,8 @@ def register(app: typer.Typer) -> None:
             "epochs": epochs, "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "rank": rank,
             "alpha": alpha, "top_n": top_n, "train_limit": train_limit, "max_length": max_length, "seed": seed,
             "allow_fallback": allow_fallback or None, "device": device})
-        rec = run_tune(task_obj, dataset.split("train"), spec, log=lambda s: err.print(f"[dim]{s}[/dim]"),
+        rec = run_tune(task_obj, dataset.split("train"), spec, store=workspace().tunes,
+                       log=lambda s: err.print(s, style="dim"),
                        on_step=_step_printer(spec))
         print_tune(rec)
         if evaluate and rec.status == "done":
@@ -140,15 +144,15 @@ def register(app: typer.Typer) -> None:
         """Fold a LoRA-style adapter into its base weights and save a standalone model folder."""
         from taskfit.tuning.adapters import merge as merge_adapter
 
-        folder = merge_adapter(tuned.removeprefix("tuned:"), output)
+        folder = merge_adapter(tuned.removeprefix("tuned:"), output, store=workspace().tunes)
         out.print(f"merged model: {folder} (use it as `--model {folder}`)")
 
 
 def _step_printer(spec):
     def on_step(p: dict[str, float]) -> None:
         if p["step"] == 1 or p["step"] % 10 == 0:
-            err.print(f"[dim]{spec.label()}: step {p['step']:.0f} epoch {p['epoch']:.2f} loss {p['loss']:.4f} "
-                      f"({p['time_s']:.0f} s)[/dim]")
+            err.print(f"{spec.label()}: step {p['step']:.0f} epoch {p['epoch']:.2f} loss {p['loss']:.4f} "
+                      f"({p['time_s']:.0f} s)", style="dim")
     return on_step
 
 
@@ -158,11 +162,12 @@ def print_tune(rec) -> None:
         out.print(f"tuned:{rec.id} stopped at step {r.get('steps_done')} of {r.get('steps_total')}; run the same "
                   f"command to resume")
         return
-    out.print(f"[bold]tuned:{rec.id}[/bold] {rec.spec.get('method')} {rec.objective} on {rec.base_model}: "
-              f"{r['train_time_s']:.0f} s, peak {r['peak_mem_mb']:.0f} MB, {r['trainable_params']:,} trainable "
-              f"({r['trainable_pct']:.2f}%), {r['adapter_mb']:.2f} MB trained weights")
+    out.print(Text.assemble((f"tuned:{rec.id}", "bold"), f" {rec.spec.get('method')} {rec.objective} on "
+                            f"{rec.base_model}: {r['train_time_s']:.0f} s, peak {r['peak_mem_mb']:.0f} MB, "
+                            f"{r['trainable_params']:,} trainable ({r['trainable_pct']:.2f}%), "
+                            f"{r['adapter_mb']:.2f} MB trained weights"))
     if r.get("fallback"):
-        out.print(f"[yellow]{r['fallback']}[/yellow]")
+        out.print(r["fallback"], style="yellow")
     plan, meas = r.get("plan") or {}, r.get("measured") or {}
     if plan and meas:
         out.print(f"plan vs measured: peak memory {plan['peak_mem_mb']:.0f} vs {meas['peak_mem_mb']:.0f} MB "
@@ -197,7 +202,8 @@ def _evaluate(task: str, rec, spec, limit: int | None) -> None:
     from taskfit.tuning.tune import Job
 
     row = Job.strategy_for(prepare(task)[0], spec)
-    _, table = run_study(task, strategy_names=[row.label()], model_names=[f"tuned:{rec.id}"], limit=limit)
+    _, table = run_study(task, workspace=workspace(), strategy_names=[row.label()],
+                         model_names=[f"tuned:{rec.id}"], limit=limit)
     out.print(render(table, title=f"tuned:{rec.id} on the task's split"))
-    out.print(json.dumps({"score": table[0]["score"], "ci": [table[0]["ci_low"], table[0]["ci_high"]],
-                          "run_id": table[0]["run_id"]}))
+    out.print(json.dumps({"score": table[0].score, "ci": [table[0].ci_low, table[0].ci_high],
+                          "run_id": table[0].run_id}))

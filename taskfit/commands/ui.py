@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
         from rich.console import Console
 
-        from taskfit import db
+        from taskfit.commands import workspace
         from taskfit.ui.app import create_app
 
         if token == "generate":
@@ -53,10 +53,10 @@ def register(app: typer.Typer) -> None:
                 f"--host {host}: other machines could reach the review app; pass --token T "
                 "(or --token generate) to require a token, or bind 127.0.0.1"
             )
-        eng = db.engine()
+        ws = workspace()
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
         Console(stderr=True).print(
-            f"taskfit ui on {url} (database {db.home() / 'taskfit.db'}); Ctrl-C stops it", highlight=False
+            f"taskfit ui on {url} (database {ws.describe()}); Ctrl-C stops it", highlight=False
         )
-        uvicorn.run(create_app(eng, token=token), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(ws, token=token), host=host, port=port, log_level="warning")

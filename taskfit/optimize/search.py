@@ -100,13 +100,15 @@ def dev_split(dataset: Dataset, config: OptimizeConfig) -> tuple[list[Example], 
 
 def search(task: Task, pool: list[Example], dev: list[Example], lm: MeteredLM, meter: CallMeter,
            config: OptimizeConfig, mode: str, *, teacher: MeteredLM | None = None,
-           progress: Progress | None = None) -> SearchResult:
-    """Find the best prompt program on ``dev`` within ``meter``'s budget. Reads only ``pool`` and ``dev``."""
+           progress: Progress | None = None, workspace: Any = None) -> SearchResult:
+    """Find the best prompt program on ``dev`` within ``meter``'s budget. Reads only ``pool`` and ``dev``
+    (and, for a metric that keeps state such as a judge's call cache, ``workspace``)."""
     started = time.perf_counter()
     c = task.config
     parts = prompt_parts(task)
-    ctx = StrategyContext(task=task, parts=parts, train=pool, mode=mode, seed=config.seed)  # type: ignore[arg-type]
-    metric = build_metric(c.metrics[0].name, c.metrics[0].options)
+    ctx = StrategyContext(task=task, parts=parts, train=pool, mode=mode, seed=config.seed,  # type: ignore[arg-type]
+                          workspace=workspace)
+    metric = build_metric(c.metrics[0].name, c.metrics[0].options, workspace)
     say = _reporter(meter, progress)
 
     def scores(program: ProgramSpec, rows: list[Example], on: MeteredLM) -> list[float]:

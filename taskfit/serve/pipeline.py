@@ -13,12 +13,9 @@ import dataclasses
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING, Any
 
 from taskfit.backends import Backend, Message
-from taskfit.cache import CallCache
 from taskfit.dataset import Dataset, Example
 from taskfit.errors import TaskfitError
 from taskfit.lm import LM, Trace
@@ -28,10 +25,12 @@ from taskfit.serve.batching import BatchingBackend
 from taskfit.serve.memory import ConversationMemory
 from taskfit.serve.tool_turn import run_tool_turn
 from taskfit.serve.vetting import Refused, build_vetter
-from taskfit.store import Store
 from taskfit.strategies import StrategyContext, strategies
 from taskfit.study import prepare, select_arms
 from taskfit.taskfile import ModelSpec, StrategySpec, Task
+
+if TYPE_CHECKING:
+    from taskfit.workspace import Workspace
 
 
 class BadRequest(ValueError):
@@ -104,22 +103,22 @@ class ConversationLM:
 class Pipeline:
     """The served arm, built once: backend (batched when local), strategy, vetting, memory."""
 
-    def __init__(self, task: Task, dataset: Dataset, arm: Arm, eng: Engine, pool: BackendPool | None = None):
+    def __init__(self, task: Task, dataset: Dataset, arm: Arm, workspace: Workspace, pool: BackendPool | None = None):
         c = task.config
         self.task, self.arm, self.config = task, arm, c.serve
-        backend: Backend = (pool or BackendPool()).get(arm.model)
+        backend: Backend = (pool or BackendPool(workspace)).get(arm.model)
         self.mode = resolve_mode(task, backend)
         if backend.local:  # one model, many requests: batch their calls
             backend = BatchingBackend(backend, max_batch=self.config.max_batch,
                                       window_s=self.config.batch_window_ms / 1000)
         self.backend = backend
-        self.cache = CallCache(eng) if self.config.cache else _NoCache()
+        self.cache = workspace.cache if self.config.cache else _NoCache()
         self.ctx = StrategyContext(task=task, parts=prompt_parts(task), train=dataset.splits.get("train", []),
-                                   mode=self.mode, seed=c.data.seed)
+                                   mode=self.mode, seed=c.data.seed, workspace=workspace)
         self.strategy = strategies.get(arm.strategy.name)(arm.strategy, self.ctx)
         self.vet_input = build_vetter(self.config.vetting.input, "input")
         self.vet_output = build_vetter(self.config.vetting.output, "output")
-        self.memory = ConversationMemory(eng, self.config.memory)
+        self.memory = ConversationMemory(workspace.engine, self.config.memory)
         self.model_name = self.config.model_name or c.name
 
     # -- request -> task -----------------------------------------------------------------------
@@ -211,12 +210,12 @@ def _text(message: Message) -> str:
     return "\n".join(parts)
 
 
-def build_pipeline(eng: Engine, *, run_id: str | None = None, task_path: str | None = None,
+def build_pipeline(workspace: Workspace, *, run_id: str | None = None, task_path: str | None = None,
                    strategy: str | None = None, model: str | None = None,
                    pool: BackendPool | None = None) -> Pipeline:
     """The pipeline for a stored run's arm (``run_id``) or for one strategy x model of a task file."""
     if run_id:
-        run = Store(eng).run(run_id)
+        run = workspace.runs.run(run_id)
         if run is None:
             raise TaskfitError(f"no run (or more than one) matches {run_id!r}; see `taskfit runs`")
         path = task_path or run.task_path
@@ -225,7 +224,7 @@ def build_pipeline(eng: Engine, *, run_id: str | None = None, task_path: str | N
         except TaskfitError as e:
             raise TaskfitError(f"run {run.id}: cannot load its task file ({e}); pass --task") from None
         arm = Arm(StrategySpec.model_validate(run.config["strategy"]), ModelSpec.model_validate(run.config["model"]))
-        return Pipeline(task, dataset, arm, eng, pool)
+        return Pipeline(task, dataset, arm, workspace, pool)
     if not task_path:
         raise TaskfitError("give --run RUN, or --task TASK (with --strategy and --model when it has several)")
     task, dataset = prepare(task_path)
@@ -234,4 +233,4 @@ def build_pipeline(eng: Engine, *, run_id: str | None = None, task_path: str | N
         labels = sorted({a.strategy.label() for a in arms}), sorted({a.model.label() for a in arms})
         raise TaskfitError(f"{task_path} has {len(labels[0])} strategies x {len(labels[1])} models; choose one arm "
                            f"with --strategy ({', '.join(labels[0])}) and --model ({', '.join(labels[1])})")
-    return Pipeline(task, dataset, arms[0], eng, pool)
+    return Pipeline(task, dataset, arms[0], workspace, pool)

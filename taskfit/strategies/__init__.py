@@ -7,13 +7,16 @@ Adding a strategy: write ``taskfit/strategies/<name>.py`` exposing ``create(spec
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from taskfit.dataset import Example
 from taskfit.lm import LM, Trace
 from taskfit.prompts import PromptParts
 from taskfit.registry import Registry
 from taskfit.taskfile import Task
+
+if TYPE_CHECKING:
+    from taskfit.workspace import Workspace
 
 
 @dataclass
@@ -28,13 +31,15 @@ class Prediction:
 
 @dataclass
 class StrategyContext:
-    """What a strategy may use besides the examples: the task, its prompt parts, the demo pool."""
+    """What a strategy may use besides the examples: the task, its prompt parts, the demo pool, and the
+    workspace (for strategies built from stored state, such as an optimization run)."""
 
     task: Task
     parts: PromptParts
     train: list[Example]
     mode: Literal["score", "generate"]
     seed: int = 0
+    workspace: Workspace | None = None
 
 
 class Strategy(Protocol):
@@ -59,6 +64,17 @@ BUILTINS = {
     "program_of_thought": "taskfit.strategies.program_of_thought:create",
     "optimized": "taskfit.strategies.optimized:create",
     "classifier": "taskfit.strategies.classifier:create",
+    "least_to_most": "taskfit.strategies.least_to_most:create",
+    "plan_and_solve": "taskfit.strategies.plan_and_solve:create",
+    "step_back": "taskfit.strategies.step_back:create",
+    "chain_of_verification": "taskfit.strategies.chain_of_verification:create",
+    "system2_attention": "taskfit.strategies.system2_attention:create",
+    "analogical": "taskfit.strategies.analogical:create",
+    "contrastive_cot": "taskfit.strategies.contrastive_cot:create",
+    "auto_cot": "taskfit.strategies.auto_cot:create",
+    "active_prompt": "taskfit.strategies.active_prompt:create",
+    "metacognitive": "taskfit.strategies.metacognitive:create",
+    "self_ask": "taskfit.strategies.self_ask:create",
 }
 
 strategies = Registry("strategy", BUILTINS)

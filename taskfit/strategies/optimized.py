@@ -49,11 +49,11 @@ def build(program: ProgramSpec, ctx: StrategyContext) -> Strategy:
 
 
 def create(spec: StrategySpec, ctx: StrategyContext) -> Optimized:
-    from taskfit import db
-    from taskfit.optimize.store import OptimizationStore
-
     options = parse_options(OptimizedOptions, spec)
-    record = OptimizationStore(db.engine()).get(options.run)
+    if ctx.workspace is None:
+        raise TaskfitError(f"strategy {spec.label()!r}: an optimization run is looked up in a workspace; none "
+                           "was given", field=f"strategies.{spec.label()}")
+    record = ctx.workspace.optimizations.get(options.run)
     if record is None:
         raise TaskfitError(f"strategy {spec.label()!r}: no optimization run matches {options.run!r} "
                            "(see `taskfit optimizations`)", field=f"strategies.{spec.label()}")

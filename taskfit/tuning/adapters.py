@@ -13,11 +13,11 @@ from taskfit.tuning.models import base_folder, load_for_objective, resolve_devic
 from taskfit.tuning.store import TuneStore
 
 
-def merge(tune_id: str, output: str | Path | None = None) -> Path:
+def merge(tune_id: str, output: str | Path | None = None, *, store: TuneStore) -> Path:
     """Merge a LoRA/DoRA/IA3 adapter into its base and save a standalone model folder (safetensors)."""
     from peft import PeftModel
 
-    rec = TuneStore().get(tune_id)
+    rec = store.get(tune_id)
     meta = json.loads((rec.folder / "tune.json").read_text())
     if not (rec.folder / "adapter").exists():
         raise TaskfitError(f"tuned:{rec.id} holds full weights already (method {meta['method_used']}): nothing to merge")
@@ -40,12 +40,11 @@ class AdapterSet:
 
     Only the small adapter weights are duplicated, so N task-specific models cost one base in memory."""
 
-    def __init__(self, adapters: dict[str, str], device: str = "auto"):
+    def __init__(self, adapters: dict[str, str], device: str = "auto", *, store: TuneStore):
         from peft import PeftModel
 
         if not adapters:
             raise TaskfitError("an adapter set needs at least one tuned model")
-        store = TuneStore()
         recs = {name: store.get(tid.removeprefix("tuned:")) for name, tid in adapters.items()}
         metas = {name: json.loads((r.folder / "tune.json").read_text()) for name, r in recs.items()}
         bases = {(m["base_model"], m["objective"]) for m in metas.values()}

@@ -16,7 +16,6 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from taskfit import db
 from taskfit.errors import TaskfitError
 
 
@@ -45,13 +44,15 @@ class TuneRecord:
 
 
 class TuneStore:
-    def __init__(self, eng: Engine | None = None, folder: Path | None = None):
-        self.eng = eng or db.engine()
+    """Tune records in the database at ``eng``; each model's artifacts in a subfolder of ``folder``."""
+
+    def __init__(self, eng: Engine, folder: Path):
+        self.eng = eng
         self.folder = folder
 
     def create(self, **fields: Any) -> TuneRecord:
         tid = uuid.uuid4().hex[:8]
-        folder = (self.folder or db.home() / "tuned") / tid
+        folder = self.folder / tid
         folder.mkdir(parents=True, exist_ok=True)
         row = {"id": tid, "created": time.time(), "status": "running", "artifact_dir": str(folder),
                "result": "{}", **{k: json.dumps(v) if isinstance(v, dict) else v for k, v in fields.items()}}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import random
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from taskfit.errors import TaskfitError
 from taskfit.tuning.data import IGNORE, TrainRow
 
 
@@ -288,7 +290,7 @@ def _save_checkpoint(path: Path, model, names, opt, sched, state) -> None:
     blob = {
         "trainable": {n: params[n].detach().cpu() for n in names},
         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _numpy_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         "state": {k: v for k, v in state.items() if k != "acc_loss"},
     }
@@ -298,8 +300,20 @@ def _save_checkpoint(path: Path, model, names, opt, sched, state) -> None:
     os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
+def _numpy_state() -> tuple:
+    """numpy's global RNG state as plain values (its key array becomes a list of ints)."""
+    kind, key, *rest = np.random.get_state()
+    return (kind, key.tolist(), *rest)
+
+
 def _load_checkpoint(path: Path, model, opt, sched) -> dict[str, Any]:
-    blob = torch.load(path, weights_only=False)
+    # weights_only: a checkpoint is tensors and plain values, so loading one never runs pickled code
+    try:
+        blob = torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise TaskfitError(f"the checkpoint is not a taskfit training checkpoint ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:200]}); delete it to train from the start",
+                           file=str(path)) from None
     params = dict(model.named_parameters())
     with torch.no_grad():
         for n, t in blob["trainable"].items():
@@ -308,7 +322,8 @@ def _load_checkpoint(path: Path, model, opt, sched) -> dict[str, Any]:
     sched.load_state_dict(blob["scheduler"])
     torch.set_rng_state(blob["rng"]["torch"])
     random.setstate(blob["rng"]["python"])
-    np.random.set_state(blob["rng"]["numpy"])
+    kind, key, *rest = blob["rng"]["numpy"]
+    np.random.set_state((kind, np.array(key, dtype=np.uint32), *rest))
     if blob["rng"]["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(blob["rng"]["cuda"])
     return blob["state"]

@@ -133,13 +133,13 @@ def _fingerprint(folder: Path) -> str:
     return _weights_fingerprint(folder)
 
 
-def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore | None = None,
+def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore,
          on_step: Callable[[dict[str, float]], None] | None = None, stop_after: int | None = None,
          log: Callable[[str], None] = lambda s: None) -> TuneRecord:
-    """Train (or resume, or find already trained) the model ``spec`` describes; returns its record."""
+    """Train (or resume, or find already trained) the model ``spec`` describes, recorded in ``store``; returns
+    its record."""
     from taskfit.tuning import plan as tplan
 
-    store = store or TuneStore()
     job = Job(task, list(train_examples)[: spec.train_limit], spec)
     rec = store.by_key(job.key)
     if rec and rec.status == "done":
