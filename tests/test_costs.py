@@ -161,3 +161,15 @@ def test_report_command_prints_costs_at_the_volume(make_task, taskfit_home):
     assert "(recommended)" in res.output and "report: " in res.output
     bad = runner.invoke(app, ["report", str(path), "--volume", "lots"])
     assert bad.exit_code != 0 and "not a query volume" in str(bad.exception)
+
+
+def test_run_command_prices_its_report_at_the_volume(make_task, taskfit_home):
+    from typer.testing import CliRunner
+
+    from taskfit.cli import app
+
+    res = CliRunner().invoke(app, ["run", str(make_task()), "--volume", "250k", "--latency-p50-ms", "60000"],
+                             env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "Cost at 250,000 queries" in res.output and "At 250,000 queries" in res.output
+    assert list((taskfit_home / "reports").glob("tiny-*.html"))
