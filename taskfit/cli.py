@@ -93,6 +93,10 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
     width = None if out.is_terminal else 300 if wide else 120
     out.print(render(board.rows, title=f"{title}: {board.task} ({board.metric})", wide=wide), width=width)
     out.print(board.verdict, highlight=False, width=width)
+    if any((r.tune or {}).get("distill") for r in board.rows):
+        from taskfit.distill.board import render as render_students
+
+        out.print(render_students(board.rows), width=width)
     if report:  # the main job ends with the decision report
         out.print(f"report: {api.report(board, workspace=workspace())}", highlight=False)
     err.print(f"finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions", style="dim")
