@@ -11,6 +11,8 @@ The Python API (see the README's "Python API")::
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -30,6 +32,20 @@ if TYPE_CHECKING:
     from taskfit.taskfile import Task
     from taskfit.types import LeaderboardRow, PredictionRow
     from taskfit.workspace import Workspace
+
+
+class _Package(types.ModuleType):
+    """The package module, keeping ``taskfit.report`` and ``taskfit.optimize`` the API functions: importing a
+    submodule sets it as an attribute of its package, which would otherwise replace the function with the
+    module of the same name (the modules stay importable: ``from taskfit.report import write_report``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

@@ -26,7 +26,7 @@ from taskfit.errors import TaskfitError
 from taskfit.leaderboard import render, rows, verdict
 from taskfit.runner import Arm, ProgressFn
 from taskfit.runner import evaluate as run_arms
-from taskfit.study import prepare, select_arms, tuned_arms
+from taskfit.study import distilled, prepare, select_arms, tuned_arms, with_teachers
 from taskfit.taskfile import ModelSpec, StrategySpec, Task, TaskConfig
 from taskfit.types import LeaderboardRow
 from taskfit.workspace import Workspace
@@ -154,7 +154,10 @@ def arms(task: Task, strategies: Sequence[StrategyArg] | None = None,
     """Strategy x model arms: names (task-file rows or registered names), mappings or specs; None: the
     task's own."""
     strats = list(task.config.strategies) if strategies is None else [_strategy(task, s) for s in strategies]
-    mods = list(task.config.models) if models is None else [_model(task, m) for m in models]
+    if models is None:  # the task's models, as select_arms picks them (an adapter-server template is not one)
+        mods = [a.model for a in select_arms(task, [task.config.strategies[0].label()], None)]
+    else:
+        mods = [_model(task, m) for m in models]
     return [Arm(s, m) for m in mods for s in strats]
 
 
@@ -208,10 +211,11 @@ def evaluate(task: str | Path | Task, strategies: Sequence[StrategyArg] | None =
     chosen = arms(task_obj, strategies, models)
     if tuned:
         chosen += tuned_arms(task_obj, dataset, workspace=ws, train_limit=train_limit, log=log, on_step=on_step)
+        chosen += distilled(task_obj, dataset, chosen, workspace=ws, train_limit=train_limit, log=log, on_step=on_step)
     limit = task_obj.config.limit if limit is None else (limit or None)
     records = run_arms(task_obj, dataset, chosen, split=split or task_obj.config.split, limit=limit,
                        workspace=ws, progress=progress)
-    table = rows(ws, records)
+    table = with_teachers(task_obj, rows(ws, records), ws)
     return Leaderboard(table, task=task_obj.config.name, metric=task_obj.config.metrics[0].name, runs=records)
 
 

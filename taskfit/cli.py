@@ -20,8 +20,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Compare prompt strategies (and, later, fine-tuned models) on your own task, with evidence.")
 # markup=False: task, model and example text is printed as given ("[/INST]" is not a closing tag)
 out = Console(markup=False)
-if not out.is_terminal:  # piped output: the leaderboard is 120 columns wide (--wide: wider)
-    out = Console(width=120, markup=False)
+if not out.is_terminal:  # piped output: long table rows stay on one line (the leaderboard: 120 columns)
+    out = Console(width=200, markup=False)
 err = Console(stderr=True, markup=False)
 
 TaskArg = Annotated[str, typer.Argument(help="Path to the task file (YAML).")]
@@ -92,17 +92,21 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
     if as_json:
         print(json.dumps(board.to_json(), indent=2))
         return
-    out.print(render(board.rows, title=f"{title}: {board.task} ({board.metric})", wide=wide),
-              width=None if out.is_terminal or not wide else 300)
-    out.print(board.verdict, highlight=False)
+    width = None if out.is_terminal else 300 if wide else 120
+    out.print(render(board.rows, title=f"{title}: {board.task} ({board.metric})", wide=wide), width=width)
+    out.print(board.verdict, highlight=False, width=width)
+    if any((r.tune or {}).get("distill") for r in board.rows):
+        from taskfit.distill.board import render as render_students
+
+        out.print(render_students(board.rows), width=width)
     if report:  # the main job ends with the decision report, priced at the volume asked for
         from taskfit.commands.report import cost_table, parse_volume_option
         from taskfit.report import report_data, save
 
         data = report_data(workspace(), [r.run_id for r in board.rows], volume=parse_volume_option(volume),
                            latency_p50_ms=latency_p50_ms)
-        out.print(cost_table(data.recommendation))
-        out.print(data.recommendation.text, highlight=False)
+        out.print(cost_table(data.recommendation), width=width)
+        out.print(data.recommendation.text, highlight=False, width=width)
         out.print(f"report: {save(data, workspace=workspace())}", highlight=False)
     err.print(f"finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions", style="dim")
 

@@ -4,7 +4,7 @@ A local model's per-query cost is its measured model time priced at the serving 
 (``price_per_hour`` on the model entry, else the task's ``costs.price_per_hour``); a remote API's is its
 token bill. A fine-tuned row also costs its measured training time at ``costs.train_price_per_hour``,
 plus, for a distilled row, its teacher's labelling bill (the row's ``labelling`` entry:
-``{"cost": $ from token prices, "time_s": the teacher's model time}``).
+``{"cost": $ from token prices, "time_s": the teacher's model time}``, else the dollars in ``tune.distill``).
 
 With no price anywhere, costs are counted in machine-hours (training and serving on the machine that was
 measured), so a break-even volume is still meaningful: it does not depend on the hourly rate when one
@@ -83,7 +83,7 @@ def unit_of(rows: Sequence[ReportRow]) -> str:
     """Dollars when any row carries a price (tokens or an hourly rate), else machine-hours."""
     priced = any(
         (r.cost_per_1k or 0) > 0 or r.price_per_hour is not None
-        or r.train_price_per_hour is not None or (r.labelling or {}).get("cost")
+        or r.train_price_per_hour is not None or labelling_of(r).get("cost")
         for r in rows
     )
     return DOLLARS if priced else MACHINE_HOURS
@@ -92,7 +92,7 @@ def unit_of(rows: Sequence[ReportRow]) -> str:
 def row_cost(row: ReportRow, unit: str) -> RowCost:
     """The one-time and per-query cost of a row, from its measured times, tokens and prices."""
     tune = row.tune or {}
-    labelling = row.labelling or {}
+    labelling = labelling_of(row)
     train_s = float(tune.get("train_time_s") or 0.0)
     model_s = float(row.time_per_1k_s or 0.0) / 1000  # model time per query
     if unit == MACHINE_HOURS:
@@ -109,6 +109,14 @@ def row_cost(row: ReportRow, unit: str) -> RowCost:
         tokens = float(row.cost_per_1k or 0.0) / 1000
         device = model_s / 3600 * serve_rate
     return RowCost(training + label_cost, tokens + device, unit, training, label_cost, tokens, device)
+
+
+def labelling_of(row: ReportRow) -> dict:
+    """A distilled row's teacher bill: its ``labelling`` entry, else the dollars its tune record holds."""
+    if row.labelling:
+        return row.labelling
+    bill = ((row.tune or {}).get("distill") or {}).get("labelling") or {}
+    return {"cost": bill.get("dollars") or 0.0} if bill else {}
 
 
 def break_even(cheap_upfront: RowCost, cheap_per_query: RowCost) -> float | None:

@@ -297,7 +297,7 @@ def actual_from_predictions(rows: list[PredictionRow]) -> dict[str, float]:
     """The same figures as an estimate, measured from a finished run's stored traces (fresh calls only)."""
     est = Estimate(strategy="", model="", n=len(rows))
     for row in rows:
-        calls = row.trace["calls"] if isinstance(row.trace, dict) else []
+        calls = (row.trace or {}).get("calls", [])
         _add(est, Trace(calls=calls))
     return {k: getattr(est, k) for k in ("calls", "cached_calls", "tokens_in", "tokens_out", "seconds")}
 

@@ -82,7 +82,8 @@ def scored_via(run: RunRecord) -> dict[str, Any]:
 
 TUNE_KEYS = ("id", "method", "method_used", "objective", "base_model", "train_time_s", "peak_mem_mb",
              "trainable_params", "total_params", "trainable_pct", "adapter_mb", "curve", "plan", "measured",
-             "forgetting", "device", "tokens_per_s", "fallback", "rows")
+             "forgetting", "device", "tokens_per_s", "fallback", "distill",  # distill: teacher, labelling cost
+             "rows")
 
 
 def tune_summary(tunes: TuneStore, path: str | None) -> dict[str, Any] | None:
@@ -174,10 +175,7 @@ def render(table_rows: list[LeaderboardRow], title: str = "Leaderboard", *, wide
                ("other metrics", wide and others), ("training", wide and tuned), ("scored via", wide and served),
                ("run", True)]
     shown = [name for name, show in columns if show]
-    for name in shown:
-        left = name in ("strategy", "model", "judge", "other metrics", "training", "scored via", "run")
-        header = name if wide else HEADERS.get(name, name)  # two-line headers keep the numbers' columns narrow
-        t.add_column(header, justify="left" if left else "right", no_wrap=name not in ("training", "other metrics"))
+    cell_rows = []
     for r in table_rows:
         cells = {"strategy": r.strategy, "model": r.model, "n": str(r.n),
                  "score [95% CI]": f"{r.score:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]", "p vs best": _p_cell(r.p_vs_best),
@@ -186,7 +184,17 @@ def render(table_rows: list[LeaderboardRow], title: str = "Leaderboard", *, wide
                  "time/1k q": _duration(r.time_per_1k_s), "p50 ms": f"{r.latency_p50_ms:.0f}",
                  "cache hits": str(r.cache_hits), "judge": judge_cell(r), "other metrics": _other_metrics(r),
                  "training": training_cell(r.tune), "scored via": scored_via_cell(r), "run": r.run_id}
-        t.add_row(*[cells[name] for name in shown])
+        cell_rows.append([cells[name] for name in shown])
+    texts = ("strategy", "model", "judge", "other metrics", "training", "scored via")
+    for k, name in enumerate(shown):
+        header = name if wide else HEADERS.get(name, name)  # two-line headers keep the numbers' columns narrow
+        if name in texts:  # long names wrap inside their cell; numbers are never cut
+            t.add_column(header, justify="left", overflow="fold")
+        else:
+            width = max([len(row[k]) for row in cell_rows] + [len(line) for line in header.splitlines()])
+            t.add_column(header, justify="left" if name == "run" else "right", no_wrap=True, min_width=width)
+    for row in cell_rows:
+        t.add_row(*row)
     if wide or not (judged or tuned or others or served):
         return t
     d = Table(title="Details (--wide: one table)", title_justify="left", box=box.SIMPLE_HEAD)

@@ -94,7 +94,26 @@ def run_study(task_path: str | Path, *, workspace: Workspace, strategy_names: li
     arms = select_arms(task, strategy_names, model_names)
     if with_tuning:
         arms += tuned_arms(task, dataset, workspace=workspace, train_limit=train_limit, log=log, on_step=on_step)
+        arms += distilled(task, dataset, arms, workspace=workspace, train_limit=train_limit, log=log, on_step=on_step)
     limit = task.config.limit if limit is None else (limit or None)  # --limit 0: every row
     records = evaluate(task, dataset, arms, split=split or task.config.split, limit=limit, workspace=workspace,
                        progress=progress)
-    return task, rows(workspace, records)
+    return task, with_teachers(task, rows(workspace, records), workspace)
+
+
+def distilled(task: Task, dataset: Dataset, arms: list[Arm], *, workspace: Workspace, **kw) -> list[Arm]:
+    """The teachers and students the task's ``distill:`` list adds to ``arms`` (trained once, then reused)."""
+    if not task.config.distill:
+        return []
+    from taskfit.distill.student import distilled_arms
+
+    return distilled_arms(task, dataset, arms, workspace=workspace, **kw)
+
+
+def with_teachers(task: Task, table: list[LeaderboardRow], workspace: Workspace) -> list[LeaderboardRow]:
+    """The leaderboard with each distilled student's agreement with its teacher and its gold twin's score."""
+    if not task.config.distill:
+        return table
+    from taskfit.distill.board import annotate
+
+    return annotate(table, workspace)

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from taskfit.costs import CostsConfig
+from taskfit.distill.spec import DistillSpec
 from taskfit.errors import TaskfitError
 from taskfit.serve.config import ServeConfig
 from taskfit.tuning.spec import TuneSpec
@@ -39,6 +40,8 @@ class DataConfig(_Strict):
     train: str | None = Field(None, description="Train file (JSONL or CSV), relative to the task file.")
     dev: str | None = Field(None, description="Dev file (JSONL or CSV).")
     test: str | None = Field(None, description="Test file (JSONL or CSV).")
+    unlabeled: str | None = Field(None, description="Inputs without answers (JSONL or CSV), for a teacher to label "
+                                  "(see `distill`); the output field may be absent.")
     file: str | None = Field(None, description="One file to split by `split` ratios instead of train/dev/test.")
     split: SplitRatios | None = Field(None, description="Ratios used with `file`.")
     seed: int = Field(0, description="Seed for the split shuffle and every random choice.")
@@ -178,6 +181,9 @@ class TaskConfig(_Strict):
         default_factory=list, description="Fine-tuning runs whose models join the study's leaderboard, e.g. "
         "`[{method: lora, objective: classify, model: minilm}]`; a method name alone means sft of the bundled "
         "model with that method. Trained once, then reused; see `taskfit tune`.")
+    distill: list[DistillSpec] = Field(
+        default_factory=list, description="Students trained on a teacher's answers, on the study's leaderboard next "
+        "to their teacher, e.g. `[{teacher: structured@smollm2-135m, student: minilm+full}]`; see `taskfit distill`.")
     costs: CostsConfig = Field(default_factory=CostsConfig, description="Hourly machine prices for serving "
                                "and training, so the report can price every row at a query volume.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="How `taskfit serve` vets input and "

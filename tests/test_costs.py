@@ -173,3 +173,9 @@ def test_run_command_prices_its_report_at_the_volume(make_task, taskfit_home):
     assert res.exit_code == 0, res.output
     assert "Cost at 250,000 queries" in res.output and "At 250,000 queries" in res.output
     assert list((taskfit_home / "reports").glob("tiny-*.html"))
+
+
+def test_a_distilled_rows_teacher_bill_is_a_one_time_cost():
+    distilled = tuned_row(tune={"train_time_s": 120.0, "distill": {"labelling": {"dollars": 4.0, "calls": 2000}}})
+    c = row_cost(distilled, "$")
+    assert c.labelling == pytest.approx(4.0) and c.one_time == pytest.approx(4.0 + 120 / 3600 * 0.10)

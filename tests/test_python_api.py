@@ -115,3 +115,22 @@ def test_to_pandas_names_the_missing_package(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)  # as if pandas were not installed
     with pytest.raises(TaskfitError, match="pip install pandas"):
         board.to_pandas()
+
+
+def test_report_and_optimize_stay_functions_after_their_modules_are_imported():
+    import taskfit.optimize.run  # noqa: F401  (the import system sets submodules on their package)
+    import taskfit.report  # noqa: F401
+
+    assert callable(taskfit.report) and callable(taskfit.optimize) and taskfit.report.__module__ == "taskfit.api"
+    from taskfit.report import write_report  # the modules stay importable by name
+
+    assert callable(write_report)
+
+
+def test_report_of_a_leaderboard(tmp_path):
+    ws = taskfit.Workspace.open(tmp_path)
+    train = [{**r, "id": "t" + r["id"]} for r in ROWS]
+    task = taskfit.Task.from_rows(ROWS, inputs=["text"], output="label", models=[SCRIPTED], train=train)
+    board = taskfit.evaluate(task, strategies=["zero_shot", {"name": "few_shot", "k": 2}], workspace=ws)
+    path = taskfit.report(board, workspace=ws)
+    assert path.parent == ws.reports_dir and all(r.run_id in path.read_text() for r in board)
