@@ -5,9 +5,10 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,12 +19,14 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taskfit.errors import TaskfitError
+from taskfit.netguard import HostGuard
 from taskfit.serve.log import RequestLog
 from taskfit.serve.pipeline import BadRequest, ChatOutput, Pipeline
-from taskfit.serve.schema import ChatRequest, chunks, completion, error_body
+from taskfit.serve.schema import CONVERSATION_ID, ChatRequest, chunks, completion, error_body
 from taskfit.serve.vetting import Refused
 
 CONVERSATION_HEADER = "X-Conversation-Id"
+LOG_TEXT_CHARS = 10_000  # the request log keeps this much of an input or reply, so each row stays small
 logger = logging.getLogger("taskfit.serve")
 
 
@@ -36,17 +39,33 @@ class _Fail(Exception):
         self.status, self.kind, self.code, self.outcome = status, kind, code, outcome
 
 
-def create_app(pipeline: Pipeline, token: str | None = None, log: RequestLog | None = None) -> FastAPI:
-    """The app serving ``pipeline``; with a ``token`` every /v1 route needs ``Authorization: Bearer <token>``."""
+def create_app(pipeline: Pipeline, token: str | None = None, log: RequestLog | None = None,
+               allowed_hosts: Sequence[str] = ()) -> FastAPI:
+    """The app serving ``pipeline``; with a ``token`` every /v1 route needs ``Authorization: Bearer <token>``.
+
+    Without a token only requests for a loopback host (or one of ``allowed_hosts``) from no foreign web page
+    are served (taskfit.netguard); with a token, ``allowed_hosts`` still restricts the Host when given.
+    """
     cfg = pipeline.config
     limiter: dict[str, anyio.CapacityLimiter] = {}
+
+    async def prune_forever() -> None:
+        while True:
+            await anyio.to_thread.run_sync(pipeline.retention.maybe_prune)
+            await anyio.sleep(cfg.retention.every_s)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         limiter["threads"] = anyio.CapacityLimiter(cfg.max_concurrent)
-        yield
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(prune_forever)
+            yield
+            tasks.cancel_scope.cancel()
 
     app = FastAPI(title="taskfit serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    if token is None or allowed_hosts:
+        app.add_middleware(HostGuard, allowed=allowed_hosts, refuse=lambda message: JSONResponse(
+            error_body(message, "permission_error", "host_not_allowed"), status_code=403))
 
     def fail(e: _Fail) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
@@ -93,11 +112,14 @@ def create_app(pipeline: Pipeline, token: str | None = None, log: RequestLog | N
                                "strategy": pipeline.arm.strategy.label(), "model": pipeline.arm.model.label()}
         try:
             authorize(request)
-            req = ChatRequest.model_validate_json(await _body(request, cfg.max_body_bytes))
+            body = await _body(request, cfg.max_body_bytes)
+            req = await anyio.to_thread.run_sync(ChatRequest.model_validate_json, body)  # a 1 MB parse: off the loop
             if req.model != pipeline.model_name:
                 raise _Fail(404, f"model {req.model!r} is not served here; this server serves "
                             f"{pipeline.model_name!r} (GET /v1/models)", code="model_not_found")
             header_id = request.headers.get(CONVERSATION_HEADER)
+            if header_id is not None and not re.fullmatch(CONVERSATION_ID, header_id):
+                raise _Fail(400, f"the {CONVERSATION_HEADER} header must be 1-200 characters of A-Z a-z 0-9 . _ : -")
             if header_id and req.conversation_id and header_id != req.conversation_id:
                 raise _Fail(400, f"the {CONVERSATION_HEADER} header and the body's conversation_id differ")
             row.update(conversation_id=req.conversation_id or header_id, stream=int(req.stream))
@@ -146,7 +168,7 @@ def _answer(pipeline: Pipeline, req: ChatRequest, row: dict[str, Any], queued: f
     except BadRequest as e:
         raise _Fail(400, str(e)) from None
     if pipeline.config.log_content:
-        row["input"] = chat.user_text
+        row["input"] = _cut(chat.user_text)
     try:
         out = pipeline.answer(chat)
     except TaskfitError as e:  # e.g. a JSON input whose values the task's templates cannot render
@@ -160,10 +182,14 @@ def _answer(pipeline: Pipeline, req: ChatRequest, row: dict[str, Any], queued: f
         raise _Fail(502, "the model call failed; the server log and the request log have the details", "server_error", "model_error",
                     "model_error")
     if pipeline.config.log_content:
-        row["output"] = out.content if out.content is not None else json.dumps(out.tool_calls)
+        row["output"] = _cut(out.content if out.content is not None else json.dumps(out.tool_calls))
     if out.finish_reason == "content_filter":
         row["outcome"] = "output_refused"
     return out
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= LOG_TEXT_CHARS else f"{text[:LOG_TEXT_CHARS]}... ({len(text)} characters)"
 
 
 def _log(log: RequestLog, row: dict[str, Any]) -> None:
