@@ -4,6 +4,7 @@ conversation ids, bounded reads and retention of what the server stores."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -91,6 +92,20 @@ def test_healthz_answers_while_a_large_request_is_vetted(tmp_path, taskfit_home)
     finally:
         proc.kill()
         proc.communicate(timeout=30)
+
+
+def test_a_client_that_leaves_mid_body_is_logged_not_an_error(tmp_path):
+    with running(_pipeline(_qa_task(tmp_path))) as url:
+        port = int(url.split(":")[2].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: "
+                         "application/json\r\nContent-Length: 1000\r\n\r\n{\"model\": ".encode())
+            time.sleep(0.3)
+        deadline = time.time() + 10
+        while not RequestLog(db.engine()).recent() and time.time() < deadline:
+            time.sleep(0.05)
+    (row,) = RequestLog(db.engine()).recent()
+    assert row["outcome"] == "client_disconnected" and row["status"] == 400
 
 
 # -- Host and Origin checks (DNS rebinding) -------------------------------------------------------------

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from taskfit.errors import TaskfitError
 from taskfit.netguard import HostGuard
@@ -128,6 +129,9 @@ def create_app(pipeline: Pipeline, token: str | None = None, log: RequestLog | N
         except _Fail as e:
             row.update(status=e.status, outcome=e.outcome, error=str(e))
             return fail(e)
+        except ClientDisconnect:  # nobody to answer: logged, not a server error
+            row.update(status=400, outcome="client_disconnected", error="the client left before sending the body")
+            return fail(_Fail(400, "the client left before sending the body"))
         except ValidationError as e:
             msg = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors())
             row.update(status=400, outcome="bad_request", error=msg)
