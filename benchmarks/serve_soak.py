@@ -220,6 +220,8 @@ def _report(stats: dict[str, Any], args: argparse.Namespace, rss_start: int, rss
     growth = rss_end / rss_start if rss_start else float("nan")
     print(f"  server RSS: {rss_start / 1024:.1f} MB after warm-up, {rss_end / 1024:.1f} MB at the end "
           f"(x{growth:.2f}), peak {peak / 1024:.1f} MB")
+    every = max(1, len(stats["rss"]) // 10)
+    print("  server RSS over time (MB): " + " ".join(f"{r / 1024:.0f}" for r in stats["rss"][::every]))
     print(f"  database: {db_start / 1e6:.1f} MB at start, {db_end / 1e6:.1f} MB at the end")
     print(f"  5xx on valid requests: {five_xx}; unexpected answers: "
           f"{sum(sum(c.values()) for c in errors.values())}")
