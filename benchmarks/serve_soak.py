@@ -196,6 +196,7 @@ async def _raw(port: int, body: bytes, pieces: int, pause_s: float, abandon: boo
         return int(status_line.split()[1])
     finally:
         writer.close()
+        await writer.wait_closed()
 
 
 def _report(stats: dict[str, Any], args: argparse.Namespace, rss_start: int, rss_end: int, db_start: int,

@@ -108,6 +108,19 @@ def test_a_client_that_leaves_mid_body_is_logged_not_an_error(tmp_path):
     assert row["outcome"] == "client_disconnected" and row["status"] == 400
 
 
+def test_a_stalled_body_gets_408(tmp_path):
+    with running(_pipeline(_qa_task(tmp_path, serve={"body_timeout_s": 1}))) as url:
+        port = int(url.split(":")[2].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as conn:
+            conn.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: "
+                         "application/json\r\nContent-Length: 1000\r\n\r\n{\"model\": ".encode())
+            try:
+                answer = conn.recv(4096).decode()
+            except TimeoutError:
+                pytest.fail("a client that stops sending its body holds the connection open")
+    assert answer.startswith("HTTP/1.1 408") and "did not arrive within 1 s" in answer
+
+
 # -- Host and Origin checks (DNS rebinding) -------------------------------------------------------------
 
 CHAT = {"model": "qa", "messages": [{"role": "user", "content": "hi"}]}

@@ -113,7 +113,7 @@ def create_app(pipeline: Pipeline, token: str | None = None, log: RequestLog | N
                                "strategy": pipeline.arm.strategy.label(), "model": pipeline.arm.model.label()}
         try:
             authorize(request)
-            body = await _body(request, cfg.max_body_bytes)
+            body = await _body(request, cfg.max_body_bytes, cfg.body_timeout_s)
             req = await anyio.to_thread.run_sync(ChatRequest.model_validate_json, body)  # a 1 MB parse: off the loop
             if req.model != pipeline.model_name:
                 raise _Fail(404, f"model {req.model!r} is not served here; this server serves "
@@ -203,16 +203,21 @@ def _log(log: RequestLog, row: dict[str, Any]) -> None:
         logger.exception("could not log request %s", row.get("id"))
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 past ``limit`` bytes (declared or actually sent)."""
+async def _body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes (declared or actually sent) and with 408 when
+    it takes more than ``timeout_s`` to arrive."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise _Fail(413, f"request body is {declared} bytes; the limit is {limit}", code="body_too_large")
     body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise _Fail(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
+    with anyio.move_on_after(timeout_s) as waited:
+        async for part in request.stream():
+            body += part
+            if len(body) > limit:
+                raise _Fail(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
+    if waited.cancelled_caught:
+        raise _Fail(408, f"the request body did not arrive within {timeout_s:g} s", code="body_timeout",
+                    outcome="client_timeout")
     if not body:
         raise _Fail(400, "empty request body: send a JSON chat-completions request")
     return bytes(body)

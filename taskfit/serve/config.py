@@ -79,6 +79,8 @@ class ServeConfig(_Strict):
     memory: MemoryConfig = Field(default_factory=MemoryConfig, description="Conversation memory.")
     cache: bool = Field(True, description="Answer repeated identical model calls from the call cache.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
+    body_timeout_s: float = Field(30.0, gt=0, description="A request body not fully received within this many "
+                                  "seconds gets 408 (a slow or stalled client must not hold a connection).")
     max_batch: int = Field(32, ge=1, description="Local models: most model requests merged into one batch.")
     batch_window_ms: float = Field(5.0, ge=0, description="Local models: how long an idle model waits for more "
                                    "requests to batch with the first.")
