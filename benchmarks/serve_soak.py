@@ -168,7 +168,9 @@ async def _soak(url: str, port: int, args: argparse.Namespace, pid: int) -> dict
         return res.status_code
 
     async def client_loop(c: int) -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        # reuse a connection only while it is surely open: uvicorn closes one idle for 5 s, httpx's default too
+        limits = httpx.Limits(keepalive_expiry=2.0)
+        async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
             while time.monotonic() < end:
                 kind = rng.choices(kinds, weights)[0]
                 t0 = time.perf_counter()
