@@ -70,8 +70,6 @@ def create_app(pipeline: Pipeline, token: str | None = None, log: RequestLog | N
 
     def fail(e: _Fail) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
-        if e.status in (408, 413):  # the body was not read to its end: this connection cannot carry another request
-            headers = {"Connection": "close"}
         return JSONResponse(error_body(str(e), e.kind, e.code), status_code=e.status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
