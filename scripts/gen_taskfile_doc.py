@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from taskfit.costs import CostsConfig
 from taskfit.distill.spec import DistillSpec, SyntheticSpec
-from taskfit.serve.config import MemoryConfig, ServeConfig, VettingConfig, VettingRules
+from taskfit.serve.config import MemoryConfig, RetentionConfig, ServeConfig, VettingConfig, VettingRules
 from taskfit.taskfile import DataConfig, ModelSpec, ParseConfig, PromptConfig, SplitRatios, TaskConfig
 from taskfit.tuning.spec import TuneSpec
 
@@ -21,7 +21,8 @@ SECTIONS = [("Top level", TaskConfig, ""), ("data", DataConfig, "data."), ("data
             ("serve", ServeConfig, "serve."),
             ("serve.vetting", VettingConfig, "serve.vetting."),
             ("serve.vetting.input / output", VettingRules, "serve.vetting.input."),
-            ("serve.memory", MemoryConfig, "serve.memory.")]
+            ("serve.memory", MemoryConfig, "serve.memory."),
+            ("serve.retention", RetentionConfig, "serve.retention.")]
 
 
 def _type(annotation) -> str:
