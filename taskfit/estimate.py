@@ -31,6 +31,7 @@ from taskfit.lm import LM, Trace
 from taskfit.prompts import prompt_parts
 from taskfit.strategies import StrategyContext, strategies
 from taskfit.taskfile import ModelSpec, StrategySpec, Task
+from taskfit.types import PredictionRow
 
 # used when the cache holds no measured call of the model
 DEFAULT_MS = {"local": {"per_call": 50.0, "per_token_in": 0.5, "per_token_out": 40.0},
@@ -292,11 +293,11 @@ def estimate_arms(task: Task, dataset: Dataset, arms: list, *, split: str, limit
     return [estimate_examples(task, examples, a.strategy, a.model, cache, train=train) for a in arms]
 
 
-def actual_from_predictions(rows: list[dict[str, Any]]) -> dict[str, float]:
+def actual_from_predictions(rows: list[PredictionRow]) -> dict[str, float]:
     """The same figures as an estimate, measured from a finished run's stored traces (fresh calls only)."""
     est = Estimate(strategy="", model="", n=len(rows))
     for row in rows:
-        calls = row["trace"]["calls"] if isinstance(row.get("trace"), dict) else []
+        calls = (row.trace or {}).get("calls", [])
         _add(est, Trace(calls=calls))
     return {k: getattr(est, k) for k in ("calls", "cached_calls", "tokens_in", "tokens_out", "seconds")}
 

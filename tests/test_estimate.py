@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from taskfit.estimate import actual_from_predictions, compare_runs, comparison, estimate_arms
 from taskfit.runner import evaluate
 from taskfit.study import prepare, select_arms
+from taskfit.types import PredictionRow
 from taskfit.workspace import Workspace
 
 QUESTIONS = [f"{name} has {a} {thing} and gets {b} more{' from a very kind friend' * (i % 3)}. How many {thing} now?"
@@ -112,7 +113,7 @@ def test_actual_counts_fresh_calls_only():
               "latency_ms": 500.0},
              {"step": "generate", "params": {"n": 1}, "cached": True, "tokens_in": 12, "tokens_out": 2,
               "latency_ms": 100.0}]
-    act = actual_from_predictions([{"trace": {"calls": calls}}])
+    act = actual_from_predictions([PredictionRow(trace={"calls": calls})])
     assert act == {"calls": 3, "cached_calls": 1, "tokens_in": 10, "tokens_out": 30, "seconds": 0.5}
 
 

@@ -58,6 +58,7 @@ BUILTINS = {
     "self_refine": "taskfit.strategies.self_refine:create",
     "tree_of_thoughts": "taskfit.strategies.tree_of_thoughts:create",
     "chain": "taskfit.strategies.chain:create",
+    "chain_step": "taskfit.strategies.chain_step:create",
     "rag": "taskfit.strategies.rag:create",
     "react": "taskfit.strategies.react:create",
     "tools": "taskfit.strategies.react:create",
@@ -75,6 +76,7 @@ BUILTINS = {
     "active_prompt": "taskfit.strategies.active_prompt:create",
     "metacognitive": "taskfit.strategies.metacognitive:create",
     "self_ask": "taskfit.strategies.self_ask:create",
+    "rationale": "taskfit.strategies.rationale:create",
 }
 
 strategies = Registry("strategy", BUILTINS)
