@@ -82,7 +82,8 @@ def scored_via(run: RunRecord) -> dict[str, Any]:
 
 TUNE_KEYS = ("id", "method", "method_used", "objective", "base_model", "train_time_s", "peak_mem_mb",
              "trainable_params", "total_params", "trainable_pct", "adapter_mb", "curve", "plan", "measured",
-             "forgetting", "device", "tokens_per_s", "fallback", "distill")  # distill: teacher, labelling cost
+             "forgetting", "device", "tokens_per_s", "fallback", "distill",  # distill: teacher, labelling cost
+             "rows")
 
 
 def tune_summary(tunes: TuneStore, path: str | None) -> dict[str, Any] | None:

@@ -11,10 +11,11 @@ from rich.table import Table
 from taskfit.commands import workspace
 from taskfit.estimate import Estimate, compare_runs, estimate_study
 
-out = Console()
+# markup=False: strategy and model names are printed as given ("fake[/x]" is not a closing tag)
+out = Console(markup=False)
 if not out.is_terminal:
-    out = Console(width=200)
-err = Console(stderr=True)
+    out = Console(width=200, markup=False)
+err = Console(stderr=True, markup=False)
 
 
 def _money(x: float) -> str:
