@@ -65,9 +65,33 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
         evaluate: Annotated[bool, typer.Option(help="Score the tuned model on the task's split afterwards.")] = True,
         limit: Annotated[int | None, typer.Option(help="Rows of the split to score (0: all).")] = None,
+        provider: Annotated[str | None, typer.Option(help="Fine-tune at a provider's API instead (openai); "
+                                                     "--model names its base model.")] = None,
+        base_url: Annotated[str | None, typer.Option(help="--provider: API root (default: the task's openai "
+                                                     "model row for --model, else OpenAI's).")] = None,
+        api_key_env: Annotated[str | None, typer.Option(help="--provider: variable holding the API key.")] = None,
+        price_train_per_1m: Annotated[float | None, typer.Option(help="--provider: $ per million trained "
+                                                                 "tokens.")] = None,
+        preferences: Annotated[str | None, typer.Option(help="--provider with --objective dpo: JSONL of prompt, "
+                                                        "chosen, rejected.")] = None,
+        suffix: Annotated[str | None, typer.Option(help="--provider: suffix of the tuned model's name.")] = None,
+        poll_s: Annotated[float | None, typer.Option(help="--provider: seconds between status polls.")] = None,
+        cancel: Annotated[bool, typer.Option(help="--provider: cancel the running job for these settings.")] = False,
     ) -> None:
         """Fine-tune a model on the task's train split, store it as tuned:<id>, and score it."""
         from taskfit.study import prepare
+
+        if provider:
+            from taskfit.commands import tune_remote
+
+            tune_remote.run(task, {
+                "provider": provider, "model": model, "base_url": base_url, "api_key_env": api_key_env,
+                "price_train_per_1m": price_train_per_1m, "preferences": preferences, "suffix": suffix,
+                "poll_s": poll_s, "epochs": int(epochs) if epochs else None, "batch_size": batch_size,
+                "train_limit": train_limit, "seed": seed,
+                "method": "dpo" if objective == "dpo" else None}, cancel=cancel,
+                evaluate=evaluate, limit=limit)
+            return
         from taskfit.tuning.tune import tune as run_tune
 
         task_obj, dataset = prepare(task)
