@@ -4,6 +4,7 @@ adapter into its base."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -46,7 +47,7 @@ def register(app: typer.Typer) -> None:
         task: TaskArg,
         method: Annotated[str | None, typer.Option(help="full, top_n, head, lora, dora, qlora, prefix, "
                                                         "prompt_tuning or ia3 (default lora).")] = None,
-        objective: Annotated[str | None, typer.Option(help="sft, classify or pretrain (default sft).")] = None,
+        objective: Annotated[str | None, typer.Option(help="sft, classify, pretrain or dpo (default sft).")] = None,
         model: Annotated[str | None, typer.Option("--model", "-m", help="Base model: bundled, minilm, a folder "
                                                   "or a .gguf file.")] = None,
         tuning: Annotated[str | None, typer.Option(help="Start from this row of the task file's `tuning:` "
@@ -72,8 +73,9 @@ def register(app: typer.Typer) -> None:
         api_key_env: Annotated[str | None, typer.Option(help="--provider: variable holding the API key.")] = None,
         price_train_per_1m: Annotated[float | None, typer.Option(help="--provider: $ per million trained "
                                                                  "tokens.")] = None,
-        preferences: Annotated[str | None, typer.Option(help="--provider with --objective dpo: JSONL of prompt, "
-                                                        "chosen, rejected.")] = None,
+        preferences: Annotated[str | None, typer.Option(help="--objective dpo: JSONL of prompt, chosen, rejected, "
+                                                        "or `review` (the review app's choices); unset: "
+                                                        "self-generated pairs.")] = None,
         suffix: Annotated[str | None, typer.Option(help="--provider: suffix of the tuned model's name.")] = None,
         poll_s: Annotated[float | None, typer.Option(help="--provider: seconds between status polls.")] = None,
         cancel: Annotated[bool, typer.Option(help="--provider: cancel the running job for these settings.")] = False,
@@ -81,6 +83,8 @@ def register(app: typer.Typer) -> None:
         """Fine-tune a model on the task's train split, store it as tuned:<id>, and score it."""
         from taskfit.study import prepare
 
+        if preferences and preferences != "review":
+            preferences = str(Path(preferences).resolve())
         if provider:
             from taskfit.commands import tune_remote
 
@@ -98,8 +102,8 @@ def register(app: typer.Typer) -> None:
         spec = _spec(task_obj, method, objective, model, tuning, {
             "epochs": epochs, "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "rank": rank,
             "alpha": alpha, "top_n": top_n, "train_limit": train_limit, "max_length": max_length, "seed": seed,
-            "allow_fallback": allow_fallback or None, "device": device})
-        rec = run_tune(task_obj, dataset.split("train"), spec, store=workspace().tunes,
+            "allow_fallback": allow_fallback or None, "device": device, "preferences": preferences})
+        rec = run_tune(task_obj, dataset.split("train"), spec, store=workspace().tunes, runs=workspace().runs,
                        log=lambda s: err.print(s, style="dim"),
                        on_step=_step_printer(spec))
         print_tune(rec)
