@@ -112,7 +112,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def plan(
-        task: TaskArg,
+        task: Annotated[str | None, typer.Argument(help="Path to the task file (YAML); not needed with "
+                                                   "--inference.")] = None,
         method: Annotated[str | None, typer.Option(help="Tuning method (default lora).")] = None,
         objective: Annotated[str | None, typer.Option(help="sft, classify or pretrain.")] = None,
         model: Annotated[str | None, typer.Option("--model", "-m", help="Base model.")] = None,
@@ -124,8 +125,26 @@ def register(app: typer.Typer) -> None:
         params: Annotated[float | None, typer.Option(help="Also print the classic memory table for a model "
                                                      "of this many parameters, e.g. 7e9.")] = None,
         device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
+        inference: Annotated[bool, typer.Option(help="Print the serving-memory table for --params at each "
+                                                "precision instead.")] = False,
     ) -> None:
         """Predict peak memory and time per epoch of a tuning run, before training (probes a few real steps)."""
+        if inference:
+            from taskfit.errors import TaskfitError
+            from taskfit.shrink import serving_table
+
+            if not params:
+                raise TaskfitError("--inference needs --params, the model's parameter count (e.g. 7e9)")
+            st = Table(title=f"Serving memory for the weights of {params:,.0f} parameters (add the KV cache and "
+                       f"activations)", title_justify="left")
+            for col in ("precision", "bytes/param", "GB"):
+                st.add_column(col, justify="left" if col == "precision" else "right")
+            for r in serving_table(params):
+                st.add_row(str(r["precision"]), f"{r['bytes_per_param']:g}", f"{r['gb']:,.2f}")
+            out.print(st)
+            return
+        if task is None:
+            raise typer.BadParameter("the task file is required (except with --inference)")
         from taskfit.study import prepare
         from taskfit.tuning import plan as tplan
         from taskfit.tuning.methods import count_parameters
