@@ -59,12 +59,24 @@ def answer(examples: list[Example], prompt: PromptFn, lm: LM, ctx: StrategyConte
     return preds
 
 
+def label_continuations(c, response_prefix: str) -> list[tuple[str, str]]:
+    """(label, continuation) for every spelling of every label, as scored after ``response_prefix``."""
+    lead = " " if response_prefix and not response_prefix[-1:].isspace() else ""
+    return [(lab, lead + s) for lab in c.labels for s in label_spellings(lab, c.label_aliases.get(lab, []))]
+
+
+def label_groups(c, response_prefix: str) -> dict[str, list[str]]:
+    """Each label's scored continuations."""
+    groups: dict[str, list[str]] = {}
+    for lab, cont in label_continuations(c, response_prefix):
+        groups.setdefault(lab, []).append(cont)
+    return groups
+
+
 def _by_label_score(examples, prompts, prompt: PromptFn, lm: LM, ctx: StrategyContext, traces) -> list[Prediction]:
     c = ctx.task.config
-    prefix = ctx.parts.response_prefix
-    lead = " " if prefix and not prefix[-1:].isspace() else ""
-    spellings = [(lab, s) for lab in c.labels for s in label_spellings(lab, c.label_aliases.get(lab, []))]
-    conts = tuple(lead + s for _, s in spellings)
+    spellings = label_continuations(c, ctx.parts.response_prefix)
+    conts = tuple(s for _, s in spellings)
     results = lm.score([ScoreRequest(p, conts) for p in prompts], traces)
     offsets: list[dict[str, float] | None] = [None] * len(examples)
     if c.calibrate and not getattr(lm.backend, "scores_labels", False):  # a trained head needs no calibration
@@ -96,6 +108,8 @@ def _per_label(spellings: list[tuple[str, str]], logprobs: list[float]) -> dict[
 
 def _logaddexp(a: float, b: float) -> float:
     m = max(a, b)
+    if m == -math.inf:  # neither spelling possible (a constrained choice picked another label)
+        return m
     return m + math.log(math.exp(a - m) + math.exp(b - m))
 
 

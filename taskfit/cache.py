@@ -14,6 +14,8 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from taskfit.db import upsert
+
 
 def call_key(model_id: str, kind: str, request: Any) -> str:
     fields = asdict(request)
@@ -45,12 +47,11 @@ class CallCache:
             return
         now = time.time()
         with self.eng.begin() as conn:
-            conn.execute(
-                text("INSERT OR REPLACE INTO calls (key, model_id, kind, request, response, created) "
-                     "VALUES (:key, :model_id, :kind, :request, :response, :created)"),
-                [{"key": k, "model_id": m, "kind": kind, "created": now,
-                  "request": json.dumps(asdict(req), ensure_ascii=False, default=list),
-                  "response": json.dumps(resp, ensure_ascii=False)} for k, m, kind, req, resp in rows])
+            upsert(conn, "calls", [{"key": k, "model_id": m, "kind": kind, "created": now,
+                                    "request": json.dumps(asdict(req), ensure_ascii=False, default=list),
+                                    "response": json.dumps(resp, ensure_ascii=False)}
+                                   for k, m, kind, req, resp in dict((r[0], r) for r in rows).values()],
+                   key=("key",))
 
     def count(self) -> int:
         with self.eng.connect() as conn:

@@ -1,11 +1,24 @@
-"""The SQLite database behind the call cache and the run store, with named, append-only migrations."""
+"""The database behind the call cache and the stores (a SQLite file, or PostgreSQL for a team), with named,
+append-only migrations.
+
+Each migration runs in one transaction with its row in ``migrations``, and migrating is serialised across
+processes (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: transactional DDL under an advisory lock), so processes
+opening a fresh store at once all succeed, and a failed migration leaves the store as it was before it.
+SQL is written once, in the subset both dialects accept; ``_ddl`` maps the few type names that differ.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine, event, text
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
-# Append only: a released migration is never edited; a schema change is a new (name, sql) entry.
-MIGRATIONS: list[tuple[str, str]] = [
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+
+# Append only: a released migration is never edited; a schema change is a new (name, sql) entry, where sql
+# is one statement or a tuple of statements (applied together, or not at all).
+MIGRATIONS: list[tuple[str, str | tuple[str, ...]]] = [
     ("001_calls", """
         CREATE TABLE calls (
             key TEXT PRIMARY KEY,
@@ -151,20 +164,34 @@ MIGRATIONS: list[tuple[str, str]] = [
             config TEXT NOT NULL,
             versions TEXT NOT NULL
         )"""),
+    # what scoring a prediction spent on model calls (an LLM judge) and the metrics' reasons, as JSON
+    ("010_prediction_scoring", "ALTER TABLE predictions ADD COLUMN scoring TEXT"),
+    # a run's cost estimate (taskfit.estimate) next to what the run actually spent
+    ("011_estimates", """
+        CREATE TABLE estimates (
+            run_id TEXT PRIMARY KEY,
+            created REAL NOT NULL,
+            estimate TEXT NOT NULL,
+            actual TEXT NOT NULL
+        )"""),
 ]
+
+
+MIGRATION_LOCK = 0x7461736B666974  # PostgreSQL advisory lock key held while migrating ("taskfit")
 
 
 def connect(url: str) -> Engine:
     """A migrated engine on the database at ``url`` (SQLite file or any SQLAlchemy URL)."""
-    eng = create_engine(url, future=True)
-    if eng.dialect.name == "sqlite":
+    sqlite = url.startswith("sqlite")
+    eng = create_engine(url, future=True, pool_pre_ping=not sqlite)  # a server may drop idle connections
+    if sqlite:
 
         @event.listens_for(eng, "connect")
         def _pragmas(conn, _record):  # WAL: readers never block the writer; survives kill -9 mid-write
             cur = conn.cursor()
+            cur.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL waits for other openers too
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
     migrate(eng)
@@ -172,10 +199,58 @@ def connect(url: str) -> Engine:
 
 
 def migrate(eng: Engine) -> None:
-    with eng.begin() as conn:
-        conn.execute(text("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY)"))
+    """Apply the migrations this database lacks, one transaction each, one process at a time."""
+    if not _pending(eng):
+        return
+    for name, sql in MIGRATIONS:
+        with _migrating(eng) as conn:
+            conn.execute(text("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY)"))
+            if conn.execute(text("SELECT 1 FROM migrations WHERE name = :n"), {"n": name}).first():
+                continue  # applied before, or by a process that held the lock first
+            for statement in (sql,) if isinstance(sql, str) else sql:
+                conn.execute(text(_ddl(statement, eng.dialect.name)))
+            conn.execute(text("INSERT INTO migrations (name) VALUES (:n)"), {"n": name})
+
+
+def _pending(eng: Engine) -> bool:
+    """Whether any migration is missing (read without a lock: the usual start finds none)."""
+    with eng.connect() as conn:
+        if not inspect(conn).has_table("migrations"):
+            return True
         done = {r[0] for r in conn.execute(text("SELECT name FROM migrations"))}
-        for name, sql in MIGRATIONS:
-            if name not in done:
-                conn.execute(text(sql))
-                conn.execute(text("INSERT INTO migrations (name) VALUES (:n)"), {"n": name})
+    return any(name not in done for name, _ in MIGRATIONS)
+
+
+@contextmanager
+def _migrating(eng: Engine) -> Iterator[Connection]:
+    """One transaction that holds the database's migration lock; committed when the block ends."""
+    with eng.connect() as conn:
+        if eng.dialect.name == "sqlite":
+            # the driver opens no transaction before DDL, so CREATE TABLE would commit on its own; an explicit
+            # BEGIN IMMEDIATE makes the DDL part of the transaction and takes the write lock now (waiting up
+            # to busy_timeout for another process's migration)
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif eng.dialect.name == "postgresql":  # DDL is transactional; the lock ends with the transaction
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+        yield conn
+        conn.commit()  # leaving the block without commit (an exception) rolls everything back
+
+
+def _ddl(statement: str, dialect: str) -> str:
+    """A migration statement for ``dialect``: SQLite's spelling is the reference."""
+    if dialect == "postgresql":
+        statement = statement.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
+        statement = re.sub(r"\bREAL\b", "DOUBLE PRECISION", statement)  # REAL is 4 bytes there: not a timestamp
+    return statement
+
+
+def upsert(conn: Connection, table: str, rows: Sequence[dict[str, Any]], key: Sequence[str]) -> None:
+    """Insert ``rows`` into ``table``, replacing the row with the same ``key`` columns (SQLite >= 3.24 and
+    PostgreSQL share this syntax). Rows go in key order, so concurrent writers lock rows in one order."""
+    if not rows:
+        return
+    cols = list(rows[0])
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in key)
+    sql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)}) "
+           f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}")
+    conn.execute(text(sql), sorted(rows, key=lambda r: tuple(str(r[k]) for k in key)))

@@ -42,6 +42,9 @@ class LM:
         self.backend = backend
         self.cache = cache
         self.model_id = backend.model_id
+        use_cache = getattr(backend, "use_cache", None)
+        if use_cache is not None:  # a server backend keeps its probed scoring path in the cache
+            use_cache(cache)
 
     @property
     def can_score(self) -> bool:
@@ -54,7 +57,9 @@ class LM:
         return self._call("score", requests, traces, step, self.backend.score, ScoreResult)
 
     def _call(self, kind, requests, traces, step, fn, result_type):
-        keys = [call_key(self.model_id, kind, r) for r in requests]
+        # score calls are keyed by how the backend scores (a server's scoring path changes the numbers)
+        ident = getattr(self.backend, "score_id", self.model_id) if kind == "score" else self.model_id
+        keys = [call_key(ident, kind, r) for r in requests]
         hits = self.cache.get_many(list(dict.fromkeys(keys)))
         # identical requests in one batch are sent once
         first: dict[str, Any] = {}

@@ -101,3 +101,61 @@ def serving(httpd, on_stop: Callable[[], None] | None = None) -> Iterator[None]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+# -- stores on SQLite and on PostgreSQL ------------------------------------------------------------------
+
+PG_URL_ENV = "TASKFIT_TEST_PG_URL"  # e.g. postgresql+psycopg://taskfit@127.0.0.1:5432/postgres
+PG_REQUIRED_ENV = "TASKFIT_TEST_PG_REQUIRED"  # set in CI: a missing server fails the tier instead of skipping it
+
+
+def _postgres_schema_url() -> Iterator[str]:
+    """A URL whose connections use a fresh, empty schema of the test server; the schema is dropped after."""
+    import os
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = os.environ.get(PG_URL_ENV)
+    why = None if url else f"no PostgreSQL server: set ${PG_URL_ENV} (`eval \"$(bash scripts/test_postgres.sh start)\"`)"
+    admin = None
+    if url:
+        try:
+            admin = create_engine(url, isolation_level="AUTOCOMMIT")
+            admin.connect().close()
+        except Exception as e:  # noqa: BLE001 - any connection failure means the server is not there
+            why = f"PostgreSQL at ${PG_URL_ENV} is not reachable: {e}"
+    if why:
+        if os.environ.get(PG_REQUIRED_ENV):
+            pytest.fail(why)
+        pytest.skip(why)
+    schema = "t_" + uuid.uuid4().hex[:12]
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield make_url(url).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+            hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path) -> Iterator[str]:
+    """The URL of an empty database: a SQLite file, then a schema on the PostgreSQL test server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        yield from _postgres_schema_url()
+
+
+@pytest.fixture
+def store_workspace(store_url, tmp_path):
+    """A workspace on each kind of database ``store_url`` gives."""
+    from taskfit.workspace import Workspace
+
+    ws = Workspace.open(tmp_path / "home", url=store_url)
+    yield ws
+    ws.close()

@@ -13,8 +13,8 @@ import yaml
 TASKFIT = [sys.executable, "-m", "taskfit.cli"]
 
 
-def _run(args, home, timeout=120):
-    env = {**os.environ, "TASKFIT_HOME": str(home)}
+def _run(args, home, timeout=120, db=None):
+    env = {**os.environ, "TASKFIT_HOME": str(home), **({"TASKFIT_DB": db} if db else {})}
     return subprocess.run(TASKFIT + args, capture_output=True, text=True, env=env, timeout=timeout)
 
 
@@ -70,8 +70,9 @@ def test_strategies_and_metrics_lists(taskfit_home):
         assert name in m
 
 
-def test_kill_9_then_same_command_resumes(make_task, taskfit_home, tmp_path):
-    """kill -9 mid-run, run again: finishes with no repeated model calls and the same scores as a clean run."""
+def test_kill_9_then_same_command_resumes(make_task, taskfit_home, tmp_path, store_url):
+    """kill -9 mid-run, run again: finishes with no repeated model calls and the same scores as a clean run
+    (on a SQLite file and on PostgreSQL, chosen by $TASKFIT_DB and by --db)."""
     log = tmp_path / "calls.jsonl"
     script = {"scores": {"great": {"positive": -0.1, "negative": -3.0}, "terrible": {"negative": -0.1}},
               "delay_s": 0.25, "call_log": str(log)}
@@ -81,7 +82,7 @@ def test_kill_9_then_same_command_resumes(make_task, taskfit_home, tmp_path):
     (tmp_path / "data" / "big.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     path = make_task(data={"test": "data/big.jsonl"}, strategies=["zero_shot"],
                      models=[{"backend": "scripted", "script": script}])
-    env = {**os.environ, "TASKFIT_HOME": str(taskfit_home)}
+    env = {**os.environ, "TASKFIT_HOME": str(taskfit_home), "TASKFIT_DB": store_url}
     proc = subprocess.Popen(TASKFIT + ["eval", str(path), "--json"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
@@ -92,15 +93,17 @@ def test_kill_9_then_same_command_resumes(make_task, taskfit_home, tmp_path):
     proc.wait()
     calls_before = log.read_text().splitlines()
     assert 0 < len(calls_before) < 40
-    res = _run(["eval", str(path), "--json"], taskfit_home)
+    res = _run(["eval", str(path), "--json"], taskfit_home, db=store_url)
     assert res.returncode == 0, res.stderr
     calls_all = log.read_text().splitlines()
     prompts = [json.loads(c)["prompt"] for c in calls_all]
     assert len(prompts) == len(set(prompts)) == 40  # every example's call made exactly once, across both processes
     (row,) = json.loads(res.stdout)
     assert row["n"] == 40 and row["score"] == 1.0
-    runs = _run(["runs"], taskfit_home).stdout
+    runs = _run(["--db", store_url, "runs"], taskfit_home).stdout
     assert runs.count("complete") == 1 and "running" not in runs
+    assert "complete" in _run(["runs"], taskfit_home, db=store_url).stdout
+    assert "complete" not in _run(["runs"], taskfit_home).stdout  # the home folder's own database: untouched
 
 
 def test_bundled_model_default_resolves(tmp_path):

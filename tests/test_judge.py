@@ -30,6 +30,7 @@ from taskfit.metrics.judge import (
     model_spec,
 )
 from taskfit.taskfile import ModelSpec
+from taskfit.types import PredictionRow
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,11 +134,11 @@ def test_judge_metric_in_a_generative_study(make_task, workspace):
         workspace=workspace,
     )
     preds = store.predictions(runs[0].id)
-    by_answer = {p["answer"]: p["metrics"]["judge"] for p in preds}
+    by_answer = {p.answer: p.metrics["judge"] for p in preds}
     # scripted answers: 'Positive' for 'great' (3 rows), 'negative' for 'terrible' (2), 'hmm' otherwise
     assert by_answer == {"Positive": 1.0, "negative": 1.0, "hmm": 0.0}
     (row,) = rows(workspace, runs)
-    assert row["metric"] == "judge" and row["score"] == pytest.approx(5 / 8)
+    assert row.metric == "judge" and row.score == pytest.approx(5 / 8)
 
 
 def test_cohen_kappa_matches_the_textbook_and_sklearn():
@@ -189,8 +190,8 @@ def test_items_from_rows_and_predictions():
             [ex], inputs=["question"], candidate="student_answer", reference=None, human="verdict"
         )
     preds = [
-        {"answer": "Paris", "target": "Paris", "inputs": {"q": "Capital?"}, "metrics": {"exact_match": 1.0}},
-        {"answer": None, "target": "x", "inputs": {"q": "?"}, "metrics": {"exact_match": 0.0}},
+        PredictionRow(answer="Paris", target="Paris", inputs={"q": "Capital?"}, metrics={"exact_match": 1.0}),
+        PredictionRow(answer=None, target="x", inputs={"q": "?"}, metrics={"exact_match": 0.0}),
     ]
     items, labels = items_from_predictions(preds, "exact_match")
     assert items == [JudgeItem("Capital?", "Paris", "Paris")] and labels == [1]
@@ -275,7 +276,7 @@ def test_judge_check_command_on_labelled_rows(make_task, taskfit_home, tmp_path)
 
 
 @pytest.mark.slow
-def test_bundled_judge_on_graded_answers(taskfit_home):
+def test_bundled_judge_on_graded_answers(workspace):
     """The bundled model as the judge on 12 SciEntsBank answers: figures come out in range, verdicts read."""
     from taskfit.study import prepare
 
@@ -287,7 +288,7 @@ def test_bundled_judge_on_graded_answers(taskfit_home):
         reference="reference_answer",
         human="label",
     )
-    judge = Judge(judge_model_for(task))
+    judge = Judge(judge_model_for(task), workspace=workspace)
     cal, verdicts = calibrate(judge, items, human)
     assert cal.n == 12 and cal.unreadable == 0 and 0 <= cal.accuracy <= 1 and -1 <= cal.kappa <= 1
     assert all(v.confidence is not None and v.confidence >= 0.5 for v in verdicts)

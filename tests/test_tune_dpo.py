@@ -74,12 +74,12 @@ def reviewed(make_task, workspace):
     task = make_task()
     _, table = run_study(task, workspace=workspace)
     store = workspace.runs
-    zs, fs = (store.run(r["run_id"]) for r in sorted(table, key=lambda r: r["strategy"] != "zero_shot"))
-    a = {p["example_id"]: p for p in store.predictions(zs.id, with_trace=False)}
-    b = {p["example_id"]: p for p in store.predictions(fs.id, with_trace=False)}
+    zs, fs = (store.run(r.run_id) for r in sorted(table, key=lambda r: r.strategy != "zero_shot"))
+    a = {p.example_id: p for p in store.predictions(zs.id, with_trace=False)}
+    b = {p.example_id: p for p in store.predictions(fs.id, with_trace=False)}
     for ex_id in a:
-        if a[ex_id]["answer"] != b[ex_id]["answer"]:
-            add_choice(store, zs, fs, ex_id, "a" if a[ex_id]["score"] >= b[ex_id]["score"] else "b")
+        if a[ex_id].answer != b[ex_id].answer:
+            add_choice(store, zs, fs, ex_id, "a" if a[ex_id].score >= b[ex_id].score else "b")
     pairs = preference_pairs(store, zs.task_name)
     assert pairs
     return task, pairs
@@ -113,7 +113,7 @@ def test_review_choices_and_their_exported_jsonl_both_train(reviewed, workspace,
     _, table = run_study(task_path, workspace=workspace, strategy_names=["zero_shot"],
                          model_names=[f"tuned:{rec2.id}"])
     (row,) = table
-    assert row["n"] == 8 and row["tune"]["method"] == "lora" and row["tune"]["train_time_s"] > 0
+    assert row.n == 8 and row.tune["method"] == "lora" and row.tune["train_time_s"] > 0
 
 
 def test_review_source_without_choices_is_a_clear_error(make_task, workspace, tiny_models):

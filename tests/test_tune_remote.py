@@ -253,10 +253,10 @@ def test_killed_command_reattaches_and_the_tuned_model_joins_the_leaderboard(pro
     assert rec.result["train_cost_usd"] == pytest.approx(2400 * 3.0 / 1e6)
     (run,) = workspace.runs.runs()
     (row,) = rows(workspace, [run])
-    assert row["model"] == "ft:gpt-4o-mini-2024-07-18:org-test::0001"
-    assert row["score"] == 1.0 and row["n"] == 8
-    assert row["tune"]["train_cost_usd"] == pytest.approx(0.0072) and row["tune"]["provider"] == "openai"
-    assert row["cost_per_1k"] == pytest.approx(1000 * (row["tokens_in"] * 0.3 + row["tokens_out"] * 1.2) / 1e6)
+    assert row.model == "ft:gpt-4o-mini-2024-07-18:org-test::0001"
+    assert row.score == 1.0 and row.n == 8
+    assert row.tune["train_cost_usd"] == pytest.approx(0.0072) and row.tune["provider"] == "openai"
+    assert row.cost_per_1k == pytest.approx(1000 * (row.tokens_in * 0.3 + row.tokens_out * 1.2) / 1e6)
     assert "ft:gpt-4o-mini-2024-07-18:org-test::0001" in stdout and "$0.0072" in stdout
 
     # training rows = evaluation requests, message for message (the answer added, the weights aside)

@@ -1,8 +1,9 @@
-"""Backend for any OpenAI-compatible chat server: vLLM, Ollama, llama.cpp server, TGI, OpenAI.
+"""Backend for any OpenAI-compatible server: vLLM, SGLang, TGI, Ollama, llama.cpp server, OpenAI.
 
-Generation only: ``supports_score`` is False because chat-completions servers do not portably return
-log-likelihoods of *given* text (the prompt's ``logprobs``/``echo`` options are missing or differ
-between vLLM, Ollama, llama.cpp and OpenAI), so label scoring falls back to generate-and-parse.
+Generation goes through chat completions. Label scoring takes whichever of three paths the server supports
+(``taskfit.backends.server_scoring``: ``completions`` for exact label log-likelihood, ``chat_top_logprobs``,
+``choice``), found by probing the server once per model (the answer is kept in the call cache) or named in the
+task file (``models[].score_via``); a server with none falls back to generate-and-parse, and the run records why.
 
 Native tool calling: a request's ``tools`` are sent as the ``tools`` field and the reply's ``tool_calls``
 come back parsed; assistant messages with ``tool_calls`` and ``tool`` messages are sent exactly as given.
@@ -16,11 +17,13 @@ import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from taskfit.backends import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from taskfit.backends import server_scoring as ss
 from taskfit.credentials import redact, url_problem
 from taskfit.errors import ModelCallError, TaskfitError
 from taskfit.taskfile import ModelSpec
@@ -36,7 +39,6 @@ def create(spec: ModelSpec) -> OpenAIBackend:
 class OpenAIBackend:
     """Chat completions over HTTP with bounded concurrency and retries; failures become error results."""
 
-    supports_score = False
     supports_tools = True
     local = False
 
@@ -52,6 +54,9 @@ class OpenAIBackend:
         if not spec.model:
             raise TaskfitError("the openai backend needs models[].model, the model name sent to the server",
                                field="models[].model")
+        if spec.tokenizer and not Path(spec.tokenizer).expanduser().exists():
+            raise TaskfitError(f"models[].tokenizer {spec.tokenizer!r} does not exist (a local folder with the served "
+                               "model's tokenizer files)", field="models[].tokenizer")
         api_key = None
         if spec.api_key_env:
             api_key = os.environ.get(spec.api_key_env)
@@ -72,6 +77,10 @@ class OpenAIBackend:
         self.url = f"{self.base_url}/chat/completions"
         self.model_id = f"openai:{_public_url(self.base_url)}:{self.model}"
         self._shown_url = f"{_public_url(self.base_url)}/chat/completions"  # for error messages
+        self._probe: ss.Probe | None = None  # the scoring path, found on first need
+        self._probe_cached = False
+        self._cache = None
+        self._tokens: ss.LocalTokens | ss.ServerTokens | None = None
         self.backoff_s = backoff_s  # base delay; attempt k waits about backoff_s * 2**k
         self.max_backoff_s = max_backoff_s  # cap on any single wait, Retry-After included
         self._rng = random.Random()  # jitter only; it must not share or disturb the seeded global RNG
@@ -83,10 +92,136 @@ class OpenAIBackend:
     def describe(self) -> dict[str, Any]:
         """Settings worth recording with a run; the API key itself is never included."""
         s = self.spec
+        p = self._probe
         return {"backend": "openai", "base_url": _public_url(self.base_url), "model": self.model,
                 "api_key_env": s.api_key_env, "headers_env": s.headers_env, "concurrency": s.concurrency,
                 "timeout_s": s.timeout_s, "max_retries": s.max_retries, "backoff_s": self.backoff_s,
-                "price_in_per_1m": s.price_in_per_1m, "price_out_per_1m": s.price_out_per_1m}
+                "price_in_per_1m": s.price_in_per_1m, "price_out_per_1m": s.price_out_per_1m,
+                "server": _public_url(self.base_url), "tokenizer": s.tokenizer,
+                "score_via": p.score_via if p else None, "score_via_reason": redact(p.why(), self._secrets) if p else None,
+                "choice_field": p.choice_field if p else None}
+
+    # -- label scoring -------------------------------------------------------------------------------
+    def use_cache(self, cache) -> None:
+        """Keep the probed scoring path in the call cache, so a server is probed once per model, not per run."""
+        self._cache = cache
+        if self._probe is not None and not self._probe_cached:
+            self._store_probe()
+
+    @property
+    def supports_score(self) -> bool:
+        return self.probe().score_via != "generate"
+
+    @property
+    def scores_labels(self) -> bool:
+        """Constrained choice returns a decision, not scores: contextual calibration does not apply to it."""
+        return self.probe().score_via == "choice"
+
+    @property
+    def score_id(self) -> str:
+        """Cache identity of score calls: the path (and its tokens' source) changes the numbers returned."""
+        p = self.probe()
+        extra = {"completions": f":{self.spec.tokenizer or 'server-tokenize'}", "choice": f":{p.choice_field}"}
+        return f"{self.model_id}:{p.score_via}{extra.get(p.score_via, '')}"
+
+    def probe(self) -> ss.Probe:
+        """The scoring path: ``score_via`` from the task file, checked; else the first that works on the server."""
+        if self._probe is None:
+            via = self.spec.score_via
+            order = self._order()
+            key = self._probe_key(order)
+            hit = self._cache.get_many([key]).get(key) if self._cache is not None else None
+            if hit:
+                self._probe, self._probe_cached = ss.Probe(**hit), True
+            else:
+                self._probe = ss.probe(self._post_to, self.model, order, self._token_source)
+                if via == "generate":
+                    self._probe.reasons["generate"] = "score_via: generate in the task file"
+                if self._cache is not None:
+                    self._store_probe()
+        return self._probe
+
+    def prepare_labels(self, groups: dict[str, list[str]]) -> None:
+        """Check the task's label set against the path: labels whose first tokens collide cannot be scored by
+        ``chat_top_logprobs``; such a set moves on to ``choice`` where the server has it, else to generation."""
+        p = self.probe()
+        if p.score_via != "chat_top_logprobs":
+            return
+        first = self._token_source_local()
+        clashes = ss.colliding_labels(groups, first.first_token if first else None)
+        if not clashes:
+            return
+        reason = f"labels {', '.join(clashes)} share their first token"
+        later = ss.PATHS[ss.PATHS.index("chat_top_logprobs") + 1:] if self.spec.score_via == "auto" else ()
+        moved = ss.probe(self._post_to, self.model, later, self._token_source)
+        moved.reasons = {**p.reasons, "chat_top_logprobs": reason, **moved.reasons}
+        self._probe = moved  # for this label set only: not stored as the model's probe
+
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        """Score every request by the probed path (at most ``concurrency`` in flight), in input order."""
+        if not self.supports_score:
+            raise NotImplementedError(f"{self.model} on {_public_url(self.base_url)} cannot score labels "
+                                      f"({self.probe().why()}); check supports_score first")
+        if not requests:
+            return []
+        workers = min(self.spec.concurrency, len(requests))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="taskfit-openai") as pool:
+            return list(pool.map(self._score_one, requests))
+
+    def _score_one(self, req: ScoreRequest) -> ScoreResult:
+        start = time.perf_counter()
+        p = self.probe()
+        try:
+            if p.score_via == "completions":
+                result = ss.score_completions(self._post_to, self.model, self._token_source(), req)
+            elif p.score_via == "chat_top_logprobs":
+                local = self._token_source_local()
+                result = ss.score_top_logprobs(self._post_to, self.model, req, local.first_token if local else None)
+            else:
+                result = ss.score_choice(self._post_to, self.model, p.choice_field or "", req)
+        except ModelCallError as e:
+            result = ScoreResult(logprobs=[], error=redact(f"{p.score_via}: {e}", self._secrets))
+        except Exception as e:  # one bad request must not sink the rest of the batch
+            result = ScoreResult(logprobs=[], error=redact(f"{p.score_via}: unexpected {type(e).__name__}: {e}",
+                                                           self._secrets))
+        result.latency_ms = (time.perf_counter() - start) * 1000.0
+        return result
+
+    def _order(self) -> tuple[str, ...]:
+        """The paths to try: all of them in turn (auto), the one the task file names, or none (generate)."""
+        via = self.spec.score_via
+        return tuple(ss.PATHS) if via == "auto" else (() if via == "generate" else (via,))
+
+    def _probe_key(self, order: tuple[str, ...]) -> str:
+        from taskfit.cache import call_key
+
+        return call_key(self.model_id, "probe", ss.ProbeRequest(tokenizer=self.spec.tokenizer, order=order))
+
+    def _store_probe(self) -> None:
+        from dataclasses import asdict
+
+        p = self._probe
+        if p is None or p.transient:  # a server that was down is probed again next run
+            return
+        order = self._order()
+        self._cache.put_many([(self._probe_key(order), self.model_id, "probe",
+                               ss.ProbeRequest(tokenizer=self.spec.tokenizer, order=order), asdict(p))])
+        self._probe_cached = True
+
+    def _token_source_local(self) -> ss.LocalTokens | None:
+        if self._tokens is None and self.spec.tokenizer:
+            from transformers import AutoTokenizer
+
+            folder = Path(self.spec.tokenizer).expanduser()
+            self._tokens = ss.LocalTokens(AutoTokenizer.from_pretrained(folder), self.spec.chat_template)
+        return self._tokens if isinstance(self._tokens, ss.LocalTokens) else None
+
+    def _token_source(self) -> ss.LocalTokens | ss.ServerTokens:
+        """A local tokenizer when the model entry names one, else the server's /tokenize."""
+        if self._tokens is None:
+            self._tokens = self._token_source_local() or ss.ServerTokens(self._post_to, self.model,
+                                                                         self.spec.chat_template)
+        return self._tokens
 
     def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
         """Run every request (at most ``concurrency`` in flight); results come back in input order."""
@@ -95,12 +230,6 @@ class OpenAIBackend:
         workers = min(self.spec.concurrency, len(requests))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="taskfit-openai") as pool:
             return list(pool.map(self._generate_one, requests))
-
-    def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
-        """Not available: see the module docstring; callers check ``supports_score`` first."""
-        raise NotImplementedError(
-            "the openai backend cannot score continuations (chat servers do not portably return prompt "
-            "log-likelihoods); check supports_score and use output_mode: generate")
 
     def close(self) -> None:
         """Release pooled connections."""
@@ -125,15 +254,24 @@ class OpenAIBackend:
         result.latency_ms = (time.perf_counter() - start) * 1000.0
         return result
 
-    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """POST with retries; returns the decoded JSON body or raises ModelCallError."""
-        where = f"POST {self._shown_url}"
+    def _post_to(self, path: str, payload: dict[str, Any]) -> Any:
+        """POST to ``path`` under base_url (``completions``), or, for "/"-rooted paths (``/tokenize``), under the
+        server's root (base_url without its trailing /v1)."""
+        if path.startswith("/"):
+            root = self.base_url.removesuffix("/v1")
+            return self._post(payload, url=root + path, shown=_public_url(root) + path)
+        return self._post(payload, url=f"{self.base_url}/{path}", shown=f"{_public_url(self.base_url)}/{path}")
+
+    def _post(self, payload: dict[str, Any], *, url: str | None = None, shown: str | None = None) -> Any:
+        """POST with retries; returns the decoded JSON body or raises ModelCallError (``Refused`` for a 4xx)."""
+        url = url or self.url
+        where = f"POST {shown or self._shown_url}"
         attempts = self.spec.max_retries + 1
         for attempt in range(attempts):
             last = attempt == attempts - 1
             tried = f"after {attempt + 1} attempt{'s' if attempt else ''}"
             try:
-                resp = self._client.post(self.url, json=payload)
+                resp = self._client.post(url, json=payload)
             except httpx.TimeoutException as e:
                 if last:
                     raise ModelCallError(f"{where}: timed out {tried} "
@@ -154,7 +292,8 @@ class OpenAIBackend:
             if _retryable(resp.status_code) and not last:
                 self._sleep(attempt, resp.headers.get("retry-after"))
                 continue
-            raise ModelCallError(f"{where}: HTTP {resp.status_code} {tried}: {_excerpt(resp.text)}")
+            error = ss.Refused if 400 <= resp.status_code < 500 and resp.status_code != 429 else ModelCallError
+            raise error(f"{where}: HTTP {resp.status_code} {tried}: {_excerpt(resp.text)}")
         raise AssertionError("unreachable: the last attempt always returns or raises")
 
     def _sleep(self, attempt: int, retry_after: str | None) -> None:

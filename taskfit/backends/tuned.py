@@ -41,8 +41,12 @@ def create(spec: ModelSpec, *, workspace: Workspace | None = None):
     if rec.status != "done":
         raise TaskfitError(f"tuned model {rec.id} has not finished training (status {rec.status}); "
                            f"run `taskfit tune` again to resume it")
-    device = resolve_device(spec.device)
     meta = json.loads((rec.folder / "tune.json").read_text())
+    if spec.serve_via is not None:  # evaluated on an inference server that loads the adapter
+        from taskfit.backends import served_adapter
+
+        return served_adapter.create(spec, rec, meta)
+    device = resolve_device(spec.device)
     tokenizer = load_tokenizer(rec.folder / "tokenizer")
     model, plain = load_model(rec.folder, meta, device)
     model_id = f"tuned:{rec.id}:{meta['weights_sha']}"

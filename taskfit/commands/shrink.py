@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
         arms = [Arm(row, ModelSpec(backend="hf", path=str(f), name=n, chat_template=chat)) for n, f in folders.items()]
         limit = c.limit if limit is None else (limit or None)
         records = evaluate(task_obj, dataset, arms, split=c.split, limit=limit, workspace=ws)
-        table = {r["model"]: r for r in rows(ws, records)}
+        table = {r.model: r for r in rows(ws, records)}
         out.print(render(list(table.values()), title=f"{name} and its shrunk copies"))
 
         ctx = StrategyContext(task=task_obj, parts=prompt_parts(task_obj), train=dataset.split("train"),
@@ -87,12 +87,12 @@ def register(app: typer.Typer) -> None:
         for n, f in folders.items():
             fp = footprint(f, prompts)
             r = table[n]
-            p = r["p_vs_best"]
-            t.add_row(n, f"{r['score']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+            p = r.p_vs_best
+            t.add_row(n, f"{r.score:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]",
                       "best" if p is None else f"{p:.3f}", f"{size_mb(f):,.0f}", f"{fp.peak_rss_mb:,.0f}",
                       f"{fp.ms_per_query:.1f}", f"{fp.load_s:.1f}")
-            summary.append({"model": n, "folder": str(f), "score": r["score"], "ci": [r["ci_low"], r["ci_high"]],
+            summary.append({"model": n, "folder": str(f), "score": r.score, "ci": [r.ci_low, r.ci_high],
                             "p_vs_best": p, "size_mb": size_mb(f), "peak_rss_mb": fp.peak_rss_mb,
-                            "ms_per_query": fp.ms_per_query, "run_id": r["run_id"]})
+                            "ms_per_query": fp.ms_per_query, "run_id": r.run_id})
         out.print(t)
         out.print(json.dumps(summary), soft_wrap=True)

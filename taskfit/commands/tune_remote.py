@@ -69,5 +69,5 @@ def _evaluate(task, dataset, rec, limit: int | None) -> None:
     records = evaluate(task, dataset, [arm], split=task.config.split, limit=limit, workspace=ws)
     table = rows(ws, records)
     out.print(render(table, title=f"{arm.model.label()} on the task's split"))
-    out.print(json.dumps({"score": table[0]["score"], "ci": [table[0]["ci_low"], table[0]["ci_high"]],
-                          "run_id": table[0]["run_id"], "train_cost_usd": rec.result["train_cost_usd"]}), soft_wrap=True)
+    out.print(json.dumps({"score": table[0].score, "ci": [table[0].ci_low, table[0].ci_high],
+                          "run_id": table[0].run_id, "train_cost_usd": rec.result["train_cost_usd"]}), soft_wrap=True)
