@@ -105,8 +105,18 @@ def _measure(folder: Path, prompts: list[str]) -> Footprint:
             model(**ids)
             if i:  # the first pass warms up allocations
                 times.append(time.perf_counter() - t)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
-    return Footprint(load_s=load_s, peak_rss_mb=peak, ms_per_query=1000 * sum(times) / len(times))
+    return Footprint(load_s=load_s, peak_rss_mb=_peak_rss_mb(), ms_per_query=1000 * sum(times) / len(times))
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux's VmHWM belongs to the address space exec created;
+    ``ru_maxrss`` would carry over the peak of the (large) parent this process was forked from."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
 def serving_table(params: float) -> list[dict[str, float | str]]:

@@ -47,10 +47,13 @@ def test_quantized_folders_load_through_the_hf_backend_and_score_close_to_the_pa
 
 
 def test_footprint_runs_in_a_fresh_process(shrunk, tiny_models):
-    from taskfit.shrink import footprint, size_mb
+    from taskfit.shrink import _peak_rss_mb, footprint, size_mb
 
+    ballast = torch.ones(100_000_000)  # a 400 MB peak here, which the measuring process must not inherit
+    del ballast
     fp = footprint(shrunk["int8"], ["Review: a great film", "Review: a dull mess"])
-    assert fp.peak_rss_mb > 50 and fp.ms_per_query > 0 and fp.load_s > 0
+    assert fp.ms_per_query > 0 and fp.load_s > 0
+    assert 50 < fp.peak_rss_mb < _peak_rss_mb() - 300
     assert 0 < size_mb(shrunk["int8"]) < size_mb(tiny_models["llama"])
 
 
