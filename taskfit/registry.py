@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -54,6 +55,15 @@ class Registry:
         obj = getattr(importlib.import_module(module), attr)
         self._loaded[name] = obj
         return obj
+
+    def options(self, name: str) -> Any:
+        """The pydantic model of the options ``name`` takes: the ``Options`` attribute of the registered object,
+        else of its module (None when the plugin declares none)."""
+        obj = self.get(name)
+        found = getattr(obj, "Options", None)
+        if found is None:
+            found = getattr(sys.modules.get(getattr(obj, "__module__", ""), None), "Options", None)
+        return found
 
 
 def create_with(factory: Any, *args: Any, workspace: Any = None, **kwargs: Any) -> Any:

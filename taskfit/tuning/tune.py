@@ -57,7 +57,7 @@ class Job:
         self.folder = base_folder(spec.model, task.root)
         self.tokenizer = load_tokenizer(self.folder)
         self.chat_template = bool(self.tokenizer.chat_template) and not (
-            c.models and c.models[0].backend == "hf" and not c.models[0].chat_template)
+            c.models and c.models[0].backend == "hf" and not c.models[0].options.get("chat_template", True))
         self.labels = c.labels
         self.sample = ""
         if spec.objective == "sft":
