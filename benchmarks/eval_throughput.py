@@ -90,7 +90,7 @@ def bench_one(task, dataset, name, args, pool, workspace) -> None:
 
     n = len(examples)
     gold = [ex.target for ex in examples]
-    tf_answers = [p["answer"] for p in cold_preds]
+    tf_answers = [p.answer for p in cold_preds]
     acc = lambda answers: sum(a == g for a, g in zip(answers, gold, strict=True)) / n  # noqa: E731
     print(f"\nrows: {n}  task: {c.name}  strategy: {arm.strategy.label()}  model: {backend.model_id}")
     print(f"{'side':<26}{'examples/s':>12}{'seconds':>10}{'accuracy':>10}{'parse fail':>12}")

@@ -13,21 +13,25 @@ from rich.table import Table
 from rich.text import Text
 
 from taskfit.errors import TaskfitError
+from taskfit.types import PredictionRow
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compare prompt strategies (and, later, fine-tuned models) on your own task, with evidence.")
 # markup=False: task, model and example text is printed as given ("[/INST]" is not a closing tag)
 out = Console(markup=False)
-if not out.is_terminal:  # piped output: keep the leaderboard on one line per row
+if not out.is_terminal:  # piped output: long table rows stay on one line (the leaderboard: 120 columns)
     out = Console(width=200, markup=False)
 err = Console(stderr=True, markup=False)
 
 TaskArg = Annotated[str, typer.Argument(help="Path to the task file (YAML).")]
 StrategyOpt = Annotated[list[str] | None, typer.Option("--strategy", "-s", help="Strategy row (or registered name); repeatable.")]
 ModelOpt = Annotated[list[str] | None, typer.Option("--model", "-m", help="Model row name, local folder, .gguf or 'bundled'; repeatable.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the expected calls, tokens, dollars and time per "
+                                          "row, then stop: no model is loaded and no call is made.")]
 SplitOpt = Annotated[str | None, typer.Option(help="Split to score: train, dev or test (default: the task's).")]
 LimitOpt = Annotated[int | None, typer.Option(help="Score only the first N rows of the split (0: all rows, "
                                                     "overriding the task file's limit).")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="One leaderboard table with every column (wider than 120).")]
 
 
 @app.callback()
@@ -40,7 +44,7 @@ def _root(db: Annotated[str | None, typer.Option(
 
 
 def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, *, with_tuning: bool = False,
-           train_limit: int | None = None, report: bool = False) -> None:
+           train_limit: int | None = None, report: bool = False, wide: bool = False) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -50,9 +54,9 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
         TimeRemainingColumn,
     )
 
+    from taskfit import api
     from taskfit.commands import workspace
-    from taskfit.leaderboard import JSON_KEYS, render, verdict
-    from taskfit.study import run_study
+    from taskfit.leaderboard import render
 
     bars: dict[str, int] = {}
     started = time.perf_counter()
@@ -69,27 +73,32 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
                 last_line[0] = time.perf_counter()
                 err.print(f"{arm.name}: {done}/{total} ({time.perf_counter() - started:.0f} s)", highlight=False)
 
+        from taskfit.commands.estimate import estimate_before, show_after
+
+        estimates = estimate_before(task, strategy, model, split, limit)
         err.print("loading task, data and models...", style="dim")
+
         def on_step(name, p):
             if p["step"] == 1 or p["step"] % 10 == 0:
                 err.print(f"{name}: step {p['step']:.0f}, epoch {p['epoch']:.2f}, loss {p['loss']:.4f} "
                           f"({p['time_s']:.0f} s)", style="dim", highlight=False)
 
-        task_obj, table_rows = run_study(task, workspace=workspace(), strategy_names=strategy, model_names=model,
-                                         split=split, limit=limit,
-                                         progress=on_progress, with_tuning=with_tuning, train_limit=train_limit,
-                                         log=lambda m: err.print(m, style="dim", highlight=False),
-                                         on_step=on_step)
+        board = api.evaluate(task, strategy, model, split=split, limit=limit, workspace=workspace(),
+                             tuned=with_tuning, train_limit=train_limit, progress=on_progress,
+                             log=lambda m: err.print(m, style="dim", highlight=False), on_step=on_step)
+    show_after(estimates, [(r.strategy, r.model, r.run_id) for r in board.rows])
     if as_json:
-        print(json.dumps([{**{k: r[k] for k in JSON_KEYS}, **r} for r in table_rows], indent=2))
+        print(json.dumps(board.to_json(), indent=2))
         return
-    out.print(render(table_rows, title=f"{title}: {task_obj.config.name} ({table_rows[0]['metric'] if table_rows else ''})"))
-    out.print(verdict(table_rows), highlight=False)
-    if report:  # the main job ends with the decision report
-        from taskfit.report import write_report
+    width = None if out.is_terminal else 300 if wide else 120
+    out.print(render(board.rows, title=f"{title}: {board.task} ({board.metric})", wide=wide), width=width)
+    out.print(board.verdict, highlight=False, width=width)
+    if any((r.tune or {}).get("distill") for r in board.rows):
+        from taskfit.distill.board import render as render_students
 
-        path = write_report([r["run_id"] for r in table_rows], workspace=workspace())
-        out.print(f"report: {path}", highlight=False)
+        out.print(render_students(board.rows), width=width)
+    if report:  # the main job ends with the decision report
+        out.print(f"report: {api.report(board, workspace=workspace())}", highlight=False)
     err.print(f"finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions", style="dim")
 
 
@@ -99,18 +108,28 @@ def run(task: TaskArg, limit: LimitOpt = None,
                                                 "reused) and put them on the leaderboard.")] = True,
         train_limit: Annotated[int | None, typer.Option(help="Train each tuned model on at most N train rows "
                                                         "(a quick look; a different model than the full run).")] = None,
-        ) -> None:
+        wide: WideOpt = False, dry_run: DryRunOpt = False) -> None:
     """Run the study the task file declares (every strategy x model, and its tuned models) and print the
     leaderboard."""
-    _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit, report=True)
+    if dry_run:
+        from taskfit.commands.estimate import dry_run as print_estimate
+
+        return print_estimate(task, None, None, None, limit, note="Fine-tuned rows are not included: "
+                              "`taskfit plan` predicts their training time and memory." if tune else "")
+    _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit, report=True,
+           wide=wide)
 
 
 @app.command("eval")
 def eval_(task: TaskArg, strategy: StrategyOpt = None, model: ModelOpt = None, split: SplitOpt = None,
           limit: LimitOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON.")] = False,
-          ) -> None:
+          wide: WideOpt = False, dry_run: DryRunOpt = False) -> None:
     """Evaluate strategies x models on a split and print one leaderboard."""
-    _study(task, strategy, model, split, limit, as_json, "Leaderboard")
+    if dry_run:
+        from taskfit.commands.estimate import dry_run as print_estimate
+
+        return print_estimate(task, strategy, model, split, limit, as_json=as_json)
+    _study(task, strategy, model, split, limit, as_json, "Leaderboard", wide=wide)
 
 
 @app.command()
@@ -179,21 +198,20 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
         raise TaskfitError(f"no run (or more than one) matches {run_id!r}; see `taskfit runs`")
     preds = store.predictions(run.id)
     if example:
-        matches = [p for p in preds if p["example_id"] == example]
+        matches = [p for p in preds if p.example_id == example]
         if not matches:
             raise TaskfitError(f"run {run.id} has no example {example!r}")
         _show_trace(matches[0])
         return
-    preds.sort(key=lambda p: (p["score"], p["idx"]))
+    preds.sort(key=lambda p: (p.score, p.idx))
     t = Table(title=f"run {run.id}: {run.strategy} x {run.model} on {run.task_name}/{run.split} "
               f"({len(preds)}/{run.n_total}, {run.status})")
     for col in ("example", "input", "target", "answer", "score", "calls", "note"):
         t.add_column(col, overflow="fold")
     for p in preds[:limit]:
-        note = "call failed" if p["failed"] else ("parse failed" if p["parse_failed"] else "")
-        text = " | ".join(str(v) for v in p["inputs"].values())
-        t.add_row(p["example_id"], text[:120], p["target"][:60], str(p["answer"])[:60], f"{p['score']:.2f}",
-                  str(p["calls"]), note)
+        note = "call failed" if p.failed else ("parse failed" if p.parse_failed else "")
+        text = " | ".join(str(v) for v in p.inputs.values())
+        t.add_row(p.example_id, text[:120], p.target[:60], str(p.answer)[:60], f"{p.score:.2f}", str(p.calls), note)
     out.print(t)
     if run.config["model"].get("backend") == "tuned":  # what training changed, on a few examples
         from taskfit.commands.tune import print_before_after
@@ -202,10 +220,11 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
         print_before_after(rec.result.get("before_after") or [])
 
 
-def _show_trace(p: dict) -> None:
-    out.rule(f"example {p['example_id']}  score {p['score']:.2f}")
-    out.print({"inputs": p["inputs"], "target": p["target"], "answer": p["answer"], "output": p["output"]})
-    for i, call in enumerate(p["trace"]["calls"], start=1):
+def _show_trace(p: PredictionRow) -> None:
+    out.rule(f"example {p.example_id}  score {p.score:.2f}")
+    out.print({"inputs": p.inputs, "target": p.target, "answer": p.answer, "output": p.output})
+    trace = p.trace or {}
+    for i, call in enumerate(trace.get("calls", []), start=1):
         out.rule(f"call {i}: {call['step']} ({call['kind']}){' cached' if call['cached'] else ''}")
         for m in call["messages"]:  # Text, not markup: prompts may contain [brackets]
             extra = f" {m['tool_calls']}" if m.get("tool_calls") else ""
@@ -217,8 +236,10 @@ def _show_trace(p: dict) -> None:
         shared = f" (share of a call made for {call['shared_by']} examples)" if call.get("shared_by", 1) > 1 else ""
         out.print(f"tokens {call['tokens_in']:.0f}/{call['tokens_out']:.0f}, {call['latency_ms']:.0f} ms{shared}"
                   f"{', error: ' + call['error'] if call.get('error') else ''}", style="dim")
-    if p["trace"].get("details"):
-        out.print(p["trace"]["details"])
+    if trace.get("details"):
+        out.print(trace["details"])
+    for name, reason in ((p.scoring or {}).get("reasons") or {}).items():
+        out.print(Text.assemble((f"{name}: ", "bold"), str(reason)), highlight=False)
 
 
 @app.command("strategies")

@@ -148,6 +148,11 @@ def load_dataset(task: Task) -> Dataset:
                 rows = _nonempty(read_rows(path), path)
                 h.update(name.encode() + path.read_bytes())
                 splits[name] = [to_example(task, path, n, r) for n, r in rows]
+    _check_unique_ids(splits)
+    return Dataset(splits, h.hexdigest()[:16])
+
+
+def _check_unique_ids(splits: dict[str, list[Example]]) -> None:
     for name, exs in splits.items():
         seen: dict[str, str] = {}
         for ex in exs:
@@ -155,7 +160,6 @@ def load_dataset(task: Task) -> Dataset:
                 raise TaskfitError(f"duplicate id {ex.id!r} in the {name} split (also at {seen[ex.id]})",
                                    file=ex.source.rsplit(":", 1)[0], line=int(ex.source.rsplit(":", 1)[1]))
             seen[ex.id] = ex.source
-    return Dataset(splits, h.hexdigest()[:16])
 
 
 def _nonempty(rows: list[tuple[int, dict[str, Any]]], path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -168,3 +172,18 @@ def _default_ratios():
     from taskfit.taskfile import SplitRatios
 
     return SplitRatios(train=0.5, dev=0.0, test=0.5)
+
+
+def rows_dataset(task: Task) -> Dataset:
+    """The splits of a task built from rows in memory, checked like rows read from a file."""
+    h = hashlib.sha256()
+    splits: dict[str, list[Example]] = {"train": [], "dev": [], "test": []}
+    for split, given in (task.rows or {}).items():
+        where = Path(f"{split}-rows")  # errors read "test-rows:3: missing field 'label'"
+        for i, row in enumerate(given, start=1):
+            if not isinstance(row, dict):
+                raise TaskfitError(f"expected a mapping, got {type(row).__name__}", file=str(where), line=i)
+        splits[split] = [to_example(task, where, i, row) for i, row in enumerate(given, start=1)]
+        h.update(split.encode() + json.dumps(given, sort_keys=True, default=str).encode())
+    _check_unique_ids(splits)
+    return Dataset(splits, h.hexdigest()[:16])

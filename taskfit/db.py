@@ -164,6 +164,16 @@ MIGRATIONS: list[tuple[str, str | tuple[str, ...]]] = [
             config TEXT NOT NULL,
             versions TEXT NOT NULL
         )"""),
+    # what scoring a prediction spent on model calls (an LLM judge) and the metrics' reasons, as JSON
+    ("010_prediction_scoring", "ALTER TABLE predictions ADD COLUMN scoring TEXT"),
+    # a run's cost estimate (taskfit.estimate) next to what the run actually spent
+    ("011_estimates", """
+        CREATE TABLE estimates (
+            run_id TEXT PRIMARY KEY,
+            created REAL NOT NULL,
+            estimate TEXT NOT NULL,
+            actual TEXT NOT NULL
+        )"""),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from typing import TYPE_CHECKING, Any
 
@@ -9,57 +10,63 @@ from taskfit.metrics import build_metric
 from taskfit.stats import paired_p, score_interval
 from taskfit.store import RunRecord
 from taskfit.taskfile import MetricSpec, ModelSpec
+from taskfit.types import JSON_KEYS, LeaderboardRow, PredictionRow
 
 if TYPE_CHECKING:
     from taskfit.tuning.store import TuneStore
     from taskfit.workspace import Workspace
 
-JSON_KEYS = ("strategy", "model", "n", "score", "ci_low", "ci_high", "p_vs_best", "latency_p50_ms", "tokens_in",
-             "tokens_out", "calls", "cache_hits", "cost_per_1k")
+__all__ = ["JSON_KEYS", "LeaderboardRow", "rows", "verdict", "render"]
 
 
-def rows(workspace: Workspace, runs: list[RunRecord]) -> list[dict[str, Any]]:
+def rows(workspace: Workspace, runs: list[RunRecord]) -> list[LeaderboardRow]:
     """Leaderboard rows of ``runs`` (stored in ``workspace``), best score first. ``p_vs_best`` is None for the
     best row itself."""
     preds = {r.id: workspace.runs.predictions(r.id, with_trace=False) for r in runs}
     out = []
+    binary: dict[str, bool] = {}
     for run in runs:
         ps = preds[run.id]
         metric = MetricSpec(**run.config["task"]["metrics"][0])
-        binary = build_metric(metric.name, metric.options, workspace).binary
-        scores = [p["score"] for p in ps]
+        stored = run.config.get("binary")  # runs stored before it was recorded rebuild the metric to know
+        binary[run.id] = stored if stored is not None else build_metric(metric.name, metric.options, workspace).binary
+        scores = [p.score for p in ps]
         n = len(ps)
-        lo, hi = score_interval(scores, binary) if n else (0.0, 0.0)
+        lo, hi = score_interval(scores, binary[run.id]) if n else (0.0, 0.0)
         model = ModelSpec(**run.config["model"])
-        tin = _mean([p["tokens_in"] for p in ps])
-        tout = _mean([p["tokens_out"] for p in ps])
-        lat = [p["latency_ms"] for p in ps]
-        calls = sum(p["calls"] for p in ps)
-        out.append({
-            "strategy": run.strategy, "model": run.model, "n": n, "metric": metric.name,
-            "score": _mean(scores), "ci_low": lo, "ci_high": hi, "p_vs_best": None,
-            "latency_p50_ms": statistics.median(lat) if lat else 0.0,
-            "tokens_in": tin, "tokens_out": tout, "calls": calls, "calls_per_query": calls / n if n else 0.0,
-            "cache_hits": sum(p["cache_hits"] for p in ps),
-            "cost_per_1k": 1000 * (tin * model.price_in_per_1m + tout * model.price_out_per_1m) / 1e6,
-            "time_per_1k_s": _mean(lat) if lat else 0.0,  # mean ms per query x 1000 queries / 1000 ms per s
-            "parse_fail_rate": _mean([p["parse_failed"] for p in ps]),
-            "failed": sum(p["failed"] for p in ps), "mode": run.config.get("mode"), "run_id": run.id,
-            "metrics": _metric_means(ps),
-            "binary": binary, **scored_via(run),
-            **({"tune": tune_summary(workspace.tunes, model.path)} if model.backend == "tuned" else {}),
-        })
-    out.sort(key=lambda r: -r["score"])
+        tin = _mean([p.tokens_in for p in ps])
+        tout = _mean([p.tokens_out for p in ps])
+        lat = [p.latency_ms for p in ps]
+        calls = sum(p.calls for p in ps)
+        spent = [p.scoring or {} for p in ps]
+        out.append(LeaderboardRow(
+            strategy=run.strategy, model=run.model, n=n, metric=metric.name,
+            score=_mean(scores), ci_low=lo, ci_high=hi, p_vs_best=None,
+            latency_p50_ms=statistics.median(lat) if lat else 0.0,
+            tokens_in=tin, tokens_out=tout, calls=calls, calls_per_query=calls / n if n else 0.0,
+            cache_hits=sum(p.cache_hits for p in ps),
+            cost_per_1k=1000 * (tin * model.price_in_per_1m + tout * model.price_out_per_1m) / 1e6,
+            time_per_1k_s=_mean(lat) if lat else 0.0,  # mean ms per query x 1000 queries / 1000 ms per s
+            parse_fail_rate=_mean([p.parse_failed for p in ps]),
+            failed=sum(p.failed for p in ps), mode=run.config.get("mode"), run_id=run.id,
+            metrics=_metric_means(ps),
+            judge_calls=sum(s.get("calls", 0) for s in spent),
+            judge_tokens_in=_mean([s.get("tokens_in", 0.0) for s in spent]),
+            judge_tokens_out=_mean([s.get("tokens_out", 0.0) for s in spent]),
+            judge_cost_per_1k=1000 * _mean([s.get("cost", 0.0) for s in spent]),
+            **scored_via(run),
+            tune=tune_summary(workspace.tunes, model.path) if model.backend == "tuned" else None,
+        ))
+    out.sort(key=lambda r: -r.score)
     if out:
         best = out[0]
-        best_by_id = {p["example_id"]: p["score"] for p in preds[best["run_id"]]}
-        for r in out[1:]:
-            pairs = [(best_by_id[p["example_id"]], p["score"]) for p in preds[r["run_id"]] if p["example_id"] in best_by_id]
+        best_by_id = {p.example_id: p.score for p in preds[best.run_id]}
+        for i, r in enumerate(out[1:], start=1):
+            pairs = [(best_by_id[p.example_id], p.score) for p in preds[r.run_id] if p.example_id in best_by_id]
             if pairs:
                 a, b = zip(*pairs, strict=True)
-                r["p_vs_best"] = paired_p(list(a), list(b), best["binary"] and r["binary"])
-    for r in out:
-        r.pop("binary")
+                p_value = paired_p(list(a), list(b), binary[best.run_id] and binary[r.run_id])
+                out[i] = dataclasses.replace(r, p_vs_best=p_value)
     return out
 
 
@@ -75,7 +82,7 @@ def scored_via(run: RunRecord) -> dict[str, Any]:
 
 TUNE_KEYS = ("id", "method", "method_used", "objective", "base_model", "train_time_s", "peak_mem_mb",
              "trainable_params", "total_params", "trainable_pct", "adapter_mb", "curve", "plan", "measured",
-             "forgetting", "device", "tokens_per_s", "fallback")
+             "forgetting", "device", "tokens_per_s", "fallback", "distill")  # distill: teacher, labelling cost
 
 
 def tune_summary(tunes: TuneStore, path: str | None) -> dict[str, Any] | None:
@@ -92,83 +99,136 @@ def tune_summary(tunes: TuneStore, path: str | None) -> dict[str, Any] | None:
     return {k: res.get(k) for k in TUNE_KEYS}
 
 
-def verdict(table_rows: list[dict[str, Any]], alpha: float = 0.05) -> str:
+def verdict(table_rows: list[LeaderboardRow], alpha: float = 0.05) -> str:
     """One sentence: the best row, the rows statistically tied with it, and the cheapest of those."""
     if not table_rows:
         return "no rows"
     best = table_rows[0]
-    tied = [r for r in table_rows[1:] if r["p_vs_best"] is not None and r["p_vs_best"] >= alpha]
-    name = lambda r: f"{r['strategy']} x {r['model']}"  # noqa: E731
-    text = f"Best: {name(best)} ({best['score']:.3f})."
+    tied = [r for r in table_rows[1:] if r.p_vs_best is not None and r.p_vs_best >= alpha]
+    text = f"Best: {best.name} ({best.score:.3f})."
     if len(table_rows) == 1:
         return text + " Only one row: nothing to compare it with."
-    untested = [r for r in table_rows[1:] if r["p_vs_best"] is None]  # no example in common with the best
+    untested = [r for r in table_rows[1:] if r.p_vs_best is None]  # no example in common with the best
     if untested:
-        text += f" Not compared (no shared examples): {', '.join(name(r) for r in untested)}."
+        text += f" Not compared (no shared examples): {', '.join(r.name for r in untested)}."
     if not tied:
         if len(untested) == len(table_rows) - 1:
             return text
         if len(table_rows) == 2:
-            return text + f" The other row ({name(table_rows[1])}) is significantly worse (p < 0.05)."
+            return text + f" The other row ({table_rows[1].name}) is significantly worse (p < 0.05)."
         return text + f" Every other {'compared ' if untested else ''}row is significantly worse (p < 0.05)."
     # money first, then tokens (deterministic; measured time on a shared machine is noisy)
-    cheapest = min([best, *tied], key=lambda r: (r["cost_per_1k"], r["tokens_in"] + r["tokens_out"], r["time_per_1k_s"]))
-    text += f" Not significantly different (p >= 0.05): {', '.join(name(r) for r in tied)}."
+    cheapest = min([best, *tied], key=lambda r: (r.cost_per_1k, r.tokens_in + r.tokens_out, r.time_per_1k_s))
+    text += f" Not significantly different (p >= 0.05): {', '.join(r.name for r in tied)}."
     if cheapest is not best:
-        if cheapest["cost_per_1k"] < best["cost_per_1k"]:
-            why = f"${cheapest['cost_per_1k']:.4f} per 1k queries vs ${best['cost_per_1k']:.4f}"
-        elif round(cheapest["tokens_in"]) < round(best["tokens_in"]):
-            why = f"{cheapest['tokens_in']:.0f} tokens in per query vs {best['tokens_in']:.0f}"
+        if cheapest.cost_per_1k < best.cost_per_1k:
+            why = f"${cheapest.cost_per_1k:.4f} per 1k queries vs ${best.cost_per_1k:.4f}"
+        elif round(cheapest.tokens_in) < round(best.tokens_in):
+            why = f"{cheapest.tokens_in:.0f} tokens in per query vs {best.tokens_in:.0f}"
         else:
-            why = f"{_duration(cheapest['time_per_1k_s'])} per 1k queries vs {_duration(best['time_per_1k_s'])}"
-        text += f" Cheapest of those: {name(cheapest)} ({why})."
+            why = f"{_duration(cheapest.time_per_1k_s)} per 1k queries vs {_duration(best.time_per_1k_s)}"
+        text += f" Cheapest of those: {cheapest.name} ({why})."
     return text
 
 
-def _metric_means(ps: list[dict[str, Any]]) -> dict[str, float]:
+def _metric_means(ps: list[PredictionRow]) -> dict[str, float]:
     """Mean of every stored metric (the task's, and strategy-level ones such as recall@k) over the rows."""
-    names = sorted({k for p in ps for k in p["metrics"]})
-    return {k: _mean([p["metrics"][k] for p in ps if k in p["metrics"]]) for k in names}
+    names = sorted({k for p in ps for k in p.metrics})
+    return {k: _mean([p.metrics[k] for p in ps if k in p.metrics]) for k in names}
 
 
 def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
 
-def render(table_rows: list[dict[str, Any]], title: str = "Leaderboard"):
-    """A Rich table of the rows."""
+CAPTION = ("score: mean of the first metric; CI: Wilson (0/1 metrics) or bootstrap; p vs best: McNemar or\n"
+           "paired bootstrap, * < 0.05; latency on local models is batch time / batch size")
+
+
+HEADERS = {"p vs best": "p vs\nbest", "parse fail": "parse\nfail", "tok in/out": "tok\nin/out",
+           "$/1k q": "$ per\n1k q", "time/1k q": "time per\n1k q", "score [95% CI]": "score\n[95% CI]"}
+
+
+def render(table_rows: list[LeaderboardRow], title: str = "Leaderboard", *, wide: bool = False):
+    """The leaderboard as Rich tables: the main columns, which fit 120 columns, then a second table of what
+    else rows carry (other metrics, judge spend, training cost) when there is any; ``wide``: one table."""
+    from rich import box
+    from rich.console import Group
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left")
-    for col, just in [("strategy", "left"), ("model", "left"), ("n", "right"), ("score [95% CI]", "right"),
-                      ("p vs best", "right"), ("parse fail", "right"), ("p50 ms", "right"), ("tok in/out", "right"),
-                      ("calls/q", "right"), ("cache hits", "right"), ("$/1k q", "right"), ("time/1k q", "right"),
-                      ("other metrics", "left"), ("run", "left")]:
-        t.add_column(col, justify=just)
-    if any(r.get("tune") for r in table_rows):
-        t.add_column("training", justify="left")
-    served = any(r.get("server") for r in table_rows)
-    if served:
-        t.add_column("scored via", justify="left")
+    judged = any(r.judge_calls for r in table_rows)
+    served = any(r.server for r in table_rows)
+    tuned = any(r.tune for r in table_rows)
+    others = any(k != r.metric for r in table_rows for k in r.metrics)
+    paid = any(r.cost_per_1k for r in table_rows)
+    sizes = {r.n for r in table_rows}
+    one_n = len(sizes) == 1 and not wide
+    t = Table(title=title + (f", n = {sizes.pop()}" if one_n else ""), title_justify="left", caption=CAPTION,
+              caption_justify="left", box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD)
     for r in table_rows:
-        p = r["p_vs_best"]
-        t.add_row(
-            r["strategy"], r["model"], str(r["n"]),
-            f"{r['score']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
-            "best" if p is None else (f"{p:.3f}" + (" *" if p < 0.05 else "")),
-            f"{r['parse_fail_rate']:.1%}", f"{r['latency_p50_ms']:.0f}",
-            f"{r['tokens_in']:.0f}/{r['tokens_out']:.0f}", f"{r['calls_per_query']:.1f}", str(r["cache_hits"]),
-            f"${r['cost_per_1k']:.4f}", _duration(r["time_per_1k_s"]),
-            " ".join(f"{k}={v:.3f}" for k, v in r["metrics"].items() if k != r["metric"]), r["run_id"],
-            *([training_cell(r.get("tune"))] if any(x.get("tune") for x in table_rows) else []),
-            *([r["score_via"] + (f" on {r['server']}" if r.get("server") else "")] if served else []),
-        )
-    t.caption = ("score: mean of the first metric; CI: Wilson (0/1 metrics) or bootstrap; p vs best: McNemar or "
-                 "paired bootstrap, * < 0.05; latency on local models is batch time / batch size")
+        if r.score_via == "generate" and r.score_via_reason:
+            t.caption = f"{t.caption}\n{r.model}: labels not scored on the server ({r.score_via_reason})"
+    columns = [("strategy", True), ("model", True), ("n", not one_n), ("score [95% CI]", True), ("p vs best", True),
+               ("parse fail", True), ("tok in/out", True), ("calls/q", wide), ("$/1k q", wide or paid),
+               ("time/1k q", True), ("p50 ms", wide), ("cache hits", wide), ("judge", wide and judged),
+               ("other metrics", wide and others), ("training", wide and tuned), ("scored via", wide and served),
+               ("run", True)]
+    shown = [name for name, show in columns if show]
+    cell_rows = []
     for r in table_rows:
-        if r.get("score_via") == "generate" and r.get("score_via_reason"):
-            t.caption += f"\n{r['model']}: labels not scored on the server ({r['score_via_reason']})"
-    return t
+        cells = {"strategy": r.strategy, "model": r.model, "n": str(r.n),
+                 "score [95% CI]": f"{r.score:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]", "p vs best": _p_cell(r.p_vs_best),
+                 "parse fail": f"{r.parse_fail_rate:.1%}", "tok in/out": f"{r.tokens_in:.0f}/{r.tokens_out:.0f}",
+                 "calls/q": f"{r.calls_per_query:.1f}", "$/1k q": f"${r.cost_per_1k:.4f}",
+                 "time/1k q": _duration(r.time_per_1k_s), "p50 ms": f"{r.latency_p50_ms:.0f}",
+                 "cache hits": str(r.cache_hits), "judge": judge_cell(r), "other metrics": _other_metrics(r),
+                 "training": training_cell(r.tune), "scored via": scored_via_cell(r), "run": r.run_id}
+        cell_rows.append([cells[name] for name in shown])
+    texts = ("strategy", "model", "judge", "other metrics", "training", "scored via")
+    for k, name in enumerate(shown):
+        header = name if wide else HEADERS.get(name, name)  # two-line headers keep the numbers' columns narrow
+        if name in texts:  # long names wrap inside their cell; numbers are never cut
+            t.add_column(header, justify="left", overflow="fold")
+        else:
+            width = max([len(row[k]) for row in cell_rows] + [len(line) for line in header.splitlines()])
+            t.add_column(header, justify="left" if name == "run" else "right", no_wrap=True, min_width=width)
+    for row in cell_rows:
+        t.add_row(*row)
+    if wide or not (judged or tuned or others or served):
+        return t
+    d = Table(title="Details (--wide: one table)", title_justify="left", box=box.SIMPLE_HEAD)
+    d.add_column("run", no_wrap=True)
+    parts = [("judge calls, tok/q, $/1k q", judged, judge_cell), ("other metrics", others, _other_metrics),
+             ("training", tuned, lambda r: training_cell(r.tune)), ("scored via", served, scored_via_cell)]
+    for name, show, _ in parts:
+        if show:
+            d.add_column(name)
+    for r in table_rows:
+        cells = [cell(r) for _, show, cell in parts if show]
+        if any(cells):  # rows with nothing more to say are left out
+            d.add_row(r.run_id, *cells)
+    return Group(t, d)
+
+
+def _p_cell(p: float | None) -> str:
+    return "best" if p is None else (f"{p:.3f}" + (" *" if p < 0.05 else ""))
+
+
+def scored_via_cell(r: LeaderboardRow) -> str:
+    """How the row got its answers, and on which server."""
+    return r.score_via + (f" on {r.server}" if r.server else "")
+
+
+def _other_metrics(r: LeaderboardRow) -> str:
+    return " ".join(f"{k}={v:.3f}" for k, v in r.metrics.items() if k != r.metric)
+
+
+def judge_cell(r: LeaderboardRow) -> str:
+    """The model calls metrics made to score the row (an LLM judge): calls, tokens per query, $ per 1k."""
+    if not r.judge_calls:
+        return ""
+    return (f"{r.judge_calls} calls, {r.judge_tokens_in:.0f}/{r.judge_tokens_out:.0f} tok, "
+            f"${r.judge_cost_per_1k:.4f}")
 
 
 def training_cell(tune: dict[str, Any] | None) -> str:

@@ -13,7 +13,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from html import escape
 from itertools import combinations
 from pathlib import Path
@@ -24,6 +24,7 @@ from taskfit.errors import TaskfitError
 from taskfit.leaderboard import rows as leaderboard_rows
 from taskfit.stats import bootstrap_interval, paired_p
 from taskfit.store import RunRecord, Store
+from taskfit.types import LeaderboardRow, ReportRow
 
 if TYPE_CHECKING:
     from taskfit.workspace import Workspace
@@ -41,7 +42,7 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 class Recommendation:
     choice: str  # prompting | retrieval | fine_tune | tie | none
     text: str
-    row: dict[str, Any] | None = None
+    row: ReportRow | None = None
 
 
 @dataclass
@@ -59,7 +60,7 @@ class Breakdown:
 class ReportData:
     title: str
     metric: str
-    rows: list[dict[str, Any]]
+    rows: list[ReportRow]
     pairwise: dict[tuple[str, str], dict[str, Any]]
     breakdowns: list[Breakdown]
     recommendation: Recommendation
@@ -122,22 +123,22 @@ def resolve_targets(store: Store, targets: Sequence[str]) -> list[RunRecord]:
 # -- collecting ------------------------------------------------------------------------------------------
 
 
-def technique(row: dict[str, Any]) -> str:
+def technique(row: ReportRow) -> str:
     """prompting, retrieval or fine_tune, from the row's stored technique or its tune info and strategy."""
-    if row.get("technique"):
-        return row["technique"]
-    if row.get("tune") or str(row.get("model", "")).startswith("tuned:"):
+    if row.technique:
+        return row.technique
+    if row.tune or row.model.startswith("tuned:"):
         return "fine_tune"
-    if str(row.get("strategy", "")).split("_")[0] in RETRIEVAL_STRATEGIES:
+    if row.strategy.split("_")[0] in RETRIEVAL_STRATEGIES:
         return "retrieval"
     return "prompting"
 
 
-def on_premise(row: dict[str, Any]) -> bool:
+def on_premise(row: ReportRow) -> bool:
     """Whether the row's model runs on the user's machines (a local backend or a loopback server)."""
-    if "on_premise" in row:
-        return bool(row["on_premise"])
-    return not row.get("cost_per_1k")
+    if row.on_premise is not None:
+        return row.on_premise
+    return not row.cost_per_1k
 
 
 def _run_facts(run: RunRecord) -> dict[str, Any]:
@@ -164,15 +165,15 @@ def _run_facts(run: RunRecord) -> dict[str, Any]:
 
 
 def pairwise_tests(
-    store: Store, table: list[dict[str, Any]], binary: bool
+    store: Store, table: Sequence[LeaderboardRow], binary: bool
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """For every two rows (a, b): the paired p-value and the mean difference a - b with a bootstrap 95% CI."""
     scores = {
-        r["run_id"]: {p["example_id"]: p["score"] for p in store.predictions(r["run_id"], with_trace=False)}
+        r.run_id: {p.example_id: p.score for p in store.predictions(r.run_id, with_trace=False)}
         for r in table
     }
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    for a, b in combinations([r["run_id"] for r in table], 2):
+    for a, b in combinations([r.run_id for r in table], 2):
         shared = [k for k in scores[a] if k in scores[b]]
         if not shared:
             continue
@@ -197,18 +198,18 @@ def breakdown(store: Store, run: RunRecord) -> Breakdown:
         matrix = [[0] * len(cols) for _ in labels]
         gold = {lab: i for i, lab in enumerate(labels)}
         for p in preds:
-            if p["target"] in gold:
-                matrix[gold[p["target"]]][index.get(p["answer"], len(cols) - 1)] += 1
+            if p.target in gold:
+                matrix[gold[p.target]][index.get(p.answer, len(cols) - 1)] += 1
         return Breakdown(run.id, name, labels=list(labels), matrix=matrix)
     counts: Counter[str] = Counter()
     for p in preds:
-        if p["failed"]:
+        if p.failed:
             counts["call failed"] += 1
-        elif p["parse_failed"]:
+        elif p.parse_failed:
             counts["parse failed"] += 1
-        elif p["score"] >= 1.0:
+        elif p.score >= 1.0:
             counts["correct"] += 1
-        elif p["score"] > 0:
+        elif p.score > 0:
             counts["partly right"] += 1
         else:
             counts["wrong"] += 1
@@ -227,30 +228,34 @@ def collect(workspace: Workspace, runs: Sequence[RunRecord]) -> ReportData:
             "runs of different tasks or metrics cannot share one report: "
             f"{sorted({r.task_name for r in runs})}"
         )
-    table = leaderboard_rows(workspace, list(runs))
     by_id = {r.id: r for r in runs}
-    for row in table:
-        for key, value in _run_facts(by_id[row["run_id"]]).items():
-            row.setdefault(key, value)
-        row["technique"] = technique(row)
+    table = [report_row(row, _run_facts(by_id[row.run_id])) for row in leaderboard_rows(workspace, list(runs))]
     binary = all(_binary(r, workspace) for r in runs)
     pairs = pairwise_tests(store, table, binary)
     first = runs[0]
     return ReportData(
         title=first.task_name,
-        metric=table[0]["metric"] if table else "",
+        metric=table[0].metric if table else "",
         rows=table,
         pairwise=pairs,
-        breakdowns=[breakdown(store, by_id[r["run_id"]]) for r in table],
+        breakdowns=[breakdown(store, by_id[r.run_id]) for r in table],
         recommendation=recommend(table, pairs),
         study=", ".join(sorted({r.study for r in runs})),
         split=", ".join(sorted({r.split for r in runs})),
     )
 
 
+def report_row(row: LeaderboardRow, facts: dict[str, Any]) -> ReportRow:
+    """A new row: the leaderboard row plus the run's facts, with its technique settled."""
+    out = ReportRow(**{f.name: getattr(row, f.name) for f in fields(LeaderboardRow)}, **facts)
+    return replace(out, technique=technique(out))
+
+
 def _binary(run: RunRecord, workspace: Workspace) -> bool:
     from taskfit.metrics import build_metric
 
+    if run.config.get("binary") is not None:
+        return bool(run.config["binary"])
     m = run.config["task"]["metrics"][0]
     return build_metric(m["name"], m.get("options", {}), workspace).binary
 
@@ -270,45 +275,45 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _name(row: dict[str, Any]) -> str:
-    return f"{row['strategy']} x {row['model']}"
+def _name(row: LeaderboardRow) -> str:
+    return row.name
 
 
-def _ci(row: dict[str, Any]) -> str:
-    return f"{row['score']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+def _ci(row: LeaderboardRow) -> str:
+    return f"{row.score:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]"
 
 
 def _compare(
-    a: dict[str, Any],
-    b: dict[str, Any],
-    best: dict[str, Any],
+    a: ReportRow,
+    b: ReportRow,
+    best: ReportRow,
     pairwise: dict[tuple[str, str], dict[str, Any]],
 ) -> dict[str, Any]:
     """Is a's score different from b's? The paired test when available, else whether the CIs overlap."""
-    pair = pairwise.get((a.get("run_id"), b.get("run_id")))  # type: ignore[arg-type]
+    pair = pairwise.get((a.run_id, b.run_id))
     if pair is not None:
         return {**pair, "significant": pair["p"] < ALPHA}
-    diff = a["score"] - b["score"]
+    diff = a.score - b.score
     for x, y in ((a, b), (b, a)):
-        if x is best and y.get("p_vs_best") is not None:
-            return {"p": y["p_vs_best"], "diff": diff, "ci": None, "significant": y["p_vs_best"] < ALPHA}
-    overlap = a["ci_low"] <= b["ci_high"] and b["ci_low"] <= a["ci_high"]
+        if x is best and y.p_vs_best is not None:
+            return {"p": y.p_vs_best, "diff": diff, "ci": None, "significant": y.p_vs_best < ALPHA}
+    overlap = a.ci_low <= b.ci_high and b.ci_low <= a.ci_high
     return {"p": None, "diff": diff, "ci": None, "significant": not overlap}
 
 
-def _burden(row: dict[str, Any]) -> tuple:
+def _burden(row: ReportRow) -> tuple:
     """What choosing a row costs, most important first: a per-query bill, the technique's setup (training,
     an index), the bill's size, training time, then serving time and memory."""
-    tune = row.get("tune") or {}
+    tune = row.tune or {}
     # tokens before measured time, as in leaderboard.verdict: time on a shared machine is noisy
     return (
-        row.get("cost_per_1k", 0.0) > 0,
+        row.cost_per_1k > 0,
         not on_premise(row),
         TECHNIQUE_RANK[technique(row)],
-        row.get("cost_per_1k", 0.0),
+        row.cost_per_1k,
         tune.get("train_time_s") or 0.0,
-        (row.get("tokens_in") or 0.0) + (row.get("tokens_out") or 0.0),
-        row.get("time_per_1k_s", 0.0),
+        row.tokens_in + row.tokens_out,
+        row.time_per_1k_s,
         tune.get("peak_mem_mb") or 0.0,
     )
 
@@ -327,8 +332,8 @@ def _diff_text(cmp: dict[str, Any]) -> str:
     return parts[0] + (f" ({'; '.join(parts[1:])})" if len(parts) > 1 else "")
 
 
-def _tokens(row: dict[str, Any]) -> str:
-    return f"{(row.get('tokens_in') or 0) + (row.get('tokens_out') or 0):.0f}"
+def _tokens(row: LeaderboardRow) -> str:
+    return f"{row.tokens_in + row.tokens_out:.0f}"
 
 
 def _duration(seconds: float) -> str:
@@ -339,8 +344,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} hours"
 
 
-def _training_text(row: dict[str, Any]) -> str:
-    tune = row.get("tune") or {}
+def _training_text(row: LeaderboardRow) -> str:
+    tune = row.tune or {}
     bits = []
     if tune.get("train_time_s") is not None:
         device = "GPU" if tune.get("device") == "cuda" else "CPU" if tune.get("device") == "cpu" else ""
@@ -352,17 +357,15 @@ def _training_text(row: dict[str, Any]) -> str:
     return ", ".join(bits)
 
 
-def _serving_text(row: dict[str, Any], others: list[dict[str, Any]]) -> str:
+def _serving_text(row: ReportRow, others: list[ReportRow]) -> str:
     where = "runs on-premise" if on_premise(row) else "calls a remote API"
-    if row.get("model_params"):
-        where += f" ({row['model_params'] / 1e6:,.0f}M parameters"
-        where += f", {row['model_mb']:,.0f} MB of weights)" if row.get("model_mb") else ")"
-    money = (
-        "no per-query fee" if not row.get("cost_per_1k") else f"${row['cost_per_1k']:.2f} per 1,000 queries"
-    )
+    if row.model_params:
+        where += f" ({row.model_params / 1e6:,.0f}M parameters"
+        where += f", {row.model_mb:,.0f} MB of weights)" if row.model_mb else ")"
+    money = "no per-query fee" if not row.cost_per_1k else f"${row.cost_per_1k:.2f} per 1,000 queries"
     text = (
-        f"Serving {_name(row)}: {where}, {money}, p50 latency {row.get('latency_p50_ms', 0):.0f} ms, "
-        f"{_duration(row.get('time_per_1k_s', 0.0))} of model time per 1,000 queries."
+        f"Serving {_name(row)}: {where}, {money}, p50 latency {row.latency_p50_ms:.0f} ms, "
+        f"{_duration(row.time_per_1k_s)} of model time per 1,000 queries."
     )
     remote = [r for r in others if not on_premise(r)]
     if on_premise(row) and remote:
@@ -373,7 +376,7 @@ def _serving_text(row: dict[str, Any], others: list[dict[str, Any]]) -> str:
 
 
 def recommend(
-    table: Sequence[dict[str, Any]],
+    table: Sequence[ReportRow],
     pairwise: dict[tuple[str, str], dict[str, Any]] | None = None,
 ) -> Recommendation:
     """A plain-language recommendation. Only differences the paired tests call significant (p < 0.05) count;
@@ -382,16 +385,16 @@ def recommend(
     pairwise = pairwise or {}
     if not table:
         return Recommendation("none", "No finished runs to compare.")
-    ranked = sorted(table, key=lambda r: -r["score"])
+    ranked = sorted(table, key=lambda r: -r.score)
     best = ranked[0]
     tied = [best] + [r for r in ranked[1:] if not _compare(best, r, best, pairwise)["significant"]]
     pick = min(tied, key=_burden)
     kind = technique(pick)
-    n = min(r.get("n", 0) for r in ranked)
+    n = min(r.n for r in ranked)
     others = [r for r in ranked if r is not pick]
 
     if len(ranked) > 1 and len(tied) == len(ranked):
-        width = max((r["ci_high"] - r["ci_low"]) / 2 for r in ranked) * 100
+        width = max((r.ci_high - r.ci_low) / 2 for r in ranked) * 100
         text = (
             f"No clear winner: no row is significantly better than another on {n} test rows (95% CIs about "
             f"±{width:.0f} points). Take the least demanding one, {_name(pick)} ({TECHNIQUE_NAMES[kind]}, "
@@ -467,6 +470,7 @@ COLORS = {"prompting": "#2563eb", "retrieval": "#059669", "fine_tune": "#d97706"
 
 
 def _fmt(v: float) -> str:
+    """An axis tick or a plotted value: 0.0001 stays 0.0001 on a log-scale cost axis."""
     if v == 0:
         return "0"
     if abs(v) >= 100:
@@ -505,15 +509,15 @@ def _axis(lo: float, hi: float, log: bool, size: float, start: float, flip: bool
     return to_px, [t for t in ticks if t <= hi + 1e-12]
 
 
-def scatter_svg(table: Sequence[dict[str, Any]], x_key: str, x_label: str, y_label: str) -> str:
+def scatter_svg(table: Sequence[ReportRow], x_key: str, x_label: str, y_label: str) -> str:
     """Score (with CI bars) against a cost, a dot per row; the Pareto front (lower x, higher score) joined."""
-    xs = [float(r.get(x_key) or 0.0) for r in table]
-    ys = [r["score"] for r in table]
+    xs = [float(getattr(r, x_key) or 0.0) for r in table]
+    ys = [r.score for r in table]
     positive = [x for x in xs if x > 0]
     log = len(positive) == len(xs) and len(xs) > 1 and max(xs) / min(xs) > 20
     x_lo, x_hi = (min(xs) / 1.5, max(xs) * 1.5) if log else (0.0, max(xs) * 1.1 or 1.0)
-    y_lo = min(min(r["ci_low"] for r in table), min(ys))
-    y_hi = max(max(r["ci_high"] for r in table), max(ys))
+    y_lo = min(min(r.ci_low for r in table), min(ys))
+    y_hi = max(max(r.ci_high for r in table), max(ys))
     y_lo, y_hi = max(0.0, y_lo - 0.05), min(1.0, y_hi + 0.05) if y_hi <= 1 else y_hi * 1.05
     fx, xticks = _axis(x_lo, x_hi, log, W - PAD_L - PAD_R, PAD_L)
     fy, yticks = _axis(y_lo, y_hi, False, H - PAD_T - PAD_B, PAD_T, flip=True)
@@ -531,7 +535,7 @@ def scatter_svg(table: Sequence[dict[str, Any]], x_key: str, x_label: str, y_lab
     for i, r in enumerate(table):
         cx, color = fx(xs[i]), COLORS[technique(r)]
         out.append(
-            f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{fy(r["ci_low"]):.1f}" y2="{fy(r["ci_high"]):.1f}" '
+            f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{fy(r.ci_low):.1f}" y2="{fy(r.ci_high):.1f}" '
             f'stroke="{color}" stroke-opacity="0.5" stroke-width="2"/>'
         )
         ring = ' stroke="#dc2626" stroke-width="2.5"' if i in front else ""
@@ -543,7 +547,7 @@ def scatter_svg(table: Sequence[dict[str, Any]], x_key: str, x_label: str, y_lab
         anchor = "end" if right else "start"
         out.append(
             f'<text x="{cx - 8 if right else cx + 8:.1f}" y="{label_y[i] + 4:.1f}" class="lbl" '
-            f'text-anchor="{anchor}">{escape(r["strategy"])}</text>'
+            f'text-anchor="{anchor}">{escape(r.strategy)}</text>'
         )
     out.append("</svg>")
     return "\n".join(out)
@@ -587,19 +591,19 @@ def _frame(fx, fy, xticks, yticks, x_label: str, y_label: str) -> list[str]:
     return out
 
 
-def ci_bars_svg(table: Sequence[dict[str, Any]], metric: str) -> str:
+def ci_bars_svg(table: Sequence[ReportRow], metric: str) -> str:
     """One horizontal bar per row: the 95% CI, with the mean marked; the best row's CI shaded across."""
     row_h, left, width = 26, 280, 1000
     height = PAD_T + row_h * len(table) + 40
-    lo = min(r["ci_low"] for r in table)
-    hi = max(r["ci_high"] for r in table)
+    lo = min(r.ci_low for r in table)
+    hi = max(r.ci_high for r in table)
     lo, hi = max(0.0, lo - 0.05), hi + 0.05 if hi > 1 else min(1.0, hi + 0.05)
     fx, ticks = _axis(lo, hi, False, width - left - PAD_R, left)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" class="plot" role="img">']
-    best = max(table, key=lambda r: r["score"])
-    band = fx(best["ci_high"]) - fx(best["ci_low"])
+    best = max(table, key=lambda r: r.score)
+    band = fx(best.ci_high) - fx(best.ci_low)
     out.append(
-        f'<rect x="{fx(best["ci_low"]):.1f}" y="{PAD_T}" width="{band:.1f}" '
+        f'<rect x="{fx(best.ci_low):.1f}" y="{PAD_T}" width="{band:.1f}" '
         f'height="{row_h * len(table)}" fill="#fde68a" fill-opacity="0.35"/>'
     )
     for t in ticks:
@@ -615,11 +619,11 @@ def ci_bars_svg(table: Sequence[dict[str, Any]], metric: str) -> str:
             f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end" class="lbl">{escape(_name(r))}</text>'
         )
         out.append(
-            f'<line x1="{fx(r["ci_low"]):.1f}" x2="{fx(r["ci_high"]):.1f}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'<line x1="{fx(r.ci_low):.1f}" x2="{fx(r.ci_high):.1f}" y1="{y:.1f}" y2="{y:.1f}" '
             f'stroke="{color}" stroke-width="6" stroke-linecap="round" stroke-opacity="0.6"/>'
         )
         out.append(
-            f'<circle cx="{fx(r["score"]):.1f}" cy="{y:.1f}" r="5" fill="{color}"><title>{escape(_name(r))}: '
+            f'<circle cx="{fx(r.score):.1f}" cy="{y:.1f}" r="5" fill="{color}"><title>{escape(_name(r))}: '
             f"{_ci(r)}</title></circle>"
         )
     out.append(
@@ -649,7 +653,7 @@ def line_svg(series: dict[str, list[tuple[float, float]]], x_label: str, y_label
     return "\n".join(out)
 
 
-def _fmt(v: Any) -> Any:
+def _readable(v: Any) -> Any:
     """Numbers as people read them: thousands separators, at most 3 decimals."""
     if isinstance(v, bool) or not isinstance(v, int | float):
         return v
@@ -658,9 +662,9 @@ def _fmt(v: Any) -> Any:
     return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3f}"
 
 
-def tune_view(row: dict[str, Any]) -> dict[str, Any]:
-    """What the report shows for a fine-tuned row; keys absent or None in ``row['tune']`` are left out."""
-    tune = row.get("tune") or {}
+def tune_view(row: LeaderboardRow) -> dict[str, Any]:
+    """What the report shows for a fine-tuned row; keys absent or None in ``row.tune`` are left out."""
+    tune = row.tune or {}
     curve = [c for c in tune.get("curve") or [] if c.get("step") is not None]
     loss = [(float(c["step"]), float(c["loss"])) for c in curve if c.get("loss") is not None]
     evals = [(float(c["step"]), float(c["eval_score"])) for c in curve if c.get("eval_score") is not None]
@@ -698,9 +702,9 @@ def tune_view(row: dict[str, Any]) -> dict[str, Any]:
     ]
     return {
         "name": _name(row),
-        "facts": [(label, _fmt(v)) for label, v in facts],
-        "resources": [(label, _fmt(p), _fmt(m)) for label, p, m in resources],
-        "forgetting": [(label, _fmt(v)) for label, v in forgetting],
+        "facts": [(label, _readable(v)) for label, v in facts],
+        "resources": [(label, _readable(p), _readable(m)) for label, p, m in resources],
+        "forgetting": [(label, _readable(v)) for label, v in forgetting],
         "loss_svg": line_svg({"train loss": loss}, "step", "train loss") if loss else "",
         "eval_svg": line_svg({"eval score": evals}, "step", "eval score") if evals else "",
     }
@@ -719,7 +723,7 @@ def render_html(data: ReportData) -> str:
         autoescape=select_autoescape(["j2", "html"]),
     )
     table = data.rows
-    money = any(r.get("cost_per_1k") for r in table)
+    money = any(r.cost_per_1k for r in table)
     plots = {}
     if table:
         plots["ci"] = Markup(ci_bars_svg(table, data.metric))
@@ -729,7 +733,7 @@ def render_html(data: ReportData) -> str:
             else scatter_svg(table, "time_per_1k_s", "model time per 1,000 queries (s)", data.metric)
         )
         plots["latency"] = Markup(scatter_svg(table, "latency_p50_ms", "p50 latency (ms)", data.metric))
-    tuned = [tune_view(r) for r in table if r.get("tune")]
+    tuned = [tune_view(r) for r in table if r.tune]
     for t in tuned:
         t["loss_svg"], t["eval_svg"] = Markup(t["loss_svg"]), Markup(t["eval_svg"])
     return env.get_template("report.html.j2").render(
@@ -747,9 +751,9 @@ def render_html(data: ReportData) -> str:
     )
 
 
-def _front_names(table: Sequence[dict[str, Any]], key: str) -> set[str]:
-    idx = pareto_front([(float(r.get(key) or 0.0), r["score"]) for r in table])
-    return {table[i]["run_id"] for i in idx if "run_id" in table[i]}
+def _front_names(table: Sequence[ReportRow], key: str) -> set[str]:
+    idx = pareto_front([(float(getattr(r, key) or 0.0), r.score) for r in table])
+    return {table[i].run_id for i in idx}
 
 
 def default_path(data: ReportData, folder: Path) -> Path:

@@ -24,6 +24,7 @@ from taskfit.errors import TaskfitError
 from taskfit.parsing import answer_key
 from taskfit.stats import wilson_interval
 from taskfit.store import RunRecord, Store
+from taskfit.types import PredictionRow
 
 LABELS = ("correct", "incorrect")
 CHOICES = ("a", "b", "tie")
@@ -44,8 +45,8 @@ class Label:
     created: float
 
 
-def _prediction(store: Store, run: RunRecord, example_id: str) -> dict[str, Any]:
-    match = [p for p in store.predictions(run.id, with_trace=False) if p["example_id"] == example_id]
+def _prediction(store: Store, run: RunRecord, example_id: str) -> PredictionRow:
+    match = [p for p in store.predictions(run.id, with_trace=False) if p.example_id == example_id]
     if not match:
         raise TaskfitError(f"run {run.id} has no example {example_id!r}")
     return match[0]
@@ -67,14 +68,14 @@ def add_label(store: Store, run: RunRecord, example_id: str, verdict: str, comme
                 "t": run.task_name,
                 "e": example_id,
                 "r": run.id,
-                "a": p["answer"],
-                "k": label_key(p["answer"]),
+                "a": p.answer,
+                "k": label_key(p.answer),
                 "v": verdict,
                 "c": comment.strip(),
                 "now": now,
             },
         )
-    return Label(example_id, p["answer"], verdict, comment.strip(), run.id, now)
+    return Label(example_id, p.answer, verdict, comment.strip(), run.id, now)
 
 
 def add_choice(
@@ -100,10 +101,10 @@ def add_choice(
                 "t": run_a.task_name,
                 "e": example_id,
                 "ra": run_a.id,
-                "a": pa["answer"],
-                "k": label_key(pa["answer"]),
+                "a": pa.answer,
+                "k": label_key(pa.answer),
                 "rb": run_b.id,
-                "b": pb["answer"],
+                "b": pb.answer,
                 "v": choice,
                 "c": comment.strip(),
                 "now": time.time(),
@@ -179,19 +180,19 @@ class HumanScore:
         return wilson_interval(self.correct, self.labelled)
 
 
-def human_score(predictions: list[dict[str, Any]], lab: dict[tuple[str, str], Label]) -> HumanScore:
+def human_score(predictions: list[PredictionRow], lab: dict[tuple[str, str], Label]) -> HumanScore:
     """The ``human`` score of a run's predictions: correct / labelled, where a label exists."""
-    verdicts = [verdict_for(lab, p["example_id"], p["answer"]) for p in predictions]
+    verdicts = [verdict_for(lab, p.example_id, p.answer) for p in predictions]
     seen = [v for v in verdicts if v]
     return HumanScore(labelled=len(seen), correct=sum(v == "correct" for v in seen), total=len(predictions))
 
 
-def ci_history(predictions: list[dict[str, Any]], history: list[dict[str, Any]]) -> list[dict[str, float]]:
+def ci_history(predictions: list[PredictionRow], history: list[dict[str, Any]]) -> list[dict[str, float]]:
     """The human accuracy of a run and its 95% CI after each label that touched it, in the order labels came.
 
     Returns one point per label event: ``n`` (answers labelled so far), ``accuracy``, ``ci_low``, ``ci_high``.
     """
-    mine = {(p["example_id"], label_key(p["answer"])) for p in predictions}
+    mine = {(p.example_id, label_key(p.answer)) for p in predictions}
     current: dict[tuple[str, str], str] = {}
     out = []
     for h in history:
@@ -244,7 +245,7 @@ def preference_pairs(
     def example_inputs(run: RunRecord, example_id: str) -> dict[str, Any]:
         if (run.id, example_id) not in inputs:
             for p in store.predictions(run.id, with_trace=False):
-                inputs[(run.id, p["example_id"])] = p["inputs"]
+                inputs[(run.id, p.example_id)] = p.inputs
         return inputs.get((run.id, example_id), {})
 
     def emit(run: RunRecord, example_id: str, chosen: str, rejected: str, **extra: Any) -> None:
@@ -404,33 +405,33 @@ def order_queue(pool: Iterable[Evidence], weights: dict[str, float] | None = Non
 
 
 def gather_evidence(
-    run_predictions: dict[str, list[dict[str, Any]]], lab: dict[tuple[str, str], Label]
+    run_predictions: dict[str, list[PredictionRow]], lab: dict[tuple[str, str], Label]
 ) -> list[Evidence]:
     """One Evidence per example of the runs (run id -> stored predictions), in the first run's order."""
-    by_example: dict[str, dict[str, dict[str, Any]]] = {}
+    by_example: dict[str, dict[str, PredictionRow]] = {}
     for run_id, preds in run_predictions.items():
         for p in preds:
-            by_example.setdefault(p["example_id"], {})[run_id] = p
+            by_example.setdefault(p.example_id, {})[run_id] = p
     out = []
     for example_id, per_run in by_example.items():
         confidences = {}
         for run_id, p in per_run.items():
-            lps = ((p.get("trace") or {}).get("details") or {}).get("label_logprobs")
+            lps = ((p.trace or {}).get("details") or {}).get("label_logprobs")
             margin = label_margin(lps) if lps else None
             if margin is not None:
                 confidences[run_id] = margin
         out.append(
             Evidence(
                 example_id=example_id,
-                answers={r: p["answer"] for r, p in per_run.items()},
-                scores={r: float(p["score"]) for r, p in per_run.items()},
+                answers={r: p.answer for r, p in per_run.items()},
+                scores={r: float(p.score) for r, p in per_run.items()},
                 confidences=confidences,
                 judge={
-                    r: float(p["metrics"]["judge"])
+                    r: float(p.metrics["judge"])
                     for r, p in per_run.items()
-                    if "judge" in (p["metrics"] or {})
+                    if "judge" in (p.metrics or {})
                 },
-                labelled=all((example_id, label_key(p["answer"])) in lab for p in per_run.values()),
+                labelled=all((example_id, label_key(p.answer)) in lab for p in per_run.values()),
             )
         )
     return out

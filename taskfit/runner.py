@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 from taskfit.backends import Backend, build_backend
 from taskfit.dataset import Dataset, Example
 from taskfit.lm import LM
-from taskfit.metrics import build_metric
+from taskfit.metrics import Scored, build_metric, score_batch
 from taskfit.prompts import prompt_parts
 from taskfit.store import RunRecord, Store
 from taskfit.strategies import StrategyContext, strategies
 from taskfit.taskfile import ModelSpec, StrategySpec, Task
+from taskfit.types import PredictionRow
 
 if TYPE_CHECKING:
     from taskfit.workspace import Workspace
@@ -132,7 +133,8 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
     study = study or uuid.uuid4().hex[:8]
     examples = dataset.split(split)[:limit] if limit else dataset.split(split)
     c = task.config
-    metric_fns = [(m.name, build_metric(m.name, m.options, workspace)) for m in c.metrics]
+    metric_fns = [(m.name, task.metric_objects.get(m.name) or build_metric(m.name, m.options, workspace))
+                  for m in c.metrics]
     records = []
     for arm in arms:
         backend = pool.get(arm.model)
@@ -144,7 +146,8 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
             data_hash=dataset.hash, strategy=arm.strategy.label(), model=arm.model.label(), model_id=backend.model_id,
             split=split, n_total=len(examples), versions=package_versions(task.root),
             config={"task": c.model_dump(), "strategy": arm.strategy.model_dump(), "model": arm.model.model_dump(),
-                    "mode": mode, "limit": limit, "backend": backend.describe()})
+                    "mode": mode, "limit": limit, "backend": backend.describe(),
+                    "binary": bool(metric_fns[0][1].binary)})
         ctx = StrategyContext(task=task, parts=prompt_parts(task), train=dataset.splits.get("train", []), mode=mode,
                               seed=c.data.seed, workspace=workspace)
         strategy = strategies.get(arm.strategy.name)(arm.strategy, ctx)
@@ -154,8 +157,11 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
             progress(arm, len(done), len(examples))
         for start in range(0, len(todo), CHUNK):
             chunk = todo[start:start + CHUNK]
-            preds = strategy.predict([ex for _, ex in chunk], lm)
-            store.add_predictions([_row(run.id, i, ex, p, metric_fns, c.inputs) for (i, ex), p in zip(chunk, preds, strict=True)])
+            exs = [ex for _, ex in chunk]
+            preds = strategy.predict(exs, lm)
+            scored = {name: score_batch(fn, [p.answer for p in preds], exs) for name, fn in metric_fns}
+            store.add_predictions([_row(run.id, i, ex, p, {name: s[k] for name, s in scored.items()}, c.inputs)
+                                   for k, ((i, ex), p) in enumerate(zip(chunk, preds, strict=True))])
             if progress:
                 progress(arm, len(done) + start + len(chunk), len(examples))
         store.finish(run.id)
@@ -163,16 +169,27 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
     return records
 
 
-def _row(run_id: str, idx: int, ex: Example, p, metric_fns, inputs: list[str]) -> dict[str, Any]:
-    scores = {name: (0.0 if p.answer is None else float(fn(p.answer, ex))) for name, fn in metric_fns}
+def _row(run_id: str, idx: int, ex: Example, p, scored: dict[str, Scored], inputs: list[str]) -> PredictionRow:
+    scores = {name: s.value for name, s in scored.items()}
     # strategy-level measurements (e.g. retrieval recall@k) sit beside the task's metrics
     scores.update({k: float(v) for k, v in p.details.get("metrics", {}).items()})
     trace = p.trace
-    return {
-        "run_id": run_id, "idx": idx, "example_id": ex.id, "inputs": {k: ex.fields.get(k) for k in inputs},
-        "target": ex.target, "output": p.output, "answer": p.answer, "parse_failed": int(p.parse_failed),
-        "failed": int(p.failed), "error": trace.error, "score": scores[metric_fns[0][0]], "metrics": scores,
-        "tokens_in": int(trace.total("tokens_in")), "tokens_out": int(trace.total("tokens_out")),
-        "latency_ms": trace.total("latency_ms"), "calls": trace.n_calls, "cache_hits": trace.cache_hits,
-        "trace": {"calls": trace.calls, "details": p.details},
-    }
+    return PredictionRow(
+        run_id=run_id, idx=idx, example_id=ex.id, inputs={k: ex.fields.get(k) for k in inputs},
+        target=ex.target, output=p.output, answer=p.answer, parse_failed=int(p.parse_failed),
+        failed=int(p.failed), error=trace.error, score=scores[next(iter(scored))], metrics=scores,
+        tokens_in=int(trace.total("tokens_in")), tokens_out=int(trace.total("tokens_out")),
+        latency_ms=trace.total("latency_ms"), calls=trace.n_calls, cache_hits=trace.cache_hits,
+        trace={"calls": trace.calls, "details": p.details}, scoring=_scoring(scored),
+    )
+
+
+def _scoring(scored: dict[str, Scored]) -> dict[str, Any] | None:
+    """What the metrics spent on model calls for one example, and their reasons; None when nothing."""
+    reasons = {name: s.reason for name, s in scored.items() if s.reason}
+    calls = sum(s.calls for s in scored.values())
+    if not calls and not reasons:
+        return None
+    return {"calls": calls, "tokens_in": sum(s.tokens_in for s in scored.values()),
+            "tokens_out": sum(s.tokens_out for s in scored.values()), "cost": sum(s.cost for s in scored.values()),
+            "reasons": reasons}

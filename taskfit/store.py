@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from taskfit.db import upsert
+from taskfit.types import PredictionRow
 
 
 @dataclass
@@ -36,8 +37,8 @@ class RunRecord:
 
 PREDICTION_COLUMNS = ("run_id", "idx", "example_id", "inputs", "target", "output", "answer", "parse_failed", "failed",
                       "error", "score", "metrics", "tokens_in", "tokens_out", "latency_ms", "calls", "cache_hits",
-                      "trace")
-JSON_COLUMNS = {"inputs", "metrics", "trace"}
+                      "trace", "scoring")
+JSON_COLUMNS = {"inputs", "metrics", "trace", "scoring"}
 
 
 class Store:
@@ -73,20 +74,21 @@ class Store:
         with self.eng.connect() as conn:
             return {r[0] for r in conn.execute(text("SELECT example_id FROM predictions WHERE run_id = :r"), {"r": run_id})}
 
-    def add_predictions(self, rows: list[dict[str, Any]]) -> None:
+    def add_predictions(self, rows: list[PredictionRow]) -> None:
         if not rows:
             return
-        encoded = [{k: json.dumps(r[k], ensure_ascii=False) if k in JSON_COLUMNS else r[k] for k in PREDICTION_COLUMNS}
-                   for r in rows]
+        encoded = [{k: json.dumps(v, ensure_ascii=False) if k in JSON_COLUMNS else v
+                    for k, v in ((k, getattr(r, k)) for k in PREDICTION_COLUMNS)} for r in rows]
         with self.eng.begin() as conn:  # one transaction per chunk: a kill loses at most the chunk in flight
             upsert(conn, "predictions", encoded, key=("run_id", "example_id"))
 
-    def predictions(self, run_id: str, with_trace: bool = True) -> list[dict[str, Any]]:
+    def predictions(self, run_id: str, with_trace: bool = True) -> list[PredictionRow]:
         cols = [c for c in PREDICTION_COLUMNS if with_trace or c != "trace"]
         with self.eng.connect() as conn:
             rows = conn.execute(text(f"SELECT {', '.join(cols)} FROM predictions WHERE run_id = :r ORDER BY idx"),
                                 {"r": run_id}).mappings().all()
-        return [{k: json.loads(v) if k in JSON_COLUMNS and v is not None else v for k, v in r.items()} for r in rows]
+        return [PredictionRow(**{k: json.loads(v) if k in JSON_COLUMNS and v is not None else v for k, v in r.items()})
+                for r in rows]
 
     def run(self, run_id: str) -> RunRecord | None:
         """A run by id or unique id prefix."""

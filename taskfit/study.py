@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from taskfit.backends import served_adapter
-from taskfit.dataset import Dataset, load_dataset
+from taskfit.dataset import Dataset, load_dataset, rows_dataset
 from taskfit.errors import TaskfitError
-from taskfit.leaderboard import rows
+from taskfit.leaderboard import LeaderboardRow, rows
 from taskfit.prompts import validate_templates
 from taskfit.runner import Arm, ProgressFn, evaluate
 from taskfit.strategies import strategies
@@ -19,10 +19,11 @@ if TYPE_CHECKING:
     from taskfit.workspace import Workspace
 
 
-def prepare(task_path: str | Path) -> tuple[Task, Dataset]:
-    """Load and check everything that can be checked before a model is called."""
-    task = load_task(task_path)
-    dataset = load_dataset(task)
+def prepare(task_path: str | Path | Task) -> tuple[Task, Dataset]:
+    """Load and check everything that can be checked before a model is called: a task file's path, a loaded
+    ``Task``, or a ``Task.from_rows`` (its rows in memory)."""
+    task = task_path if isinstance(task_path, Task) else load_task(task_path)
+    dataset = rows_dataset(task) if task.rows is not None else load_dataset(task)
     fields: set[str] = set()
     for exs in dataset.splits.values():
         if exs:
@@ -86,14 +87,33 @@ def run_study(task_path: str | Path, *, workspace: Workspace, strategy_names: li
               split: str | None = None, limit: int | None = None, progress: ProgressFn | None = None,
               with_tuning: bool = False, train_limit: int | None = None, log: Callable[[str], None] = lambda s: None,
               on_step: Callable[[str, dict[str, float]], None] | None = None,
-              ) -> tuple[Task, list[dict[str, Any]]]:
+              ) -> tuple[Task, list[LeaderboardRow]]:
     """Evaluate the chosen strategy x model arms (and, ``with_tuning``, the task's fine-tuned models), keeping
     runs, predictions, model calls and tuned models in ``workspace``."""
     task, dataset = prepare(task_path)
     arms = select_arms(task, strategy_names, model_names)
     if with_tuning:
         arms += tuned_arms(task, dataset, workspace=workspace, train_limit=train_limit, log=log, on_step=on_step)
+        arms += distilled(task, dataset, arms, workspace=workspace, train_limit=train_limit, log=log, on_step=on_step)
     limit = task.config.limit if limit is None else (limit or None)  # --limit 0: every row
     records = evaluate(task, dataset, arms, split=split or task.config.split, limit=limit, workspace=workspace,
                        progress=progress)
-    return task, rows(workspace, records)
+    return task, with_teachers(task, rows(workspace, records), workspace)
+
+
+def distilled(task: Task, dataset: Dataset, arms: list[Arm], *, workspace: Workspace, **kw) -> list[Arm]:
+    """The teachers and students the task's ``distill:`` list adds to ``arms`` (trained once, then reused)."""
+    if not task.config.distill:
+        return []
+    from taskfit.distill.student import distilled_arms
+
+    return distilled_arms(task, dataset, arms, workspace=workspace, **kw)
+
+
+def with_teachers(task: Task, table: list[LeaderboardRow], workspace: Workspace) -> list[LeaderboardRow]:
+    """The leaderboard with each distilled student's agreement with its teacher and its gold twin's score."""
+    if not task.config.distill:
+        return table
+    from taskfit.distill.board import annotate
+
+    return annotate(table, workspace)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from taskfit.distill.spec import DistillSpec
 from taskfit.errors import TaskfitError
 from taskfit.serve.config import ServeConfig
 from taskfit.tuning.spec import TuneSpec
@@ -38,6 +39,8 @@ class DataConfig(_Strict):
     train: str | None = Field(None, description="Train file (JSONL or CSV), relative to the task file.")
     dev: str | None = Field(None, description="Dev file (JSONL or CSV).")
     test: str | None = Field(None, description="Test file (JSONL or CSV).")
+    unlabeled: str | None = Field(None, description="Inputs without answers (JSONL or CSV), for a teacher to label "
+                                  "(see `distill`); the output field may be absent.")
     file: str | None = Field(None, description="One file to split by `split` ratios instead of train/dev/test.")
     split: SplitRatios | None = Field(None, description="Ratios used with `file`.")
     seed: int = Field(0, description="Seed for the split shuffle and every random choice.")
@@ -157,6 +160,9 @@ class TaskConfig(_Strict):
         default_factory=list, description="Fine-tuning runs whose models join the study's leaderboard, e.g. "
         "`[{method: lora, objective: classify, model: minilm}]`; a method name alone means sft of the bundled "
         "model with that method. Trained once, then reused; see `taskfit tune`.")
+    distill: list[DistillSpec] = Field(
+        default_factory=list, description="Students trained on a teacher's answers, on the study's leaderboard next "
+        "to their teacher, e.g. `[{teacher: structured@smollm2-135m, student: minilm+full}]`; see `taskfit distill`.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="How `taskfit serve` vets input and "
                                "output, keeps conversation memory and batches requests (see docs/serve.md).")
 
@@ -239,6 +245,15 @@ class Task:
         self.path = path
         self.root = path.parent
         self.config_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
+        self.metric_objects: dict[str, Any] = {}  # metrics given as Python objects (Task.from_rows)
+        self.rows: dict[str, list[dict[str, Any]]] | None = None  # rows in memory by split; None: data files
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]], **fields: Any) -> Task:
+        """A task from rows in memory, no file (see ``taskfit.api.task_from_rows`` for the arguments)."""
+        from taskfit.api import task_from_rows  # the schema module imports no feature package at load
+
+        return task_from_rows(rows, **fields)
 
     def resolve(self, rel: str) -> Path:
         p = Path(rel)

@@ -294,9 +294,9 @@ def test_eval_through_the_runner_over_http(fake: FakeServer, make_task, workspac
     runs = evaluate(task, ds, select_arms(task, None, None), split="test", limit=None, workspace=workspace)
     store = workspace.runs
     (row,) = rows(workspace, runs)
-    assert row["n"] == 8 and row["failed"] == 1 and row["tokens_in"] > 0 and row["cost_per_1k"] > 0
-    preds = {p["example_id"]: p for p in store.predictions(runs[0].id)}
-    assert preds["r3"]["failed"] == 1 and "500" in preds["r3"]["error"]
+    assert row.n == 8 and row.failed == 1 and row.tokens_in > 0 and row.cost_per_1k > 0
+    preds = {p.example_id: p for p in store.predictions(runs[0].id)}
+    assert preds["r3"].failed == 1 and "500" in preds["r3"].error
     # "echo: i loved every minute" names no label -> a parse failure, not a crash
-    assert preds["r2"]["parse_failed"] == 1
+    assert preds["r2"].parse_failed == 1
     assert runs[0].config["mode"] == "generate"  # chat servers cannot score labels

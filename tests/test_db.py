@@ -12,6 +12,7 @@ from sqlalchemy import MetaData, create_engine, text
 from taskfit import db
 from taskfit.cache import CallCache
 from taskfit.store import Store
+from taskfit.types import PredictionRow
 
 FORK = mp.get_context("fork")  # children start at once, without re-importing the test suite
 
@@ -94,11 +95,11 @@ ROWS_PER_RUN = 6
 SHARED_KEYS = 10  # cache keys both writers put, so their upserts collide
 
 
-def _prediction(run_id: str, i: int) -> dict:
-    return {"run_id": run_id, "idx": i, "example_id": f"e{i}", "inputs": {"text": f"row {i}"}, "target": "t",
-            "output": "o", "answer": "a", "parse_failed": 0, "failed": 0, "error": None, "score": 1.0,
-            "metrics": {"accuracy": 1.0}, "tokens_in": 3, "tokens_out": 1, "latency_ms": 1.5, "calls": 1,
-            "cache_hits": 0, "trace": {"calls": []}}
+def _prediction(run_id: str, i: int) -> PredictionRow:
+    return PredictionRow(run_id=run_id, idx=i, example_id=f"e{i}", inputs={"text": f"row {i}"}, target="t",
+                         output="o", answer="a", parse_failed=0, failed=0, error=None, score=1.0,
+                         metrics={"accuracy": 1.0}, tokens_in=3, tokens_out=1, latency_ms=1.5, calls=1,
+                         cache_hits=0, trace={"calls": []})
 
 
 def _write(url: str, writer: str, barrier) -> None:

@@ -20,6 +20,7 @@ from conftest import serving, write_jsonl
 from taskfit.dataset import load_dataset
 from taskfit.errors import TaskfitError
 from taskfit.taskfile import load_task
+from taskfit.types import LeaderboardRow
 
 TASKFIT = [sys.executable, "-m", "taskfit.cli"]
 SECRET = "sk-test-0123456789-do-not-store"
@@ -320,9 +321,9 @@ def test_a_pickled_checkpoint_cannot_run_code(tmp_path):
 # ---- the verdict sentence ----
 
 
-def _row(strategy: str, score: float, p: float | None) -> dict[str, Any]:
-    return {"strategy": strategy, "model": "m", "score": score, "p_vs_best": p, "cost_per_1k": 0.0,
-            "tokens_in": 10.0, "tokens_out": 1.0, "time_per_1k_s": 1.0}
+def _row(strategy: str, score: float, p: float | None) -> LeaderboardRow:
+    return LeaderboardRow(strategy=strategy, model="m", score=score, ci_low=0.0, ci_high=1.0, p_vs_best=p,
+                          cost_per_1k=0.0, tokens_in=10.0, tokens_out=1.0, time_per_1k_s=1.0)
 
 
 def test_verdict_for_one_and_two_rows():

@@ -30,6 +30,7 @@ from taskfit.metrics.judge import (
     model_spec,
 )
 from taskfit.taskfile import ModelSpec
+from taskfit.types import PredictionRow
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,11 +134,11 @@ def test_judge_metric_in_a_generative_study(make_task, workspace):
         workspace=workspace,
     )
     preds = store.predictions(runs[0].id)
-    by_answer = {p["answer"]: p["metrics"]["judge"] for p in preds}
+    by_answer = {p.answer: p.metrics["judge"] for p in preds}
     # scripted answers: 'Positive' for 'great' (3 rows), 'negative' for 'terrible' (2), 'hmm' otherwise
     assert by_answer == {"Positive": 1.0, "negative": 1.0, "hmm": 0.0}
     (row,) = rows(workspace, runs)
-    assert row["metric"] == "judge" and row["score"] == pytest.approx(5 / 8)
+    assert row.metric == "judge" and row.score == pytest.approx(5 / 8)
 
 
 def test_cohen_kappa_matches_the_textbook_and_sklearn():
@@ -189,8 +190,8 @@ def test_items_from_rows_and_predictions():
             [ex], inputs=["question"], candidate="student_answer", reference=None, human="verdict"
         )
     preds = [
-        {"answer": "Paris", "target": "Paris", "inputs": {"q": "Capital?"}, "metrics": {"exact_match": 1.0}},
-        {"answer": None, "target": "x", "inputs": {"q": "?"}, "metrics": {"exact_match": 0.0}},
+        PredictionRow(answer="Paris", target="Paris", inputs={"q": "Capital?"}, metrics={"exact_match": 1.0}),
+        PredictionRow(answer=None, target="x", inputs={"q": "?"}, metrics={"exact_match": 0.0}),
     ]
     items, labels = items_from_predictions(preds, "exact_match")
     assert items == [JudgeItem("Capital?", "Paris", "Paris")] and labels == [1]

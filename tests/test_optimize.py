@@ -209,7 +209,7 @@ def test_optimized_strategy_reproduces_in_eval_and_task_files(opinion_task, tmp_
     (run,) = evaluate(task, dataset, [arm], split="test", limit=None, workspace=workspace, pool=pool)
     stored = store.predictions(rec.report["test"]["winner"]["run_id"])
     again = store.predictions(run.id)
-    assert [p["answer"] for p in again] == [p["answer"] for p in stored]
+    assert [p.answer for p in again] == [p.answer for p in stored]
     # the task-file form
     raw = yaml.safe_load(opinion_task.read_text())
     raw["strategies"] = ["zero_shot", f"optimized:{rec.id[:6]}"]

@@ -33,5 +33,5 @@ def test_optimize_sst2_on_the_bundled_model_within_budget(workspace):
     store = workspace.runs
     (run,) = evaluate(task, dataset, [arm], split="test", limit=8, workspace=workspace, pool=pool)
     again = store.predictions(run.id)
-    assert [p["answer"] for p in again] == [p["answer"] for p in store.predictions(test["winner"]["run_id"])]
-    assert all(p["cache_hits"] == p["calls"] for p in again)
+    assert [p.answer for p in again] == [p.answer for p in store.predictions(test["winner"]["run_id"])]
+    assert all(p.cache_hits == p.calls for p in again)

@@ -45,29 +45,29 @@ def scored(make_task, tmp_path, workspace):
     strategy = {"name": "program_of_thought", "program_field": "program"}
     path = _math_task(make_task, tmp_path, strategy, [{"backend": "scripted", "script": {"replies": REPLIES}}])
     store, runs = _evaluate(workspace, path)
-    return {p["example_id"]: p for p in store.predictions(runs[0].id)}, rows(workspace, runs)
+    return {p.example_id: p for p in store.predictions(runs[0].id)}, rows(workspace, runs)
 
 
 def test_programs_are_run_and_scored(scored):
     preds, _ = scored
-    assert preds["m1"]["answer"] == "51" and preds["m1"]["score"] == 1
-    assert preds["m3"]["answer"] == "2.5" and preds["m3"]["score"] == 1
-    assert preds["m4"]["answer"] == "16" and preds["m4"]["score"] == 0
-    details = preds["m1"]["trace"]["details"]
+    assert preds["m1"].answer == "51" and preds["m1"].score == 1
+    assert preds["m3"].answer == "2.5" and preds["m3"].score == 1
+    assert preds["m4"].answer == "16" and preds["m4"].score == 0
+    details = preds["m1"].trace["details"]
     assert details["program"] == "answer = 17 * 3" and details["program_result"] == "51"
-    assert preds["m1"]["output"] == REPLIES["17 * 3"]
+    assert preds["m1"].output == REPLIES["17 * 3"]
 
 
 def test_refused_program_is_a_parse_failure(scored):
     preds, _ = scored
     p = preds["m2"]
-    assert p["parse_failed"] == 1 and p["answer"] is None and p["score"] == 0 and p["failed"] == 0
-    assert p["trace"]["details"]["sandbox_error"] == "imports are not allowed (line 1)"
+    assert p.parse_failed == 1 and p.answer is None and p.score == 0 and p.failed == 0
+    assert p.trace["details"]["sandbox_error"] == "imports are not allowed (line 1)"
 
 
 def test_trace_holds_the_model_call_and_the_execution(scored):
     preds, _ = scored
-    generate, execute = preds["m1"]["trace"]["calls"]
+    generate, execute = preds["m1"].trace["calls"]
     assert generate["step"] == "generate" and generate["kind"] == "generate"
     # the demo shows the train row's worked program; the reply is prefilled with an open fence
     demo = [m["content"] for m in generate["messages"] if m["role"] == "assistant"]
@@ -78,19 +78,19 @@ def test_trace_holds_the_model_call_and_the_execution(scored):
 
 def test_execution_is_not_counted_as_a_model_call(scored):
     preds, (row,) = scored
-    assert preds["m1"]["calls"] == 1
-    assert row["calls_per_query"] == 1.0
+    assert preds["m1"].calls == 1
+    assert row.calls_per_query == 1.0
 
 
 def test_demo_without_program_field_shows_the_target(make_task, tmp_path, workspace):
     path = _math_task(make_task, tmp_path, {"name": "program_of_thought", "prefill": False},
                       [{"backend": "scripted", "script": {"replies": REPLIES}}])
     store, runs = _evaluate(workspace, path)
-    preds = {p["example_id"]: p for p in store.predictions(runs[0].id)}
-    messages = preds["m1"]["trace"]["calls"][0]["messages"]
+    preds = {p.example_id: p for p in store.predictions(runs[0].id)}
+    messages = preds["m1"].trace["calls"][0]["messages"]
     assert messages[1] == {"role": "assistant", "content": "```python\nanswer = 2\n```"}
     assert messages[-1]["role"] == "user" and "variable named `answer`" in messages[-1]["content"]
-    assert preds["m1"]["score"] == 1
+    assert preds["m1"].score == 1
 
 
 @pytest.mark.slow
@@ -106,6 +106,6 @@ def test_bundled_model_writes_programs(make_task, tmp_path, workspace):
     preds = store.predictions(runs[0].id)
     assert len(preds) == 2
     for p in preds:
-        details = p["trace"]["details"]
-        assert p["failed"] == 0 and details["program"].strip()
+        details = p.trace["details"]
+        assert p.failed == 0 and details["program"].strip()
         assert details["program_result"] is not None or details["sandbox_error"]

@@ -43,19 +43,19 @@ def _run(workspace, path):
 
 def test_rag_puts_passages_in_the_prompt_and_reports_recall(make_task, tmp_path, workspace):
     store, runs = _run(workspace, _qa_task(make_task, tmp_path, {"k": 1, "retriever": "hybrid"}))
-    table = {r["strategy"]: r for r in rows(workspace, runs)}
+    table = {r.strategy: r for r in rows(workspace, runs)}
     rag_run = next(r for r in runs if r.strategy == "rag")
-    preds = {p["example_id"]: p for p in store.predictions(rag_run.id)}
-    (call,) = preds["q1"]["trace"]["calls"]
+    preds = {p.example_id: p for p in store.predictions(rag_run.id)}
+    (call,) = preds["q1"].trace["calls"]
     user = call["messages"][-1]["content"]
     assert user.startswith("Answer the question using only the context below.")
     assert "Context:\n[1] France: Paris is the capital and largest city of France.\n\nAnswer briefly." in user
     assert user.endswith("Question: What is the capital of France?")
-    assert preds["q1"]["trace"]["details"]["retrieved"] == ["fr"]
-    assert all(p["metrics"]["recall@1"] == 1.0 for p in preds.values())
-    assert [preds[q]["answer"] for q in ("q1", "q2", "q3")] == ["Paris", "Nile", "1960"]
-    assert table["rag"]["metrics"] == {"exact_match": 0.75, "recall@1": 1.0}
-    assert table["closed_book"]["score"] == 0.0 and "recall@1" not in table["closed_book"]["metrics"]
+    assert preds["q1"].trace["details"]["retrieved"] == ["fr"]
+    assert all(p.metrics["recall@1"] == 1.0 for p in preds.values())
+    assert [preds[q].answer for q in ("q1", "q2", "q3")] == ["Paris", "Nile", "1960"]
+    assert table["rag"].metrics == {"exact_match": 0.75, "recall@1": 1.0}
+    assert table["closed_book"].score == 0.0 and "recall@1" not in table["closed_book"].metrics
 
 
 def test_recall_counts_misses_and_options_shape_the_prompt(make_task, tmp_path, workspace):
@@ -66,14 +66,14 @@ def test_recall_counts_misses_and_options_shape_the_prompt(make_task, tmp_path, 
     write_jsonl(tmp_path / "qa" / "test.jsonl", [*QUESTIONS[:3], {**QUESTIONS[3], "doc_id": ["jp", "eg"]}])
     store, runs = _run(workspace, path)
     rag_run = next(r for r in runs if r.strategy == "rag")
-    preds = {p["example_id"]: p for p in store.predictions(rag_run.id)}
-    assert preds["q4"]["trace"]["details"]["retrieved"] == ["jp", "fr"]  # no other match: collection order
-    messages = preds["q4"]["trace"]["calls"][0]["messages"]
+    preds = {p.example_id: p for p in store.predictions(rag_run.id)}
+    assert preds["q4"].trace["details"]["retrieved"] == ["jp", "fr"]  # no other match: collection order
+    messages = preds["q4"].trace["calls"][0]["messages"]
     assert messages[0] == {"role": "system", "content": "Use the passages."}
     assert messages[1]["content"].startswith("Context:\n[1] Japan: Tokyo")
-    assert {k: p["metrics"]["recall@2"] for k, p in preds.items()} == {"q1": 1.0, "q2": 1.0, "q3": 1.0, "q4": 0.5}
-    (row,) = [r for r in rows(workspace, runs) if r["strategy"] == "rag"]
-    assert row["metrics"]["recall@2"] == pytest.approx(0.875)
+    assert {k: p.metrics["recall@2"] for k, p in preds.items()} == {"q1": 1.0, "q2": 1.0, "q3": 1.0, "q4": 0.5}
+    (row,) = [r for r in rows(workspace, runs) if r.strategy == "rag"]
+    assert row.metrics["recall@2"] == pytest.approx(0.875)
 
 
 def test_rag_with_label_scoring(make_task, tmp_path, workspace):
@@ -81,11 +81,11 @@ def test_rag_with_label_scoring(make_task, tmp_path, workspace):
                                         {"doc_id": "t", "text": "terrible means negative"}])
     path = make_task(strategies=[{"name": "rag", "docs": "kb.jsonl", "k": 1, "retriever": "bm25"}])
     store, (run,) = _run(workspace, path)
-    preds = {p["example_id"]: p for p in store.predictions(run.id)}
-    assert preds["r0"]["answer"] == "positive" and preds["r3"]["answer"] == "negative"
-    assert preds["r3"]["trace"]["calls"][0]["kind"] == "score"
-    assert "[1] terrible means negative" in preds["r3"]["trace"]["calls"][0]["messages"][-1]["content"]
-    assert "recall@1" not in preds["r0"]["metrics"]  # no gold_field, no recall
+    preds = {p.example_id: p for p in store.predictions(run.id)}
+    assert preds["r0"].answer == "positive" and preds["r3"].answer == "negative"
+    assert preds["r3"].trace["calls"][0]["kind"] == "score"
+    assert "[1] terrible means negative" in preds["r3"].trace["calls"][0]["messages"][-1]["content"]
+    assert "recall@1" not in preds["r0"].metrics  # no gold_field, no recall
 
 
 def test_missing_docs_file_names_the_path(make_task, workspace):

@@ -91,20 +91,20 @@ def test_text_protocol_calls_the_tool_then_answers(tmp_path, monkeypatch, worksp
     store, runs = _evaluate(workspace, _task(tmp_path, {"name": "tools", "tools": ["calculator"]}),
                             ReplyPool(_calculate_then_answer))
     assert batches == [2, 2]  # one model call per step for all examples still running
-    preds = {p["example_id"]: p for p in store.predictions(runs[0].id)}
-    assert preds["q1"]["answer"] == "12" and preds["q2"]["answer"] == "42"
-    calls = preds["q1"]["trace"]["calls"]
+    preds = {p.example_id: p for p in store.predictions(runs[0].id)}
+    assert preds["q1"].answer == "12" and preds["q2"].answer == "42"
+    calls = preds["q1"].trace["calls"]
     assert [c["step"] for c in calls] == ["generate", "tool", "generate"]
     tool = calls[1]
     assert tool["kind"] == "tool" and tool["output"] == "12" and tool["error"] is None
     assert tool["params"] == {"n": 0, "name": "calculator", "arguments": {"expression": "(12+3)*4/5"}}
     assert "Observation: 12\nThought:" in calls[2]["messages"][-1]["content"]
-    details = preds["q1"]["trace"]["details"]
+    details = preds["q1"].trace["details"]
     assert details["steps"] == 2 and details["mode"] == "text"
     assert details["tool_calls"] == [{"name": "calculator", "arguments": {"expression": "(12+3)*4/5"}, "result": "12"}]
-    assert preds["q1"]["calls"] == 2  # the tool run is not a model call
+    assert preds["q1"].calls == 2  # the tool run is not a model call
     (row,) = rows(workspace, runs)
-    assert row["score"] == 1.0 and row["calls_per_query"] == 2
+    assert row.score == 1.0 and row.calls_per_query == 2
 
 
 def test_step_limit_forces_a_final_answer(tmp_path, workspace):
@@ -118,11 +118,11 @@ def test_step_limit_forces_a_final_answer(tmp_path, workspace):
     store, runs = _evaluate(workspace, _task(tmp_path, {"name": "react", "tools": ["calculator"], "max_steps": 2},
                                   limit=1), pool)
     (pred,) = store.predictions(runs[0].id)
-    assert [c["step"] for c in pred["trace"]["calls"]] == ["generate", "tool", "generate", "tool", "final"]
+    assert [c["step"] for c in pred.trace["calls"]] == ["generate", "tool", "generate", "tool", "final"]
     assert len(pool.backend.requests) == 3
     assert pool.backend.requests[-1].stop == ("Observation:", "\nThought:", "\nAction:")
-    assert pred["answer"] == "7" and pred["calls"] == 3
-    details = pred["trace"]["details"]
+    assert pred.answer == "7" and pred.calls == 3
+    details = pred.trace["details"]
     assert details["stopped"] == "step_limit" and details["steps"] == 3 and len(details["tool_calls"]) == 2
     # the model's invented observation is cut off; the tool's real one takes its place
     last_prompt = pool.backend.requests[-1].messages[-1]["content"]
@@ -141,10 +141,10 @@ def test_unknown_tool_and_bad_input_become_observations(tmp_path, workspace):
 
     store, runs = _evaluate(workspace, _task(tmp_path, {"name": "tools", "tools": ["calculator"]}, limit=1), ReplyPool(reply))
     (pred,) = store.predictions(runs[0].id)
-    tools = [c for c in pred["trace"]["calls"] if c["kind"] == "tool"]
+    tools = [c for c in pred.trace["calls"] if c["kind"] == "tool"]
     assert tools[0]["output"].startswith("Error: unknown tool 'abacus'") and tools[0]["error"]
     assert "not an arithmetic expression" in tools[1]["output"]
-    assert pred["answer"] == "2" and pred["failed"] == 0
+    assert pred.answer == "2" and pred.failed == 0
 
 
 def test_native_mode_needs_a_backend_with_tool_calling(tmp_path, workspace):
@@ -260,9 +260,9 @@ def test_native_tool_calls_over_http(tmp_path, server, workspace):
     assert tool["role"] == "tool" and tool["tool_call_id"] == "call_0"
     assert json.loads(tool["content"])["temperature"] == 68
     (pred,) = store.predictions(runs[0].id)
-    assert pred["output"] == "It is 68 degrees there." and pred["score"] == 1.0
-    assert [c["step"] for c in pred["trace"]["calls"]] == ["generate", "tool", "generate"]
-    assert pred["trace"]["details"]["mode"] == "native" and pred["calls"] == pred["trace"]["details"]["steps"] == 2
+    assert pred.output == "It is 68 degrees there." and pred.score == 1.0
+    assert [c["step"] for c in pred.trace["calls"]] == ["generate", "tool", "generate"]
+    assert pred.trace["details"]["mode"] == "native" and pred.calls == pred.trace["details"]["steps"] == 2
 
 
 def test_native_step_limit(tmp_path, server, workspace):
@@ -271,8 +271,8 @@ def test_native_step_limit(tmp_path, server, workspace):
     assert len(server.payloads) == 3
     assert server.payloads[-1]["messages"][-1]["role"] == "user"  # "give your final answer now"
     (pred,) = store.predictions(runs[0].id)
-    assert [c["step"] for c in pred["trace"]["calls"]] == ["generate", "tool", "generate", "tool", "final"]
-    assert pred["trace"]["details"]["stopped"] == "step_limit" and pred["parse_failed"] == 1
+    assert [c["step"] for c in pred.trace["calls"]] == ["generate", "tool", "generate", "tool", "final"]
+    assert pred.trace["details"]["stopped"] == "step_limit" and pred.parse_failed == 1
 
 
 def test_openai_reply_tool_calls_are_parsed():
@@ -294,8 +294,8 @@ def test_bundled_model_runs_the_tool_loop(tmp_path, workspace):
     preds = store.predictions(runs[0].id)
     assert len(preds) == 2
     for p in preds:
-        assert p["failed"] == 0 and p["trace"]["calls"][0]["step"] == "generate"
-        assert 1 <= p["trace"]["details"]["steps"] == p["calls"] <= 3
+        assert p.failed == 0 and p.trace["calls"][0]["step"] == "generate"
+        assert 1 <= p.trace["details"]["steps"] == p.calls <= 3
 
 
 def test_action_written_as_the_input_of_the_only_tool() -> None:

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from html import escape
 from pathlib import Path
 
@@ -19,10 +20,12 @@ from taskfit.report import (
     recommend,
     render_html,
     resolve_targets,
+    scatter_svg,
     write_report,
 )
 from taskfit.runner import evaluate
 from taskfit.study import prepare, select_arms
+from taskfit.types import ReportRow
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +47,7 @@ def row(strategy, score, lo, hi, p=None, model="smollm2-135m", **extra):
         "time_per_1k_s": 50.0,
         "run_id": f"{strategy}-{model}",
     }
-    return {**base, **extra}
+    return ReportRow(**{**base, **extra})
 
 
 TUNE = {
@@ -86,7 +89,7 @@ def test_prompting_is_enough_when_the_prompt_row_is_inside_the_tuned_models_ci()
         row("zero_shot", 0.60, 0.53, 0.67, p=0.0001),
     ]
     rec = recommend(table)
-    assert rec.choice == "prompting" and rec.row["strategy"] == "few_shot_knn"
+    assert rec.choice == "prompting" and rec.row.strategy == "few_shot_knn"
     assert rec.text.startswith("Prompt engineering is enough: few_shot_knn x smollm2-135m")
     assert (
         "within the CI of the best row, zero_shot x tuned:t1" in rec.text
@@ -98,7 +101,7 @@ def test_prompting_is_enough_when_the_prompt_row_is_inside_the_tuned_models_ci()
 def test_fine_tune_when_the_gain_is_significant_and_says_what_it_costs():
     table = [tuned(0.90, 0.85, 0.93), row("few_shot_knn", 0.78, 0.72, 0.83, p=0.001)]
     rec = recommend(table)
-    assert rec.choice == "fine_tune" and rec.row["model"] == "tuned:t1"
+    assert rec.choice == "fine_tune" and rec.row.model == "tuned:t1"
     assert rec.text.startswith("Fine-tune: zero_shot x tuned:t1 scores 0.900 [0.850, 0.930].")
     assert "+12.0 points (p = 0.001)" in rec.text
     assert "6 minutes of CPU training" in rec.text and "1,900 MB peak training memory" in rec.text
@@ -121,7 +124,7 @@ def test_tie_when_nothing_is_separable_picks_the_least_demanding_row():
     rec = recommend(table)
     assert rec.choice == "tie"
     assert rec.text.startswith("No clear winner") and "zero_shot x smollm2-135m" in rec.text
-    assert rec.row["strategy"] == "zero_shot"  # prompting, and fewer tokens than few_shot_knn
+    assert rec.row.strategy == "zero_shot"  # prompting, and fewer tokens than few_shot_knn
 
 
 def test_a_larger_score_inside_the_ci_does_not_count():
@@ -133,7 +136,7 @@ def test_a_larger_score_inside_the_ci_does_not_count():
     ]
     assert recommend(table).choice == "prompting"
     # the same rows with p = 0.01: fine-tune
-    table[1]["p_vs_best"] = 0.01
+    table[1] = replace(table[1], p_vs_best=0.01)
     assert recommend(table).choice == "fine_tune"
 
 
@@ -149,7 +152,7 @@ def test_pairwise_tests_override_ci_overlap_and_a_paid_api_weighs_against_a_row(
     pairs = {("zero_shot-gpt", "zero_shot-tuned:t1"): {"p": 0.001, "diff": 0.02, "ci": (0.01, 0.03)}}
     assert recommend([best, local, worse], pairs).choice == "prompting"
     # without any p-value, non-overlapping CIs separate rows
-    local.update(p_vs_best=None, score=0.7, ci_low=0.6, ci_high=0.8)
+    local = replace(local, p_vs_best=None, score=0.7, ci_low=0.6, ci_high=0.8)
     assert recommend([best, local, worse]).choice == "prompting"
 
 
@@ -259,10 +262,10 @@ def test_report_on_the_bundled_model_renders_in_chromium(tmp_path, workspace):
     from taskfit.study import run_study
 
     _, table = run_study(ROOT / "examples" / "sst2" / "task.yaml", workspace=workspace, limit=8)
-    out = write_report([r["run_id"] for r in table], tmp_path / "report.html", workspace=workspace)
+    out = write_report([r.run_id for r in table], tmp_path / "report.html", workspace=workspace)
     html = out.read_text()
     _self_contained(html)
-    assert all(r["run_id"] in html for r in table) and "Recommendation" in html
+    assert all(r.run_id in html for r in table) and "Recommendation" in html
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).exists():
         pytest.skip("headless Chromium is not installed")
@@ -281,3 +284,15 @@ def test_report_on_the_bundled_model_renders_in_chromium(tmp_path, workspace):
         timeout=120,
     )
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_log_scale_cost_axis_ticks_show_small_prices():
+    # costs from $0.00015 to $0.05 per 1k queries: a log axis from 0.0001, whose tick must not read "0.000"
+    table = [
+        row("zero_shot", 0.7, 0.6, 0.8, cost_per_1k=0.00015),
+        row("cot", 0.8, 0.7, 0.9, cost_per_1k=0.05, model="gpt"),
+    ]
+    svg = scatter_svg(table, "cost_per_1k", "$ per 1,000 queries", "accuracy")
+    ticks = re.findall(r'class="tick">([^<]*)<', svg)
+    assert "(log scale)" in svg and {"0.0001", "0.001", "0.01"} <= set(ticks)
+    assert "0.000" not in ticks

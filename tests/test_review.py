@@ -22,6 +22,7 @@ from taskfit.review import (
     write_jsonl,
 )
 from taskfit.study import run_study
+from taskfit.types import PredictionRow
 
 # -- the active-learning ordering on synthetic pools --------------------------------------------------------
 
@@ -101,13 +102,13 @@ def test_label_margin():
 
 def test_gather_evidence_reads_answers_scores_margins_and_judge_scores():
     def pred(eid, answer, score, lps=None, judge=None):
-        return {
-            "example_id": eid,
-            "answer": answer,
-            "score": score,
-            "metrics": {"judge": judge} if judge is not None else {},
-            "trace": {"calls": [], "details": {"label_logprobs": lps} if lps else {}},
-        }
+        return PredictionRow(
+            example_id=eid,
+            answer=answer,
+            score=score,
+            metrics={"judge": judge} if judge is not None else {},
+            trace={"calls": [], "details": {"label_logprobs": lps} if lps else {}},
+        )
 
     preds = {
         "r1": [pred("e0", "pos", 1.0, {"pos": -0.1, "neg": -3.0}), pred("e1", "neg", 0.0, judge=0.5)],
@@ -127,14 +128,14 @@ def study(make_task, workspace):
     """Two scripted runs (zero_shot and few_shot_balanced) of the 8-row sentiment task."""
     _, table = run_study(make_task(), workspace=workspace)
     store = workspace.runs
-    return store, {r["strategy"]: store.run(r["run_id"]) for r in table}
+    return store, {r.strategy: store.run(r.run_id) for r in table}
 
 
 def test_labels_are_shared_by_runs_giving_the_same_answer_and_the_latest_wins(study):
     store, runs = study
     zs, fs = runs["zero_shot"], runs["few_shot_balanced"]
-    answer = {p["example_id"]: p["answer"] for p in store.predictions(zs.id, with_trace=False)}
-    answer_fs = {p["example_id"]: p["answer"] for p in store.predictions(fs.id, with_trace=False)}
+    answer = {p.example_id: p.answer for p in store.predictions(zs.id, with_trace=False)}
+    answer_fs = {p.example_id: p.answer for p in store.predictions(fs.id, with_trace=False)}
     same = next(e for e in answer if answer[e] == answer_fs[e])
     add_label(store, zs, same, "correct")
     lab = labels(store.eng, zs.task_name)
@@ -166,30 +167,30 @@ def test_ci_narrows_as_labels_come_in(study):
     zs = runs["zero_shot"]
     preds = store.predictions(zs.id, with_trace=False)
     for p in preds:
-        add_label(store, zs, p["example_id"], "correct" if p["score"] == 1 else "incorrect")
+        add_label(store, zs, p.example_id, "correct" if p.score == 1 else "incorrect")
     hist = ci_history(preds, label_history(store.eng, zs.task_name))
     assert [h["n"] for h in hist] == list(range(1, 9))
     widths = [h["ci_high"] - h["ci_low"] for h in hist]
     assert widths[-1] < widths[0] and hist[-1]["accuracy"] == pytest.approx(
-        sum(p["score"] for p in preds) / 8
+        sum(p.score for p in preds) / 8
     )
 
 
 def test_preference_pairs_from_choices_and_labels(study, tmp_path):
     store, runs = study
     zs, fs = runs["zero_shot"], runs["few_shot_balanced"]
-    a = {p["example_id"]: p for p in store.predictions(zs.id, with_trace=False)}
-    b = {p["example_id"]: p for p in store.predictions(fs.id, with_trace=False)}
-    differ = [e for e in a if a[e]["answer"] != b[e]["answer"]]
+    a = {p.example_id: p for p in store.predictions(zs.id, with_trace=False)}
+    b = {p.example_id: p for p in store.predictions(fs.id, with_trace=False)}
+    differ = [e for e in a if a[e].answer != b[e].answer]
     assert len(differ) >= 2, "the scripted strategies should disagree somewhere"
     add_choice(store, zs, fs, differ[0], "b")
     add_choice(store, zs, fs, differ[1], "tie")
     pairs = preference_pairs(store, zs.task_name, from_labels=False)
     assert len(pairs) == 1
     (pair,) = pairs
-    assert pair["chosen"] == b[differ[0]]["answer"] and pair["rejected"] == a[differ[0]]["answer"]
+    assert pair["chosen"] == b[differ[0]].answer and pair["rejected"] == a[differ[0]].answer
     assert (
-        pair["prompt"].startswith("Classify the review.") and a[differ[0]]["inputs"]["text"] in pair["prompt"]
+        pair["prompt"].startswith("Classify the review.") and a[differ[0]].inputs["text"] in pair["prompt"]
     )
     assert pair["source"] == "pairwise" and pair["chosen_run"] == fs.id
     # a correct and an incorrect label on two answers to one example make a pair too
@@ -198,7 +199,7 @@ def test_preference_pairs_from_choices_and_labels(study, tmp_path):
     pairs = preference_pairs(store, zs.task_name)
     from_labels = [p for p in pairs if p["source"] == "labels"]
     assert [(p["chosen"], p["rejected"]) for p in from_labels] == [
-        (a[differ[1]]["answer"], b[differ[1]]["answer"])
+        (a[differ[1]].answer, b[differ[1]].answer)
     ]
     path = tmp_path / "prefs.jsonl"
     assert write_jsonl(pairs, path) == 2
@@ -215,22 +216,22 @@ def test_human_metric_needs_labels_then_scores_by_them(study, make_task, workspa
     zs = runs["zero_shot"]
     preds = store.predictions(zs.id, with_trace=False)
     # the reviewer disagrees with the gold label on r0 and agrees on r1
-    add_label(store, zs, "r0", "correct" if preds[0]["score"] == 0 else "incorrect")
-    add_label(store, zs, "r1", "correct" if preds[1]["score"] == 1 else "incorrect")
+    add_label(store, zs, "r0", "correct" if preds[0].score == 0 else "incorrect")
+    add_label(store, zs, "r1", "correct" if preds[1].score == 1 else "incorrect")
     with pytest.raises(TaskfitError, match="unknown option 'fallbak'"):
         build_metric("human", {"fallbak": "accuracy"}, workspace)
     _, table = run_study(make_task(metrics=["human", "accuracy"]), workspace=workspace, strategy_names=["zero_shot"])
     (row,) = table
-    scored = {p["example_id"]: p["metrics"] for p in store.predictions(row["run_id"], with_trace=False)}
-    assert scored["r0"]["human"] == 1 - preds[0]["score"] and scored["r1"]["human"] == preds[1]["score"]
+    scored = {p.example_id: p.metrics for p in store.predictions(row.run_id, with_trace=False)}
+    assert scored["r0"]["human"] == 1 - preds[0].score and scored["r1"]["human"] == preds[1].score
     assert all(scored[f"r{i}"]["human"] == 0.0 for i in range(2, 8))  # unreviewed, no fallback
     # with a fallback, unreviewed answers take the fallback metric's score
     _, table = run_study(
         make_task(metrics=[{"human": {"fallback": "accuracy", "task": "tiny"}}]), workspace=workspace, strategy_names=["zero_shot"]
     )
-    scored = {p["example_id"]: p["score"] for p in store.predictions(table[0]["run_id"], with_trace=False)}
-    assert scored["r0"] == 1 - preds[0]["score"]
-    assert all(scored[p["example_id"]] == p["score"] for p in preds[1:])
+    scored = {p.example_id: p.score for p in store.predictions(table[0].run_id, with_trace=False)}
+    assert scored["r0"] == 1 - preds[0].score
+    assert all(scored[p.example_id] == p.score for p in preds[1:])
 
 
 def test_gather_evidence_on_stored_runs_has_label_margins(study):
@@ -256,7 +257,7 @@ def test_queue_and_review_on_the_bundled_model(workspace):
         "examples/sst2/task.yaml", workspace=workspace, strategy_names=["zero_shot", "few_shot_balanced"], limit=16
     )
     store = workspace.runs
-    preds = {r["run_id"]: store.predictions(r["run_id"]) for r in table}
+    preds = {r.run_id: store.predictions(r.run_id) for r in table}
     pool = gather_evidence(preds, {})
     assert len(pool) == 16 and all(len(e.confidences) == 2 and 0 <= min(e.confidences.values()) for e in pool)
     queue = order_queue(pool)
@@ -266,7 +267,7 @@ def test_queue_and_review_on_the_bundled_model(workspace):
     agree = [it for it in queue if it.example_id not in differ]
     assert [it.low_confidence for it in agree] == sorted((it.low_confidence for it in agree), reverse=True)
     client = TestClient(create_app(workspace))
-    run_id = table[0]["run_id"]
+    run_id = table[0].run_id
     first = queue[0].example_id
     assert (
         client.post("/label", data={"run_id": run_id, "example_id": first, "verdict": "correct"}).status_code

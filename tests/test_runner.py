@@ -50,14 +50,14 @@ def test_label_scoring_and_leaderboard(make_task, workspace):
     table = rows(workspace, runs)
     assert len(table) == 2
     for r in table:
-        assert set(JSON_KEYS) <= set(r)
-        assert r["n"] == 8 and r["ci_low"] <= r["score"] <= r["ci_high"]
-        assert r["calls"] == 8 and r["parse_fail_rate"] == 0
+        assert set(JSON_KEYS) <= set(r.to_json())
+        assert r.n == 8 and r.ci_low <= r.score <= r.ci_high
+        assert r.calls == 8 and r.parse_fail_rate == 0
     # the script makes 'great' positive and 'terrible' negative; 4 rows contain neither -> tie -> first label
     preds = store.predictions(runs[0].id)
-    by_id = {p["example_id"]: p for p in preds}
-    assert by_id["r0"]["answer"] == "positive" and by_id["r3"]["answer"] == "negative"
-    assert table[0]["p_vs_best"] is None and table[1]["p_vs_best"] is not None
+    by_id = {p.example_id: p for p in preds}
+    assert by_id["r0"].answer == "positive" and by_id["r3"].answer == "negative"
+    assert table[0].p_vs_best is None and table[1].p_vs_best is not None
 
 
 def test_second_run_is_all_cache_hits_with_same_results(make_task, workspace):
@@ -70,18 +70,18 @@ def test_second_run_is_all_cache_hits_with_same_results(make_task, workspace):
     assert [r.id for r in first] != [r.id for r in second]
     a = rows(workspace, first)
     b = rows(workspace, second)
-    assert [r["score"] for r in a] == [r["score"] for r in b]
-    assert all(r["cache_hits"] == r["calls"] for r in b)
+    assert [r.score for r in a] == [r.score for r in b]
+    assert all(r.cache_hits == r.calls for r in b)
 
 
 def test_generate_mode_parses_and_counts_failures(make_task, workspace):
     path = make_task(output_mode="generate", strategies=["zero_shot"])
     store, runs = _evaluate(workspace, path, CountingPool())
     (row,) = rows(workspace, runs)
-    preds = {p["example_id"]: p for p in store.predictions(runs[0].id)}
-    assert preds["r0"]["output"] == "Positive." and preds["r0"]["answer"] == "positive"
-    assert preds["r1"]["parse_failed"] == 1 and preds["r1"]["answer"] is None and preds["r1"]["score"] == 0
-    assert row["parse_fail_rate"] == pytest.approx(3 / 8)  # r1, r2, r5 get "hmm"
+    preds = {p.example_id: p for p in store.predictions(runs[0].id)}
+    assert preds["r0"].output == "Positive." and preds["r0"].answer == "positive"
+    assert preds["r1"].parse_failed == 1 and preds["r1"].answer is None and preds["r1"].score == 0
+    assert row.parse_fail_rate == pytest.approx(3 / 8)  # r1, r2, r5 get "hmm"
 
 
 def test_interrupted_run_resumes_without_repeating_calls(make_task, monkeypatch, workspace):
@@ -104,16 +104,16 @@ def test_interrupted_run_resumes_without_repeating_calls(make_task, monkeypatch,
     prompts_before = {str(r.messages) for r in sent_before}
     assert not prompts_before & {str(r.messages) for r in pool2.backend.requests}
     _, clean = _evaluate(workspace, make_task(strategies=["zero_shot"], description="other"), CountingPool())
-    assert [p["answer"] for p in store.predictions(runs[0].id)] == [p["answer"] for p in store.predictions(clean[0].id)]
+    assert [p.answer for p in store.predictions(runs[0].id)] == [p.answer for p in store.predictions(clean[0].id)]
 
 
 def test_failed_calls_are_recorded_not_fatal(make_task, workspace):
     script = {"scores": {"great": {"positive": -0.1}}, "fail_on": "terrible"}
     path = make_task(models=[{"backend": "scripted", "script": script}], strategies=["zero_shot"])
     store, runs = _evaluate(workspace, path, CountingPool())
-    preds = {p["example_id"]: p for p in store.predictions(runs[0].id)}
-    assert preds["r3"]["failed"] == 1 and preds["r3"]["error"] == "scripted failure"
-    assert preds["r0"]["failed"] == 0 and runs[0].status == "complete"
+    preds = {p.example_id: p for p in store.predictions(runs[0].id)}
+    assert preds["r3"].failed == 1 and preds["r3"].error == "scripted failure"
+    assert preds["r0"].failed == 0 and runs[0].status == "complete"
 
 
 def test_calibration_removes_label_bias(make_task, workspace):
@@ -121,31 +121,31 @@ def test_calibration_removes_label_bias(make_task, workspace):
     script = {"scores": {"terrible": {"positive": -1.5, "negative": -2.0}, "": {"positive": -1.0, "negative": -3.0}}}
     path = make_task(models=[{"backend": "scripted", "script": script}], strategies=["zero_shot"], calibrate=True)
     store, runs = _evaluate(workspace, path, CountingPool())
-    preds = {p["example_id"]: p for p in store.predictions(runs[0].id)}
-    assert preds["r3"]["answer"] == "negative"
-    assert preds["r3"]["calls"] == 2  # the example and its content-free twin
+    preds = {p.example_id: p for p in store.predictions(runs[0].id)}
+    assert preds["r3"].answer == "negative"
+    assert preds["r3"].calls == 2  # the example and its content-free twin
     # zero-shot's content-free prompt is the same for all 8 rows: sent once, each row charged an eighth
-    calib = [c for c in preds["r3"]["trace"]["calls"] if c["step"] == "calibration"][0]
-    example = [c for c in preds["r3"]["trace"]["calls"] if c["step"] == "score"][0]
+    calib = [c for c in preds["r3"].trace["calls"] if c["step"] == "calibration"][0]
+    example = [c for c in preds["r3"].trace["calls"] if c["step"] == "score"][0]
     assert calib["shared_by"] == 8 and example["shared_by"] == 1
     assert calib["tokens_in"] == pytest.approx(len("Classify the review.\n\nReview: N/A\n\nAnswer with exactly one of: "
                                                    "negative, positive.".split()) / 8)
     path = make_task(models=[{"backend": "scripted", "script": script}], strategies=["zero_shot"], calibrate=False)
     store, runs = _evaluate(workspace, path, CountingPool())
-    assert {p["answer"] for p in store.predictions(runs[0].id)} == {"positive"}
+    assert {p.answer for p in store.predictions(runs[0].id)} == {"positive"}
 
 
 def test_verdict_names_best_and_ties():
-    from taskfit.leaderboard import verdict
+    from taskfit.leaderboard import LeaderboardRow, verdict
 
-    table = [
+    table = [LeaderboardRow(**r, ci_low=0.0, ci_high=1.0) for r in (
         {"strategy": "structured", "model": "m", "score": 0.8, "p_vs_best": None, "cost_per_1k": 0, "time_per_1k_s": 90,
          "tokens_in": 250, "tokens_out": 0},
         {"strategy": "zero_shot", "model": "m", "score": 0.79, "p_vs_best": 0.5, "cost_per_1k": 0, "time_per_1k_s": 50,
          "tokens_in": 110, "tokens_out": 0},
         {"strategy": "few_shot", "model": "m", "score": 0.6, "p_vs_best": 0.001, "cost_per_1k": 0, "time_per_1k_s": 60,
          "tokens_in": 300, "tokens_out": 0},
-    ]
+    )]
     text = verdict(table)
     assert text.startswith("Best: structured x m (0.800).")
     assert "Not significantly different (p >= 0.05): zero_shot x m." in text and "few_shot" not in text

@@ -420,7 +420,7 @@ def test_cli_needs_an_arm(make_task, taskfit_home):
 def test_serves_the_arm_of_a_stored_run(make_task, workspace):
     path = make_task()
     _, table = run_study(path, workspace=workspace, strategy_names=["few_shot_balanced"])
-    pipeline = build_pipeline(workspace, run_id=table[0]["run_id"])
+    pipeline = build_pipeline(workspace, run_id=table[0].run_id)
     assert pipeline.arm.strategy.label() == "few_shot_balanced" and pipeline.arm.model.label() == "fake"
     with running(pipeline) as url:
         (info,) = _client(url).models.list().data

@@ -78,19 +78,19 @@ def test_two_lora_adapters_on_one_server_predict_as_in_process(tune_task, tiny_m
     assert len(lora_names) == 2 and set(server.served) == set(lora_names) and sorted(server.unloads) == sorted(lora_names)
     assert {load["lora_path"] for load in server.loads} == {str((r.folder / "adapter").resolve()) for r in recs}
     store = workspace.runs
-    by_model = lambda rows: {r["model"]: r for r in rows}  # noqa: E731
+    by_model = lambda rows: {r.model: r for r in rows}  # noqa: E731
     local_rows, served_rows = by_model(in_process), by_model(served)
     per_adapter = []
     for name in names:
         a, b = local_rows[name], served_rows[name]
-        assert (b["score_via"], b["server"], a["score_via"], a["server"]) == ("completions", server.base_url, "local", None)
-        pa = {p["example_id"]: p for p in store.predictions(a["run_id"])}
-        pb = {p["example_id"]: p for p in store.predictions(b["run_id"])}
-        assert {k: p["answer"] for k, p in pa.items()} == {k: p["answer"] for k, p in pb.items()}
+        assert (b.score_via, b.server, a.score_via, a.server) == ("completions", server.base_url, "local", None)
+        pa = {p.example_id: p for p in store.predictions(a.run_id)}
+        pb = {p.example_id: p for p in store.predictions(b.run_id)}
+        assert {k: p.answer for k, p in pa.items()} == {k: p.answer for k, p in pb.items()}
         for k in pa:
-            la, lb = pa[k]["trace"]["details"]["label_logprobs"], pb[k]["trace"]["details"]["label_logprobs"]
+            la, lb = pa[k].trace["details"]["label_logprobs"], pb[k].trace["details"]["label_logprobs"]
             assert lb == pytest.approx(la, abs=2e-4)
-        per_adapter.append([pa[k]["trace"]["details"]["label_logprobs"] for k in sorted(pa)])
+        per_adapter.append([pa[k].trace["details"]["label_logprobs"] for k in sorted(pa)])
     assert per_adapter[0] != per_adapter[1]  # the server really applied each adapter: they score differently
 
     from rich.console import Console

@@ -193,15 +193,15 @@ def test_a_label_task_is_scored_by_the_path_the_server_offers(make_task, workspa
     server = FakeServer(**features)
     with serving(server.httpd):
         row = _study(make_task, workspace, server)
-    assert row["score_via"] == expected
-    assert row["server"] == server.base_url
-    assert row["score"] == 1.0  # every review carries a cue word the fake model follows
+    assert row.score_via == expected
+    assert row.server == server.base_url
+    assert row.score == 1.0  # every review carries a cue word the fake model follows
     if expected == "generate":
-        assert row["mode"] == "generate"
+        assert row.mode == "generate"
         # says why: each path and the reason it was not used
-        assert "completions:" in row["score_via_reason"] and "HTTP 404" in row["score_via_reason"]
-        assert "chat_top_logprobs: the chat reply has no logprobs" in row["score_via_reason"]
-        assert "ignored" in row["score_via_reason"] or "not one of" in row["score_via_reason"]
+        assert "completions:" in row.score_via_reason and "HTTP 404" in row.score_via_reason
+        assert "chat_top_logprobs: the chat reply has no logprobs" in row.score_via_reason
+        assert "ignored" in row.score_via_reason or "not one of" in row.score_via_reason
         from rich.console import Console
 
         from taskfit.leaderboard import render
@@ -211,9 +211,9 @@ def test_a_label_task_is_scored_by_the_path_the_server_offers(make_task, workspa
         shown = " ".join(console.export_text().split())
         assert f"generate on {server.base_url}" in shown and "srv: labels not scored on the server (completions:" in shown
     else:
-        assert row["mode"] == "score" and row["parse_fail_rate"] == 0.0
+        assert row.mode == "score" and row.parse_fail_rate == 0.0
     if shape == "completions_without_logprobs":
-        assert "completions: the completion has no log-probabilities" in row["score_via_reason"]
+        assert "completions: the completion has no log-probabilities" in row.score_via_reason
 
 
 def test_the_probe_runs_once_per_model_and_is_kept_in_the_cache(make_task, workspace):
@@ -232,20 +232,20 @@ def test_a_server_that_is_down_during_the_probe_is_not_remembered_as_unable(make
     server = FakeServer(chat_logprobs=True, fail_all=500)
     with serving(server.httpd):
         row = _study(make_task, workspace, server)
-        assert row["score_via"] == "generate" and "HTTP 500" in row["score_via_reason"]
-        assert row["failed"] == 8  # generation failed too: recorded, not raised
+        assert row.score_via == "generate" and "HTTP 500" in row.score_via_reason
+        assert row.failed == 8  # generation failed too: recorded, not raised
         server.fail_all = None
         row = _study(make_task, workspace, server, concurrency=2)
-    assert row["score_via"] == "chat_top_logprobs" and row["score"] == 1.0
+    assert row.score_via == "chat_top_logprobs" and row.score == 1.0
 
 
 def test_score_via_in_the_task_file_overrides_the_probe(make_task, workspace):
     server = FakeServer(completions="token_logprobs", tokenize=True, chat_logprobs=True, choice="structured_outputs")
     with serving(server.httpd):
-        assert _study(make_task, workspace, server, score_via="choice")["score_via"] == "choice"
-        assert _study(make_task, workspace, server, score_via="generate")["score_via"] == "generate"
+        assert _study(make_task, workspace, server, score_via="choice").score_via == "choice"
+        assert _study(make_task, workspace, server, score_via="generate").score_via == "generate"
         row = _study(make_task, workspace, server, score_via="chat_top_logprobs")
-    assert row["score_via"] == "chat_top_logprobs" and row["score"] == 1.0
+    assert row.score_via == "chat_top_logprobs" and row.score == 1.0
 
 
 def test_completions_sums_exactly_the_continuation_tokens():
@@ -282,8 +282,8 @@ def test_labels_sharing_a_first_token_fall_back_and_say_so(make_task, workspace)
                          models=[{"backend": "openai", "name": "srv", "base_url": server.base_url, "model": "m"}])
         _, rows = run_study(path, workspace=workspace)
     row = rows[0]
-    assert row["score_via"] == "choice"
-    assert "labels 'negative'/'positive' share their first token" in row["score_via_reason"]
+    assert row.score_via == "choice"
+    assert "labels 'negative'/'positive' share their first token" in row.score_via_reason
 
 
 @pytest.mark.parametrize("shape", ["vllm", "ollama"])
@@ -295,10 +295,10 @@ def test_calibration_works_with_the_paths_that_yield_scores(make_task, workspace
         path = make_task(strategies=["zero_shot"], calibrate=True,
                          models=[{"backend": "openai", "name": "srv", "base_url": server.base_url, "model": "m"}])
         _, rows = run_study(path, workspace=workspace)
-    preds = workspace.runs.predictions(rows[0]["run_id"])
-    steps = [c["step"] for c in preds[0]["trace"]["calls"]]
-    assert steps == ["score", "calibration"] and preds[0]["trace"]["details"]["calibrated"]
-    assert rows[0]["score_via"] == SHAPES[shape][1] and rows[0]["score"] == 1.0
+    preds = workspace.runs.predictions(rows[0].run_id)
+    steps = [c["step"] for c in preds[0].trace["calls"]]
+    assert steps == ["score", "calibration"] and preds[0].trace["details"]["calibrated"]
+    assert rows[0].score_via == SHAPES[shape][1] and rows[0].score == 1.0
 
 
 def test_choice_is_a_decision_so_calibration_is_not_applied(make_task, workspace):
@@ -309,9 +309,9 @@ def test_choice_is_a_decision_so_calibration_is_not_applied(make_task, workspace
         path = make_task(strategies=["zero_shot"], calibrate=True,
                          models=[{"backend": "openai", "name": "srv", "base_url": server.base_url, "model": "m"}])
         _, rows = run_study(path, workspace=workspace)
-    pred = workspace.runs.predictions(rows[0]["run_id"])[0]
-    assert [c["step"] for c in pred["trace"]["calls"]] == ["score"]
-    assert sorted(pred["trace"]["calls"][0]["output"]) == [NOT_CHOSEN] * 3 + [0.0]
+    pred = workspace.runs.predictions(rows[0].run_id)[0]
+    assert [c["step"] for c in pred.trace["calls"]] == ["score"]
+    assert sorted(pred.trace["calls"][0]["output"]) == [NOT_CHOSEN] * 3 + [0.0]
 
 
 def test_the_model_entries_in_the_server_docs_are_valid():

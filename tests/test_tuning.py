@@ -99,8 +99,8 @@ def test_sft_method_trains_saves_and_evaluates(tune_task, tiny_models, method, w
     template = json.loads((rec.folder / "template.json").read_text())
     assert "Sentiment:" in template["rendered_row"] and "<|im_start|>assistant" in template["rendered_row"]
     row = _score(workspace, task_path, rec)
-    assert row["n"] == 8 and row["failed"] == 0
-    assert row["tune"]["method"] == method and row["tune"]["train_time_s"] > 0
+    assert row.n == 8 and row.failed == 0
+    assert row.tune["method"] == method and row.tune["train_time_s"] > 0
 
 
 @pytest.mark.parametrize("method", ["head", "lora", "full", "top_n"])
@@ -113,7 +113,7 @@ def test_classify_method_on_an_encoder(tune_task, tiny_models, method, workspace
     if method == "head":  # only the new head: weight and bias of a 32 -> 2 layer
         assert r["trainable_params"] == 32 * 2 + 2
     row = _score(workspace, task_path, rec)
-    assert row["strategy"] == "classifier" and row["n"] == 8 and row["failed"] == 0
+    assert row.strategy == "classifier" and row.n == 8 and row.failed == 0
     assert [x["before"] for x in r["before_after"]] and all("after" in x for x in r["before_after"])
 
 
@@ -274,9 +274,9 @@ def test_study_with_tuning_puts_tuned_models_on_the_leaderboard_and_reuses_them(
         {"method": "head", "objective": "classify", "model": str(tiny_models["bert"]), "max_steps": 2,
          "forgetting": False, "name": "bert-head"}])
     _, table = run_study(task_path, workspace=workspace, with_tuning=True)
-    tuned = [r for r in table if r.get("tune")]
-    assert {r["model"] for r in tuned} == {"llama+lora", "bert-head"}
-    assert all(r["n"] == 8 for r in table)
+    tuned = [r for r in table if r.tune]
+    assert {r.model for r in tuned} == {"llama+lora", "bert-head"}
+    assert all(r.n == 8 for r in table)
     n_tunes = len(workspace.tunes.all())
     run_study(task_path, workspace=workspace, with_tuning=True)
     assert len(workspace.tunes.all()) == n_tunes  # trained once, then reused
@@ -314,10 +314,10 @@ def test_real_models_tune_and_join_the_leaderboard(workspace):
     task = Path(__file__).resolve().parents[1] / "examples" / "sst2" / "task.yaml"
     _, table = run_study(task, workspace=workspace, strategy_names=["zero_shot"], limit=16, with_tuning=True,
                          train_limit=64)
-    tuned = {r["model"]: r for r in table if r.get("tune")}
+    tuned = {r.model: r for r in table if r.tune}
     assert set(tuned) == {"minilm+lora-head", "minilm+full", "smollm2+lora-sft"}
-    head = tuned["minilm+lora-head"]["tune"]
+    head = tuned["minilm+lora-head"].tune
     assert head["trainable_pct"] < 5 and head["forgetting"]["general_task"].startswith("retrieval")
-    sft = tuned["smollm2+lora-sft"]["tune"]
+    sft = tuned["smollm2+lora-sft"].tune
     assert sft["forgetting"]["ppl_before"] > 1 and sft["plan"]["peak_mem_mb"] > 0
-    assert all(r["n"] == 16 and r["failed"] == 0 for r in table)
+    assert all(r.n == 16 and r.failed == 0 for r in table)

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ from taskfit.ui.app import create_app
 def runs(make_task, workspace):
     """The 8-row scripted sentiment study: {strategy: run id}."""
     _, table = run_study(make_task(), workspace=workspace)
-    return {r["strategy"]: r["run_id"] for r in table}
+    return {r.strategy: r.run_id for r in table}
 
 
 @pytest.fixture
@@ -52,10 +53,10 @@ def test_leaderboard_shows_what_a_tuned_row_has(client, runs, monkeypatch):
 
     def with_tuned(store, chosen):
         table = real(store, chosen)
-        table[0] = {
-            **table[0],
-            "model": "tuned:ab12",
-            "tune": {
+        table[0] = replace(
+            table[0],
+            model="tuned:ab12",
+            tune={
                 "id": "ab12",
                 "method": "lora",
                 "objective": "classify",
@@ -66,7 +67,7 @@ def test_leaderboard_shows_what_a_tuned_row_has(client, runs, monkeypatch):
                 "device": "cpu",
                 "forgetting": {"score_before": 0.41, "score_after": 0.39, "ppl_before": None},
             },
-        }
+        )
         return table
 
     monkeypatch.setattr(taskfit.leaderboard, "rows", with_tuned)
@@ -108,8 +109,8 @@ def test_reviewing_changes_counts_and_the_human_score(client, runs):
 def test_pairwise_choice_and_export(client, runs, workspace):
     zs, fs = runs["zero_shot"], runs["few_shot_balanced"]
     store = workspace.runs
-    a = {p["example_id"]: p["answer"] for p in store.predictions(zs, with_trace=False)}
-    b = {p["example_id"]: p["answer"] for p in store.predictions(fs, with_trace=False)}
+    a = {p.example_id: p.answer for p in store.predictions(zs, with_trace=False)}
+    b = {p.example_id: p.answer for p in store.predictions(fs, with_trace=False)}
     differ = next(e for e in a if a[e] != b[e])
     res = client.post(
         "/choice",
@@ -133,7 +134,7 @@ def test_bad_input_is_a_page_with_the_reason(client, runs):
 
 def test_diff_of_runs_on_different_tasks_is_refused(client, runs, make_task, workspace):
     _, table = run_study(make_task(name="other"), workspace=workspace, strategy_names=["zero_shot"])
-    res = client.get(f"/diff?a={runs['zero_shot']}&b={table[0]['run_id']}")
+    res = client.get(f"/diff?a={runs['zero_shot']}&b={table[0].run_id}")
     assert res.status_code == 400 and "different tasks" in res.text
 
 
@@ -143,7 +144,7 @@ def test_example_ids_with_slashes_and_spaces_open(make_task, tmp_path, workspace
     data.write_text(data.read_text().replace('"id": "r0"', '"id": "doc/7 part 1"'))
     _, table = run_study(path, workspace=workspace, strategy_names=["zero_shot"])
     client = TestClient(create_app(workspace))
-    run_id = table[0]["run_id"]
+    run_id = table[0].run_id
     assert f'href="/runs/{run_id}/examples/doc/7%20part%201"' in client.get(f"/runs/{run_id}").text
     page = client.get(f"/runs/{run_id}/examples/doc/7%20part%201")
     assert page.status_code == 200 and "Example doc/7 part 1" in page.text
@@ -154,7 +155,7 @@ def test_untrusted_text_is_escaped(make_task, tmp_path, workspace):
     data = tmp_path / "data" / "test.jsonl"
     data.write_text(data.read_text().replace("a great and moving film", "<script>alert(1)</script> great"))
     _, table = run_study(path, workspace=workspace, strategy_names=["zero_shot"])
-    page = TestClient(create_app(workspace)).get(f"/runs/{table[0]['run_id']}").text
+    page = TestClient(create_app(workspace)).get(f"/runs/{table[0].run_id}").text
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
 
 

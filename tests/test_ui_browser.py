@@ -47,7 +47,7 @@ def server(make_task, workspace):
     while not srv.started:
         assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", {r["strategy"]: r["run_id"] for r in table}
+    yield f"http://127.0.0.1:{port}", {r.strategy: r.run_id for r in table}
     srv.should_exit = True
     thread.join(timeout=10)
 
@@ -190,7 +190,7 @@ def test_review_pairwise_and_export_in_chromium(server, browser, workspace):
         answer_a,
     )
     inputs = {
-        p["example_id"]: p["inputs"]["text"] for p in workspace.runs.predictions(zs, with_trace=False)
+        p.example_id: p.inputs["text"] for p in workspace.runs.predictions(zs, with_trace=False)
     }
     assert (
         pairwise[0]["prompt"] == f"Classify the review.\n\nReview: {inputs[example]}\n\n"

@@ -40,11 +40,11 @@ def test_two_workspaces_in_one_process_share_nothing(make_task, tmp_path):
         assert [r.id for r in a.runs.runs()] == [run_a.id] and [r.id for r in b.runs.runs()] == [run_b.id]
         assert a.runs.run(run_b.id) is None and b.runs.run(run_a.id) is None
         # cache: the same requests to the same model id, answered by each workspace's own model
-        assert {p["answer"] for p in a.runs.predictions(run_a.id)} == {"positive"}
-        assert {p["answer"] for p in b.runs.predictions(run_b.id)} == {"negative"}
-        assert all(p["cache_hits"] == 0 for p in b.runs.predictions(run_b.id))
+        assert {p.answer for p in a.runs.predictions(run_a.id)} == {"positive"}
+        assert {p.answer for p in b.runs.predictions(run_b.id)} == {"negative"}
+        assert all(p.cache_hits == 0 for p in b.runs.predictions(run_b.id))
         assert a.cache.count() == b.cache.count() > 0
-        assert rows(a, [run_a])[0]["run_id"] == run_a.id and rows(b, [run_b])[0]["run_id"] == run_b.id
+        assert rows(a, [run_a])[0].run_id == run_a.id and rows(b, [run_b])[0].run_id == run_b.id
 
         # tuned models and optimizations: recorded in one workspace, unknown in the other
         tuned = a.tunes.create(**_tune_fields(task))

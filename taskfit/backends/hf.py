@@ -216,7 +216,7 @@ class HFBackend:
             ids[k, : len(r) - prefix_len] = torch.tensor(r[prefix_len:])
         ids = ids.to(self.device)
         base = self.model.get_decoder()
-        out = base(input_ids=ids, past_key_values=past, use_cache=past is not None)
+        out = base(input_ids=ids, use_cache=past is not None, **{kv_cache_arg(base): past})
         hidden = out.last_hidden_state
         # only the positions we need go through the (large-vocabulary) output layer
         flat = [(k, pos - prefix_len, tok) for k, ts in enumerate(targets) for pos, tok in ts]
@@ -257,7 +257,9 @@ class HFBackend:
             ids = torch.tensor([list(key)], device=self.device)
             if len(self._prefix_cache) >= 4:  # a run uses one or two prefixes; keep memory bounded
                 self._prefix_cache.pop(next(iter(self._prefix_cache)))
-            self._prefix_cache[key] = self.model.get_decoder()(input_ids=ids, use_cache=True).past_key_values
+            decoder = self.model.get_decoder()
+            out = decoder(input_ids=ids, use_cache=True)
+            self._prefix_cache[key] = out[kv_cache_arg(decoder)]
         # broadcast views, not copies: the forward pass concatenates new keys/values onto them without writing
         # into the cached tensors (a deepcopy + repeat of a few-shot block cost more than the forward itself)
         from transformers import DynamicCache
@@ -332,6 +334,14 @@ class HFBackend:
             texts.append(decoded)
             n_out.append(count)
         return texts, n_out
+
+
+def kv_cache_arg(module: torch.nn.Module) -> str:
+    """The name a model's forward takes (and returns) its KV cache under: ``cache`` in current transformers,
+    where the old ``past_key_values`` prints a FutureWarning on every call; ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
 def _sampling_key(r: GenerateRequest) -> tuple:

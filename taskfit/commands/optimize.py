@@ -110,6 +110,8 @@ def register(app: typer.Typer) -> None:
                                                   "limit; 0: all).")] = None,
         seed: Annotated[int, typer.Option(help="Seed for the dev split, demos and proposals.")] = 0,
         as_json: Annotated[bool, typer.Option("--json", help="Print the saved result as JSON.")] = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expected calls, tokens, dollars and "
+                                              "time, then stop: no model is loaded and no call is made.")] = False,
     ) -> None:
         """Search for a better prompt within a call budget, then compare it with zero-shot on the test split."""
         from taskfit.optimize.run import optimize as run_optimize
@@ -121,6 +123,11 @@ def register(app: typer.Typer) -> None:
                                     demo_sets=demo_sets, dev_size=dev_size, seed=seed)
         except ValueError as e:
             raise TaskfitError(f"invalid option: {e}") from None
+        if dry_run:
+            from taskfit.commands.estimate import print_estimates
+            from taskfit.estimate import estimate_optimize
+            task_obj, estimates = estimate_optimize(task, workspace().cache, config, model=model, limit=limit)
+            return print_estimates(task_obj, estimates, as_json=as_json)
         started = time.perf_counter()
 
         def on_event(event: dict) -> None:

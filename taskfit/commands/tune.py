@@ -205,5 +205,5 @@ def _evaluate(task: str, rec, spec, limit: int | None) -> None:
     _, table = run_study(task, workspace=workspace(), strategy_names=[row.label()],
                          model_names=[f"tuned:{rec.id}"], limit=limit)
     out.print(render(table, title=f"tuned:{rec.id} on the task's split"))
-    out.print(json.dumps({"score": table[0]["score"], "ci": [table[0]["ci_low"], table[0]["ci_high"]],
-                          "run_id": table[0]["run_id"]}))
+    out.print(json.dumps({"score": table[0].score, "ci": [table[0].ci_low, table[0].ci_high],
+                          "run_id": table[0].run_id}))

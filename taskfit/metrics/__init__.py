@@ -1,13 +1,17 @@
-"""Metrics: score one parsed prediction against an example's gold answers, in [0, 1].
+"""Metrics: score parsed predictions against examples' gold answers, in [0, 1], a batch at a time.
 
 Adding a metric: write ``taskfit/metrics/<name>.py`` with a ``create(**options) -> Metric`` function
-and add one line to ``BUILTINS``. A metric that reads or writes stored state (review labels, a judge's
-call cache) also takes a keyword-only ``workspace``.
+and add one line to ``BUILTINS``. A metric that scores one example at a time needs only ``__call__``; one
+that calls a model (an LLM judge) implements ``score_batch``, so its calls go out in batches, and reports
+what it spent on each example. A metric that reads or writes stored state (review labels, a judge's call
+cache) also takes a keyword-only ``workspace``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from taskfit.dataset import Example
 from taskfit.errors import TaskfitError
@@ -16,13 +20,48 @@ from taskfit.registry import Registry, create_with
 REQUIRED: Any = object()  # default marking an option the user must give
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One example's score, why (when the metric says), and what scoring it spent on model calls."""
+
+    value: float
+    reason: str | None = None
+    calls: int = 0
+    tokens_in: float = 0.0
+    tokens_out: float = 0.0
+    cost: float = 0.0  # in $, from the scoring model's prices
+
+
 class Metric(Protocol):
-    """A scorer. ``binary`` metrics only return 0 or 1 (Wilson intervals and McNemar apply)."""
+    """A scorer of one example. ``binary`` metrics only return 0 or 1 (Wilson intervals and McNemar apply)."""
 
     @property
     def binary(self) -> bool: ...
 
     def __call__(self, prediction: str | None, example: Example) -> float: ...
+
+
+@runtime_checkable
+class BatchMetric(Protocol):
+    """A scorer of a batch: one ``Scored`` per example, in order (an LLM judge, which batches its calls)."""
+
+    @property
+    def binary(self) -> bool: ...
+
+    def score_batch(self, predictions: Sequence[str | None], examples: Sequence[Example]) -> list[Scored]: ...
+
+
+def score_batch(metric: Metric | BatchMetric, predictions: Sequence[str | None],
+                examples: Sequence[Example]) -> list[Scored]:
+    """Score a batch with any metric: a ``BatchMetric`` scores it whole; a per-example metric scores each
+    example, and a missing answer scores 0 without calling it."""
+    if isinstance(metric, BatchMetric):
+        out = metric.score_batch(predictions, examples)
+        if len(out) != len(predictions):
+            raise TaskfitError(f"metric {type(metric).__name__} returned {len(out)} scores for "
+                               f"{len(predictions)} predictions")
+        return out
+    return [Scored(0.0 if p is None else float(metric(p, ex))) for p, ex in zip(predictions, examples, strict=True)]
 
 
 BUILTINS = {

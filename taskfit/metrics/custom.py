@@ -62,3 +62,10 @@ def create(**options: Any) -> Custom:
     if not isinstance(o["function"], str):
         raise TaskfitError("metric 'custom': option 'function' must be a string", field="metrics.custom.function")
     return Custom(func=import_function(o["function"]), path=o["function"], binary=o["binary"])
+
+
+def python_metric(func: Callable[[str, str], Any], name: str) -> Custom:
+    """A Python function ``func(prediction, target) -> number | bool`` in [0, 1] as a metric (the Python API);
+    ``func.binary = True`` marks a 0/1 metric."""
+    return Custom(func=lambda prediction, example: func(prediction, example.target), path=name,
+                  binary=bool(getattr(func, "binary", False)))

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from taskfit.backends import GenerateRequest, Message, ScoreRequest, backend_options
 from taskfit.dataset import Example
 from taskfit.errors import TaskfitError
-from taskfit.metrics import read_options
+from taskfit.metrics import Scored, read_options
 from taskfit.taskfile import ModelSpec
+from taskfit.types import PredictionRow
 
 DEFAULT_RUBRIC = (
     "The candidate answer is correct if it states what the reference answer states, in any wording; "
@@ -148,11 +150,14 @@ class Judge:
             msgs.append({"role": "assistant", "content": VERDICT_PREFIX})
         return tuple(msgs)
 
-    def grade(self, items: list[JudgeItem], order: int = 0, seed: int = 0) -> list[Verdict]:
-        """Verdicts for ``items``, in one batch of model calls (cached like every call)."""
+    def grade(self, items: list[JudgeItem], order: int = 0, seed: int = 0, traces: list | None = None) -> list[Verdict]:
+        """Verdicts for ``items``, in one batch of model calls (cached like every call); ``traces``, one per
+        item, record the calls made for it (the calibration call is charged to the first item)."""
         from taskfit.lm import Trace
 
-        traces = [Trace() for _ in items]
+        if not items:
+            return []
+        traces = traces if traces is not None else [Trace() for _ in items]
         if self.uses_scores():
             conts = tuple(" " + w for w in self.labels)
             results = self.lm.score(
@@ -166,7 +171,7 @@ class Judge:
                     CONTENT_FREE, CONTENT_FREE, CONTENT_FREE if items[0].reference is not None else None
                 )
                 (cf,) = self.lm.score(
-                    [ScoreRequest(self.messages(blank, order), conts)], [Trace()], step="judge"
+                    [ScoreRequest(self.messages(blank, order), conts)], traces[:1] or [Trace()], step="judge"
                 )
                 offset = offset if cf.error else cf.logprobs
             return [
@@ -251,10 +256,25 @@ class JudgeMetric:
         return JudgeItem(question_text(example, self.fields), prediction, ref)
 
     def __call__(self, prediction: str | None, example: Example) -> float:
-        if prediction is None:
-            return 0.0
-        (verdict,) = self.judge.grade([self.item(prediction, example)])
-        return verdict.score or 0.0
+        (scored,) = self.score_batch([prediction], [example])
+        return scored.value
+
+    def score_batch(self, predictions: Sequence[str | None], examples: Sequence[Example]) -> list[Scored]:
+        """Every answered example graded in one batch of judge calls; each score carries the verdict as its
+        reason and the judge calls, tokens and cost spent on it. A missing answer scores 0, ungraded."""
+        from taskfit.lm import Trace
+
+        todo = [i for i, p in enumerate(predictions) if p is not None]
+        traces = [Trace() for _ in todo]
+        verdicts = self.judge.grade([self.item(predictions[i], examples[i]) for i in todo], traces=traces)  # type: ignore[arg-type]
+        out = [Scored(0.0) for _ in predictions]
+        spec = self.judge.spec
+        for i, v, t in zip(todo, verdicts, traces, strict=True):
+            tin, tout = t.total("tokens_in"), t.total("tokens_out")
+            reason = v.raw + (f" (p = {v.confidence:.2f})" if v.confidence is not None else "")
+            out[i] = Scored(v.score or 0.0, reason=reason or None, calls=t.n_calls, tokens_in=tin, tokens_out=tout,
+                            cost=(tin * spec.price_in_per_1m + tout * spec.price_out_per_1m) / 1e6)
+        return out
 
 
 def create(*, workspace: Any = None, **options: Any) -> JudgeMetric:
@@ -388,24 +408,24 @@ def items_from_rows(
 
 
 def items_from_predictions(
-    preds: list[dict[str, Any]], gold_metric: str
+    preds: list[PredictionRow], gold_metric: str
 ) -> tuple[list[JudgeItem], list[int]]:
     """Labelled items from a run's stored predictions: the model's answer as the candidate, the target as the
     reference, and a stored 0/1 metric (e.g. exact_match) as the gold verdict."""
     items, labels = [], []
     for p in preds:
-        if p["answer"] is None:
+        if p.answer is None:
             continue
-        if gold_metric not in p["metrics"]:
+        if gold_metric not in p.metrics:
             raise TaskfitError(
                 f"judge-check: the run has no stored metric {gold_metric!r} "
                 f"(it has: {', '.join(p['metrics'])})",
                 field="--gold-metric",
             )
-        inputs = p["inputs"]
+        inputs = p.inputs
         question = "\n".join(str(v) if len(inputs) == 1 else f"{k}: {v}" for k, v in inputs.items())
-        items.append(JudgeItem(question, str(p["answer"]), p["target"]))
-        labels.append(int(p["metrics"][gold_metric] >= 0.5))
+        items.append(JudgeItem(question, str(p.answer), p.target))
+        labels.append(int(p.metrics[gold_metric] >= 0.5))
     return items, labels
 
 

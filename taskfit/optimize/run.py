@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from taskfit.leaderboard import rows
 from taskfit.lm import LM
@@ -16,6 +16,7 @@ from taskfit.optimize.store import OptimizationRecord
 from taskfit.runner import Arm, BackendPool, ProgressFn, evaluate, package_versions, resolve_mode
 from taskfit.study import prepare, select_arms
 from taskfit.taskfile import StrategySpec
+from taskfit.types import LeaderboardRow
 
 if TYPE_CHECKING:
     from taskfit.workspace import Workspace
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 class Outcome:
     record: OptimizationRecord
     search: SearchResult
-    test_rows: list[dict[str, Any]]  # leaderboard rows: the optimized program and the baseline on test
+    test_rows: list[LeaderboardRow]  # leaderboard rows: the optimized program and the baseline on test
 
 
 def optimize(task_path: str | Path, config: OptimizeConfig, *, workspace: Workspace, model: str | None = None,
@@ -71,11 +72,11 @@ def optimize(task_path: str | Path, config: OptimizeConfig, *, workspace: Worksp
     records = evaluate(task, dataset, arms, split="test", limit=limit, workspace=workspace, pool=pool,
                        progress=test_progress, study=f"optimize-{record.id}")
     table = rows(workspace, records)
-    by_strategy = {r["strategy"]: r for r in table}
+    by_strategy = {r.strategy: r for r in table}
     test = {"winner": by_strategy[optimized.label()], "baseline": by_strategy["zero_shot"]}
     report = {**record.report, "test_s": time.perf_counter() - started,
-              "test": {k: {f: r[f] for f in ("n", "score", "ci_low", "ci_high", "p_vs_best", "calls", "run_id")}
+              "test": {k: {f: getattr(r, f) for f in ("n", "score", "ci_low", "ci_high", "p_vs_best", "calls", "run_id")}
                        for k, r in test.items()},
-              "gap": {k: record.report["dev"][k]["mean"] - test[k]["score"] for k in ("winner", "baseline")}}
+              "gap": {k: record.report["dev"][k]["mean"] - test[k].score for k in ("winner", "baseline")}}
     store.finish(record.id, report)
     return Outcome(store.get(record.id), result, table)  # type: ignore[arg-type]

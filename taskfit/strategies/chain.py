@@ -31,6 +31,8 @@ class Step(BaseModel):
     system: str | None = None
     prefill: str = Field("", description="Opening of the reply the model continues, e.g. '{\"verdict\": \"' "
                          "to hold a small model to a JSON shape; it is part of the step's output.")
+    model: str | None = Field(None, description="A model for this step alone, `tuned:<id>` (e.g. a student "
+                              "distilled from this step); default: the row's model.")
 
 
 class ChainOptions(BaseModel):
@@ -38,10 +40,30 @@ class ChainOptions(BaseModel):
     steps: list[Step] = Field(min_length=1)
 
 
+def step_messages(step: Step, variables: dict[str, Any], label: str) -> tuple:
+    """The chat one step sends: its prompt over the row's fields and ``steps`` (earlier outputs), its prefill."""
+    text = render(step.prompt, variables, f"strategies.{label}.steps.{step.name}")
+    system = step.system and render(step.system, variables)
+    return messages(system, [("user", text)], step.prefill)
+
+
 class Chain:
     def __init__(self, options: ChainOptions, ctx: StrategyContext, label: str):
         self.options, self.ctx, self.label = options, ctx, label
         self._checked = False
+        self._models: dict[str, Any] = {}  # per-step backends, loaded once
+
+    def _lm_for(self, step: Step, lm: LM):
+        """The row's model, or the step's own (behind the same call cache)."""
+        if not step.model or not hasattr(lm, "cache"):  # a dry run prices the row's model
+            return lm
+        if step.model not in self._models:
+            from taskfit.backends import build_backend
+            from taskfit.taskfile import ModelSpec
+
+            spec = ModelSpec(backend="tuned" if step.model.startswith("tuned:") else "hf", path=step.model)
+            self._models[step.model] = LM(build_backend(spec, self.ctx.workspace), lm.cache)
+        return self._models[step.model]
 
     def _check(self, fields: set[str]) -> None:
         """Every template may use the row's fields and the names of earlier steps only."""
@@ -68,13 +90,9 @@ class Chain:
         raw: dict[str, str | None] = {ex.id: "" for ex in examples}
         active = list(examples)
         for step in self.options.steps:
-            reqs = []
-            for ex in active:
-                variables = {**ex.fields, "steps": outputs[ex.id]}
-                text = render(step.prompt, variables, f"strategies.{self.label}.steps.{step.name}")
-                system = step.system and render(step.system, variables)
-                reqs.append(GenerateRequest(messages(system, [("user", text)], step.prefill), max_tokens=step.max_tokens))
-            results = lm.generate(reqs, [traces[ex.id] for ex in active], step=step.name)
+            reqs = [GenerateRequest(step_messages(step, {**ex.fields, "steps": outputs[ex.id]}, self.label),
+                                    max_tokens=step.max_tokens) for ex in active]
+            results = self._lm_for(step, lm).generate(reqs, [traces[ex.id] for ex in active], step=step.name)
             still = []
             for ex, r in zip(active, results, strict=True):
                 if r.error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from typing import Literal
 
@@ -14,9 +15,19 @@ from taskfit.lm import LM, Trace
 from taskfit.parsing import answer_key, parse_output
 from taskfit.strategies import Prediction, StrategyContext, strategies
 from taskfit.strategies.options import parse_options
-from taskfit.taskfile import StrategySpec
+from taskfit.taskfile import StrategySpec, Task
 
 DESCRIPTION = "k sampled chain-of-thought paths (temperature > 0), majority vote; the vote distribution is stored."
+
+
+def vote_key(task: Task, answer: str) -> str:
+    """What counts as the same answer: the number for numeric tasks ("7 apples" = "7"), else normalised text."""
+    if task.config.metrics[0].name == "numeric":
+        from taskfit.metrics.numeric import extract_number
+
+        value = extract_number(answer)
+        return "" if value is None else f"{value:g}"
+    return answer_key(answer)
 
 
 class SelfConsistencyOptions(BaseModel):
@@ -31,15 +42,6 @@ class SelfConsistency:
     def __init__(self, options: SelfConsistencyOptions, base, max_tokens: int, ctx: StrategyContext):
         self.options, self.base, self.max_tokens, self.ctx = options, base, max_tokens, ctx
 
-    def _vote_key(self, answer: str) -> str:
-        """What counts as the same answer: the number for numeric tasks ("7 apples" = "7"), else normalised text."""
-        if self.ctx.task.config.metrics[0].name == "numeric":
-            from taskfit.metrics.numeric import extract_number
-
-            value = extract_number(answer)
-            return "" if value is None else f"{value:g}"
-        return answer_key(answer)
-
     def predict(self, examples: list[Example], lm: LM) -> list[Prediction]:
         o, c = self.options, self.ctx.task.config
         traces = [Trace() for _ in examples]
@@ -52,7 +54,7 @@ class SelfConsistency:
                 preds.append(Prediction(output="", answer=None, trace=trace, failed=bool(res.error), parse_failed=True))
                 continue
             answers = [parse_output(final_answer_text(t), c.parse, c.labels, c.label_aliases).value for t in res.texts]
-            key = self._vote_key
+            key = functools.partial(vote_key, self.ctx.task)
             # vote on the normalised answer so "18", "18." and "$18" count together; report the first spelling
             votes = Counter(key(a) for a in answers if a and key(a))
             if not votes:

@@ -104,9 +104,7 @@ def create_app(workspace: Workspace, token: str | None = None) -> FastAPI:
             raise HTTPException(404, f"no study {study!r}")
         table = board_rows(workspace, chosen)
         lab = review.labels(store.eng, chosen[0].task_name)
-        for row in table:
-            row["human"] = review.human_score(store.predictions(row["run_id"], with_trace=False), lab)
-            row["tune_summary"] = tune_summary(row.get("tune"))
+        human = {r.run_id: review.human_score(store.predictions(r.run_id, with_trace=False), lab) for r in table}
         return templates.TemplateResponse(
             request,
             "leaderboard.html",
@@ -115,6 +113,8 @@ def create_app(workspace: Workspace, token: str | None = None) -> FastAPI:
                 "study": study,
                 "task": chosen[0].task_name,
                 "rows": table,
+                "human": human,
+                "tune_lines": {r.run_id: tune_summary(r.tune) for r in table},
                 "verdict": verdict(table),
                 "runs": chosen,
             },
@@ -125,18 +125,17 @@ def create_app(workspace: Workspace, token: str | None = None) -> FastAPI:
         run = run_or_404(run_id)
         preds = store.predictions(run.id, with_trace=False)
         lab = review.labels(store.eng, run.task_name)
-        for p in preds:
-            p["verdict"] = review.verdict_for(lab, p["example_id"], p["answer"])
+        verdicts = {p.example_id: review.verdict_for(lab, p.example_id, p.answer) for p in preds}
         counts = {
-            "correct": sum(p["verdict"] == "correct" for p in preds),
-            "incorrect": sum(p["verdict"] == "incorrect" for p in preds),
-            "unreviewed": sum(p["verdict"] is None for p in preds),
+            "correct": sum(v == "correct" for v in verdicts.values()),
+            "incorrect": sum(v == "incorrect" for v in verdicts.values()),
+            "unreviewed": sum(v is None for v in verdicts.values()),
         }
         human = review.human_score(preds, lab)
         if show == "unreviewed":
-            preds = [p for p in preds if p["verdict"] is None]
+            preds = [p for p in preds if verdicts[p.example_id] is None]
         elif show == "wrong":
-            preds = [p for p in preds if p["score"] < 1]
+            preds = [p for p in preds if p.score < 1]
         others = [
             r
             for r in store.runs(500)
@@ -145,18 +144,19 @@ def create_app(workspace: Workspace, token: str | None = None) -> FastAPI:
         return templates.TemplateResponse(
             request,
             "run.html",
-            {"run": run, "preds": preds, "counts": counts, "show": show, "others": others, "human": human},
+            {"run": run, "preds": preds, "verdicts": verdicts, "counts": counts, "show": show, "others": others,
+             "human": human},
         )
 
     @app.get("/runs/{run_id}/examples/{example_id:path}", response_class=HTMLResponse)
     def example_page(request: Request, run_id: str, example_id: str):
         run = run_or_404(run_id)
-        match = [p for p in store.predictions(run.id) if p["example_id"] == example_id]
+        match = [p for p in store.predictions(run.id) if p.example_id == example_id]
         if not match:
             raise HTTPException(404, f"run {run.id} has no example {example_id!r}")
         p = match[0]
         lab = review.labels(store.eng, run.task_name)
-        found = lab.get((example_id, review.label_key(p["answer"])))
+        found = lab.get((example_id, review.label_key(p.answer)))
         return templates.TemplateResponse(request, "example.html", {"run": run, "p": p, "label": found})
 
     @app.get("/diff", response_class=HTMLResponse)
@@ -166,8 +166,8 @@ def create_app(workspace: Workspace, token: str | None = None) -> FastAPI:
             raise TaskfitError(
                 f"runs {ra.id} and {rb.id} are on different tasks ({ra.task_name!r}, {rb.task_name!r})"
             )
-        pa = {p["example_id"]: p for p in store.predictions(ra.id, with_trace=False)}
-        pb = {p["example_id"]: p for p in store.predictions(rb.id, with_trace=False)}
+        pa = {p.example_id: p for p in store.predictions(ra.id, with_trace=False)}
+        pb = {p.example_id: p for p in store.predictions(rb.id, with_trace=False)}
         shared = [e for e in pa if e in pb]
         picked = {
             (c["example_id"], c["run_id"], c["other_run_id"]): c["verdict"]
@@ -176,7 +176,7 @@ def create_app(workspace: Workspace, token: str | None = None) -> FastAPI:
         lab = review.labels(store.eng, ra.task_name)
         rows = []
         for e in shared:
-            differ = review.label_key(pa[e]["answer"]) != review.label_key(pb[e]["answer"])
+            differ = review.label_key(pa[e].answer) != review.label_key(pb[e].answer)
             rows.append(
                 {
                     "id": e,
@@ -184,8 +184,8 @@ def create_app(workspace: Workspace, token: str | None = None) -> FastAPI:
                     "b": pb[e],
                     "differ": differ,
                     "choice": picked.get((e, ra.id, rb.id)),
-                    "va": review.verdict_for(lab, e, pa[e]["answer"]),
-                    "vb": review.verdict_for(lab, e, pb[e]["answer"]),
+                    "va": review.verdict_for(lab, e, pa[e].answer),
+                    "vb": review.verdict_for(lab, e, pb[e].answer),
                 }
             )
         rows.sort(key=lambda r: not r["differ"])  # stable: answers that differ first, in data order
@@ -224,7 +224,7 @@ def create_app(workspace: Workspace, token: str | None = None) -> FastAPI:
         lab = review.labels(store.eng, task)
         preds = {r.id: store.predictions(r.id) for r in chosen}
         items = review.order_queue(review.gather_evidence(preds, lab))
-        by_run = {r.id: {p["example_id"]: p for p in preds[r.id]} for r in chosen}
+        by_run = {r.id: {p.example_id: p for p in preds[r.id]} for r in chosen}
         shown = []
         for it in [i for i in items if not i.labelled][:QUEUE_PAGE]:
             answers: dict[str, dict[str, Any]] = {}  # distinct answers, each with the runs that gave it
@@ -235,11 +235,11 @@ def create_app(workspace: Workspace, token: str | None = None) -> FastAPI:
                     continue
                 first = first or p
                 a = answers.setdefault(
-                    review.label_key(p["answer"]),
+                    review.label_key(p.answer),
                     {
-                        "answer": p["answer"],
+                        "answer": p.answer,
                         "runs": [],
-                        "verdict": review.verdict_for(lab, it.example_id, p["answer"]),
+                        "verdict": review.verdict_for(lab, it.example_id, p.answer),
                     },
                 )
                 a["runs"].append(r)

@@ -1,0 +1,89 @@
+"""`--dry-run` of `taskfit run`, `eval` and `optimize`: the cost estimate as a table; and the estimate beside
+the actual figures after a real run."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from taskfit.commands import workspace
+from taskfit.estimate import Estimate, compare_runs, estimate_study
+
+out = Console()
+if not out.is_terminal:
+    out = Console(width=200)
+err = Console(stderr=True)
+
+
+def _money(x: float) -> str:
+    return f"${x:,.4f}" if x < 1 else f"${x:,.2f}"
+
+
+def _duration(s: float) -> str:
+    return f"{s:.1f} s" if s < 10 else f"{s:,.0f} s" if s < 600 else f"{s / 60:,.1f} min"
+
+
+def render(estimates: list[Estimate], title: str) -> Table:
+    t = Table(title=title)
+    for col in ("strategy", "model", "rows", "calls", "calls/query", "cached (free)", "tokens in", "tokens out",
+                "dollars", "time"):
+        t.add_column(col, justify="left" if col in ("strategy", "model") else "right")
+    for e in estimates:
+        t.add_row(e.strategy, e.model, str(e.n), f"{e.calls:,.0f}", f"{e.calls_per_query:.2f}", f"{e.cached_calls:,.0f}",
+                  f"{e.tokens_in:,.0f}", f"{e.tokens_out:,.0f}", _money(e.dollars), _duration(e.seconds))
+    if len(estimates) > 1:
+        total = lambda k: sum(getattr(e, k) for e in estimates)  # noqa: E731
+        t.add_row("total", "", "", f"{total('calls'):,.0f}", "", f"{total('cached_calls'):,.0f}",
+                  f"{total('tokens_in'):,.0f}", f"{total('tokens_out'):,.0f}", _money(total("dollars")),
+                  _duration(total("seconds")))
+    return t
+
+
+def dry_run(task: str, strategy, model, split, limit, *, as_json: bool = False, note: str = "") -> None:
+    """Print the estimate of a study; no model is loaded and no call is made."""
+    task_obj, estimates = estimate_study(task, workspace().cache, strategy_names=strategy, model_names=model,
+                                         split=split, limit=limit)
+    print_estimates(task_obj, estimates, as_json=as_json, note=note)
+
+
+def print_estimates(task, estimates: list[Estimate], *, as_json: bool = False, note: str = "") -> None:
+    if as_json:
+        print(json.dumps([e.to_dict() for e in estimates], indent=2))
+        return
+    out.print(render(estimates, f"Estimate (dry run): {task.config.name}"))
+    bases = sorted({e.time_basis for e in estimates})
+    out.print(f"time per call: {'; '.join(bases)}. Calls already in the cache are free; loops are counted at "
+              f"their limits.{' ' + note if note else ''}", highlight=False)
+
+
+def estimate_before(task: str, strategy, model, split, limit) -> list[Estimate]:
+    """The estimate of a real run, kept to set beside its actual figures; none when it cannot be made."""
+    from taskfit.errors import TaskfitError
+
+    try:
+        return estimate_study(task, workspace().cache, strategy_names=strategy, model_names=model,
+                              split=split, limit=limit)[1]
+    except TaskfitError as e:  # the run itself reports a bad task; an estimate is never a reason to stop
+        err.print(f"[dim]no cost estimate: {e}[/dim]")
+        return []
+
+
+def show_after(estimates: list[Estimate], runs: list[tuple[str, str, str]]) -> None:
+    """Store each run's estimate with its actual figures and print them side by side (on stderr)."""
+    if not estimates:
+        return
+    compared = compare_runs(workspace().engine, estimates, runs)
+    t = Table(title="Estimate vs actual (calls made, not cached)")
+    for col in ("strategy", "model", "calls", "tokens in", "tokens out", "time"):
+        t.add_column(col)
+    for c in compared:
+        cells = []
+        for k in ("calls", "tokens_in", "tokens_out", "seconds"):
+            est, act = c[k]
+            fmt = _duration if k == "seconds" else (lambda x: f"{x:,.0f}")
+            err_pct = f" ({100 * (est - act) / act:+.0f}%)" if act else ""
+            cells.append(f"{fmt(est)} / {fmt(act)}{err_pct}")
+        t.add_row(c["strategy"], c["model"], *cells)
+    err.print(t)

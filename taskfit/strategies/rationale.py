@@ -1,0 +1,45 @@
+"""rationale: the instruction and the input; the model writes its reasoning, then "The answer is X.", and the
+answer is read off the end. The prompt a student distilled from a reasoning teacher is trained on and used with."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from taskfit.answering import to_prediction
+from taskfit.backends import GenerateRequest
+from taskfit.dataset import Example
+from taskfit.lm import LM, Trace
+from taskfit.prompts import messages, render, user_turn
+from taskfit.strategies import Prediction, StrategyContext
+from taskfit.strategies.options import parse_options
+from taskfit.taskfile import StrategySpec
+
+DESCRIPTION = "Instruction + input; the model reasons, then states the answer (for rationale-distilled students)."
+
+
+class RationaleOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_tokens: int = Field(256, ge=1, description="Length limit of the reasoning and the answer.")
+    system: str | None = None
+
+
+class Rationale:
+    def __init__(self, options: RationaleOptions, ctx: StrategyContext):
+        self.options, self.ctx = options, ctx
+
+    def prompt(self, ex: Example) -> tuple:
+        """No reply prefix: the reply is the reasoning, which ends with the answer."""
+        parts = self.ctx.parts
+        system = self.options.system or parts.system
+        return messages(system and render(system, ex.fields), [("user", user_turn(parts, ex))])
+
+    def predict(self, examples: list[Example], lm: LM) -> list[Prediction]:
+        traces = [Trace() for _ in examples]
+        reqs = [GenerateRequest(self.prompt(ex), max_tokens=self.options.max_tokens) for ex in examples]
+        results = lm.generate(reqs, traces, step="reason")
+        return [to_prediction(None if r.error else (r.texts[0] if r.texts else ""), self.ctx, t, reasoning=True)
+                for r, t in zip(results, traces, strict=True)]
+
+
+def create(spec: StrategySpec, ctx: StrategyContext) -> Rationale:
+    return Rationale(parse_options(RationaleOptions, spec), ctx)
