@@ -94,7 +94,27 @@ def render() -> str:
         "",
     ]
     out += _backend_sections()
+    out += [
+        "## tuning[] options by method",
+        "",
+        "Next to the keys of every tuning row (`tuning[]` above), each method takes the options of its own `Options`",
+        "model, checked when the task is loaded (a method a plugin registers in `taskfit.tuning_methods` likewise).",
+        "",
+    ]
+    out += _method_sections()
     return "\n".join(out)
+
+
+def _method_sections() -> list[str]:
+    """One table per built-in tuning method, from the ``Options`` model its module declares."""
+    from taskfit.tuning.methods import BUILTINS, methods
+
+    out: list[str] = []
+    for name in BUILTINS:
+        model = methods.options(name)
+        out += [f"### {name}", "", methods.get(name).DESCRIPTION, ""]
+        out += [*_options_table(model), ""] if model.model_fields else ["No options.", ""]
+    return out
 
 
 def _backend_sections() -> list[str]:

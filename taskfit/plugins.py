@@ -42,7 +42,6 @@ def check_task(task: Any, root: yaml.Node | None) -> None:
     from taskfit.backends import backends
     from taskfit.metrics import metrics
     from taskfit.strategies import strategies
-    from taskfit.taskfile import _line_of
 
     c = task.config
     for i, m in enumerate(c.metrics):
@@ -51,18 +50,32 @@ def check_task(task: Any, root: yaml.Node | None) -> None:
         _known(strategies.names(), s.name, "strategy", f"strategies[{i}]", task)
     for i, m in enumerate(c.models):
         _known(backends.names(), m.backend, "backend", f"models[{i}].backend", task)
-        try:
-            (backends.options(m.backend) or AnyOptions).model_validate(m.options)
-        except ValidationError as e:
-            loc = e.errors()[0]["loc"]
-            where = f"models[{i}]" + "".join(f".{p}" for p in loc)
-            raise TaskfitError(f"{where}: {problems(e)} (options of backend {m.backend!r})", file=str(task.path),
-                               line=_line_of(root, ("models", i, *loc)), field=where) from None
+        _check_options(backends.options(m.backend), m.options, ("models", i), f"backend {m.backend!r}", task, root)
+    if c.tuning:  # the methods load torch and peft: only for a task that tunes
+        from taskfit.tuning.methods import methods
+
+        for i, t in enumerate(c.tuning):
+            _known(methods.names(), t.method, "tuning method", f"tuning[{i}].method", task)
+            _check_options(methods.options(t.method), t.options, ("tuning", i), f"tuning method {t.method!r}",
+                           task, root)
     labels = [s.label() for s in c.strategies]
     dupes = {x for x in labels if labels.count(x) > 1}
     if dupes:
         raise TaskfitError(f"two strategies share the row name {sorted(dupes)}; give one an `id:`",
                            file=str(task.path), field="strategies")
+
+
+def _check_options(model: type[BaseModel] | None, raw: dict[str, Any], at: tuple[str, int], owner: str, task: Any,
+                   root: yaml.Node | None) -> None:
+    from taskfit.taskfile import _line_of
+
+    try:
+        (model or AnyOptions).model_validate(raw)
+    except ValidationError as e:
+        loc = e.errors()[0]["loc"]
+        where = f"{at[0]}[{at[1]}]" + "".join(f".{p}" for p in loc)
+        raise TaskfitError(f"{where}: {problems(e)} (options of {owner})", file=str(task.path),
+                           line=_line_of(root, (*at, *loc)), field=where) from None
 
 
 def _known(names: list[str], name: str, kind: str, where: str, task: Any) -> None:

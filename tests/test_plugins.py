@@ -86,3 +86,27 @@ def test_the_common_keys_stay_on_the_entry_and_the_rest_are_the_backend_s():
     assert spec.price_in_per_1m == 1.5 and spec.options == {"path": "x/y.gguf"}
     assert ModelSpec(backend="hf", path="x/y.gguf").label() == "y"  # the hf backend names its rows
     assert ModelSpec(backend="openai", model="gpt").label() == "gpt"
+
+
+@pytest.mark.parametrize("row, key", [
+    ({"method": "qlora", "bits": 2}, "bits"),  # bitsandbytes has no 2-bit layers: refused at load, not mid-run
+    ({"method": "lora", "top_n": 3}, "top_n"),  # top_n's option on a lora row
+    ({"method": "prefix", "num_virtual_tokens": 0}, "num_virtual_tokens"),
+    ({"method": "full", "rank": 8}, "rank"),  # full takes no options
+])
+def test_each_tuning_method_checks_its_own_options_at_load(tmp_path, row, key):
+    task = _echo_task(tmp_path, {"backend": "scripted"})
+    config = yaml.safe_load(task.read_text())
+    task.write_text(yaml.safe_dump({**config, "tuning": [row]}, sort_keys=False))
+    with pytest.raises(TaskfitError) as e:
+        load_task(task)
+    assert e.value.field == f"tuning[0].{key}" and e.value.line == _line_of(task, f"{key}:")
+
+
+def test_a_tuning_row_keeps_the_method_s_keys_for_the_method():
+    from taskfit.tuning.methods import method
+    from taskfit.tuning.spec import TuneSpec
+
+    options = method("qlora").options(TuneSpec(method="qlora", rank=4, bits=8))
+    assert (options.rank, options.bits, options.allow_fallback, options.alpha) == (4, 8, False, None)
+    assert method("full").options(TuneSpec(method="full")).model_dump() == {}

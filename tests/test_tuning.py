@@ -79,13 +79,14 @@ def _score(workspace, task_path, rec):
 
 
 SFT_METHODS = ["full", "top_n", "lora", "dora", "ia3", "prefix", "prompt_tuning"]
+OWN_OPTIONS = {"top_n": {"top_n": 1}, "prefix": {"num_virtual_tokens": 4}, "prompt_tuning": {"num_virtual_tokens": 4}}
 
 
 @pytest.mark.parametrize("method", SFT_METHODS)
 def test_sft_method_trains_saves_and_evaluates(tune_task, tiny_models, method, workspace):
     task_path = tune_task()
     rec, _, _ = _tune(workspace, task_path, method=method, model=str(tiny_models["llama"]), max_steps=3, batch_size=8,
-                      top_n=1, num_virtual_tokens=4)
+                      **OWN_OPTIONS.get(method, {}))
     r = rec.result
     assert rec.status == "done" and r["steps_done"] == 3
     assert 0 < r["trainable_params"] <= r["total_params"]
@@ -107,7 +108,7 @@ def test_sft_method_trains_saves_and_evaluates(tune_task, tiny_models, method, w
 def test_classify_method_on_an_encoder(tune_task, tiny_models, method, workspace):
     task_path = tune_task()
     rec, _, _ = _tune(workspace, task_path, method=method, objective="classify", model=str(tiny_models["bert"]), epochs=2,
-                      batch_size=8, top_n=1)
+                      batch_size=8, **OWN_OPTIONS.get(method, {}))
     assert rec.status == "done"
     r = rec.result
     if method == "head":  # only the new head: weight and bias of a 32 -> 2 layer

@@ -21,7 +21,7 @@ from taskfit.runner import package_versions
 from taskfit.taskfile import StrategySpec, Task
 from taskfit.tuning import data as tdata
 from taskfit.tuning import forgetting
-from taskfit.tuning.methods import count_parameters, methods
+from taskfit.tuning.methods import count_parameters, method
 from taskfit.tuning.models import base_folder, load_for_objective, load_tokenizer, resolve_device
 from taskfit.tuning.spec import TuneSpec
 from taskfit.tuning.store import TuneRecord, TuneStore, write_json
@@ -40,20 +40,16 @@ class Job:
         c = task.config
         self.device = resolve_device(spec.device)
         self.fallback: str | None = None
-        method_name = spec.method
-        if spec.method == "qlora":
-            why = methods.get("qlora").available(str(self.device))
-            if why and not spec.allow_fallback:
-                raise TaskfitError(f"{why}; use method lora here, or allow_fallback (--allow-fallback) to train "
-                                   f"plain LoRA on the full-precision base instead", field="tuning[].method")
-            if why:
-                self.fallback, method_name = f"{why}: trained plain lora instead", "lora"
-        self.method_name = method_name
-        self.method = methods.get(method_name)
-        if spec.objective not in self.method.LR:
+        self.method = method(spec.method)
+        self.options = self.method.options(spec)
+        if substitute := self.method.substitute(self.options, str(self.device)):
+            name, self.fallback = substitute
+            self.method = method(name)  # the substitute takes the same options (qlora's are lora's and more)
+        self.method_name = method_name = self.method.name
+        if spec.objective not in self.method.lr:
             raise TaskfitError(f"method {spec.method} does not apply to objective {spec.objective}",
                                field="tuning[].objective")
-        self.lr = spec.lr or self.method.LR[spec.objective]
+        self.lr = spec.lr or self.method.lr[spec.objective]
         self.folder = base_folder(spec.model, task.root)
         self.tokenizer = load_tokenizer(self.folder)
         self.chat_template = bool(self.tokenizer.chat_template) and not (
@@ -95,7 +91,7 @@ class Job:
                                   save_steps=spec.save_steps, group_by_length=spec.group_by_length)
         self.steps = total_steps(len(self.rows), self.config)
         ident = {"spec": spec.model_dump(exclude={"name", "forgetting", "save_steps", "device"}),
-                 "method": method_name, "base": _fingerprint(self.folder), "data": self.data_hash,
+                 "options": self.options.model_dump(), "method": method_name, "base": _fingerprint(self.folder), "data": self.data_hash,
                  "sample": self.sample, "labels": c.labels, "device": self.device.type}
         self.key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -111,12 +107,12 @@ class Job:
                     StrategySpec(name=spec.strategy))
 
     def load_model(self) -> torch.nn.Module:
-        extra = self.method.load_kwargs(self.spec, str(self.device)) if hasattr(self.method, "load_kwargs") else {}
+        extra = self.method.load_kwargs(self.options, str(self.device))
         return load_for_objective(self.folder, self.spec.objective, self.labels, self.device, self.spec.seed, extra)
 
     def apply_method(self, model: torch.nn.Module) -> torch.nn.Module:
         try:
-            return self.method.apply(model, self.spec, TASK_TYPE[self.spec.objective])
+            return self.method.apply(model, self.options, TASK_TYPE[self.spec.objective])
         except ValueError as e:
             raise TaskfitError(f"method {self.method_name}: {e}", field="tuning[].method") from e
 
@@ -278,7 +274,7 @@ def _save(folder: Path, model: torch.nn.Module, job: Job) -> dict[str, Any]:
         "chat_template": job.tokenizer.chat_template if job.chat_template else None, "rendered_row": job.sample})
     write_json(folder / "tune.json", {
         "objective": job.spec.objective, "base_model": job.spec.model, "task_root": str(job.task.root),
-        "labels": c.labels, "mergeable": bool(getattr(job.method, "MERGEABLE", False)) and is_peft,
+        "labels": c.labels, "mergeable": job.method.mergeable and is_peft,
         "chat_template": job.chat_template, "weights_sha": h.hexdigest()[:12], "spec": job.spec.model_dump(),
         "method_used": job.method_name, "data_hash": job.data_hash, "seed": job.spec.seed,
         "strategy": job.strategy_row.model_dump(), "versions": package_versions(job.task.root)})
