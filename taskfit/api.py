@@ -155,7 +155,10 @@ def arms(task: Task, strategies: Sequence[StrategyArg] | None = None,
     """Strategy x model arms: names (task-file rows or registered names), mappings or specs; None: the
     task's own."""
     strats = list(task.config.strategies) if strategies is None else [_strategy(task, s) for s in strategies]
-    mods = list(task.config.models) if models is None else [_model(task, m) for m in models]
+    if models is None:  # the task's models, as select_arms picks them (an adapter-server template is not one)
+        mods = [a.model for a in select_arms(task, [task.config.strategies[0].label()], None)]
+    else:
+        mods = [_model(task, m) for m in models]
     return [Arm(s, m) for m in mods for s in strats]
 
 

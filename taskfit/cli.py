@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from taskfit.commands.report import LatencyOpt, VolumeOpt
 from taskfit.errors import TaskfitError
 from taskfit.types import PredictionRow
 
@@ -44,7 +45,8 @@ def _root(db: Annotated[str | None, typer.Option(
 
 
 def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, *, with_tuning: bool = False,
-           train_limit: int | None = None, report: bool = False, wide: bool = False) -> None:
+           train_limit: int | None = None, report: bool = False, wide: bool = False, volume: str | None = None,
+           latency_p50_ms: float | None = None) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -97,8 +99,15 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
         from taskfit.distill.board import render as render_students
 
         out.print(render_students(board.rows), width=width)
-    if report:  # the main job ends with the decision report
-        out.print(f"report: {api.report(board, workspace=workspace())}", highlight=False)
+    if report:  # the main job ends with the decision report, priced at the volume asked for
+        from taskfit.commands.report import cost_table, parse_volume_option
+        from taskfit.report import report_data, save
+
+        data = report_data(workspace(), [r.run_id for r in board.rows], volume=parse_volume_option(volume),
+                           latency_p50_ms=latency_p50_ms)
+        out.print(cost_table(data.recommendation), width=width)
+        out.print(data.recommendation.text, highlight=False, width=width)
+        out.print(f"report: {save(data, workspace=workspace())}", highlight=False)
     err.print(f"finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions", style="dim")
 
 
@@ -108,7 +117,8 @@ def run(task: TaskArg, limit: LimitOpt = None,
                                                 "reused) and put them on the leaderboard.")] = True,
         train_limit: Annotated[int | None, typer.Option(help="Train each tuned model on at most N train rows "
                                                         "(a quick look; a different model than the full run).")] = None,
-        wide: WideOpt = False, dry_run: DryRunOpt = False) -> None:
+        wide: WideOpt = False, dry_run: DryRunOpt = False, volume: VolumeOpt = None,
+        latency_p50_ms: LatencyOpt = None) -> None:
     """Run the study the task file declares (every strategy x model, and its tuned models) and print the
     leaderboard."""
     if dry_run:
@@ -117,7 +127,7 @@ def run(task: TaskArg, limit: LimitOpt = None,
         return print_estimate(task, None, None, None, limit, note="Fine-tuned rows are not included: "
                               "`taskfit plan` predicts their training time and memory." if tune else "")
     _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit, report=True,
-           wide=wide)
+           wide=wide, volume=volume, latency_p50_ms=latency_p50_ms)
 
 
 @app.command("eval")

@@ -55,7 +55,7 @@ def rows(workspace: Workspace, runs: list[RunRecord]) -> list[LeaderboardRow]:
             judge_tokens_out=_mean([s.get("tokens_out", 0.0) for s in spent]),
             judge_cost_per_1k=1000 * _mean([s.get("cost", 0.0) for s in spent]),
             **scored_via(run),
-            tune=tune_summary(workspace.tunes, model.path) if model.backend == "tuned" else None,
+            tune=tune_summary(workspace.tunes, model.options.get("path")) if model.backend == "tuned" else None,
         ))
     out.sort(key=lambda r: -r.score)
     if out:
@@ -82,7 +82,8 @@ def scored_via(run: RunRecord) -> dict[str, Any]:
 
 TUNE_KEYS = ("id", "method", "method_used", "objective", "base_model", "train_time_s", "peak_mem_mb",
              "trainable_params", "total_params", "trainable_pct", "adapter_mb", "curve", "plan", "measured",
-             "forgetting", "device", "tokens_per_s", "fallback", "distill")  # distill: teacher, labelling cost
+             "forgetting", "device", "tokens_per_s", "fallback", "distill",  # distill: teacher, labelling cost
+             "rows")
 
 
 def tune_summary(tunes: TuneStore, path: str | None) -> dict[str, Any] | None:

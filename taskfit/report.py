@@ -1,8 +1,8 @@
 """The decision report: one self-contained HTML file that answers "prompting, retrieval or fine-tuning?".
 
 ``collect`` gathers leaderboard rows for a task's latest study (or given runs), per-label confusion matrices
-or error breakdowns from the stored predictions, and paired tests between every two rows; ``recommend``
-turns the rows into a plain-language recommendation (a pure function); ``render_html`` draws the plots as
+or error breakdowns from the stored predictions, and paired tests between every two rows;
+``taskfit.recommend`` turns the rows into a plain-language recommendation (a pure function); ``render_html`` draws the plots as
 inline SVG and fills ``templates/report.html.j2``, so the file opens offline with no external fetch.
 """
 
@@ -20,29 +20,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from taskfit.costs import count
+from taskfit.costs import money as money_text
+from taskfit.curve import CURVE_STUDY, LearningCurve, curves, latest_curve_runs
 from taskfit.errors import TaskfitError
 from taskfit.leaderboard import rows as leaderboard_rows
+from taskfit.recommend import (
+    RETRIEVAL_STRATEGIES,
+    TECHNIQUE_NAMES,
+    Recommendation,
+    on_premise,
+    recommend,
+    row_name,
+    score_text,
+    technique,
+)
 from taskfit.stats import bootstrap_interval, paired_p
 from taskfit.store import RunRecord, Store
 from taskfit.types import LeaderboardRow, ReportRow
 
 if TYPE_CHECKING:
+    from taskfit.costs import Volume
+    from taskfit.taskfile import TaskConfig
     from taskfit.workspace import Workspace
 
-ALPHA = 0.05
-# how much a technique asks of its user beyond the prompt: retrieval needs an index, fine-tuning a training
-# run and an adapter to keep; among rows the data cannot separate, the least demanding one is recommended
-TECHNIQUE_RANK = {"prompting": 0, "retrieval": 1, "fine_tune": 2}
-TECHNIQUE_NAMES = {"prompting": "prompt engineering", "retrieval": "retrieval", "fine_tune": "fine-tuning"}
-RETRIEVAL_STRATEGIES = {"rag"}
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
-
-
-@dataclass
-class Recommendation:
-    choice: str  # prompting | retrieval | fine_tune | tie | none
-    text: str
-    row: ReportRow | None = None
 
 
 @dataclass
@@ -64,6 +66,7 @@ class ReportData:
     pairwise: dict[tuple[str, str], dict[str, Any]]
     breakdowns: list[Breakdown]
     recommendation: Recommendation
+    curves: list[LearningCurve] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     study: str = ""
     split: str = ""
@@ -78,7 +81,8 @@ def latest_study_runs(store: Store, task_name: str) -> list[RunRecord]:
     A study is one ``taskfit run``/``eval`` invocation. An arm resumed in that invocation keeps the id of the
     study it started in, so runs of the task finished after the latest study began count as part of it.
     """
-    runs = [r for r in store.runs(limit=1_000_000) if r.task_name == task_name]
+    runs = [r for r in store.runs(limit=1_000_000)
+            if r.task_name == task_name and not r.study.startswith(CURVE_STUDY)]
     if not runs:
         raise TaskfitError(f"no runs of task {task_name!r}; see `taskfit runs`")
     study = runs[0].study  # newest first
@@ -121,24 +125,6 @@ def resolve_targets(store: Store, targets: Sequence[str]) -> list[RunRecord]:
 
 
 # -- collecting ------------------------------------------------------------------------------------------
-
-
-def technique(row: ReportRow) -> str:
-    """prompting, retrieval or fine_tune, from the row's stored technique or its tune info and strategy."""
-    if row.technique:
-        return row.technique
-    if row.tune or row.model.startswith("tuned:"):
-        return "fine_tune"
-    if row.strategy.split("_")[0] in RETRIEVAL_STRATEGIES:
-        return "retrieval"
-    return "prompting"
-
-
-def on_premise(row: ReportRow) -> bool:
-    """Whether the row's model runs on the user's machines (a local backend or a loopback server)."""
-    if row.on_premise is not None:
-        return row.on_premise
-    return not row.cost_per_1k
 
 
 def _run_facts(run: RunRecord) -> dict[str, Any]:
@@ -217,8 +203,21 @@ def breakdown(store: Store, run: RunRecord) -> Breakdown:
     return Breakdown(run.id, name, outcomes={k: counts[k] for k in order if counts[k]})
 
 
-def collect(workspace: Workspace, runs: Sequence[RunRecord]) -> ReportData:
-    """Everything the report shows, computed from the runs and predictions stored in ``workspace``."""
+def collect(
+    workspace: Workspace,
+    runs: Sequence[RunRecord],
+    *,
+    volume: Volume | None = None,
+    latency_p50_ms: float | None = None,
+    prices: TaskConfig | None = None,
+) -> ReportData:
+    """Everything the report shows, computed from the runs and predictions stored in ``workspace``.
+
+    Args:
+        volume, latency_p50_ms: what the recommendation prices at and the latency it must meet.
+        prices: a task file's config whose ``costs`` and models' ``price_per_hour`` replace the prices stored
+            with the runs (prices change no prediction, so a report can reprice stored runs).
+    """
     store = workspace.runs
     if not runs:
         raise TaskfitError("no runs to report on")
@@ -230,16 +229,18 @@ def collect(workspace: Workspace, runs: Sequence[RunRecord]) -> ReportData:
         )
     by_id = {r.id: r for r in runs}
     table = [report_row(row, _run_facts(by_id[row.run_id])) for row in leaderboard_rows(workspace, list(runs))]
+    table = [replace(row, **_prices(by_id[row.run_id], row, prices)) for row in table]
     binary = all(_binary(r, workspace) for r in runs)
     pairs = pairwise_tests(store, table, binary)
     first = runs[0]
     return ReportData(
+        curves=_learning_curves(workspace, table, pairs, first.task_name, binary),
         title=first.task_name,
         metric=table[0].metric if table else "",
         rows=table,
         pairwise=pairs,
         breakdowns=[breakdown(store, by_id[r.run_id]) for r in table],
-        recommendation=recommend(table, pairs),
+        recommendation=recommend(table, pairs, volume=volume, latency_p50_ms=latency_p50_ms),
         study=", ".join(sorted({r.study for r in runs})),
         split=", ".join(sorted({r.split for r in runs})),
     )
@@ -249,6 +250,38 @@ def report_row(row: LeaderboardRow, facts: dict[str, Any]) -> ReportRow:
     """A new row: the leaderboard row plus the run's facts, with its technique settled."""
     out = ReportRow(**{f.name: getattr(row, f.name) for f in fields(LeaderboardRow)}, **facts)
     return replace(out, technique=technique(out))
+
+
+def _learning_curves(
+    workspace: Workspace, table: list[ReportRow], pairs: dict, task_name: str, binary: bool
+) -> list[LearningCurve]:
+    """Curves among the report's own rows, else the task's latest `taskfit curve` against its best prompt row."""
+    found = curves(table, pairs)
+    reference = next((r for r in table if r.technique == "prompting"), None)
+    if found or reference is None:
+        return found
+    extra = latest_curve_runs(workspace.runs.runs(limit=1_000_000), task_name)
+    if not extra:
+        return []
+    rows = [report_row(row, {}) for row in leaderboard_rows(workspace, extra)]
+    return curves(rows, pairwise_tests(workspace.runs, [*rows, reference], binary), reference=reference)
+
+
+def _prices(run: RunRecord, row: ReportRow, override: TaskConfig | None) -> dict[str, float | None]:
+    """The row's serving and training device prices ($ per hour): the model entry's, else the task's."""
+    if override is not None:
+        costs = override.costs.model_dump()
+        entry = next((m for m in override.models if m.label() == row.model), None)
+        model_price = entry.price_per_hour if entry is not None else None
+    else:
+        costs = run.config["task"].get("costs") or {}
+        model_price = run.config["model"].get("price_per_hour")
+    serve = costs.get("price_per_hour") if model_price is None and on_premise(row) else model_price
+    train = costs.get("train_price_per_hour")
+    return {
+        "price_per_hour": serve,
+        "train_price_per_hour": (costs.get("price_per_hour") if train is None else train) if row.tune else None,
+    }
 
 
 def _binary(run: RunRecord, workspace: Workspace) -> bool:
@@ -273,194 +306,6 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
         if not dominated:
             front.append(i)
     return front
-
-
-def _name(row: LeaderboardRow) -> str:
-    return row.name
-
-
-def _ci(row: LeaderboardRow) -> str:
-    return f"{row.score:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]"
-
-
-def _compare(
-    a: ReportRow,
-    b: ReportRow,
-    best: ReportRow,
-    pairwise: dict[tuple[str, str], dict[str, Any]],
-) -> dict[str, Any]:
-    """Is a's score different from b's? The paired test when available, else whether the CIs overlap."""
-    pair = pairwise.get((a.run_id, b.run_id))
-    if pair is not None:
-        return {**pair, "significant": pair["p"] < ALPHA}
-    diff = a.score - b.score
-    for x, y in ((a, b), (b, a)):
-        if x is best and y.p_vs_best is not None:
-            return {"p": y.p_vs_best, "diff": diff, "ci": None, "significant": y.p_vs_best < ALPHA}
-    overlap = a.ci_low <= b.ci_high and b.ci_low <= a.ci_high
-    return {"p": None, "diff": diff, "ci": None, "significant": not overlap}
-
-
-def _burden(row: ReportRow) -> tuple:
-    """What choosing a row costs, most important first: a per-query bill, the technique's setup (training,
-    an index), the bill's size, training time, then serving time and memory."""
-    tune = row.tune or {}
-    # tokens before measured time, as in leaderboard.verdict: time on a shared machine is noisy
-    return (
-        row.cost_per_1k > 0,
-        not on_premise(row),
-        TECHNIQUE_RANK[technique(row)],
-        row.cost_per_1k,
-        tune.get("train_time_s") or 0.0,
-        row.tokens_in + row.tokens_out,
-        row.time_per_1k_s,
-        tune.get("peak_mem_mb") or 0.0,
-    )
-
-
-def _points(diff: float) -> str:
-    return f"{round(diff * 100, 1) + 0.0:+.1f} points"  # + 0.0: no "-0.0"
-
-
-def _diff_text(cmp: dict[str, Any]) -> str:
-    parts = [_points(cmp["diff"])]
-    if cmp.get("ci"):
-        lo, hi = (round(v * 100, 1) + 0.0 for v in cmp["ci"])
-        parts.append(f"95% CI of the difference [{lo:+.1f}, {hi:+.1f}]")
-    if cmp.get("p") is not None:
-        parts.append(f"p = {cmp['p']:.3f}")
-    return parts[0] + (f" ({'; '.join(parts[1:])})" if len(parts) > 1 else "")
-
-
-def _tokens(row: LeaderboardRow) -> str:
-    return f"{row.tokens_in + row.tokens_out:.0f}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} seconds"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} minutes"
-    return f"{seconds / 3600:.1f} hours"
-
-
-def _training_text(row: LeaderboardRow) -> str:
-    tune = row.tune or {}
-    bits = []
-    if tune.get("train_time_s") is not None:
-        device = "GPU" if tune.get("device") == "cuda" else "CPU" if tune.get("device") == "cpu" else ""
-        bits.append(f"{_duration(tune['train_time_s'])} of {device + ' ' if device else ''}training")
-    if tune.get("peak_mem_mb") is not None:
-        bits.append(f"{tune['peak_mem_mb']:,.0f} MB peak training memory")
-    if tune.get("adapter_mb") is not None:
-        bits.append(f"a {tune['adapter_mb']:,.1f} MB adapter to keep")
-    return ", ".join(bits)
-
-
-def _serving_text(row: ReportRow, others: list[ReportRow]) -> str:
-    where = "runs on-premise" if on_premise(row) else "calls a remote API"
-    if row.model_params:
-        where += f" ({row.model_params / 1e6:,.0f}M parameters"
-        where += f", {row.model_mb:,.0f} MB of weights)" if row.model_mb else ")"
-    money = "no per-query fee" if not row.cost_per_1k else f"${row.cost_per_1k:.2f} per 1,000 queries"
-    text = (
-        f"Serving {_name(row)}: {where}, {money}, p50 latency {row.latency_p50_ms:.0f} ms, "
-        f"{_duration(row.time_per_1k_s)} of model time per 1,000 queries."
-    )
-    remote = [r for r in others if not on_premise(r)]
-    if on_premise(row) and remote:
-        text += (
-            f" {len(remote)} compared row(s) need a remote API ({', '.join(_name(r) for r in remote[:3])})."
-        )
-    return text
-
-
-def recommend(
-    table: Sequence[ReportRow],
-    pairwise: dict[tuple[str, str], dict[str, Any]] | None = None,
-) -> Recommendation:
-    """A plain-language recommendation. Only differences the paired tests call significant (p < 0.05) count;
-    among the rows tied with the best, the least demanding one wins (no per-query fee, on-premise, prompting
-    before retrieval before fine-tuning, then the cheapest and fastest)."""
-    pairwise = pairwise or {}
-    if not table:
-        return Recommendation("none", "No finished runs to compare.")
-    ranked = sorted(table, key=lambda r: -r.score)
-    best = ranked[0]
-    tied = [best] + [r for r in ranked[1:] if not _compare(best, r, best, pairwise)["significant"]]
-    pick = min(tied, key=_burden)
-    kind = technique(pick)
-    n = min(r.n for r in ranked)
-    others = [r for r in ranked if r is not pick]
-
-    if len(ranked) > 1 and len(tied) == len(ranked):
-        width = max((r.ci_high - r.ci_low) / 2 for r in ranked) * 100
-        text = (
-            f"No clear winner: no row is significantly better than another on {n} test rows (95% CIs about "
-            f"±{width:.0f} points). Take the least demanding one, {_name(pick)} ({TECHNIQUE_NAMES[kind]}, "
-            f"{_ci(pick)}), or score more rows to narrow the intervals. {_serving_text(pick, others)}"
-        )
-        return Recommendation("tie", text, pick)
-
-    lines = []
-    best_of = {t: next((r for r in ranked if technique(r) == t), None) for t in TECHNIQUE_RANK}
-    if kind == "prompting":
-        lines.append("Prompt engineering is enough:")
-        if pick is best:
-            lines.append(f"{_name(pick)} scores best, {_ci(pick)}.")
-        elif technique(best) == "prompting":
-            cmp = _compare(pick, best, best, pairwise)
-            lines.append(
-                f"{_name(pick)} ({_ci(pick)}) is as good as the best row, {_name(best)} ({_ci(best)}; "
-                f"{_diff_text(cmp)}), and cheaper: {_tokens(pick)} vs {_tokens(best)} tokens per query."
-            )
-        else:
-            cmp = _compare(pick, best, best, pairwise)
-            saved = "at zero training cost" if technique(best) == "fine_tune" else "without a retrieval index"
-            lines.append(
-                f"{_name(pick)} ({_ci(pick)}) is within the CI of the best row, {_name(best)} "
-                f"({TECHNIQUE_NAMES[technique(best)]}, {_ci(best)}; {_diff_text(cmp)}), {saved}."
-            )
-        for t in ("retrieval", "fine_tune"):
-            other = best_of[t]
-            if other is not None and other is not best:
-                cmp = _compare(pick, other, best, pairwise)
-                verdict = (
-                    "significantly better than" if cmp["significant"] else "not significantly different from"
-                )
-                lines.append(
-                    f"It is {verdict} the best {TECHNIQUE_NAMES[t]} row, {_name(other)} ({_diff_text(cmp)})."
-                )
-        if best_of["retrieval"] is None and best_of["fine_tune"] is None:
-            lines.append("(This study has no retrieval or fine-tuned rows to weigh against.)")
-    else:
-        verb = {"fine_tune": "Fine-tune", "retrieval": "Use retrieval"}[kind]
-        lines.append(f"{verb}: {_name(pick)} scores {_ci(pick)}.")
-        if pick is not best:
-            lines.append(
-                f"It is within the CI of the best row, {_name(best)} ({_ci(best)}), and cheaper to run."
-            )
-        base = best_of["prompting"]
-        if base is not None:
-            lines.append(
-                f"Against the best prompt-only row, {_name(base)} ({_ci(base)}): "
-                f"{_diff_text(_compare(pick, base, best, pairwise))}."
-            )
-        else:
-            lines.append("(This study has no prompt-only row to weigh against.)")
-        if kind == "fine_tune" and _training_text(pick):
-            lines.append(f"Cost of the gain: {_training_text(pick)}.")
-        if kind == "fine_tune" and best_of["retrieval"] is not None:
-            cmp = _compare(pick, best_of["retrieval"], best, pairwise)
-            lines.append(f"Against retrieval ({_name(best_of['retrieval'])}): {_diff_text(cmp)}.")
-    rest = [_name(r) for r in tied if r is not pick and r is not best]
-    if rest:
-        lines.append(f"Also within the best row's CI (p >= {ALPHA}): {', '.join(rest)}.")
-    worse = [_name(r) for r in ranked if all(r is not t for t in tied)]
-    if worse:
-        lines.append(f"Significantly worse: {', '.join(worse)}.")
-    lines.append(_serving_text(pick, others))
-    return Recommendation(kind, " ".join(lines), pick)
 
 
 # -- drawing ---------------------------------------------------------------------------------------------
@@ -541,7 +386,7 @@ def scatter_svg(table: Sequence[ReportRow], x_key: str, x_label: str, y_label: s
         ring = ' stroke="#dc2626" stroke-width="2.5"' if i in front else ""
         out.append(
             f'<circle cx="{cx:.1f}" cy="{fy(ys[i]):.1f}" r="5" fill="{color}"{ring}>'
-            f"<title>{escape(_name(r))}: {_ci(r)}, {x_label} {_fmt(xs[i])}</title></circle>"
+            f"<title>{escape(row_name(r))}: {score_text(r)}, {x_label} {_fmt(xs[i])}</title></circle>"
         )
         right = cx > W * 0.7  # labels of dots near the right edge go on their left
         anchor = "end" if right else "start"
@@ -565,7 +410,7 @@ def _spread_labels(points: list[tuple[float, float]], gap: float = 13.0) -> list
     return ys
 
 
-def _frame(fx, fy, xticks, yticks, x_label: str, y_label: str) -> list[str]:
+def _frame(fx, fy, xticks, yticks, x_label: str, y_label: str, y_fmt=None) -> list[str]:
     out = [
         f'<rect x="{PAD_L}" y="{PAD_T}" width="{W - PAD_L - PAD_R}" height="{H - PAD_T - PAD_B}" '
         f'fill="none" stroke="#999"/>'
@@ -578,7 +423,7 @@ def _frame(fx, fy, xticks, yticks, x_label: str, y_label: str) -> list[str]:
     for t in yticks:
         out.append(
             f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{fy(t):.1f}" y2="{fy(t):.1f}" stroke="#eee"/>'
-            f'<text x="{PAD_L - 6}" y="{fy(t) + 4:.1f}" text-anchor="end" class="tick">{_fmt(t)}</text>'
+            f'<text x="{PAD_L - 6}" y="{fy(t) + 4:.1f}" text-anchor="end" class="tick">{(y_fmt or _fmt)(t)}</text>'
         )
     out.append(
         f'<text x="{PAD_L + (W - PAD_L - PAD_R) / 2}" y="{H - 8}" text-anchor="middle" class="axis">'
@@ -616,15 +461,15 @@ def ci_bars_svg(table: Sequence[ReportRow], metric: str) -> str:
         y = PAD_T + row_h * i + row_h / 2
         color = COLORS[technique(r)]
         out.append(
-            f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end" class="lbl">{escape(_name(r))}</text>'
+            f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end" class="lbl">{escape(row_name(r))}</text>'
         )
         out.append(
             f'<line x1="{fx(r.ci_low):.1f}" x2="{fx(r.ci_high):.1f}" y1="{y:.1f}" y2="{y:.1f}" '
             f'stroke="{color}" stroke-width="6" stroke-linecap="round" stroke-opacity="0.6"/>'
         )
         out.append(
-            f'<circle cx="{fx(r.score):.1f}" cy="{y:.1f}" r="5" fill="{color}"><title>{escape(_name(r))}: '
-            f"{_ci(r)}</title></circle>"
+            f'<circle cx="{fx(r.score):.1f}" cy="{y:.1f}" r="5" fill="{color}"><title>{escape(row_name(r))}: '
+            f"{score_text(r)}</title></circle>"
         )
     out.append(
         f'<text x="{left + (width - left) / 2}" y="{height - 6}" text-anchor="middle" class="axis">'
@@ -649,6 +494,93 @@ def line_svg(series: dict[str, list[tuple[float, float]]], x_label: str, y_label
             f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"><title>{escape(name)}'
             f"</title></polyline>"
         )
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def volume_svg(rec: Recommendation, most: int = 5) -> str:
+    """Total cost (one-time + per query x volume) against the query volume, log-log, for the leading rows:
+    the recommended one, the best prompt and fine-tuned rows, then the best scores; the break-even marked."""
+    leading: list[tuple[ReportRow, Any]] = []
+    wanted = [rec.row, *(rec.break_even_rows or ())] + [r for r, _ in rec.costs]
+    by_id = {id(r): c for r, c in rec.costs}
+    for r in wanted:
+        if r is not None and id(r) in by_id and all(r is not x for x, _ in leading) and len(leading) < most:
+            leading.append((r, by_id[id(r)]))
+    if not leading:
+        return ""
+    anchors = [v for v in ((rec.volume.queries if rec.volume else None), rec.break_even) if v]
+    x_hi = 10 ** math.ceil(math.log10(max([*anchors, 1e4]) * 10))
+    x_lo = max(1.0, x_hi / 1e6)
+    xs = [x_lo * (x_hi / x_lo) ** (i / 60) for i in range(61)]
+    series = [(r, [(x, max(c.total(x), 1e-12)) for x in xs]) for r, c in leading]
+    ys = [y for _, pts in series for _, y in pts]
+    fx, xticks = _axis(x_lo, x_hi, True, W - PAD_L - PAD_R, PAD_L)
+    fy, yticks = _axis(min(ys), max(ys), True, H - PAD_T - PAD_B, PAD_T, flip=True)
+    yticks = yticks[:: math.ceil(len(yticks) / 8)]  # at most 8 labelled decades
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" class="plot" role="img">']
+    out += _frame(fx, fy, xticks, yticks, "queries (log scale)", f"total cost, {rec.unit} (log scale)",
+                  y_fmt=lambda v: money_text(v, rec.unit).removesuffix(" machine-h"))
+    palette = ("#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777")
+    label_y = _spread_labels([(W - PAD_R, fy(pts[-1][1]) + 14) for _, pts in series])
+    for i, ((r, pts), color) in enumerate(zip(series, palette, strict=False)):
+        path = " ".join(f"{fx(x):.1f},{fy(y):.1f}" for x, y in pts)
+        width = 3 if r is rec.row else 1.5
+        out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="{width}">'
+                   f"<title>{escape(row_name(r))}</title></polyline>")
+        out.append(f'<text x="{W - PAD_R - 6}" y="{min(label_y[i], H - PAD_B - 4):.1f}" class="lbl" '
+                   f'text-anchor="end" fill="{color}">{escape(row_name(r))}</text>')
+    if rec.volume is not None:
+        x = fx(rec.volume.queries)
+        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{PAD_T}" y2="{H - PAD_B}" stroke="#111827" '
+                   f'stroke-dasharray="4 3"><title>{escape(rec.volume.text())}</title></line>')
+    if rec.break_even and rec.break_even_rows is not None:
+        cost = next(c for r, c in rec.costs if r is rec.break_even_rows[0]).total(rec.break_even)
+        out.append(f'<circle cx="{fx(rec.break_even):.1f}" cy="{fy(max(cost, 1e-12)):.1f}" r="5" fill="none" '
+                   f'stroke="#dc2626" stroke-width="2"><title>break-even: {count(rec.break_even)} queries'
+                   f"</title></circle>")
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def curve_svg(curve: LearningCurve) -> str:
+    """A learning curve: score with its 95% CI against labelled rows (log scale), the best prompt row's score
+    and CI as a band; hollow dots are significantly worse than it."""
+    ref = curve.reference
+    sizes = [p.size for p in curve.points]
+    lows = [p.row.ci_low for p in curve.points] + ([ref.ci_low] if ref else [])
+    highs = [p.row.ci_high for p in curve.points] + ([ref.ci_high] if ref else [])
+    fx, xticks = _axis(min(sizes) / 1.3, max(sizes) * 1.3, True, W - PAD_L - PAD_R, PAD_L)
+    y_lo, y_hi = max(0.0, min(lows) - 0.03), max(highs) + 0.03
+    fy, yticks = _axis(y_lo, min(1.0, y_hi) if y_hi <= 1.03 else y_hi, False, H - PAD_T - PAD_B, PAD_T, flip=True)
+    xticks = sorted({*xticks, *sizes}) if len(sizes) <= 8 else xticks
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" class="plot" role="img">']
+    out += _frame(fx, fy, xticks, yticks, "labelled training rows (log scale)", curve.points[0].row.metric
+                  if curve.points[0].row.metric else "score")
+    if ref is not None:
+        top, bottom = fy(ref.ci_high), fy(ref.ci_low)
+        out.append(f'<rect x="{PAD_L}" y="{top:.1f}" width="{W - PAD_L - PAD_R}" height="{bottom - top:.1f}" '
+                   f'fill="{COLORS["prompting"]}" fill-opacity="0.12"/>')
+        out.append(f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{fy(ref.score):.1f}" y2="{fy(ref.score):.1f}" '
+                   f'stroke="{COLORS["prompting"]}" stroke-dasharray="5 3"><title>{escape(row_name(ref))}: '
+                   f"{score_text(ref)}</title></line>")
+        out.append(f'<text x="{PAD_L + 6}" y="{fy(ref.score) - 5:.1f}" class="lbl" fill="{COLORS["prompting"]}">'
+                   f"best prompt: {escape(row_name(ref))}</text>")
+    color = COLORS["fine_tune"]
+    path = " ".join(f"{fx(p.size):.1f},{fy(p.row.score):.1f}" for p in curve.points)
+    out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+    for p in curve.points:
+        x = fx(p.size)
+        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{fy(p.row.ci_low):.1f}" y2="{fy(p.row.ci_high):.1f}" '
+                   f'stroke="{color}" stroke-opacity="0.5" stroke-width="2"/>')
+        fill = "#fff" if p.worse else color
+        out.append(f'<circle cx="{x:.1f}" cy="{fy(p.row.score):.1f}" r="5" fill="{fill}" stroke="{color}" '
+                   f'stroke-width="2"><title>{p.size:,} rows: {score_text(p.row)}</title></circle>')
+    if curve.matches_from is not None:
+        x = fx(curve.matches_from)
+        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{PAD_T}" y2="{H - PAD_B}" stroke="#dc2626" '
+                   f'stroke-dasharray="4 3"><title>matches the best prompt from {curve.matches_from:,} rows'
+                   f"</title></line>")
     out.append("</svg>")
     return "\n".join(out)
 
@@ -701,7 +633,7 @@ def tune_view(row: LeaderboardRow) -> dict[str, Any]:
         if (tune.get("forgetting") or {}).get(key) is not None
     ]
     return {
-        "name": _name(row),
+        "name": row_name(row),
         "facts": [(label, _readable(v)) for label, v in facts],
         "resources": [(label, _readable(p), _readable(m)) for label, p, m in resources],
         "forgetting": [(label, _readable(v)) for label, v in forgetting],
@@ -733,6 +665,8 @@ def render_html(data: ReportData) -> str:
             else scatter_svg(table, "time_per_1k_s", "model time per 1,000 queries (s)", data.metric)
         )
         plots["latency"] = Markup(scatter_svg(table, "latency_p50_ms", "p50 latency (ms)", data.metric))
+        plots["volume"] = Markup(volume_svg(data.recommendation))
+    learning = [{"svg": Markup(curve_svg(c)), "text": c.statement(), "recipe": c.recipe} for c in data.curves]
     tuned = [tune_view(r) for r in table if r.tune]
     for t in tuned:
         t["loss_svg"], t["eval_svg"] = Markup(t["loss_svg"]), Markup(t["eval_svg"])
@@ -747,6 +681,9 @@ def render_html(data: ReportData) -> str:
         names=TECHNIQUE_NAMES,
         colors=COLORS,
         front_cost=_front_names(table, "cost_per_1k" if money else "time_per_1k_s"),
+        learning=learning,
+        price=money_text,
+        count=count,
         created=time.strftime("%Y-%m-%d %H:%M", time.localtime(data.created)),
     )
 
@@ -764,10 +701,41 @@ def default_path(data: ReportData, folder: Path) -> Path:
     return folder / f"{name}.html"
 
 
-def write_report(targets: Sequence[str] = (), out: str | Path | None = None, *, workspace: Workspace) -> Path:
+def report_data(
+    workspace: Workspace,
+    targets: Sequence[str] = (),
+    *,
+    volume: Volume | None = None,
+    latency_p50_ms: float | None = None,
+) -> ReportData:
+    """The report's content for ``targets`` (task files, task names or run ids; none: the latest study).
+    A task file among the targets also supplies the current prices."""
+    prices = None
+    for target in targets:
+        if Path(target).suffix in (".yaml", ".yml") and Path(target).is_file():
+            from taskfit.taskfile import load_task
+
+            prices = load_task(target).config
+    runs = resolve_targets(workspace.runs, targets)
+    return collect(workspace, runs, volume=volume, latency_p50_ms=latency_p50_ms, prices=prices)
+
+
+def write_report(
+    targets: Sequence[str] = (),
+    out: str | Path | None = None,
+    *,
+    workspace: Workspace,
+    volume: Volume | None = None,
+    latency_p50_ms: float | None = None,
+) -> Path:
     """Write the report for ``targets`` (task files, task names or run ids; none: the latest study) and
     return its path (default ``<workspace>/reports/<task>-<study>.html``)."""
-    data = collect(workspace, resolve_targets(workspace.runs, targets))
+    data = report_data(workspace, targets, volume=volume, latency_p50_ms=latency_p50_ms)
+    return save(data, out, workspace=workspace)
+
+
+def save(data: ReportData, out: str | Path | None = None, *, workspace: Workspace) -> Path:
+    """Write ``data`` as HTML to ``out`` (default: ``<workspace>/reports/<task>-<study>.html``); its path."""
     path = Path(out) if out else default_path(data, workspace.reports_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_html(data), encoding="utf-8")

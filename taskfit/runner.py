@@ -81,7 +81,8 @@ def _option_files(task: Task, options: dict[str, Any]) -> dict[str, str]:
 def run_key(task: Task, dataset: Dataset, arm: Arm, split: str, limit: int | None, mode: str) -> str:
     payload = {"task": task.config_hash, "data": dataset.hash, "strategy": arm.strategy.model_dump(),
                "files": _option_files(task, arm.strategy.options),
-               "model": arm.model.model_dump(), "split": split, "limit": limit, "mode": mode}
+               "model": arm.model.model_dump(exclude={"price_per_hour"}),  # a price changes no prediction
+               "split": split, "limit": limit, "mode": mode}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -93,8 +93,9 @@ class Store:
     def run(self, run_id: str) -> RunRecord | None:
         """A run by id or unique id prefix."""
         with self.eng.connect() as conn:
-            rows = conn.execute(text("SELECT * FROM runs WHERE id LIKE :p ORDER BY created DESC"),
-                                {"p": run_id + "%"}).mappings().all()
+            prefix = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")  # literal, not wildcards
+            rows = conn.execute(text("SELECT * FROM runs WHERE id LIKE :p ESCAPE '\\' ORDER BY created DESC"),
+                                {"p": prefix + "%"}).mappings().all()
         return _run(rows[0]) if len(rows) == 1 else None
 
     def runs(self, limit: int = 50) -> list[RunRecord]:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from taskfit.costs import CostsConfig
 from taskfit.distill.spec import DistillSpec
 from taskfit.errors import TaskfitError
 from taskfit.serve.config import ServeConfig
@@ -113,6 +114,9 @@ class ModelSpec(BaseModel):
     name: str | None = Field(None, description="Row name on the leaderboard.")
     price_in_per_1m: float = Field(0.0, ge=0, description="Price in $ per million input tokens.")
     price_out_per_1m: float = Field(0.0, ge=0, description="Price in $ per million output tokens.")
+    price_per_hour: float | None = Field(
+        None, ge=0, description="$ per hour of the machine this model runs on; turns its measured model time "
+        "into a per-query cost (default: the task's `costs.price_per_hour` for local models, none for APIs).")
 
     @property
     def options(self) -> dict[str, Any]:
@@ -163,6 +167,8 @@ class TaskConfig(_Strict):
     distill: list[DistillSpec] = Field(
         default_factory=list, description="Students trained on a teacher's answers, on the study's leaderboard next "
         "to their teacher, e.g. `[{teacher: structured@smollm2-135m, student: minilm+full}]`; see `taskfit distill`.")
+    costs: CostsConfig = Field(default_factory=CostsConfig, description="Hourly machine prices for serving "
+                               "and training, so the report can price every row at a query volume.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="How `taskfit serve` vets input and "
                                "output, keeps conversation memory and batches requests (see docs/serve.md).")
 

@@ -103,3 +103,6 @@ class ReportRow(LeaderboardRow):
     task_name: str | None = None
     model_params: int | None = None
     model_mb: float | None = None
+    price_per_hour: float | None = None  # $ per hour of the machine that serves the model; None: not priced
+    train_price_per_hour: float | None = None  # $ per hour of the machine that trained it (fine-tuned rows)
+    labelling: dict[str, Any] | None = None  # a distilled row's teacher bill: {"cost": $, "time_s": model time}

@@ -44,9 +44,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running(pipeline: Pipeline, token: str | None = None) -> Iterator[str]:
+def running(pipeline: Pipeline, token: str | None = None, **kw: Any) -> Iterator[str]:
     """Serve ``pipeline`` with uvicorn on a free loopback port in a thread; yields the /v1 base URL."""
-    app = create_app(pipeline, token=token, log=RequestLog(pipeline.memory.eng))
+    app = create_app(pipeline, token=token, log=RequestLog(pipeline.memory.eng), **kw)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -12,9 +12,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from taskfit.commands.ui import is_loopback
+from taskfit.netguard import is_loopback
 from taskfit.study import run_study
 from taskfit.ui.app import create_app
+
+LOCAL = "http://127.0.0.1:8765"  # loopback: the Host header an app without a token accepts
 
 
 @pytest.fixture
@@ -26,7 +28,8 @@ def runs(make_task, workspace):
 
 @pytest.fixture
 def client(runs, workspace):
-    return TestClient(create_app(workspace))
+    """A browser on the app's own pages: loopback host, and posts carry this Origin."""
+    return TestClient(create_app(workspace), base_url=LOCAL, headers={"Origin": LOCAL})
 
 
 def test_every_page_renders(client, runs):
@@ -120,7 +123,9 @@ def test_pairwise_choice_and_export(client, runs, workspace):
     assert res.status_code == 303
     assert 'id="wins-a">1<' in client.get(f"/diff?a={zs}&b={fs}").text
     res = client.get("/export/preferences.jsonl?task=tiny")
-    assert res.headers["content-disposition"] == 'attachment; filename="preferences-tiny.jsonl"'
+    assert res.headers["content-disposition"] == (
+        "attachment; filename=\"preferences-tiny.jsonl\"; filename*=UTF-8''preferences-tiny.jsonl"
+    )
     (record,) = [json.loads(line) for line in res.text.splitlines()]
     assert (record["chosen"], record["rejected"]) == (a[differ], b[differ]) and "Review:" in record["prompt"]
 
@@ -143,7 +148,7 @@ def test_example_ids_with_slashes_and_spaces_open(make_task, tmp_path, workspace
     data = tmp_path / "data" / "test.jsonl"
     data.write_text(data.read_text().replace('"id": "r0"', '"id": "doc/7 part 1"'))
     _, table = run_study(path, workspace=workspace, strategy_names=["zero_shot"])
-    client = TestClient(create_app(workspace))
+    client = TestClient(create_app(workspace), base_url=LOCAL)
     run_id = table[0].run_id
     assert f'href="/runs/{run_id}/examples/doc/7%20part%201"' in client.get(f"/runs/{run_id}").text
     page = client.get(f"/runs/{run_id}/examples/doc/7%20part%201")
@@ -155,12 +160,12 @@ def test_untrusted_text_is_escaped(make_task, tmp_path, workspace):
     data = tmp_path / "data" / "test.jsonl"
     data.write_text(data.read_text().replace("a great and moving film", "<script>alert(1)</script> great"))
     _, table = run_study(path, workspace=workspace, strategy_names=["zero_shot"])
-    page = TestClient(create_app(workspace)).get(f"/runs/{table[0].run_id}").text
+    page = TestClient(create_app(workspace), base_url=LOCAL).get(f"/runs/{table[0].run_id}").text
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
 
 
 def test_token_is_required_on_every_request(runs, workspace):
-    client = TestClient(create_app(workspace, token="s3cret"))
+    client = TestClient(create_app(workspace, token="s3cret"), base_url=LOCAL)
     assert client.get("/").status_code == 401
     assert client.get("/", headers={"X-Taskfit-Token": "wrong"}).status_code == 401
     assert client.get("/", headers={"X-Taskfit-Token": "s3cret"}).status_code == 200
@@ -188,7 +193,7 @@ def test_cross_origin_posts_and_open_redirects_are_refused(client, runs):
         "/label",
         data={**form, "next": "//evil.example/x"},
         follow_redirects=False,
-        headers={"Origin": "http://testserver"},
+        headers={"Origin": LOCAL},
     )
     assert res.status_code == 303 and res.headers["location"] == "/"
 

@@ -11,10 +11,11 @@ from rich.table import Table
 from taskfit.commands import workspace
 from taskfit.estimate import Estimate, compare_runs, estimate_study
 
-out = Console()
+# markup=False: strategy and model names are printed as given ("fake[/x]" is not a closing tag)
+out = Console(markup=False)
 if not out.is_terminal:
-    out = Console(width=200)
-err = Console(stderr=True)
+    out = Console(width=200, markup=False)
+err = Console(stderr=True, markup=False)
 
 
 def _money(x: float) -> str:
@@ -66,7 +67,7 @@ def estimate_before(task: str, strategy, model, split, limit) -> list[Estimate]:
         return estimate_study(task, workspace().cache, strategy_names=strategy, model_names=model,
                               split=split, limit=limit)[1]
     except TaskfitError as e:  # the run itself reports a bad task; an estimate is never a reason to stop
-        err.print(f"[dim]no cost estimate: {e}[/dim]")
+        err.print(f"no cost estimate: {e}", style="dim")
         return []
 
 

@@ -12,6 +12,51 @@ from rich.table import Table
 
 from taskfit.commands import workspace
 
+VolumeOpt = Annotated[
+    str | None,
+    typer.Option(help="Queries to price the recommendation at, e.g. 1000000, 250k or 1M/month: the cheapest row "
+                 "the data cannot separate from the best wins, training cost included."),
+]
+LatencyOpt = Annotated[
+    float | None,
+    typer.Option("--latency-p50-ms", help="Only recommend rows whose median latency is at most this (ms)."),
+]
+
+
+def parse_volume_option(text: str | None):
+    """--volume as a Volume, or a clear error."""
+    from taskfit.costs import parse_volume
+    from taskfit.errors import TaskfitError
+
+    if text is None:
+        return None
+    try:
+        return parse_volume(text)
+    except ValueError as e:
+        raise TaskfitError(f"--volume: {e}") from None
+
+
+def cost_table(rec) -> Table:
+    """Every row's one-time, per-query and total cost (at the recommendation's volume), best score first."""
+    from taskfit.costs import count, money
+    from taskfit.recommend import TECHNIQUE_NAMES, row_name, technique
+
+    volume = rec.volume
+    t = Table(title="Cost" + (f" at {volume.text()}" if volume else ""), title_justify="left")
+    for col in ("row", "technique", "score", "p50 ms", "one-time", "per 1,000 queries",
+                *(["total"] if volume else [])):
+        t.add_column(col, justify="left" if col in ("row", "technique") else "right")
+    for row, c in rec.costs:
+        mark = " (recommended)" if row is rec.row else ""
+        t.add_row(row_name(row) + mark, TECHNIQUE_NAMES[technique(row)], f"{row.score:.3f}",
+                  f"{row.latency_p50_ms:,.0f}", money(c.one_time, rec.unit),
+                  money(c.per_query * 1000, rec.unit), *([money(c.total(volume.queries), rec.unit)] if volume else []))
+    if rec.break_even_rows is not None:
+        prompt, tuned = rec.break_even_rows
+        t.caption = (f"break-even volume of {row_name(tuned)} against {row_name(prompt)}: "
+                     f"{count(rec.break_even)} queries")
+    return t
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `taskfit` app."""
@@ -30,12 +75,18 @@ def register(app: typer.Typer) -> None:
                 help="Where to write the HTML file (default: $TASKFIT_HOME/reports/<task>-<study>.html).",
             ),
         ] = None,
+        volume: VolumeOpt = None,
+        latency_p50_ms: LatencyOpt = None,
     ) -> None:
         """Write one self-contained HTML decision report: leaderboard, plots and a recommendation."""
-        from taskfit.report import write_report
+        from taskfit.report import report_data, save
 
-        path = write_report(targets or [], out, workspace=workspace())
-        Console(markup=False).print(f"report: {path}", highlight=False)
+        data = report_data(workspace(), targets or [], volume=parse_volume_option(volume),
+                           latency_p50_ms=latency_p50_ms)
+        console = Console(markup=False)
+        console.print(cost_table(data.recommendation))
+        console.print(data.recommendation.text, highlight=False)
+        console.print(f"report: {save(data, out, workspace=workspace())}", highlight=False)
 
     @app.command("judge-check")
     def judge_check(

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from typing import Annotated
 
 import typer
 
 from taskfit.errors import TaskfitError
+from taskfit.netguard import is_loopback
 
 TOKEN_ENV = "TASKFIT_SERVE_TOKEN"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name other than localhost may resolve to anything
-        return False
 
 
 def register(app: typer.Typer) -> None:
@@ -37,6 +27,9 @@ def register(app: typer.Typer) -> None:
         host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
         token: Annotated[str | None, typer.Option(help=f"Bearer token clients must send (default: ${TOKEN_ENV}).")] = None,
+        allow_host: Annotated[list[str] | None, typer.Option(
+            "--allow-host", help="Also accept requests for this host name (repeatable); without a token only "
+            "loopback names are accepted.")] = None,
     ) -> None:
         """Serve the chosen configuration as an OpenAI-compatible server (chat completions, models, health)."""
         from rich.console import Console
@@ -59,7 +52,7 @@ def register(app: typer.Typer) -> None:
         err.print("loading task, data and model...", style="dim")
         ws = workspace()
         pipeline = build_pipeline(ws, run_id=run, task_path=task, strategy=strategy, model=model)
-        app_ = create_app(pipeline, token=token, log=RequestLog(ws.engine))
+        app_ = create_app(pipeline, token=token, log=RequestLog(ws.engine), allowed_hosts=allow_host or ())
         err.print(Text.assemble("serving ", (pipeline.arm.name, "bold"), f" of {pipeline.task.config.name} as model ",
                                 (pipeline.model_name, "bold"), f" on http://{host}:{port}/v1"
                                 f"{' (bearer token required)' if token else ''}"), highlight=False)

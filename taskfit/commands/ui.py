@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from typing import Annotated
 
 import typer
 
 from taskfit.errors import TaskfitError
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost: addresses other machines cannot reach."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+from taskfit.netguard import is_loopback
 
 
 def register(app: typer.Typer) -> None:
@@ -36,6 +26,14 @@ def register(app: typer.Typer) -> None:
                 envvar="TASKFIT_UI_TOKEN",
                 help="Require this token on every request (`generate` makes one); "
                 "also read from $TASKFIT_UI_TOKEN.",
+            ),
+        ] = None,
+        allow_host: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--allow-host",
+                help="Also accept requests for this host name (repeatable); without a token only "
+                "loopback names are accepted.",
             ),
         ] = None,
     ) -> None:
@@ -59,4 +57,5 @@ def register(app: typer.Typer) -> None:
         Console(stderr=True).print(
             f"taskfit ui on {url} (database {ws.describe()}); Ctrl-C stops it", highlight=False
         )
-        uvicorn.run(create_app(ws, token=token), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(ws, token=token, allowed_hosts=allow_host or ()), host=host, port=port,
+                    log_level="warning")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,14 +17,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from taskfit.errors import TaskfitError
+from taskfit.netguard import HostGuard
 from taskfit.serve.log import RequestLog
 from taskfit.serve.pipeline import BadRequest, ChatOutput, Pipeline
-from taskfit.serve.schema import ChatRequest, chunks, completion, error_body
+from taskfit.serve.schema import CONVERSATION_ID, ChatRequest, chunks, completion, error_body
 from taskfit.serve.vetting import Refused
 
 CONVERSATION_HEADER = "X-Conversation-Id"
+LOG_TEXT_CHARS = 10_000  # the request log keeps this much of an input or reply, so each row stays small
 logger = logging.getLogger("taskfit.serve")
 
 
@@ -36,17 +40,33 @@ class _Fail(Exception):
         self.status, self.kind, self.code, self.outcome = status, kind, code, outcome
 
 
-def create_app(pipeline: Pipeline, token: str | None = None, log: RequestLog | None = None) -> FastAPI:
-    """The app serving ``pipeline``; with a ``token`` every /v1 route needs ``Authorization: Bearer <token>``."""
+def create_app(pipeline: Pipeline, token: str | None = None, log: RequestLog | None = None,
+               allowed_hosts: Sequence[str] = ()) -> FastAPI:
+    """The app serving ``pipeline``; with a ``token`` every /v1 route needs ``Authorization: Bearer <token>``.
+
+    Without a token only requests for a loopback host (or one of ``allowed_hosts``) from no foreign web page
+    are served (taskfit.netguard); with a token, ``allowed_hosts`` still restricts the Host when given.
+    """
     cfg = pipeline.config
     limiter: dict[str, anyio.CapacityLimiter] = {}
+
+    async def prune_forever() -> None:
+        while True:
+            await anyio.to_thread.run_sync(pipeline.retention.maybe_prune)
+            await anyio.sleep(cfg.retention.every_s)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         limiter["threads"] = anyio.CapacityLimiter(cfg.max_concurrent)
-        yield
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(prune_forever)
+            yield
+            tasks.cancel_scope.cancel()
 
     app = FastAPI(title="taskfit serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    if token is None or allowed_hosts:
+        app.add_middleware(HostGuard, allowed=allowed_hosts, refuse=lambda message: JSONResponse(
+            error_body(message, "permission_error", "host_not_allowed"), status_code=403))
 
     def fail(e: _Fail) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
@@ -93,11 +113,14 @@ def create_app(pipeline: Pipeline, token: str | None = None, log: RequestLog | N
                                "strategy": pipeline.arm.strategy.label(), "model": pipeline.arm.model.label()}
         try:
             authorize(request)
-            req = ChatRequest.model_validate_json(await _body(request, cfg.max_body_bytes))
+            body = await _body(request, cfg.max_body_bytes, cfg.body_timeout_s)
+            req = await anyio.to_thread.run_sync(ChatRequest.model_validate_json, body)  # a 1 MB parse: off the loop
             if req.model != pipeline.model_name:
                 raise _Fail(404, f"model {req.model!r} is not served here; this server serves "
                             f"{pipeline.model_name!r} (GET /v1/models)", code="model_not_found")
             header_id = request.headers.get(CONVERSATION_HEADER)
+            if header_id is not None and not re.fullmatch(CONVERSATION_ID, header_id):
+                raise _Fail(400, f"the {CONVERSATION_HEADER} header must be 1-200 characters of A-Z a-z 0-9 . _ : -")
             if header_id and req.conversation_id and header_id != req.conversation_id:
                 raise _Fail(400, f"the {CONVERSATION_HEADER} header and the body's conversation_id differ")
             row.update(conversation_id=req.conversation_id or header_id, stream=int(req.stream))
@@ -106,6 +129,9 @@ def create_app(pipeline: Pipeline, token: str | None = None, log: RequestLog | N
         except _Fail as e:
             row.update(status=e.status, outcome=e.outcome, error=str(e))
             return fail(e)
+        except ClientDisconnect:  # nobody to answer: logged, not a server error
+            row.update(status=400, outcome="client_disconnected", error="the client left before sending the body")
+            return fail(_Fail(400, "the client left before sending the body"))
         except ValidationError as e:
             msg = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors())
             row.update(status=400, outcome="bad_request", error=msg)
@@ -146,7 +172,7 @@ def _answer(pipeline: Pipeline, req: ChatRequest, row: dict[str, Any], queued: f
     except BadRequest as e:
         raise _Fail(400, str(e)) from None
     if pipeline.config.log_content:
-        row["input"] = chat.user_text
+        row["input"] = _cut(chat.user_text)
     try:
         out = pipeline.answer(chat)
     except TaskfitError as e:  # e.g. a JSON input whose values the task's templates cannot render
@@ -160,10 +186,14 @@ def _answer(pipeline: Pipeline, req: ChatRequest, row: dict[str, Any], queued: f
         raise _Fail(502, "the model call failed; the server log and the request log have the details", "server_error", "model_error",
                     "model_error")
     if pipeline.config.log_content:
-        row["output"] = out.content if out.content is not None else json.dumps(out.tool_calls)
+        row["output"] = _cut(out.content if out.content is not None else json.dumps(out.tool_calls))
     if out.finish_reason == "content_filter":
         row["outcome"] = "output_refused"
     return out
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= LOG_TEXT_CHARS else f"{text[:LOG_TEXT_CHARS]}... ({len(text)} characters)"
 
 
 def _log(log: RequestLog, row: dict[str, Any]) -> None:
@@ -173,16 +203,21 @@ def _log(log: RequestLog, row: dict[str, Any]) -> None:
         logger.exception("could not log request %s", row.get("id"))
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 past ``limit`` bytes (declared or actually sent)."""
+async def _body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes (declared or actually sent) and with 408 when
+    it takes more than ``timeout_s`` to arrive."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise _Fail(413, f"request body is {declared} bytes; the limit is {limit}", code="body_too_large")
     body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise _Fail(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
+    with anyio.move_on_after(timeout_s) as waited:
+        async for part in request.stream():
+            body += part
+            if len(body) > limit:
+                raise _Fail(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
+    if waited.cancelled_caught:
+        raise _Fail(408, f"the request body did not arrive within {timeout_s:g} s", code="body_timeout",
+                    outcome="client_timeout")
     if not body:
         raise _Fail(400, "empty request body: send a JSON chat-completions request")
     return bytes(body)

@@ -15,11 +15,14 @@ import json
 import queue
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import asdict
 from typing import Any
 
 from taskfit.backends import Backend, GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+
+BATCH_HISTORY = 1000
 
 
 class BatchingBackend:
@@ -34,7 +37,8 @@ class BatchingBackend:
         self.batch_size = max_batch  # LM hands us up to this many requests per call
         self.max_batch = max_batch
         self.window_s = window_s
-        self.batches: list[int] = []  # requests per backend call, for the benchmark and tests
+        # requests per backend call of the latest BATCH_HISTORY calls, for the benchmark and tests
+        self.batches: deque[int] = deque(maxlen=BATCH_HISTORY)
         self._queue: queue.Queue[tuple[str, list[Any], Future] | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run, name="taskfit-batcher", daemon=True)
         self._worker.start()

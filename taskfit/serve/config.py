@@ -8,8 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Personal-data patterns `redact:` may name. Deliberately simple and documented: they catch the common
 # written forms (name@host.tld; international or North-American style phone numbers), not every variant.
+# Each starts only where a run of its characters starts (the lookbehinds): without that, a long run with no
+# match is rescanned from every position inside it, quadratic in its length (a 1 MB word took ~45 minutes).
 REDACTIONS: dict[str, str] = {
-    "email": r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}",
+    "email": r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}",
     "phone": r"(?<![\w+])(?:(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]?\d{3,4}"
              r"|\+?\d{10,13})(?![\w-])",
 }
@@ -54,6 +56,20 @@ class MemoryConfig(_Strict):
                             "dropping the oldest first.")
 
 
+class RetentionConfig(_Strict):
+    conversation_days: float = Field(7.0, gt=0, description="Delete a conversation once it has had no new turn "
+                                     "for this many days.")
+    conversation_messages: int = Field(100_000, ge=1, description="Keep at most this many stored messages over "
+                                       "all conversations; the oldest go first.")
+    request_log_days: float = Field(30.0, gt=0, description="Delete this task's request-log rows older than this.")
+    request_log_rows: int = Field(100_000, ge=1, description="Keep at most this many request-log rows of this task.")
+    cache_days: float = Field(30.0, gt=0, description="Delete call-cache entries of the served model older than "
+                              "this (an evaluation of the same model calls it again for them).")
+    cache_entries: int = Field(100_000, ge=1, description="Keep at most this many call-cache entries of the "
+                               "served model.")
+    every_s: float = Field(300.0, gt=0, description="How often the server prunes (and once when it starts).")
+
+
 class ServeConfig(_Strict):
     model_name: str | None = Field(None, description="Model id clients send and /v1/models lists (default: the "
                                    "task name).")
@@ -63,6 +79,8 @@ class ServeConfig(_Strict):
     memory: MemoryConfig = Field(default_factory=MemoryConfig, description="Conversation memory.")
     cache: bool = Field(True, description="Answer repeated identical model calls from the call cache.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
+    body_timeout_s: float = Field(30.0, gt=0, description="A request body not fully received within this many "
+                                  "seconds gets 408 (a slow or stalled client must not hold a connection).")
     max_batch: int = Field(32, ge=1, description="Local models: most model requests merged into one batch.")
     batch_window_ms: float = Field(5.0, ge=0, description="Local models: how long an idle model waits for more "
                                    "requests to batch with the first.")
@@ -71,3 +89,5 @@ class ServeConfig(_Strict):
     max_tool_steps: int = Field(5, ge=1, description="Requests with `tools`: model calls per request before it "
                                 "must answer.")
     log_content: bool = Field(True, description="Keep the (redacted) user text and reply in the request log.")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig, description="How long conversations, "
+                                       "the request log and the served model's call-cache entries are kept.")

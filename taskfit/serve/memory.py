@@ -42,22 +42,43 @@ class ConversationMemory:
         self.config = config
 
     def history(self, conversation_id: str) -> list[Message]:
-        """The stored turns the size policy keeps, oldest first."""
+        """The stored turns the size policy keeps, oldest first.
+
+        Reads no more than the policy can keep: the newest ``2 * max_turns`` messages (a turn is stored as a
+        user message and its reply), and no message longer than the whole token budget (it could never be
+        kept, so a stand-in of that length takes its place and ``trim`` drops it with everything older).
+        """
+        cfg = self.config
+        if not cfg.max_turns:
+            return []
+        longest = 4 * cfg.max_tokens  # characters: estimate_tokens(text) <= max_tokens
         with self.eng.connect() as conn:
-            rows = conn.execute(text("SELECT role, content FROM conversations WHERE conversation_id = :c ORDER BY seq"),
-                                {"c": conversation_id}).all()
-        return trim([{"role": r, "content": c} for r, c in rows], self.config.max_turns, self.config.max_tokens)
+            rows = conn.execute(text(
+                "SELECT seq, role, CASE WHEN length(content) <= :longest THEN content END FROM conversations "
+                "WHERE conversation_id = :c ORDER BY seq DESC LIMIT :n"),
+                {"c": conversation_id, "n": 2 * cfg.max_turns, "longest": longest}).all()
+        messages: list[Message] = [{"role": role, "content": "x" * (longest + 1) if content is None else content}
+                                   for _, role, content in reversed(rows)]
+        return trim(messages, cfg.max_turns, cfg.max_tokens)
 
     def append(self, conversation_id: str, messages: list[Message]) -> None:
-        """Add messages at the end of the conversation (one transaction: a turn is stored whole or not at all)."""
+        """Add messages at the end of the conversation (one transaction: a turn is stored whole or not at all),
+        and delete those older than ``history`` reads."""
         now = time.time()
+        longest = 4 * self.config.max_tokens
         with self.eng.begin() as conn:
             for m in messages:
+                content = str(m.get("content") or "")
+                # a message over the whole budget is never shown again: stored cut, still over the budget
+                content = content[:longest + 1]
                 # seq computed inside the insert: SQLite serialises writers, so concurrent turns never collide
                 conn.execute(text("INSERT INTO conversations (conversation_id, seq, role, content, created) "
                                   "SELECT :c, COALESCE(MAX(seq), -1) + 1, :r, :t, :now FROM conversations "
                                   "WHERE conversation_id = :c"),
-                             {"c": conversation_id, "r": m["role"], "t": str(m.get("content") or ""), "now": now})
+                             {"c": conversation_id, "r": m["role"], "t": content, "now": now})
+            conn.execute(text("DELETE FROM conversations WHERE conversation_id = :c AND seq <= "
+                              "(SELECT MAX(seq) FROM conversations WHERE conversation_id = :c) - :keep"),
+                         {"c": conversation_id, "keep": 2 * self.config.max_turns})
 
     def forget(self, conversation_id: str) -> int:
         """Delete a conversation; returns how many messages it had."""

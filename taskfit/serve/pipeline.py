@@ -23,6 +23,7 @@ from taskfit.prompts import prompt_parts
 from taskfit.runner import Arm, BackendPool, resolve_mode
 from taskfit.serve.batching import BatchingBackend
 from taskfit.serve.memory import ConversationMemory
+from taskfit.serve.retention import Retention
 from taskfit.serve.tool_turn import run_tool_turn
 from taskfit.serve.vetting import Refused, build_vetter
 from taskfit.strategies import StrategyContext, strategies
@@ -119,6 +120,7 @@ class Pipeline:
         self.vet_input = build_vetter(self.config.vetting.input, "input")
         self.vet_output = build_vetter(self.config.vetting.output, "output")
         self.memory = ConversationMemory(workspace.engine, self.config.memory)
+        self.retention = Retention(workspace.engine, self.config.retention, task_name=c.name, model_id=backend.model_id)
         self.model_name = self.config.model_name or c.name
 
     # -- request -> task -----------------------------------------------------------------------

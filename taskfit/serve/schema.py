@@ -9,6 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# A conversation id, in the body or the X-Conversation-Id header: a key the client chose, stored and echoed back
+CONVERSATION_ID = r"^[A-Za-z0-9._:-]{1,200}$"
+
 
 class _Open(BaseModel):
     # clients send many optional OpenAI fields (temperature, top_p, user, ...): accepted; the served
@@ -63,7 +66,8 @@ class ChatRequest(_Open):
     tools: list[ToolSpec] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     n: int = Field(1, ge=1, le=1)  # one choice: the served pipeline is deterministic per request
-    conversation_id: str | None = Field(None, min_length=1, max_length=200)
+    conversation_id: str | None = Field(None, pattern=CONVERSATION_ID,
+                                        description="1-200 of A-Z a-z 0-9 . _ : -")
 
 
 def completion(rid: str, model: str, content: str | None, tool_calls: list[dict[str, Any]], finish_reason: str,

@@ -3,17 +3,20 @@
 Pages are rendered on the server (Jinja2, autoescaped: answers and prompts are untrusted text); forms post and
 redirect back, so every action works without JavaScript. ``create_app(token=...)`` requires the token on
 every request (``?token=`` once, which sets a cookie, or the ``X-Taskfit-Token`` / ``Authorization: Bearer``
-header).
+header); without one, only requests for a loopback host are served (taskfit.netguard). Every POST must show
+it comes from this app's own pages, and request bodies are limited to ``max_body_bytes``.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from fastapi import FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -21,6 +24,7 @@ from fastapi.templating import Jinja2Templates
 
 from taskfit import review
 from taskfit.errors import TaskfitError
+from taskfit.netguard import HostGuard, origin_host
 from taskfit.store import RunRecord
 
 if TYPE_CHECKING:
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
 TOKEN_COOKIE = "taskfit_token"
 TOKEN_HEADER = "x-taskfit-token"
 QUEUE_PAGE = 25  # queue items shown at once: label these, the page reorders the rest
+MAX_BODY_BYTES = 1_000_000  # the largest form here is a label with a comment
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 templates.env.filters["when"] = lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else ""
@@ -37,9 +42,15 @@ templates.env.filters["pct"] = lambda v: "" if v is None else f"{v:.0%}"
 templates.env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False, default=str)
 
 
-def create_app(workspace: Workspace, token: str | None = None) -> FastAPI:
-    """The web app over the runs and labels in ``workspace``; ``token`` guards every request."""
-    app = FastAPI(title="taskfit review", docs_url=None, redoc_url=None, openapi_url=None)
+def create_app(workspace: Workspace, token: str | None = None, allowed_hosts: Sequence[str] = (),
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The web app over the runs and labels in ``workspace``; ``token`` guards every request.
+
+    Without a token only loopback hosts and ``allowed_hosts`` are served; with one, ``allowed_hosts`` still
+    restricts the Host when given.
+    """
+    app = FastAPI(title="taskfit review", docs_url=None, redoc_url=None, openapi_url=None,
+                  max_body_size=max_body_bytes)
     store = workspace.runs
 
     @app.middleware("http")
@@ -62,8 +73,13 @@ def create_app(workspace: Workspace, token: str | None = None) -> FastAPI:
                 resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
                 return resp
         if request.method == "POST" and not _same_origin(request):
-            return PlainTextResponse("taskfit ui: cross-origin form posts are refused", 403)
+            return PlainTextResponse("taskfit ui: form posts must come from this app's pages (the Origin or "
+                                     "Referer header, or Sec-Fetch-Site: same-origin)", 403)
         return await call_next(request)
+
+    if token is None or allowed_hosts:
+        app.add_middleware(HostGuard, allowed=allowed_hosts,
+                           refuse=lambda message: PlainTextResponse(f"taskfit ui: {message}", 403))
 
     @app.exception_handler(TaskfitError)
     async def taskfit_error(request: Request, exc: TaskfitError):
@@ -271,11 +287,10 @@ def create_app(workspace: Workspace, token: str | None = None) -> FastAPI:
         body = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs)
         if not download:  # shown in the browser as text
             return PlainTextResponse(body)
-        name = f"preferences-{task or 'all'}.jsonl"
         return Response(
             body,
             media_type="application/jsonl",
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            headers={"Content-Disposition": attachment(f"preferences-{task or 'all'}.jsonl")},
         )
 
     @app.post("/label")
@@ -347,11 +362,23 @@ def _bearer(request: Request) -> str | None:
 
 
 def _same_origin(request: Request) -> bool:
-    """A form post from another site (cross-site request forgery) carries a foreign Origin header."""
-    origin = request.headers.get("origin")
-    if not origin or origin == "null":
-        return origin is None
-    return urlsplit(origin).netloc == request.headers.get("host", "")
+    """Whether a state-changing request shows it comes from this app's pages (against cross-site request
+    forgery): its Origin, else its Referer, names this host; else the browser says Sec-Fetch-Site: same-origin.
+    A request with none of the three is refused."""
+    host = request.headers.get("host", "").lower()
+    for header in ("origin", "referer"):
+        value = request.headers.get(header)
+        if value is not None:
+            return (origin_host(value) or "").lower() == host
+    return request.headers.get("sec-fetch-site") == "same-origin"
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition value for ``filename``: an ASCII fallback (no quote, slash or line break can
+    reach the header) and the exact name percent-encoded as RFC 5987 ``filename*``."""
+    fallback = re.sub(r"[^A-Za-z0-9._-]+", "_", filename)
+    exact = re.sub(r"[\x00-\x1f\x7f/\\]", "_", filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(exact, safe='')}"
 
 
 def _safe_next(target: str) -> str:

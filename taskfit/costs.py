@@ -1,0 +1,159 @@
+"""What a leaderboard row costs: once (training, a teacher's labelling) and per query (tokens, device time).
+
+A local model's per-query cost is its measured model time priced at the serving device's hourly rate
+(``price_per_hour`` on the model entry, else the task's ``costs.price_per_hour``); a remote API's is its
+token bill. A fine-tuned row also costs its measured training time at ``costs.train_price_per_hour``,
+plus, for a distilled row, its teacher's labelling bill (the row's ``labelling`` entry:
+``{"cost": $ from token prices, "time_s": the teacher's model time}``, else the dollars in ``tune.distill``).
+
+With no price anywhere, costs are counted in machine-hours (training and serving on the machine that was
+measured), so a break-even volume is still meaningful: it does not depend on the hourly rate when one
+machine does both.
+
+The module imports only pydantic at run time, so the task-file schema can use ``CostsConfig``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from taskfit.types import ReportRow
+
+DOLLARS, MACHINE_HOURS = "$", "machine-h"
+
+
+class CostsConfig(BaseModel):
+    """The task file's ``costs:`` section: hourly prices that turn measured time into money."""
+
+    model_config = ConfigDict(extra="forbid")
+    price_per_hour: float | None = Field(
+        None, ge=0, description="$ per hour of the machine that serves local models (a CPU box, a GPU's hourly "
+        "rate); applies to every local row whose model entry sets no `price_per_hour`, tuned models included.")
+    train_price_per_hour: float | None = Field(
+        None, ge=0, description="$ per hour of the machine that trains the `tuning:` models (default: "
+        "`price_per_hour`).")
+
+
+@dataclass(frozen=True)
+class RowCost:
+    """One row's costs in ``unit``; ``total(n)`` is what ``n`` queries cost, the one-time part included."""
+
+    one_time: float
+    per_query: float
+    unit: str
+    training: float = 0.0
+    labelling: float = 0.0
+    tokens_per_query: float = 0.0
+    device_per_query: float = 0.0
+
+    def total(self, volume: float) -> float:
+        return self.one_time + self.per_query * volume
+
+
+@dataclass(frozen=True)
+class Volume:
+    """How many queries the recommendation prices at, and over what period (``per``: '' or 'month'...)."""
+
+    queries: float
+    per: str = ""
+
+    def text(self) -> str:
+        return f"{_count(self.queries)} queries" + (f" a {self.per}" if self.per else "")
+
+
+def parse_volume(text: str) -> Volume:
+    """``1000000``, ``1,000,000``, ``1e6``, ``250k``, ``1M/month`` -> a Volume; ValueError on anything else."""
+    m = re.fullmatch(r"\s*([0-9][0-9_,]*(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([kmb]?)\s*(?:/\s*([a-z]+))?\s*", text,
+                     re.IGNORECASE)
+    if not m:
+        raise ValueError(f"not a query volume: {text!r} (examples: 1000000, 250k, 1M/month)")
+    number = float(m.group(1).replace(",", "").replace("_", ""))
+    number *= {"": 1, "k": 1e3, "m": 1e6, "b": 1e9}[m.group(2).lower()]
+    return Volume(number, (m.group(3) or "").lower())
+
+
+def unit_of(rows: Sequence[ReportRow]) -> str:
+    """Dollars when any row carries a price (tokens or an hourly rate), else machine-hours."""
+    priced = any(
+        (r.cost_per_1k or 0) > 0 or r.price_per_hour is not None
+        or r.train_price_per_hour is not None or labelling_of(r).get("cost")
+        for r in rows
+    )
+    return DOLLARS if priced else MACHINE_HOURS
+
+
+def row_cost(row: ReportRow, unit: str) -> RowCost:
+    """The one-time and per-query cost of a row, from its measured times, tokens and prices."""
+    tune = row.tune or {}
+    labelling = labelling_of(row)
+    train_s = float(tune.get("train_time_s") or 0.0)
+    model_s = float(row.time_per_1k_s or 0.0) / 1000  # model time per query
+    if unit == MACHINE_HOURS:
+        training = train_s / 3600
+        label_cost = float(labelling.get("time_s") or 0.0) / 3600
+        tokens, device = 0.0, model_s / 3600
+    else:
+        serve_rate = row.price_per_hour or 0.0
+        train_rate = row.train_price_per_hour
+        train_rate = serve_rate if train_rate is None else train_rate
+        training = train_s / 3600 * train_rate
+        # the teacher ran on the serving machine, or behind an API whose token bill is its cost
+        label_cost = float(labelling.get("cost") or 0.0) + float(labelling.get("time_s") or 0.0) / 3600 * serve_rate
+        tokens = float(row.cost_per_1k or 0.0) / 1000
+        device = model_s / 3600 * serve_rate
+    return RowCost(training + label_cost, tokens + device, unit, training, label_cost, tokens, device)
+
+
+def labelling_of(row: ReportRow) -> dict:
+    """A distilled row's teacher bill: its ``labelling`` entry, else the dollars its tune record holds."""
+    if row.labelling:
+        return row.labelling
+    bill = ((row.tune or {}).get("distill") or {}).get("labelling") or {}
+    return {"cost": bill.get("dollars") or 0.0} if bill else {}
+
+
+def break_even(cheap_upfront: RowCost, cheap_per_query: RowCost) -> float | None:
+    """The volume from which ``cheap_per_query`` costs less in total than ``cheap_upfront``: 0 when it
+    always does, None when it never does."""
+    saving = cheap_upfront.per_query - cheap_per_query.per_query
+    extra = cheap_per_query.one_time - cheap_upfront.one_time
+    if extra <= 0 and saving >= 0:
+        return 0.0
+    if saving <= 0:
+        return None
+    return extra / saving
+
+
+def money(value: float, unit: str) -> str:
+    """$1,234, $12.50, $0.0031; or 23.9 machine-h."""
+    if unit == MACHINE_HOURS:
+        if value == 0:
+            return "0 machine-h"
+        digits = 1 if value >= 10 else 2 if value >= 0.1 else 4
+        return f"{value:,.{digits}f} machine-h"
+    if value == 0:
+        return "$0"
+    if value >= 100:
+        return f"${value:,.0f}"
+    if value >= 0.1:
+        return f"${value:,.2f}"
+    return f"${value:.2g}" if value >= 1e-4 else f"${value:.1e}"
+
+
+def _count(n: float) -> str:
+    if not math.isfinite(n):
+        return "never"
+    n = float(f"{n:.2g}") if n >= 100 else round(n)  # a break-even figure is an estimate: two digits
+    return f"{n:,.0f}"
+
+
+def count(n: float | None) -> str:
+    """A query count as people read it, two significant digits: 1,000,000 / 4,300; None -> 'never'."""
+    return "never" if n is None else _count(n)

@@ -1,0 +1,181 @@
+"""The cost model and the volume-aware recommendation, on fabricated leaderboard rows."""
+
+import pytest
+
+from taskfit.costs import MACHINE_HOURS, RowCost, Volume, break_even, parse_volume, row_cost, unit_of
+from taskfit.recommend import recommend
+from taskfit.types import ReportRow
+
+
+def prompt_row(**extra):
+    # the default study's shape: a 135M chat model scoring labels, 86 ms of model time per query
+    base = {"strategy": "zero_shot", "model": "smollm2-135m", "n": 200, "score": 0.80, "ci_low": 0.74,
+            "ci_high": 0.85, "p_vs_best": 0.20, "latency_p50_ms": 86.0, "tokens_in": 70.0, "tokens_out": 0.0,
+            "cost_per_1k": 0.0, "time_per_1k_s": 86.0, "run_id": "p", "price_per_hour": 0.10}
+    return ReportRow(**{**base, **extra})
+
+
+def tuned_row(**extra):
+    # a fine-tuned encoder: 2 minutes of training, 9.5 ms of model time per query
+    base = {"strategy": "classifier", "model": "minilm+full", "n": 200, "score": 0.83, "ci_low": 0.77,
+            "ci_high": 0.88, "p_vs_best": None, "latency_p50_ms": 9.5, "tokens_in": 0.0, "tokens_out": 0.0,
+            "cost_per_1k": 0.0, "time_per_1k_s": 9.5, "run_id": "t", "price_per_hour": 0.10,
+            "train_price_per_hour": 0.10, "tune": {"train_time_s": 120.0, "device": "cpu"}}
+    return ReportRow(**{**base, **extra})
+
+
+def study(tuned=None, prompt=None):
+    """The tuned row, a prompt row tied with it, and a prompt row significantly worse than both."""
+    worse = prompt_row(strategy="few_shot", score=0.60, ci_low=0.53, ci_high=0.67, p_vs_best=0.0001, run_id="w")
+    return [tuned_row(**(tuned or {})), prompt_row(**(prompt or {})), worse]
+
+
+def test_row_cost_prices_model_time_and_training():
+    c = row_cost(tuned_row(), "$")
+    assert c.training == pytest.approx(120 / 3600 * 0.10)
+    assert c.per_query == pytest.approx(0.0095 / 3600 * 0.10)
+    assert c.total(1000) == pytest.approx(c.one_time + 1000 * c.per_query)
+    tokens = row_cost(prompt_row(cost_per_1k=2.0, price_per_hour=None), "$")
+    assert tokens.per_query == pytest.approx(0.002) and tokens.one_time == 0
+
+
+def test_break_even_between_a_prompt_and_a_tuned_row():
+    p, t = row_cost(prompt_row(), "$"), row_cost(tuned_row(), "$")
+    be = break_even(p, t)
+    assert be == pytest.approx((120 * 0.10 / 3600) / ((0.086 - 0.0095) * 0.10 / 3600))  # ~1,570 queries
+    assert p.total(be * 0.9) < t.total(be * 0.9) and t.total(be * 1.1) < p.total(be * 1.1)
+    assert break_even(RowCost(0, 1, "$"), RowCost(5, 2, "$")) is None  # dearer per query: never
+    assert break_even(RowCost(5, 2, "$"), RowCost(1, 1, "$")) == 0  # cheaper on both counts: always
+
+
+def test_without_prices_costs_are_machine_hours_and_the_break_even_does_not_change():
+    rows = [prompt_row(price_per_hour=None), tuned_row(price_per_hour=None, train_price_per_hour=None)]
+    assert unit_of(rows) == MACHINE_HOURS
+    hours = break_even(*(row_cost(r, MACHINE_HOURS) for r in rows))
+    dollars = break_even(row_cost(prompt_row(), "$"), row_cost(tuned_row(), "$"))
+    assert hours == pytest.approx(dollars)
+
+
+def test_higher_volume_moves_the_recommendation_to_the_fine_tuned_row():
+    table = study()
+    low = recommend(table, volume=Volume(100))
+    high = recommend(table, volume=Volume(1_000_000))
+    assert low.choice == "prompting" and low.row.run_id == "p"
+    assert high.choice == "fine_tune" and high.row.run_id == "t"
+    assert high.text.startswith("At 1,000,000 queries, fine-tune: classifier x minilm+full scores 0.830")
+    assert "Break-even: from about 1,600 queries" in high.text
+    assert "Total cost of classifier x minilm+full at 1,000,000 queries: $0.27" in high.text
+    assert high.break_even == pytest.approx(1568.6, rel=1e-3)
+
+
+def test_a_dearer_serving_device_for_the_tuned_row_moves_it_back_to_the_prompt():
+    table = study({"price_per_hour": 10.0})
+    rec = recommend(table, volume=Volume(1_000_000))
+    assert rec.choice == "prompting" and rec.row.run_id == "p"
+    assert "never costs less than the best prompt row" in rec.text
+
+
+def test_token_prices_count_too():
+    table = study(prompt={"cost_per_1k": 0.5, "price_per_hour": None, "on_premise": False})
+    assert recommend(table, volume=Volume(10_000)).row.run_id == "t"
+    assert recommend(table, volume=Volume(1)).row.run_id == "p"
+
+
+def test_a_latency_bound_sets_a_slow_row_aside():
+    table = study()
+    assert recommend(table, volume=Volume(100)).row.run_id == "p"
+    rec = recommend(table, volume=Volume(100), latency_p50_ms=50)
+    assert rec.row.run_id == "t"
+    assert "Over the p50 latency bound of 50 ms, so not considered: zero_shot x smollm2-135m (86 ms)" in rec.text
+    assert recommend(table, latency_p50_ms=5).choice == "none"
+
+
+def test_a_significantly_better_row_is_not_traded_for_a_cheaper_one():
+    table = study({"price_per_hour": 10.0}, {"p_vs_best": 0.001})
+    assert recommend(table, volume=Volume(1_000_000)).row.run_id == "t"
+
+
+def test_with_no_volume_the_text_gives_the_break_even_instead_of_a_free_pass():
+    rec = recommend(study())
+    assert rec.choice == "prompting"  # tied, and the least demanding
+    assert "zero training cost" not in rec.text
+    assert "Break-even: from about 1,600 queries the best fine-tuned row" in rec.text
+    assert "Give a query volume (--volume)" in rec.text
+
+
+@pytest.mark.parametrize("text, queries, per", [
+    ("1000000", 1e6, ""), ("1,000,000", 1e6, ""), ("1e6", 1e6, ""), ("250k", 250e3, ""),
+    ("1M/month", 1e6, "month"), ("50000 / day", 5e4, "day"),
+])
+def test_parse_volume(text, queries, per):
+    assert parse_volume(text) == Volume(queries, per)
+
+
+def test_parse_volume_rejects_nonsense():
+    with pytest.raises(ValueError, match="not a query volume"):
+        parse_volume("lots")
+
+
+def test_the_report_tabulates_costs_and_plots_total_cost_against_volume():
+    from taskfit.report import ReportData, render_html
+
+    table = study()
+    rec = recommend(table, volume=Volume(1_000_000))
+    html = render_html(ReportData(title="t", metric="accuracy", rows=table, pairwise={}, breakdowns=[],
+                                  recommendation=rec))
+    costs = html[html.index('id="costs"'):html.index("</table>", html.index('id="costs"'))]
+    assert "classifier x minilm+full (recommended)" in costs and "$0.27" in costs and "$2.39" in costs
+    plot = html[html.index('id="plot-volume"'):]
+    assert plot.count("<polyline") == 3  # every row (three here), one line each
+    assert "break-even: 1,600 queries" in plot and "<title>1,000,000 queries</title>" in plot
+
+
+def test_collect_prices_rows_from_the_task_file(make_task, workspace):
+    from taskfit.report import collect
+    from taskfit.runner import evaluate
+    from taskfit.study import prepare, select_arms
+    from taskfit.taskfile import load_task
+
+    path = make_task(costs={"price_per_hour": 0.5})
+    task, ds = prepare(path)
+    runs = evaluate(task, ds, select_arms(task, None, None), split="test", limit=None, workspace=workspace)
+    assert {r.price_per_hour for r in collect(workspace, runs).rows} == {0.5}  # the price stored with the run
+    repriced = make_task(costs={"price_per_hour": 2.0},
+                         models=[{"backend": "scripted", "name": "fake", "price_per_hour": 3.0, "script": {}}])
+    rows = collect(workspace, runs, prices=load_task(repriced).config).rows
+    assert {r.price_per_hour for r in rows} == {3.0}  # the model entry's own price wins
+
+
+def test_report_command_prints_costs_at_the_volume(make_task, taskfit_home):
+    from typer.testing import CliRunner
+
+    from taskfit.cli import app
+
+    path = make_task(costs={"price_per_hour": 0.5})
+    runner = CliRunner()
+    assert runner.invoke(app, ["eval", str(path)]).exit_code == 0
+    res = runner.invoke(app, ["report", str(path), "--volume", "2M/month", "--latency-p50-ms", "60000"],
+                        env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "Cost at 2,000,000 queries a month" in res.output and "total" in res.output
+    assert "(recommended)" in res.output and "report: " in res.output
+    bad = runner.invoke(app, ["report", str(path), "--volume", "lots"])
+    assert bad.exit_code != 0 and "not a query volume" in str(bad.exception)
+
+
+def test_run_command_prices_its_report_at_the_volume(make_task, taskfit_home):
+    from typer.testing import CliRunner
+
+    from taskfit.cli import app
+
+    res = CliRunner().invoke(app, ["run", str(make_task()), "--volume", "250k", "--latency-p50-ms", "60000"],
+                             env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "Cost at 250,000 queries" in res.output and "At 250,000 queries" in res.output
+    assert list((taskfit_home / "reports").glob("tiny-*.html"))
+
+
+def test_a_distilled_rows_teacher_bill_is_a_one_time_cost():
+    distilled = tuned_row(tune={"train_time_s": 120.0, "distill": {"labelling": {"dollars": 4.0, "calls": 2000}}})
+    c = row_cost(distilled, "$")
+    assert c.labelling == pytest.approx(4.0) and c.one_time == pytest.approx(4.0 + 120 / 3600 * 0.10)
