@@ -142,7 +142,7 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
         lm = LM(backend, workspace.cache)
         mode = resolve_mode(task, backend)
         key = run_key(task, dataset, arm, split, limit, mode)
-        run = store.resumable(key) or store.create_run(
+        run = store.resumable(key) or store.create(
             key=key, study=study, task_name=c.name, task_path=str(task.path), task_hash=task.config_hash,
             data_hash=dataset.hash, strategy=arm.strategy.label(), model=arm.model.label(), model_id=backend.model_id,
             split=split, n_total=len(examples), versions=package_versions(task.root),
@@ -166,7 +166,7 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
             if progress:
                 progress(arm, len(done) + start + len(chunk), len(examples))
         store.finish(run.id)
-        records.append(store.run(run.id))
+        records.append(store.get(run.id))
     return records
 
 

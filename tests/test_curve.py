@@ -84,7 +84,7 @@ def test_learning_curve_trains_nested_subsets_and_reuses_scored_prompt_rows(tune
     assert "Learning curve: bert-head on tiny" in res.output
     assert "best prompt row: zero_shot x llama" in res.output
     assert "matches the best prompt row" in res.output or "does not match the best prompt row" in res.output
-    assert sum(r.strategy == "zero_shot" for r in ws.runs.runs(limit=100)) == 1
+    assert sum(r.strategy == "zero_shot" for r in ws.runs.list(limit=100)) == 1
     # the curve's runs stay out of the task's latest study, whose report still plots the curve
     assert [r.id for r in latest_study_runs(ws.runs, "tiny")] == [studied.run_id]
     html = write_report(["tiny"], workspace=ws).read_text()

@@ -278,9 +278,9 @@ def test_study_with_tuning_puts_tuned_models_on_the_leaderboard_and_reuses_them(
     tuned = [r for r in table if r.tune]
     assert {r.model for r in tuned} == {"llama+lora", "bert-head"}
     assert all(r.n == 8 for r in table)
-    n_tunes = len(workspace.tunes.all())
+    n_tunes = len(workspace.tunes.list())
     run_study(task_path, workspace=workspace, with_tuning=True)
-    assert len(workspace.tunes.all()) == n_tunes  # trained once, then reused
+    assert len(workspace.tunes.list()) == n_tunes  # trained once, then reused
 
 
 def test_cli_tune_plan_show_and_runs(tune_task, tiny_models, tmp_path):

@@ -103,7 +103,7 @@ def distill(task: Task, dataset: Dataset, spec: DistillSpec, *, workspace: Works
         rec = steps[list(steps)[-1]]
         info = _info(spec, teacher, labelled, writing, len(train), len(unlabeled), len(rows), None, None, [])
         info["step_tunes"] = {k: r.id for k, r in steps.items()}
-        tunes.update_result(rec.id, {**rec.result, "distill": info})
+        tunes.update(rec.id, {**rec.result, "distill": info})
         return Distilled(spec, teacher, labelled, student, tunes.get(rec.id), None, None)
     train_on = labelled.examples
     sspec = base.model_copy(update={"name": name, "train_limit": None})
@@ -127,7 +127,7 @@ def distill(task: Task, dataset: Dataset, spec: DistillSpec, *, workspace: Works
                         on_step=(lambda p: on_step(gspec.label(), p)) if on_step else None)
         gold = Arm(row, ModelSpec(backend="tuned", path=f"tuned:{gold_rec.id}", name=gspec.label()))
     info = _info(spec, teacher, labelled, writing, len(train), len(unlabeled), len(rows), gold, gold_rec, with_gold)
-    tunes.update_result(rec.id, {**rec.result, "distill": info})
+    tunes.update(rec.id, {**rec.result, "distill": info})
     return Distilled(spec, teacher, labelled, student, tunes.get(rec.id), gold, gold_rec)
 
 

@@ -154,23 +154,23 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore,
     if spec.forgetting and "forgetting_before" not in result:
         log("forgetting check: measuring the base model")
         result["forgetting_before"] = _base_measures(job, model)
-        store.update_result(rec.id, result)
+        store.update(rec.id, result)
     model = job.apply_method(model)
     trainable, total = count_parameters(model)
     shown = show_examples(task)
     if "before_after" not in result and shown:
         result["before_after"] = [{"id": ex.id, "input": _short(ex), "target": ex.target, "before": out}
                                   for ex, out in zip(shown, predict_examples(job, model, shown), strict=True)]
-        store.update_result(rec.id, result)
+        store.update(rec.id, result)
     if "plan" not in result:
         result["plan"] = tplan.predict(job, model, runtime_bytes=runtime).as_dict()
-        store.update_result(rec.id, result)
+        store.update(rec.id, result)
     log(f"training {trainable:,} of {total:,} parameters for {job.steps} steps on {job.device.type}")
     res = train(model, job.rows, job.config, pad_id=job.tokenizer.pad_token_id, device=job.device,
                 checkpoint_dir=rec.folder / "checkpoints", on_step=on_step, stop_after=stop_after)
     result.update(steps_done=res.steps, steps_total=job.steps)
     if res.steps < job.steps:  # stopped on request: the checkpoint is the resume point
-        store.update_result(rec.id, result)
+        store.update(rec.id, result)
         return store.get(rec.id)
     weights = _save(rec.folder, model, job)
     steps_per_epoch = len(job.rows) / job.config.batch_size / job.config.grad_accum
@@ -192,7 +192,7 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore,
         log("forgetting check: measuring the tuned model")
         after = forgetting.measure(model, job.tokenizer, job.device, spec.objective, job.chat_template)
         result["forgetting"] = forgetting.summary(result["forgetting_before"], after, spec.objective)
-    store.update_result(rec.id, result, status="done")
+    store.finish(rec.id, result)
     shutil.rmtree(rec.folder / "checkpoints", ignore_errors=True)  # optimizer states: up to 3x the weights
     return store.get(rec.id)
 
