@@ -8,6 +8,12 @@ from this one; both see identical token rows, LoRA settings, learning rate, batc
 
     python benchmarks/tune_throughput.py                 # both configurations
     python benchmarks/tune_throughput.py --config sft --rows 128
+    python benchmarks/tune_throughput.py --config sft --rows 48 --set max_length=96   # a short CPU run
+    python benchmarks/tune_throughput.py --config sft --set model='"/models/Qwen2.5-1.5B-Instruct"' --rows 2000
+
+Precision and memory settings apply to both sides alike: ``mixed_precision`` (default auto: bf16 on a GPU that
+supports it, as ``TrainingArguments(bf16=True)`` for the textbook side; fp32 on a CPU) and
+``gradient_checkpointing`` (``--set gradient_checkpointing=true``).
 
 Prints tokens/s (real, non-padding tokens) for each side and the ratio, peak memory for each side, and the
 planner's predicted vs measured peak memory and time per epoch for the taskfit run.
@@ -53,8 +59,9 @@ def side_taskfit(config: str, rows: int) -> dict:
     rec = tune(task, ds.split("train"), spec, store=Workspace.default().tunes)  # $TASKFIT_HOME: set per side
     r = rec.result
     return {"tokens": r["tokens"], "padded_tokens": r["padded_tokens"], "train_time_s": r["train_time_s"],
+            "cpu_s": r["train_cpu_s"],
             "peak_mem_mb": r["peak_mem_mb"], "growth_mb": r["mem_growth_mb"], "plan": r["plan"], "measured": r["measured"],
-            "final_loss": r["curve"][-1]["loss"], "steps": r["steps_done"]}
+            "final_loss": r["curve"][-1]["loss"], "steps": r["steps_done"], "precision": r["mixed_precision"]}
 
 
 def side_textbook(config: str, rows: int) -> dict:
@@ -62,9 +69,11 @@ def side_textbook(config: str, rows: int) -> dict:
     from peft import get_peft_model
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer, TrainingArguments
 
+    from taskfit.tuning.distributed import mixed_precision
     from taskfit.tuning.train import PeakMemory, release_free_memory  # the same measurement as taskfit
 
     _, _, spec, job = _job(config, rows)
+    precision = mixed_precision(spec.mixed_precision, job.device)  # what the taskfit side runs with
     model = job.load_model()
     model = get_peft_model(model, job.method.config(spec, "CAUSAL_LM" if config == "sft" else "SEQ_CLS"))
     if config == "sft":
@@ -87,19 +96,22 @@ def side_textbook(config: str, rows: int) -> dict:
                                  learning_rate=spec.lr, warmup_steps=int(job.steps * spec.warmup_ratio), lr_scheduler_type="linear",
                                  weight_decay=0.0, max_grad_norm=1.0, logging_steps=1, save_strategy="no",
                                  report_to=[], seed=0, use_cpu=not torch.cuda.is_available(),
-                                 dataloader_num_workers=0, disable_tqdm=True)
+                                 dataloader_num_workers=0, disable_tqdm=True, bf16=precision == "bf16",
+                                 fp16=precision == "fp16", gradient_checkpointing=spec.gradient_checkpointing,
+                                 gradient_checkpointing_kwargs={"use_reentrant": False})
         trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=counting)
         release_free_memory(job.device)
         with PeakMemory(job.device) as mem:
             import time
 
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out_state = trainer.train()
-            elapsed = time.perf_counter() - t0
+            elapsed, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"tokens": tokens, "padded_tokens": padded[0], "train_time_s": elapsed, "peak_mem_mb": mem.peak_mb,
+    return {"tokens": tokens, "padded_tokens": padded[0], "train_time_s": elapsed, "cpu_s": cpu_s,
+            "peak_mem_mb": mem.peak_mb,
             "growth_mb": mem.growth_mb,
-            "final_loss": losses[-1] if losses else None, "steps": out_state.global_step}
+            "final_loss": losses[-1] if losses else None, "steps": out_state.global_step, "precision": precision}
 
 
 def run_side(side: str, config: str, rows: int) -> dict:
@@ -135,9 +147,14 @@ def main() -> None:
         ours = run_side("taskfit", config, rows)
         for name, r in (("textbook (Trainer + PEFT)", textbook), ("taskfit", ours)):
             print(f"{name:28s} {r['tokens'] / r['train_time_s']:8.1f} tokens/s  {r['train_time_s']:7.1f} s  "
+                  f"(CPU {r['cpu_s']:6.1f} s)  {r['precision']:>4s}  "
                   f"padding {100 * (1 - r['tokens'] / r['padded_tokens']):4.1f}%  peak {r['peak_mem_mb']:7.0f} MB "
                   f"(+{r['growth_mb']:5.0f} MB while training)  "
                   f"steps {r['steps']}  final loss {r['final_loss']:.4f}")
+        if not torch.cuda.is_available():
+            print("no GPU here: the ratios below are CPU figures; the goal is stated for a GPU")
+            print(f"CPU-time ratio (textbook / taskfit CPU seconds per token, steadier on a shared machine): "
+                  f"{(textbook['cpu_s'] / textbook['tokens']) / (ours['cpu_s'] / ours['tokens']):.2f}x")
         speed = (ours["tokens"] / ours["train_time_s"]) / (textbook["tokens"] / textbook["train_time_s"])
         print(f"speed ratio (tokens/s, taskfit / textbook): {speed:.2f}x  (goal >= 1.5x)")
         print(f"peak memory ratio (taskfit / textbook): {ours['peak_mem_mb'] / textbook['peak_mem_mb']:.2f}  "

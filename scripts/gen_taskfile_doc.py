@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from taskfit.costs import CostsConfig
+from taskfit.curve import CurveSpec
 from taskfit.distill.spec import DistillSpec, SyntheticSpec
 from taskfit.serve.config import MemoryConfig, RetentionConfig, ServeConfig, VettingConfig, VettingRules
 from taskfit.taskfile import DataConfig, ModelSpec, ParseConfig, PromptConfig, SplitRatios, TaskConfig
@@ -17,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = [("Top level", TaskConfig, ""), ("data", DataConfig, "data."), ("data.split", SplitRatios, "data.split."),
             ("prompt", PromptConfig, "prompt."), ("parse", ParseConfig, "parse."), ("models[]", ModelSpec, "models[]."),
             ("tuning[]", TuneSpec, "tuning[]."), ("distill[]", DistillSpec, "distill[]."),
-            ("distill[].synthetic", SyntheticSpec, "distill[].synthetic."), ("costs", CostsConfig, "costs."),
+            ("distill[].synthetic", SyntheticSpec, "distill[].synthetic."), ("curve[]", CurveSpec, "curve[]."),
+            ("costs", CostsConfig, "costs."),
             ("serve", ServeConfig, "serve."),
             ("serve.vetting", VettingConfig, "serve.vetting."),
             ("serve.vetting.input / output", VettingRules, "serve.vetting.input."),
@@ -30,7 +32,8 @@ def _type(annotation) -> str:
     for model in (DataConfig, PromptConfig, ParseConfig, SplitRatios):
         text = text.replace(f"taskfit.taskfile.{model.__name__}", model.__name__)
     return text.replace("taskfit.taskfile.", "").replace("taskfit.serve.config.", "").replace(
-        "taskfit.tuning.spec.", "").replace("taskfit.distill.spec.", "").replace("taskfit.costs.", "")
+        "taskfit.tuning.spec.", "").replace("taskfit.distill.spec.", "").replace("taskfit.costs.", "").replace(
+        "taskfit.curve.", "")
 
 
 def _default(field) -> str:

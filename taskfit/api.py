@@ -27,7 +27,7 @@ from taskfit.errors import TaskfitError
 from taskfit.leaderboard import render, rows, verdict
 from taskfit.runner import Arm, ProgressFn
 from taskfit.runner import evaluate as run_arms
-from taskfit.study import distilled, prepare, select_arms, tuned_arms, with_teachers
+from taskfit.study import curve_points, distilled, prepare, select_arms, tuned_arms, with_teachers
 from taskfit.taskfile import ModelSpec, StrategySpec, Task, TaskConfig
 from taskfit.types import LeaderboardRow
 from taskfit.workspace import Workspace
@@ -207,7 +207,8 @@ def evaluate(task: str | Path | Task, strategies: Sequence[StrategyArg] | None =
         strategies, models: names, mappings or specs (default: the task's).
         split: train, dev or test (default: the task's). limit: first N rows (0: all; default: the task's).
         workspace: where runs, the call cache and tuned models live (default ``Workspace.open()``).
-        tuned: also train (or reuse) the task's ``tuning:`` models and put them on the leaderboard.
+        tuned: also train (or reuse) the task's ``tuning:`` models, its ``distill:`` students and the sizes of
+            its ``curve:`` entries, and put them on the leaderboard.
     """
     ws = workspace or Workspace.open()
     task_obj, dataset = load(task)
@@ -215,6 +216,7 @@ def evaluate(task: str | Path | Task, strategies: Sequence[StrategyArg] | None =
     if tuned:
         chosen += tuned_arms(task_obj, dataset, workspace=ws, train_limit=train_limit, log=log, on_step=on_step)
         chosen += distilled(task_obj, dataset, chosen, workspace=ws, train_limit=train_limit, log=log, on_step=on_step)
+        chosen += curve_points(task_obj, dataset, workspace=ws, train_limit=train_limit, log=log, on_step=on_step)
     limit = task_obj.config.limit if limit is None else (limit or None)
     records = run_arms(task_obj, dataset, chosen, split=split or task_obj.config.split, limit=limit,
                        workspace=ws, progress=progress)

@@ -107,6 +107,8 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
                            latency_p50_ms=latency_p50_ms)
         out.print(cost_table(data.recommendation), width=width)
         out.print(data.recommendation.text, highlight=False, width=width)
+        for lc in data.curves:  # the task file's `curve:` entries, each with from how many rows it matches
+            out.print(lc.statement(), highlight=False, width=width)
         out.print(f"report: {save(data, workspace=workspace())}", highlight=False)
     err.print(f"finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions", style="dim")
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from taskfit.errors import TaskfitError
 from taskfit.recommend import ALPHA, compare_rows, row_name, score_text, technique
 
@@ -30,6 +32,25 @@ if TYPE_CHECKING:
 
 CURVE_STUDY = "curve-"  # study ids of `taskfit curve`: kept out of a task's latest study
 _SIZE = re.compile(r"@(\d+)$")
+
+
+class CurveSpec(BaseModel):
+    """One row of a task file's ``curve:`` list: a tuning row trained on nested subsets within ``taskfit run``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tuning: str = Field(description="The name of a row of the task file's `tuning:` list.")
+    sizes: list[int] = Field(
+        min_length=1, description="Numbers of labelled train rows, e.g. `[50, 100, 200]`; each subset holds the "
+        "smaller ones (the first N rows of the same seeded order). The row itself is the curve's point at its "
+        "own number of rows.")
+
+    @field_validator("sizes")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(n < 1 for n in v):
+            raise ValueError(f"sizes {v}: give positive numbers of rows, e.g. [50, 100, 200]")
+        return v
 
 
 @dataclass
@@ -167,6 +188,28 @@ def curve_arms(
                    on_step=(lambda p, name=sized.label(): on_step(name, p)) if on_step else None)
         arms.append(Arm(Job.strategy_for(task, sized), ModelSpec(backend="tuned", path=f"tuned:{rec.id}",
                                                                     name=sized.label())))
+    return arms
+
+
+def study_curve_arms(
+    task: Task,
+    train: Sequence[Any],
+    *,
+    tunes: TuneStore,
+    train_limit: int | None = None,
+    log: Callable[[str], None] = lambda s: None,
+    on_step: Callable[[str, dict[str, float]], None] | None = None,
+) -> list[Arm]:
+    """The ``<row>@N`` arms of the task file's ``curve:`` list, to join a study that also holds each tuning
+    row itself: sizes are capped at ``train_limit``, and a size the row itself is trained on is left out (the
+    row is that point of its curve)."""
+    arms: list[Arm] = []
+    for entry in task.config.curve:
+        spec = tuning_row(task, entry.tuning)
+        own = min(n for n in (len(train), spec.train_limit, train_limit) if n)
+        sizes = {min(n, train_limit or n, len(train)) for n in entry.sizes} - {own}
+        if sizes:
+            arms += curve_arms(task, train, spec, sorted(sizes), tunes=tunes, log=log, on_step=on_step)
     return arms
 
 

@@ -95,6 +95,7 @@ def run_study(task_path: str | Path, *, workspace: Workspace, strategy_names: li
     if with_tuning:
         arms += tuned_arms(task, dataset, workspace=workspace, train_limit=train_limit, log=log, on_step=on_step)
         arms += distilled(task, dataset, arms, workspace=workspace, train_limit=train_limit, log=log, on_step=on_step)
+        arms += curve_points(task, dataset, workspace=workspace, train_limit=train_limit, log=log, on_step=on_step)
     limit = task.config.limit if limit is None else (limit or None)  # --limit 0: every row
     records = evaluate(task, dataset, arms, split=split or task.config.split, limit=limit, workspace=workspace,
                        progress=progress)
@@ -108,6 +109,15 @@ def distilled(task: Task, dataset: Dataset, arms: list[Arm], *, workspace: Works
     from taskfit.distill.student import distilled_arms
 
     return distilled_arms(task, dataset, arms, workspace=workspace, **kw)
+
+
+def curve_points(task: Task, dataset: Dataset, *, workspace: Workspace, **kw) -> list[Arm]:
+    """The ``<row>@N`` models the task's ``curve:`` list adds to a study (trained once, then reused)."""
+    if not task.config.curve:
+        return []
+    from taskfit.curve import study_curve_arms
+
+    return study_curve_arms(task, dataset.split("train"), tunes=workspace.tunes, **kw)
 
 
 def with_teachers(task: Task, table: list[LeaderboardRow], workspace: Workspace) -> list[LeaderboardRow]:

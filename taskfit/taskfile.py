@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from taskfit.costs import CostsConfig
+from taskfit.curve import CurveSpec
 from taskfit.distill.spec import DistillSpec
 from taskfit.errors import TaskfitError
 from taskfit.serve.config import ServeConfig
@@ -167,6 +168,10 @@ class TaskConfig(_Strict):
     distill: list[DistillSpec] = Field(
         default_factory=list, description="Students trained on a teacher's answers, on the study's leaderboard next "
         "to their teacher, e.g. `[{teacher: structured@smollm2-135m, student: minilm+full}]`; see `taskfit distill`.")
+    curve: list[CurveSpec] = Field(
+        default_factory=list, description="Learning curves: a `tuning:` row also trained on nested subsets of the "
+        "train split, each size a `<row>@N` row of the leaderboard, and the report states from how many labelled "
+        "rows it matches the best prompt, e.g. `[{tuning: minilm+full, sizes: [50, 100, 200]}]`; see `taskfit curve`.")
     costs: CostsConfig = Field(default_factory=CostsConfig, description="Hourly machine prices for serving "
                                "and training, so the report can price every row at a query volume.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="How `taskfit serve` vets input and "
@@ -202,6 +207,16 @@ class TaskConfig(_Strict):
     @classmethod
     def _tuning_shorthand(cls, v: Any) -> Any:
         return [{"method": t} if isinstance(t, str) else t for t in (v if isinstance(v, list) else [v])]
+
+    @field_validator("curve")
+    @classmethod
+    def _curve_of_a_tuning_row(cls, v: list[CurveSpec], info: Any) -> list[CurveSpec]:
+        names = [t.label() for t in info.data.get("tuning", [])]
+        for entry in v:
+            if entry.tuning not in names:
+                raise ValueError(f"tuning {entry.tuning!r} is not a row of `tuning:` "
+                                 f"({', '.join(names) or 'none'})")
+        return v
 
     @field_validator("models", mode="before")
     @classmethod

@@ -99,3 +99,50 @@ def test_an_unknown_tuning_row_is_a_clear_error(tune_task):  # noqa: F811
     task, _ = prepare(tune_task())
     with pytest.raises(TaskfitError, match="not a row of the task file's `tuning:`"):
         tuning_row(task, "nope")
+
+
+def _with_curve(path, curve):
+    import yaml
+
+    config = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**config, "curve": curve}))
+    return path
+
+
+def test_taskfit_run_puts_a_curve_entry_on_the_leaderboard_and_states_the_crossing(
+        tune_task, tiny_models, workspace, taskfit_home):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from taskfit.cli import app
+    from taskfit.report import write_report
+
+    path = _with_curve(tune_task(tuning=[{"method": "head", "objective": "classify", "epochs": 1,
+                                          "model": str(tiny_models["bert"]), "forgetting": False,
+                                          "name": "bert-head"}]),
+                       [{"tuning": "bert-head", "sizes": [8, 16, 24]}])
+    res = CliRunner().invoke(app, ["run", str(path)])
+    assert res.exit_code == 0, res.output
+    runs = workspace.runs.list(limit=100)
+    # 24 is every train row: the bert-head row itself is that point of the curve, not trained or scored twice
+    assert sorted(r.model for r in runs) == ["bert-head", "bert-head@16", "bert-head@8", "llama"]
+    trained = {r.model: workspace.tunes.get(r.config["model"]["path"].removeprefix("tuned:")).result["rows"]
+               for r in runs if r.config["model"]["backend"] == "tuned"}
+    assert trained == {"bert-head": 24, "bert-head@16": 16, "bert-head@8": 8}
+    assert len({r.study for r in runs}) == 1  # one study: the curve's rows are in the task's latest study
+    text = " ".join(res.output.split())  # the statement wraps
+    assert ("Fine-tuning (bert-head) matches the best prompt row, zero_shot x llama" in text
+            or "Fine-tuning (bert-head) does not match the best prompt row, zero_shot x llama" in text)
+    html = write_report(["tiny"], workspace=workspace).read_text()
+    assert 'id="plot-curve-1"' in html and "Fine-tuning (bert-head)" in html
+
+
+def test_a_train_limit_caps_the_curve_sizes(tune_task, tiny_models, workspace):  # noqa: F811
+    import taskfit
+
+    path = _with_curve(tune_task(tuning=[{"method": "head", "objective": "classify", "epochs": 1,
+                                          "model": str(tiny_models["bert"]), "forgetting": False,
+                                          "name": "bert-head"}]),
+                       [{"tuning": "bert-head", "sizes": [8, 16, 24]}])
+    board = taskfit.evaluate(path, tuned=True, train_limit=16, workspace=workspace)
+    # 16 and 24 both become 16 rows, which is the bert-head row itself under --train-limit 16
+    assert sorted(r.model for r in board.rows) == ["bert-head", "bert-head@8", "llama"]

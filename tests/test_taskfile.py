@@ -45,3 +45,17 @@ def test_bad_yaml_names_line(tmp_path):
 def test_duplicate_rows_need_ids(make_task):
     with pytest.raises(TaskfitError, match="share the row name"):
         load_task(make_task(strategies=[{"name": "few_shot", "selection": "knn"}, {"name": "few_shot", "selection": "knn"}]))
+
+
+def test_a_curve_names_a_tuning_row(make_task):
+    task = load_task(make_task(tuning=[{"method": "full", "objective": "classify", "name": "enc"}],
+                               curve=[{"tuning": "enc", "sizes": [50, 100]}]))
+    assert [(c.tuning, c.sizes) for c in task.config.curve] == [("enc", [50, 100])]
+    with pytest.raises(TaskfitError) as e:
+        load_task(make_task(tuning=[{"method": "full", "objective": "classify", "name": "enc"}],
+                            curve=[{"tuning": "encoder", "sizes": [50]}]))
+    msg = str(e.value)
+    assert "task.yaml" in msg and "curve" in msg and "tuning 'encoder' is not a row of `tuning:` (enc)" in msg
+    with pytest.raises(TaskfitError, match=r"curve.0.sizes: .*give positive numbers of rows"):
+        load_task(make_task(tuning=[{"method": "full", "objective": "classify", "name": "enc"}],
+                            curve=[{"tuning": "enc", "sizes": [0]}]))

@@ -68,6 +68,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fine-tune a model on the task's train split, store it as tuned:<id>, and score it."""
         from taskfit.study import prepare
+        from taskfit.tuning.distributed import is_main_process
         from taskfit.tuning.tune import tune as run_tune
 
         task_obj, dataset = prepare(task)
@@ -78,6 +79,8 @@ def register(app: typer.Typer) -> None:
         rec = run_tune(task_obj, dataset.split("train"), spec, store=workspace().tunes,
                        log=lambda s: err.print(s, style="dim"),
                        on_step=_step_printer(spec))
+        if not is_main_process():  # one of several `accelerate launch` processes: the main one reports
+            return
         print_tune(rec)
         if evaluate and rec.status == "done":
             _evaluate(task, rec, spec, limit)
@@ -96,6 +99,14 @@ def register(app: typer.Typer) -> None:
         params: Annotated[float | None, typer.Option(help="Also print the classic memory table for a model "
                                                      "of this many parameters, e.g. 7e9.")] = None,
         device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
+        processes: Annotated[int | None, typer.Option(help="Data-parallel processes (GPUs) to plan for "
+                                                      "(default: as launched).")] = None,
+        zero_stage: Annotated[int | None, typer.Option(min=0, max=3, help="ZeRO stage to plan for: 1 shards "
+                                                       "optimizer states, 2 also gradients, 3 (or FSDP) also "
+                                                       "weights.")] = None,
+        mixed_precision: Annotated[str | None, typer.Option(help="auto, no, bf16 or fp16.")] = None,
+        gradient_checkpointing: Annotated[bool | None, typer.Option(help="Plan with gradient "
+                                                                    "checkpointing.")] = None,
     ) -> None:
         """Predict peak memory and time per epoch of a tuning run, before training (probes a few real steps)."""
         from taskfit.study import prepare
@@ -107,14 +118,17 @@ def register(app: typer.Typer) -> None:
         task_obj, dataset = prepare(task)
         spec = _spec(task_obj, method, objective, model, tuning, {
             "batch_size": batch_size, "epochs": epochs, "max_steps": max_steps, "train_limit": train_limit,
-            "device": device})
+            "device": device, "mixed_precision": mixed_precision, "gradient_checkpointing": gradient_checkpointing})
         job = Job(task_obj, dataset.split("train")[: spec.train_limit], spec)
         runtime = rss_bytes()
         m = job.apply_method(job.load_model())
-        p = tplan.predict(job, m, runtime_bytes=runtime)
+        p = tplan.predict(job, m, runtime_bytes=runtime, processes=processes, zero_stage=zero_stage)
         trainable, total = count_parameters(m)
-        t = Table(title=f"Plan: {spec.label()} on {job.device.type} ({len(job.rows)} rows, {job.steps} steps)",
-                  title_justify="left")
+        scale = (f", {p.processes} processes, ZeRO {p.zero_stage}" if p.processes > 1 or p.zero_stage else "") + \
+            (f", {p.mixed_precision}" if p.mixed_precision != "no" else "") + \
+            (", checkpointing" if p.gradient_checkpointing else "")
+        t = Table(title=f"Plan: {spec.label()} on {job.device.type} ({len(job.rows)} rows, {job.steps} steps"
+                  f"{scale}; MB per process)", title_justify="left")
         t.add_column("part")
         t.add_column("MB", justify="right")
         for name, mb in [("weights", p.weights_mb), ("gradients", p.gradients_mb), ("AdamW states", p.optimizer_mb),

@@ -7,6 +7,12 @@ the largest batch the length-grouped order produces), the output-layer logits of
 reads, and, on CPU, the process's other resident memory (the Python runtime and libraries, measured). Time
 is a probe: a few real forward/backward passes on batches of the first epoch, timed per padded token and
 scaled to that epoch's padded tokens.
+
+Several processes (``accelerate launch``) divide each batch, so activations, logits and time per epoch per
+process shrink with the data-parallel degree; ZeRO stage 1 shards the optimizer states across them, stage 2
+also the gradients, stage 3 (and FSDP full sharding) also the weights. bf16/fp16 autocast keeps the activations
+in 2 bytes; gradient checkpointing keeps one hidden vector per layer and token, plus one layer's full set during
+its recomputation. The time does not include the gradient all-reduce between processes.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ class Plan:
     activations_mb: float
     logits_mb: float
     runtime_mb: float  # CPU: resident memory besides the weights (interpreter, libraries, data)
-    peak_mem_mb: float
+    peak_mem_mb: float  # per process
     largest_batch: tuple[int, int]  # rows x padded length
     steps_per_epoch: int
     padded_tokens_per_epoch: int
@@ -43,6 +49,10 @@ class Plan:
     time_per_epoch_s: float
     total_time_s: float
     notes: list[str] = field(default_factory=list)
+    processes: int = 1  # data-parallel degree
+    zero_stage: int = 0  # 0: every process holds everything; 1/2/3: what is sharded (see the module notes)
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,18 +107,25 @@ def grad_layers(model: torch.nn.Module, n_layers: int) -> int:
     return len(layers) if emb_trainable else 0
 
 
-def predict(job, model: torch.nn.Module, *, runtime_bytes: int | None = None, probe_batches: int = 3) -> Plan:
+def predict(job, model: torch.nn.Module, *, runtime_bytes: int | None = None, probe_batches: int = 3,
+            processes: int | None = None, zero_stage: int | None = None) -> Plan:
     """The plan for ``job`` with ``model`` loaded and its method applied (nothing trained yet).
 
-    ``runtime_bytes``: the process's resident memory before the model was loaded (CPU)."""
+    ``runtime_bytes``: the process's resident memory before the model was loaded (CPU). ``processes`` and
+    ``zero_stage``: the data-parallel degree and sharding planned for (default: what ``accelerate launch``
+    started this process with)."""
+    from taskfit.tuning import distributed
+
     cfg, rows = job.config, job.rows
+    n_proc = processes or distributed.processes()
+    zero = distributed.launch_zero_stage() if zero_stage is None else zero_stage
     lengths = [len(r) for r in rows]
     order = batch_order(lengths, cfg.batch_size, 0, cfg.seed, cfg.group_by_length)
     widths = [max(lengths[i] for i in b) for b in order]
     padded = sum(w * len(b) for w, b in zip(widths, order, strict=True))
     real = sum(lengths)
     big = max(range(len(order)), key=lambda k: widths[k] * len(order[k]))
-    big_rows, big_w = len(order[big]), widths[big]
+    big_rows, big_w = -(-len(order[big]) // n_proc), widths[big]  # this process's share of the largest batch
 
     params = list(model.parameters())
     trainable = [p for p in params if p.requires_grad]
@@ -118,11 +135,21 @@ def predict(job, model: torch.nn.Module, *, runtime_bytes: int | None = None, pr
                                                                        for b in model.buffers())
     grads = sum(p.numel() * p.element_size() for p in trainable)
     optim = 2 * sum(p.numel() * 4 for p in trainable)  # AdamW: exp_avg and exp_avg_sq in fp32
+    # ZeRO: stage 1 shards the optimizer states, 2 also the gradients, 3 also the weights
+    optim /= n_proc if zero >= 1 else 1
+    grads /= n_proc if zero >= 2 else 1
+    weights /= n_proc if zero >= 3 else 1
     arch = _arch(model)
     compute_dtype = next((p.dtype for p in trainable if p.is_floating_point()), torch.float32)
-    word = 2 if compute_dtype in (torch.bfloat16, torch.float16) else 4
+    autocast = cfg.mixed_precision in ("bf16", "fp16")
+    word = 2 if autocast or compute_dtype in (torch.bfloat16, torch.float16) else 4
     n_grad_layers = grad_layers(model, arch["layers"])
-    acts = activation_bytes_per_token(arch, big_w, word, job.device.type) * n_grad_layers * big_rows * big_w
+    per_token = activation_bytes_per_token(arch, big_w, word, job.device.type)
+    checkpointing = job.spec.gradient_checkpointing
+    if checkpointing and n_grad_layers:  # each layer's input, and one layer's full set while it is recomputed
+        acts = (arch["hidden"] * word * n_grad_layers + per_token) * big_rows * big_w
+    else:
+        acts = per_token * n_grad_layers * big_rows * big_w
     if getattr(model, "is_loaded_in_8bit", False) or getattr(getattr(model, "base_model", None), "is_loaded_in_8bit",
                                                               False):
         acts *= INT8_ACTIVATION_OVERHEAD
@@ -144,8 +171,12 @@ def predict(job, model: torch.nn.Module, *, runtime_bytes: int | None = None, pr
     else:
         notes.append("CUDA: peak allocated by PyTorch (the CUDA context adds a few hundred MB)")
     peak = weights + grads + optim + acts + logits + runtime
+    if n_proc > 1:
+        notes.append(f"{n_proc} processes, ZeRO stage {zero}: memory per process; time without the all-reduce")
     s_per_token = _probe(model, rows, order, job, probe_batches)
-    epoch_s = s_per_token * padded + _optimizer_step_s(trainable, device) * len(order) / cfg.grad_accum
+    # each process runs its share of every batch; the optimizer step runs on every process (on its shard)
+    epoch_s = s_per_token * padded / n_proc + _optimizer_step_s(trainable, device) * len(order) / cfg.grad_accum \
+        / (n_proc if zero >= 1 else 1)
     steps_per_epoch = -(-len(order) // cfg.grad_accum)
     total_s = epoch_s * job.steps / steps_per_epoch
     return Plan(device=device.type, method=job.method_name, trainable_params=n_train, total_params=n_total,
@@ -153,7 +184,8 @@ def predict(job, model: torch.nn.Module, *, runtime_bytes: int | None = None, pr
                 logits_mb=logits / MB, runtime_mb=runtime / MB, peak_mem_mb=peak / MB,
                 largest_batch=(big_rows, big_w), steps_per_epoch=steps_per_epoch, padded_tokens_per_epoch=padded,
                 real_tokens_per_epoch=real, probe_s_per_token=s_per_token, time_per_epoch_s=epoch_s,
-                total_time_s=total_s, notes=notes)
+                total_time_s=total_s, notes=notes, processes=n_proc, zero_stage=zero,
+                mixed_precision=cfg.mixed_precision, gradient_checkpointing=checkpointing)
 
 
 def _answer_span(row) -> int:
@@ -176,7 +208,8 @@ def _probe(model, rows, order, job, n: int) -> float:
         if job.device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        loss = answer_loss(model, batch) if left else model(**batch).loss
+        with _autocast(job):
+            loss = answer_loss(model, batch) if left else model(**batch).loss
         loss.backward()
         if job.device.type == "cuda":
             torch.cuda.synchronize()
@@ -187,6 +220,16 @@ def _probe(model, rows, order, job, n: int) -> float:
     torch.set_rng_state(rng)
     model.eval()
     return seconds / max(tokens, 1)
+
+
+def _autocast(job):
+    """The probe runs under the autocast training will use."""
+    import contextlib
+
+    precision = job.config.mixed_precision
+    if precision not in ("bf16", "fp16"):
+        return contextlib.nullcontext()
+    return torch.autocast(job.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def _optimizer_step_s(trainable: list[torch.nn.Parameter], device: torch.device) -> float:

@@ -39,6 +39,11 @@ class TuneSpec(BaseModel):
     device: str = Field("auto", description="cpu, cuda or auto.")
     save_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps (resume point).")
     group_by_length: bool = Field(True, description="Batch rows of similar length together (less padding).")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="Autocast precision of the forward pass. auto: what `accelerate launch` was told, "
+        "else bf16 on a GPU that supports it, else none (fp32).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: far "
+                                         "less activation memory for about a third more compute.")
     forgetting: bool = Field(True, description="Measure forgetting on a general sample before/after training.")
 
     @property

@@ -20,12 +20,19 @@ from taskfit.errors import TaskfitError
 from taskfit.runner import package_versions
 from taskfit.taskfile import StrategySpec, Task
 from taskfit.tuning import data as tdata
-from taskfit.tuning import forgetting
+from taskfit.tuning import distributed, forgetting
 from taskfit.tuning.methods import count_parameters, method
 from taskfit.tuning.models import base_folder, load_for_objective, load_tokenizer, resolve_device
 from taskfit.tuning.spec import TuneSpec
 from taskfit.tuning.store import TuneRecord, TuneStore, write_json
-from taskfit.tuning.train import TrainConfig, release_free_memory, rss_bytes, total_steps, train
+from taskfit.tuning.train import (
+    TrainConfig,
+    enable_checkpointing,
+    release_free_memory,
+    rss_bytes,
+    total_steps,
+    train,
+)
 
 TASK_TYPE = {"sft": "CAUSAL_LM", "pretrain": "CAUSAL_LM", "classify": "SEQ_CLS"}
 # PEFT 0.21 still reads transformers' deprecated `is_gradient_checkpointing`; the warning says nothing to a user
@@ -38,7 +45,7 @@ class Job:
     def __init__(self, task: Task, train_examples, spec: TuneSpec):
         self.task, self.spec = task, spec
         c = task.config
-        self.device = resolve_device(spec.device)
+        self.device = distributed.process_device(resolve_device(spec.device))
         self.fallback: str | None = None
         self.method = method(spec.method)
         self.options = self.method.options(spec)
@@ -88,7 +95,8 @@ class Job:
         self.config = TrainConfig(epochs=spec.epochs, max_steps=spec.max_steps, lr=self.lr,
                                   batch_size=spec.batch_size, grad_accum=spec.grad_accum,
                                   warmup_ratio=spec.warmup_ratio, weight_decay=spec.weight_decay, seed=spec.seed,
-                                  save_steps=spec.save_steps, group_by_length=spec.group_by_length)
+                                  save_steps=spec.save_steps, group_by_length=spec.group_by_length,
+                                  mixed_precision=distributed.mixed_precision(spec.mixed_precision, self.device))
         self.steps = total_steps(len(self.rows), self.config)
         ident = {"spec": spec.model_dump(exclude={"name", "forgetting", "save_steps", "device"}),
                  "options": self.options.model_dump(), "method": method_name, "base": _fingerprint(self.folder), "data": self.data_hash,
@@ -112,9 +120,12 @@ class Job:
 
     def apply_method(self, model: torch.nn.Module) -> torch.nn.Module:
         try:
-            return self.method.apply(model, self.options, TASK_TYPE[self.spec.objective])
+            model = self.method.apply(model, self.options, TASK_TYPE[self.spec.objective])
         except ValueError as e:
             raise TaskfitError(f"method {self.method_name}: {e}", field="tuning[].method") from e
+        if self.spec.gradient_checkpointing:
+            enable_checkpointing(model)
+        return model
 
 
 def _parts(task: Task):
@@ -141,12 +152,18 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore,
     if rec and rec.status == "done":
         log(f"already trained: tuned:{rec.id}")
         return rec
-    if rec is None:
+    # under `accelerate launch` every process runs this function; only the main one writes the store, the
+    # checkpoints and the artifacts, the others train their share of each batch
+    main = distributed.is_main_process()
+    if rec is None and main:
         rec = store.create(key=job.key, task_name=task.config.name, task_path=str(task.path), method=spec.method,
                            objective=spec.objective, base_model=spec.model, data_hash=job.data_hash, seed=spec.seed,
                            spec=spec.model_dump(), versions=package_versions(task.root))
-    else:
+    elif main:
         log(f"resuming tuned:{rec.id} from its last checkpoint")
+    distributed.wait_for_everyone()
+    if not main:
+        return _train_share(job, store.by_key(job.key), store, stop_after)
     result: dict[str, Any] = dict(rec.result)
     release_free_memory(job.device)  # what earlier work in this process freed (another tune, say)
     runtime = rss_bytes()  # the process before the model: interpreter, libraries, data
@@ -165,26 +182,30 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore,
     if "plan" not in result:
         result["plan"] = tplan.predict(job, model, runtime_bytes=runtime).as_dict()
         store.update(rec.id, result)
-    log(f"training {trainable:,} of {total:,} parameters for {job.steps} steps on {job.device.type}")
+    log(f"training {trainable:,} of {total:,} parameters for {job.steps} steps on {job.device.type}"
+        + (f" x {n} processes" if (n := distributed.processes()) > 1 else ""))
     res = train(model, job.rows, job.config, pad_id=job.tokenizer.pad_token_id, device=job.device,
                 checkpoint_dir=rec.folder / "checkpoints", on_step=on_step, stop_after=stop_after)
     result.update(steps_done=res.steps, steps_total=job.steps)
     if res.steps < job.steps:  # stopped on request: the checkpoint is the resume point
         store.update(rec.id, result)
+        distributed.wait_for_everyone()
         return store.get(rec.id)
-    weights = _save(rec.folder, model, job)
+    weights = _save(rec.folder, model, job, res.state_dict)
     steps_per_epoch = len(job.rows) / job.config.batch_size / job.config.grad_accum
     measured_epoch_s = res.train_time_s / max(res.steps / steps_per_epoch, 1e-9)
     result.update({
         "method": spec.method, "method_used": job.method_name, "fallback": job.fallback,
         "objective": spec.objective, "base_model": spec.model, "device": job.device.type,
-        "train_time_s": res.train_time_s, "peak_mem_mb": res.peak_mem_mb, "mem_growth_mb": res.mem_growth_mb,
+        "train_time_s": res.train_time_s, "train_cpu_s": res.cpu_time_s, "peak_mem_mb": res.peak_mem_mb, "mem_growth_mb": res.mem_growth_mb,
         "tokens": res.tokens,
         "padded_tokens": res.padded_tokens, "tokens_per_s": res.tokens_per_s, "epochs": res.epochs,
         "trainable_params": trainable, "total_params": total, "trainable_pct": 100 * trainable / total,
         "adapter_mb": weights["trainable_mb"], "artifact_mb": weights["artifact_mb"], "curve": res.curve,
         "measured": {"peak_mem_mb": res.peak_mem_mb, "time_per_epoch_s": measured_epoch_s},
-        "lr": job.lr, "rows": len(job.rows), "resumed_from": res.resumed_from,
+        "lr": job.lr, "rows": len(job.rows), "resumed_from": res.resumed_from, "processes": res.processes,
+        "process_tokens": res.process_tokens,
+        "mixed_precision": job.config.mixed_precision, "gradient_checkpointing": spec.gradient_checkpointing,
     })
     for row, out in zip(result.get("before_after", []), predict_examples(job, model, shown), strict=False):
         row["after"] = out
@@ -194,6 +215,17 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore,
         result["forgetting"] = forgetting.summary(result["forgetting_before"], after, spec.objective)
     store.finish(rec.id, result)
     shutil.rmtree(rec.folder / "checkpoints", ignore_errors=True)  # optimizer states: up to 3x the weights
+    distributed.wait_for_everyone()
+    return store.get(rec.id)
+
+
+def _train_share(job: Job, rec: TuneRecord, store: TuneStore, stop_after: int | None) -> TuneRecord:
+    """A process other than the main one: train this process's share of each batch, write nothing, and wait
+    for the main process to finish the record."""
+    model = job.apply_method(job.load_model())
+    train(model, job.rows, job.config, pad_id=job.tokenizer.pad_token_id, device=job.device,
+          checkpoint_dir=rec.folder / "checkpoints", stop_after=stop_after)
+    distributed.wait_for_everyone()
     return store.get(rec.id)
 
 
@@ -258,11 +290,12 @@ def _base_measures(job: Job, model: torch.nn.Module) -> dict[str, Any]:
     return measures
 
 
-def _save(folder: Path, model: torch.nn.Module, job: Job) -> dict[str, Any]:
-    """Adapter (PEFT methods) or full weights, tokenizer, template, metadata; returns sizes."""
+def _save(folder: Path, model: torch.nn.Module, job: Job, state_dict: dict | None = None) -> dict[str, Any]:
+    """Adapter (PEFT methods) or full weights, tokenizer, template, metadata; returns sizes. ``state_dict``:
+    the weights gathered from the processes they were sharded across (FSDP, ZeRO-3)."""
     is_peft = hasattr(model, "peft_config")
     out = folder / ("adapter" if is_peft else "model")
-    model.save_pretrained(out, safe_serialization=True)
+    model.save_pretrained(out, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
     job.tokenizer.save_pretrained(folder / "tokenizer")
     trainable_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     h = hashlib.sha256()
