@@ -307,7 +307,8 @@ def load_task(path: str | Path) -> Task:
                            line=_line_of(root, e.errors()[0]["loc"])) from None
     _check_urls(raw, root, path)
     task = Task(config, path, text)
-    from taskfit.plugins import check_task  # the registries are consulted here, not when this module is imported
+    # the registries are consulted here, when a task is prepared, not when this module is imported
+    from taskfit.plugins import check_task
 
     check_task(task, root)
     return task

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import write_jsonl
+
 from taskfit.errors import TaskfitError
 from taskfit.taskfile import ModelSpec, load_task
 

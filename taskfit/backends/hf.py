@@ -16,7 +16,14 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskfit.backends import GenerateRequest, GenerateResult, Message, ScoreRequest, ScoreResult, backend_options
+from taskfit.backends import (
+    GenerateRequest,
+    GenerateResult,
+    Message,
+    ScoreRequest,
+    ScoreResult,
+    backend_options,
+)
 from taskfit.errors import TaskfitError
 from taskfit.taskfile import ModelSpec
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from taskfit.errors import TaskfitError
-from taskfit.runner import package_versions
+from taskfit.provenance import package_versions
 from taskfit.taskfile import StrategySpec, Task
 from taskfit.tuning import data as tdata
 from taskfit.tuning import distributed, forgetting
