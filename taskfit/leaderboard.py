@@ -55,7 +55,8 @@ def rows(workspace: Workspace, runs: list[RunRecord]) -> list[LeaderboardRow]:
             judge_tokens_out=_mean([s.get("tokens_out", 0.0) for s in spent]),
             judge_cost_per_1k=1000 * _mean([s.get("cost", 0.0) for s in spent]),
             **scored_via(run),
-            tune=tune_summary(workspace.tunes, model.options.get("path")) if model.backend == "tuned" else None,
+            tune=tune_summary(workspace.tunes, model.options.get("path")) if model.backend == "tuned"
+            or (model.options.get("path") or "").startswith("tuned:") else None,
         ))
     out.sort(key=lambda r: -r.score)
     if out:
@@ -83,7 +84,8 @@ def scored_via(run: RunRecord) -> dict[str, Any]:
 TUNE_KEYS = ("id", "method", "method_used", "objective", "base_model", "train_time_s", "peak_mem_mb",
              "trainable_params", "total_params", "trainable_pct", "adapter_mb", "curve", "plan", "measured",
              "forgetting", "device", "tokens_per_s", "fallback", "distill",  # distill: teacher, labelling cost
-             "rows")
+             "rows",  # rows: a learning-curve point's train size
+             "provider", "fine_tuned_model", "trained_tokens", "train_cost_usd", "job_id")  # trained at a provider
 
 
 def tune_summary(tunes: TuneStore, path: str | None) -> dict[str, Any] | None:
@@ -236,6 +238,9 @@ def training_cell(tune: dict[str, Any] | None) -> str:
     """Training time, peak memory, trainable share, adapter size and forgetting, in one cell."""
     if not tune:
         return ""
+    if tune.get("provider"):  # trained at a provider: its bill, not local memory
+        return (f"{tune['provider']} {_duration(tune.get('train_time_s') or 0)}; "
+                f"{tune.get('trained_tokens') or 0:,} tokens; ${tune.get('train_cost_usd') or 0:.4f}")
     parts = [f"{_duration(tune.get('train_time_s') or 0)} {tune.get('device') or ''}".strip(),
              f"peak {tune.get('peak_mem_mb') or 0:.0f} MB",
              f"{tune.get('trainable_params') or 0:,} params ({tune.get('trainable_pct') or 0:.2f}%)",

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -30,6 +32,7 @@ def _readme_commands() -> list[str]:
     return [line.strip() for b in blocks for line in b.splitlines() if line.strip().startswith("taskfit ")]
 
 
+@pytest.mark.slow  # runs the real bundled models (the README's commands train and evaluate them)
 def test_readme_taskfit_commands_run(tmp_path):
     """Each `taskfit ...` line of the README, on a scripted model where it names a model-backed run."""
     commands = _readme_commands()

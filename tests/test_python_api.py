@@ -33,7 +33,7 @@ def test_the_readme_example_prints_a_leaderboard_with_cis(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        exec(compile(readme_example(), "README.md", "exec"), {"__name__": "__main__"})
+        exec(compile(readme_example(), "<README.md: Python API>", "exec"), {"__name__": "__main__"})
     out = printed.getvalue()
     assert "Leaderboard: task (same_label), n = 8" in out
     cis = re.findall(r"^\s+(zero_shot|structured)\s+demo-model\s+(\d\.\d{3}) \[(\d\.\d{3}), (\d\.\d{3})\]", out,

@@ -52,6 +52,8 @@ class Options(BaseModel):
                                   "chat template and tokens of score_via: completions (else the server's /tokenize).")
     chat_template: bool = Field(True, description="With `tokenizer`: apply its chat template (false for base "
                                 "models).")
+    path: str | None = Field(None, description="tuned:<id> of the provider fine-tuning run that made this model "
+                             "(links its leaderboard row to the training record).")
 
     def label(self) -> str:
         return self.model or "openai"

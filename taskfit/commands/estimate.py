@@ -61,13 +61,11 @@ def print_estimates(task, estimates: list[Estimate], *, as_json: bool = False, n
 
 def estimate_before(task: str, strategy, model, split, limit) -> list[Estimate]:
     """The estimate of a real run, kept to set beside its actual figures; none when it cannot be made."""
-    from taskfit.errors import TaskfitError
-
     try:
         return estimate_study(task, workspace().cache, strategy_names=strategy, model_names=model,
                               split=split, limit=limit)[1]
-    except TaskfitError as e:  # the run itself reports a bad task; an estimate is never a reason to stop
-        err.print(f"no cost estimate: {e}", style="dim")
+    except Exception as e:  # noqa: BLE001 - the estimate is a by-product: it is reported, never a reason to stop
+        err.print(f"no cost estimate: {type(e).__name__}: {e}", style="dim", markup=False)
         return []
 
 

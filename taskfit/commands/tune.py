@@ -4,6 +4,7 @@ adapter into its base."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -46,7 +47,7 @@ def register(app: typer.Typer) -> None:
         task: TaskArg,
         method: Annotated[str | None, typer.Option(help="full, top_n, head, lora, dora, qlora, prefix, "
                                                         "prompt_tuning or ia3 (default lora).")] = None,
-        objective: Annotated[str | None, typer.Option(help="sft, classify or pretrain (default sft).")] = None,
+        objective: Annotated[str | None, typer.Option(help="sft, classify, pretrain or dpo (default sft).")] = None,
         model: Annotated[str | None, typer.Option("--model", "-m", help="Base model: bundled, minilm, a folder "
                                                   "or a .gguf file.")] = None,
         tuning: Annotated[str | None, typer.Option(help="Start from this row of the task file's `tuning:` "
@@ -65,18 +66,45 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
         evaluate: Annotated[bool, typer.Option(help="Score the tuned model on the task's split afterwards.")] = True,
         limit: Annotated[int | None, typer.Option(help="Rows of the split to score (0: all).")] = None,
+        provider: Annotated[str | None, typer.Option(help="Fine-tune at a provider's API instead (openai); "
+                                                     "--model names its base model.")] = None,
+        base_url: Annotated[str | None, typer.Option(help="--provider: API root (default: the task's openai "
+                                                     "model row for --model, else OpenAI's).")] = None,
+        api_key_env: Annotated[str | None, typer.Option(help="--provider: variable holding the API key.")] = None,
+        price_train_per_1m: Annotated[float | None, typer.Option(help="--provider: $ per million trained "
+                                                                 "tokens.")] = None,
+        preferences: Annotated[str | None, typer.Option(help="--objective dpo: JSONL of prompt, chosen, rejected, "
+                                                        "or `review` (the review app's choices); unset: "
+                                                        "self-generated pairs.")] = None,
+        suffix: Annotated[str | None, typer.Option(help="--provider: suffix of the tuned model's name.")] = None,
+        poll_s: Annotated[float | None, typer.Option(help="--provider: seconds between status polls.")] = None,
+        cancel: Annotated[bool, typer.Option(help="--provider: cancel the running job for these settings.")] = False,
     ) -> None:
         """Fine-tune a model on the task's train split, store it as tuned:<id>, and score it."""
         from taskfit.study import prepare
         from taskfit.tuning.distributed import is_main_process
+
+        if preferences and preferences != "review":
+            preferences = str(Path(preferences).resolve())
+        if provider:
+            from taskfit.commands import tune_remote
+
+            tune_remote.run(task, {
+                "provider": provider, "model": model, "base_url": base_url, "api_key_env": api_key_env,
+                "price_train_per_1m": price_train_per_1m, "preferences": preferences, "suffix": suffix,
+                "poll_s": poll_s, "epochs": int(epochs) if epochs else None, "batch_size": batch_size,
+                "train_limit": train_limit, "seed": seed,
+                "method": "dpo" if objective == "dpo" else None}, cancel=cancel,
+                evaluate=evaluate, limit=limit)
+            return
         from taskfit.tuning.tune import tune as run_tune
 
         task_obj, dataset = prepare(task)
         spec = _spec(task_obj, method, objective, model, tuning, {
             "epochs": epochs, "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "rank": rank,
             "alpha": alpha, "top_n": top_n, "train_limit": train_limit, "max_length": max_length, "seed": seed,
-            "allow_fallback": allow_fallback or None, "device": device})
-        rec = run_tune(task_obj, dataset.split("train"), spec, store=workspace().tunes,
+            "allow_fallback": allow_fallback or None, "device": device, "preferences": preferences})
+        rec = run_tune(task_obj, dataset.split("train"), spec, store=workspace().tunes, runs=workspace().runs,
                        log=lambda s: err.print(s, style="dim"),
                        on_step=_step_printer(spec))
         if not is_main_process():  # one of several `accelerate launch` processes: the main one reports
@@ -87,7 +115,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def plan(
-        task: TaskArg,
+        task: Annotated[str | None, typer.Argument(help="Path to the task file (YAML); not needed with "
+                                                   "--inference.")] = None,
         method: Annotated[str | None, typer.Option(help="Tuning method (default lora).")] = None,
         objective: Annotated[str | None, typer.Option(help="sft, classify or pretrain.")] = None,
         model: Annotated[str | None, typer.Option("--model", "-m", help="Base model.")] = None,
@@ -107,8 +136,26 @@ def register(app: typer.Typer) -> None:
         mixed_precision: Annotated[str | None, typer.Option(help="auto, no, bf16 or fp16.")] = None,
         gradient_checkpointing: Annotated[bool | None, typer.Option(help="Plan with gradient "
                                                                     "checkpointing.")] = None,
+        inference: Annotated[bool, typer.Option(help="Print the serving-memory table for --params at each "
+                                                "precision instead.")] = False,
     ) -> None:
         """Predict peak memory and time per epoch of a tuning run, before training (probes a few real steps)."""
+        if inference:
+            from taskfit.errors import TaskfitError
+            from taskfit.shrink import serving_table
+
+            if not params:
+                raise TaskfitError("--inference needs --params, the model's parameter count (e.g. 7e9)")
+            st = Table(title=f"Serving memory for the weights of {params:,.0f} parameters (add the KV cache and "
+                       f"activations)", title_justify="left")
+            for col in ("precision", "bytes/param", "GB"):
+                st.add_column(col, justify="left" if col == "precision" else "right")
+            for r in serving_table(params):
+                st.add_row(str(r["precision"]), f"{r['bytes_per_param']:g}", f"{r['gb']:,.2f}")
+            out.print(st)
+            return
+        if task is None:
+            raise typer.BadParameter("the task file is required (except with --inference)")
         from taskfit.study import prepare
         from taskfit.tuning import plan as tplan
         from taskfit.tuning.methods import count_parameters

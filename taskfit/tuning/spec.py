@@ -17,9 +17,10 @@ class TuneSpec(BaseModel):
 
     method: str = Field("lora", description="Tuning method (see `taskfit tune --help`): full, top_n, head, lora, "
                         "dora, qlora, prefix, prompt_tuning, ia3.")
-    objective: Literal["sft", "classify", "pretrain"] = Field(
+    objective: Literal["sft", "classify", "pretrain", "dpo"] = Field(
         "sft", description="sft: learn the task's answers as replies to its prompt (loss on answer tokens only); "
-        "classify: a classification head over the task's labels; pretrain: causal LM loss on raw text (text_dir).")
+        "classify: a classification head over the task's labels; pretrain: causal LM loss on raw text (text_dir); "
+        "dpo: learn to prefer chosen over rejected replies (preference pairs; a PEFT method).")
     model: str = Field("bundled", description="Base model: bundled (SmolLM2-135M-Instruct), minilm "
                        "(all-MiniLM-L6-v2 encoder, classify only), a local model folder or a .gguf file.")
     name: str | None = Field(None, description="Row name on the leaderboard (default: <model>+<method>).")
@@ -36,6 +37,13 @@ class TuneSpec(BaseModel):
     train_limit: int | None = Field(None, ge=1, description="Train on the first N rows of the train split only.")
     seed: int = Field(0, description="Seed for initialisation, data order and dropout.")
     text_dir: str | None = Field(None, description="pretrain: folder of .txt/.md files (relative to the task file).")
+    preferences: str | None = Field(None, description="dpo: pairs from a JSONL file (prompt, chosen, rejected; "
+                                    "relative to the task file), `review` (the review app's choices for this "
+                                    "task), or unset: self-generated from the train split.")
+    dpo_samples: int = Field(4, ge=2, description="dpo, self-generated pairs: answers sampled per train input "
+                             "(best vs worst by the task's metric).")
+    dpo_beta: float = Field(0.1, gt=0, description="dpo: strength of the pull towards the reference model.")
+    dpo_loss: str = Field("sigmoid", description="dpo: TRL loss type (sigmoid, ipo, hinge, robust, ...).")
     device: str = Field("auto", description="cpu, cuda or auto.")
     save_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps (resume point).")
     group_by_length: bool = Field(True, description="Batch rows of similar length together (less padding).")

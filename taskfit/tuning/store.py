@@ -65,10 +65,11 @@ class TuneStore:
         with self.eng.begin() as c:
             c.execute(text("UPDATE tunes SET result = :r WHERE id = :id"), {"r": json.dumps(result), "id": tid})
 
-    def finish(self, tid: str, result: dict[str, Any]) -> None:
+    def finish(self, tid: str, result: dict[str, Any], status: str = "done") -> None:
+        """Record a tune's final result; ``status`` is done, or failed/cancelled for a provider's job."""
         with self.eng.begin() as c:
-            c.execute(text("UPDATE tunes SET result = :r, status = 'done', finished = :f WHERE id = :id"),
-                      {"r": json.dumps(result), "f": time.time(), "id": tid})
+            c.execute(text("UPDATE tunes SET result = :r, status = :s, finished = :f WHERE id = :id"),
+                      {"r": json.dumps(result), "s": status, "f": time.time(), "id": tid})
 
     def by_key(self, key: str) -> TuneRecord | None:
         """The newest finished run with this key, else the newest unfinished one (to resume)."""

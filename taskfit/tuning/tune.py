@@ -142,10 +142,15 @@ def _fingerprint(folder: Path) -> str:
 
 def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore,
          on_step: Callable[[dict[str, float]], None] | None = None, stop_after: int | None = None,
-         log: Callable[[str], None] = lambda s: None) -> TuneRecord:
+         log: Callable[[str], None] = lambda s: None, runs=None) -> TuneRecord:
     """Train (or resume, or find already trained) the model ``spec`` describes, recorded in ``store``; returns
-    its record."""
+    its record. ``runs``: the run store whose review choices objective dpo may train on."""
     from taskfit.tuning import plan as tplan
+
+    if spec.objective == "dpo":
+        from taskfit.tuning.dpo import tune_dpo
+
+        return tune_dpo(task, train_examples, spec, store=store, runs=runs, on_step=on_step, log=log)
 
     job = Job(task, list(train_examples)[: spec.train_limit], spec)
     rec = store.by_key(job.key)

@@ -1,0 +1,98 @@
+"""`taskfit shrink`: quantize a base or tuned model and put each precision on the leaderboard next to its
+full-precision parent, with size on disk, peak memory and latency per query."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from taskfit.commands import workspace
+
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `shrink` to the `taskfit` app."""
+
+    @app.command()
+    def shrink(
+        task: Annotated[str, typer.Argument(help="Path to the task file (YAML) the models are scored on.")],
+        model: Annotated[str, typer.Argument(help="bundled, a model folder, or tuned:<id> (an adapter is "
+                                             "merged into its base first).")],
+        to: Annotated[list[str], typer.Option("--to", help="Precision: int8 or int4 (repeat for several).")],
+        strategy: Annotated[str | None, typer.Option(help="Strategy to score with (default: the task's first; "
+                                                     "a tuned model's own).")] = None,
+        limit: Annotated[int | None, typer.Option(help="Rows of the split to score (0: all).")] = None,
+        queries: Annotated[int, typer.Option(help="Single queries timed for latency and memory.")] = 8,
+    ) -> None:
+        """Quantize MODEL to each --to precision; score the parent and each result; print accuracy with CI,
+        size on disk, peak memory and latency per query side by side."""
+        from transformers import AutoTokenizer
+
+        from taskfit.backends.hf import prompt_text
+        from taskfit.leaderboard import render, rows
+        from taskfit.prompts import prompt_parts
+        from taskfit.runner import Arm, evaluate
+        from taskfit.shrink import footprint, quantize, size_mb
+        from taskfit.strategies import StrategyContext, strategies
+        from taskfit.study import prepare
+        from taskfit.taskfile import ModelSpec, StrategySpec
+        from taskfit.tuning.models import base_folder
+
+        ws = workspace()
+        task_obj, dataset = prepare(task)
+        c = task_obj.config
+        row = next((s for s in c.strategies if s.label() == strategy), None) or (
+            StrategySpec(name=strategy) if strategy else (c.strategies[0] if c.strategies else StrategySpec()))
+        if model.startswith("tuned:"):
+            from taskfit.tuning.adapters import merge
+            from taskfit.tuning.spec import TuneSpec
+            from taskfit.tuning.tune import Job
+
+            rec = ws.tunes.get(model.removeprefix("tuned:"))
+            parent = merge(rec.id, str(ws.root / "merged" / rec.id), store=ws.tunes)
+            if strategy is None:
+                row = Job.strategy_for(task_obj, TuneSpec(**{**rec.spec, "objective": "sft"}))
+            name = TuneSpec(**rec.spec).label()
+        else:
+            parent = base_folder(model, task_obj.root)
+            name = ModelSpec(path=model).label()
+        folders = {name: parent}
+        for precision in to:
+            err.print(f"quantizing {name} to {precision}", style="dim")
+            folders[f"{name}-{precision}"] = quantize(parent, precision, ws.root / "shrunk" / f"{name}-{precision}")
+        chat = not (c.models and c.models[0].backend == "hf" and not c.models[0].chat_template)
+        arms = [Arm(row, ModelSpec(backend="hf", path=str(f), name=n, chat_template=chat)) for n, f in folders.items()]
+        limit = c.limit if limit is None else (limit or None)
+        records = evaluate(task_obj, dataset, arms, split=c.split, limit=limit, workspace=ws)
+        table = {r.model: r for r in rows(ws, records)}
+        out.print(render(list(table.values()), title=f"{name} and its shrunk copies"))
+
+        ctx = StrategyContext(task=task_obj, parts=prompt_parts(task_obj), train=dataset.split("train"),
+                              mode="score", seed=c.data.seed)
+        built = strategies.get(row.name)(row, ctx)
+        tok = AutoTokenizer.from_pretrained(parent)
+        examples = dataset.split(c.split)[:queries]
+        prompts = [prompt_text(tok, built.prompt(ex), chat and bool(tok.chat_template)) for ex in examples]
+        t = Table(title="Size, memory and speed (one query at a time, fresh process, 1 thread)",
+                  title_justify="left")
+        for col in ("model", "score [95% CI]", "p vs best", "size MB", "peak MB", "ms/query", "load s"):
+            t.add_column(col, justify="left" if col == "model" else "right")
+        summary = []
+        for n, f in folders.items():
+            fp = footprint(f, prompts)
+            r = table[n]
+            p = r.p_vs_best
+            t.add_row(n, f"{r.score:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]",
+                      "best" if p is None else f"{p:.3f}", f"{size_mb(f):,.0f}", f"{fp.peak_rss_mb:,.0f}",
+                      f"{fp.ms_per_query:.1f}", f"{fp.load_s:.1f}")
+            summary.append({"model": n, "folder": str(f), "score": r.score, "ci": [r.ci_low, r.ci_high],
+                            "p_vs_best": p, "size_mb": size_mb(f), "peak_rss_mb": fp.peak_rss_mb,
+                            "ms_per_query": fp.ms_per_query, "run_id": r.run_id})
+        out.print(t)
+        out.print(json.dumps(summary), soft_wrap=True)
