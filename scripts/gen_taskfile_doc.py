@@ -91,7 +91,60 @@ def render() -> str:
         "",
     ]
     out += _strategy_sections()
+    out += [
+        "## models[] options by backend",
+        "",
+        "Next to the keys of every model entry (`models[]` above), each backend takes the options of its own",
+        "`Options` model, checked when the task is loaded. A backend a plugin package registers (entry-point group",
+        "`taskfit.backends`) declares its own the same way.",
+        "",
+    ]
+    out += _backend_sections()
+    out += [
+        "## tuning[] options by method",
+        "",
+        "Next to the keys of every tuning row (`tuning[]` above), each method takes the options of its own `Options`",
+        "model, checked when the task is loaded (a method a plugin registers in `taskfit.tuning_methods` likewise).",
+        "",
+    ]
+    out += _method_sections()
     return "\n".join(out)
+
+
+def _method_sections() -> list[str]:
+    """One table per built-in tuning method, from the ``Options`` model its module declares."""
+    from taskfit.tuning.methods import BUILTINS, methods
+
+    out: list[str] = []
+    for name in BUILTINS:
+        model = methods.options(name)
+        out += [f"### {name}", "", methods.get(name).DESCRIPTION, ""]
+        out += [*_options_table(model), ""] if model.model_fields else ["No options.", ""]
+    return out
+
+
+def _backend_sections() -> list[str]:
+    """One table per built-in backend, from the ``Options`` model its module declares."""
+    from taskfit.backends import BUILTINS, backends
+
+    out: list[str] = []
+    for name in BUILTINS:
+        model = backends.options(name)
+        out += [f"### {name}", "", (model.__doc__ or "").strip(), ""]
+        out += [*_options_table(model), ""]
+    return out
+
+
+def _options_table(model: type[BaseModel]) -> list[str]:
+    out = ["| option | type | default | meaning |", "|---|---|---|---|"]
+    for key, field in model.model_fields.items():
+        desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
+        default = _default(field).replace("\n", "\\n").replace("|", "\\|")
+        if len(default) > 60:
+            default = default[:57] + "..."
+        typ = _type(field.annotation).replace("|", "\\|")
+        out.append(f"| `{key}` | {typ} | `{default}` | {desc} |")
+    return out
 
 
 def _strategy_sections() -> list[str]:
@@ -117,14 +170,7 @@ def _strategy_sections() -> list[str]:
         for model in models:
             if len(models) > 1:
                 out += [f"`{model.__name__}`:", ""]
-            out += ["| option | type | default | meaning |", "|---|---|---|---|"]
-            for key, field in model.model_fields.items():
-                desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
-                default = _default(field).replace("\n", "\\n").replace("|", "\\|")
-                if len(default) > 60:
-                    default = default[:57] + "..."
-                typ = _type(field.annotation).replace("|", "\\|")
-                out.append(f"| `{key}` | {typ} | `{default}` | {desc} |")
+            out += _options_table(model)
             if model.model_config.get("extra") == "allow":
                 out.append("| *other keys* | | | passed to the base strategy |")
             out.append("")

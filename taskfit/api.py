@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from taskfit.backends import backend_options
 from taskfit.dataset import Dataset
 from taskfit.errors import TaskfitError
 from taskfit.leaderboard import render, rows, verdict
@@ -128,10 +129,10 @@ def task_from_rows(rows: Sequence[dict[str, Any]], *, inputs: list[str], output:
     task = Task(parsed, Path.cwd() / f"{name}.rows", text)
     task.metric_objects = objects
     task.rows = {"test": list(rows), "train": list(train or [])}
-    from taskfit.taskfile import _check_names
+    from taskfit.plugins import check_task
 
     registered = parsed.model_copy(update={"metrics": [m for m in parsed.metrics if m.name not in objects]})
-    _check_names(Task(registered, task.path, text))
+    check_task(Task(registered, task.path, text), None)
     return task
 
 
@@ -179,10 +180,12 @@ def _model(task: Task, m: ModelArg) -> ModelSpec:
     if isinstance(m, str):
         return select_arms(task, [task.config.strategies[0].label()], [m])[0].model
     try:
-        return ModelSpec.model_validate(m)
+        spec = ModelSpec.model_validate(m)
     except ValidationError as e:
         err = e.errors()[0]
         raise TaskfitError(f"model {m!r}: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+    backend_options(spec)  # the backend's own keys, checked before any run starts
+    return spec
 
 
 def _skeleton(task: Task) -> dict[str, Any]:

@@ -162,13 +162,13 @@ def runs(limit: Annotated[int, typer.Option(help="How many recent runs.")] = 30)
 
     store = workspace().runs
     t = Table(title="Runs")
-    for col in ("run", "created", "task", "strategy", "model", "split", "done", "status"):
+    for col in ("run", "created", "task", "strategy", "model", "split", "rows", "status"):
         t.add_column(col)
-    for r in store.runs(limit):
+    for r in store.list(limit):
         t.add_row(r.id, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)), r.task_name, r.strategy, r.model,
                   r.split, f"{store.progress(r.id)}/{r.n_total}", r.status)
     out.print(t)
-    tunes = workspace().tunes.all(limit)
+    tunes = workspace().tunes.list(limit)
     if tunes:
         tt = Table(title="Tuned models (planned vs measured)")
         for col in ("model", "created", "task", "method", "base", "train time", "peak MB plan/meas (err)",
@@ -205,7 +205,7 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
 
         print_tune(workspace().tunes.get(run_id.removeprefix("tuned:")))
         return
-    run = store.run(run_id)
+    run = store.get(run_id)
     if run is None:
         raise TaskfitError(f"no run (or more than one) matches {run_id!r}; see `taskfit runs`")
     preds = store.predictions(run.id)

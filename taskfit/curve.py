@@ -245,7 +245,7 @@ def _finished_prompt_runs(task, dataset, arms, split, limit, workspace) -> tuple
     """Prompt arms already scored with exactly these settings (their finished runs), and the rest."""
     from taskfit.runner import run_key
 
-    finished = {r.key: r for r in reversed(workspace.runs.runs(limit=1_000_000)) if r.status == "complete"}
+    finished = {r.key: r for r in reversed(workspace.runs.list(limit=1_000_000)) if r.status == "done"}
     reused, todo = [], []
     for arm in arms:
         hit = next((finished[k] for mode in ("score", "generate")
@@ -260,7 +260,7 @@ def _finished_prompt_runs(task, dataset, arms, split, limit, workspace) -> tuple
 def latest_curve_runs(runs: Sequence[RunRecord], task_name: str) -> list[RunRecord]:
     """The fine-tuned runs of a task's latest ``taskfit curve`` study (newest first in ``runs``)."""
     mine = [r for r in runs if r.task_name == task_name and r.study.startswith(CURVE_STUDY)
-            and r.status == "complete"]
+            and r.status == "done"]
     if not mine:
         return []
     study = mine[0].study

@@ -174,6 +174,11 @@ MIGRATIONS: list[tuple[str, str | tuple[str, ...]]] = [
             estimate TEXT NOT NULL,
             actual TEXT NOT NULL
         )"""),
+    # one status scheme for runs, tunes and optimizations: running | done
+    ("012_status_running_done", (
+        "UPDATE runs SET status = 'done' WHERE status = 'complete'",
+        "UPDATE optimizations SET status = 'done' WHERE status = 'complete'",
+        "UPDATE optimizations SET status = 'running' WHERE status = 'searched'")),
 ]
 
 

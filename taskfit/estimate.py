@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import text
 
-from taskfit.backends import GenerateRequest, GenerateResult, Message, ScoreRequest, ScoreResult
+from taskfit.backends import GenerateRequest, GenerateResult, Message, ScoreRequest, ScoreResult, backend_options
 from taskfit.cache import CallCache, call_key
 from taskfit.dataset import Dataset, Example
 from taskfit.lm import LM, Trace
@@ -136,22 +136,23 @@ class ModelFacts:
 
 
 def model_facts(spec: ModelSpec, cache: CallCache) -> ModelFacts:
+    o = backend_options(spec)
     if spec.backend == "scripted":
         from taskfit.backends.scripted import ScriptedBackend
 
         # a script is not a model: building one loads nothing, and it is the exact identity
-        return ModelFacts(ScriptedBackend(spec.script or {}, name=spec.label()).model_id, _words, False)
+        return ModelFacts(ScriptedBackend(o.script or {}, name=spec.label()).model_id, _words, False)
     if spec.backend == "openai":
         from taskfit.backends.openai import _public_url
 
-        base = (spec.base_url or "").rstrip("/")
-        return ModelFacts(f"openai:{_public_url(base)}:{spec.model}", _chars, True, can_score=False)
+        base = (o.base_url or "").rstrip("/")
+        return ModelFacts(f"openai:{_public_url(base)}:{o.model}", _chars, True, can_score=False)
     if spec.backend == "hf":
-        return _hf_facts(spec, cache)
+        return _hf_facts(spec, o, cache)
     return ModelFacts(None, _chars, False)
 
 
-def _hf_facts(spec: ModelSpec, cache: CallCache) -> ModelFacts:
+def _hf_facts(spec: ModelSpec, o: Any, cache: CallCache) -> ModelFacts:
     from pathlib import Path
 
     from transformers import AutoTokenizer
@@ -159,14 +160,14 @@ def _hf_facts(spec: ModelSpec, cache: CallCache) -> ModelFacts:
     from taskfit import bundled
     from taskfit.backends.hf import _weights_fingerprint, prompt_text
 
-    if spec.path in (None, "bundled"):
+    if o.path in (None, "bundled"):
         folder = bundled.smollm2_dir()
     else:
-        folder = Path(spec.path).expanduser()
-        if spec.gguf_file or folder.suffix == ".gguf":
+        folder = Path(o.path).expanduser()
+        if o.gguf_file or folder.suffix == ".gguf":
             return ModelFacts(None, _chars, False)
     tok = AutoTokenizer.from_pretrained(folder)  # the tokenizer only; the weights stay on disk
-    chat = spec.chat_template and bool(tok.chat_template)
+    chat = o.chat_template and bool(tok.chat_template)
 
     def count(messages) -> int:
         return len(tok(prompt_text(tok, list(messages), chat), add_special_tokens=not chat)["input_ids"])

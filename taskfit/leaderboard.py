@@ -55,8 +55,8 @@ def rows(workspace: Workspace, runs: list[RunRecord]) -> list[LeaderboardRow]:
             judge_tokens_out=_mean([s.get("tokens_out", 0.0) for s in spent]),
             judge_cost_per_1k=1000 * _mean([s.get("cost", 0.0) for s in spent]),
             **scored_via(run),
-            tune=tune_summary(workspace.tunes, model.path) if model.backend == "tuned"
-            or (model.path or "").startswith("tuned:") else None,
+            tune=tune_summary(workspace.tunes, model.options.get("path")) if model.backend == "tuned"
+            or (model.options.get("path") or "").startswith("tuned:") else None,
         ))
     out.sort(key=lambda r: -r.score)
     if out:

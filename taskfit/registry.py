@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -45,6 +46,9 @@ class Registry:
         return sorted(set(self._specs) | set(self._loaded))
 
     def get(self, name: str) -> Any:
+        return self._object(name)
+
+    def _object(self, name: str) -> Any:
         self._load_plugins()
         if name in self._loaded:
             return self._loaded[name]
@@ -54,6 +58,15 @@ class Registry:
         obj = getattr(importlib.import_module(module), attr)
         self._loaded[name] = obj
         return obj
+
+    def options(self, name: str) -> Any:
+        """The pydantic model of the options ``name`` takes: the ``Options`` attribute of the registered object,
+        else of its module (None when the plugin declares none)."""
+        obj = self._object(name)
+        found = getattr(obj, "Options", None)
+        if found is None:
+            found = getattr(sys.modules.get(getattr(obj, "__module__", ""), None), "Options", None)
+        return found
 
 
 def create_with(factory: Any, *args: Any, workspace: Any = None, **kwargs: Any) -> Any:

@@ -81,7 +81,7 @@ def latest_study_runs(store: Store, task_name: str) -> list[RunRecord]:
     A study is one ``taskfit run``/``eval`` invocation. An arm resumed in that invocation keeps the id of the
     study it started in, so runs of the task finished after the latest study began count as part of it.
     """
-    runs = [r for r in store.runs(limit=1_000_000)
+    runs = [r for r in store.list(limit=1_000_000)
             if r.task_name == task_name and not r.study.startswith(CURVE_STUDY)]
     if not runs:
         raise TaskfitError(f"no runs of task {task_name!r}; see `taskfit runs`")
@@ -89,7 +89,7 @@ def latest_study_runs(store: Store, task_name: str) -> list[RunRecord]:
     started = min(r.created for r in runs if r.study == study)
     chosen: dict[tuple[str, str], RunRecord] = {}
     for r in runs:
-        if r.status != "complete":
+        if r.status != "done":
             continue
         if r.study == study or (r.finished or 0) >= started:
             chosen.setdefault((r.strategy, r.model), r)
@@ -101,7 +101,7 @@ def latest_study_runs(store: Store, task_name: str) -> list[RunRecord]:
 def resolve_targets(store: Store, targets: Sequence[str]) -> list[RunRecord]:
     """Runs named by task files, task names or run ids; no targets: the latest study of the newest task."""
     if not targets:
-        recent = store.runs(limit=1)
+        recent = store.list(limit=1)
         if not recent:
             raise TaskfitError("no runs yet: run `taskfit run TASK` first")
         return latest_study_runs(store, recent[0].task_name)
@@ -112,9 +112,9 @@ def resolve_targets(store: Store, targets: Sequence[str]) -> list[RunRecord]:
             from taskfit.taskfile import load_task
 
             runs = latest_study_runs(store, load_task(path).config.name)
-        elif any(r.task_name == target for r in store.runs(limit=1_000_000)):
+        elif any(r.task_name == target for r in store.list(limit=1_000_000)):
             runs = latest_study_runs(store, target)
-        elif (run := store.run(target)) is not None:
+        elif (run := store.get(target)) is not None:
             runs = [run]
         else:
             raise TaskfitError(
@@ -260,7 +260,7 @@ def _learning_curves(
     reference = next((r for r in table if r.technique == "prompting"), None)
     if found or reference is None:
         return found
-    extra = latest_curve_runs(workspace.runs.runs(limit=1_000_000), task_name)
+    extra = latest_curve_runs(workspace.runs.list(limit=1_000_000), task_name)
     if not extra:
         return []
     rows = [report_row(row, {}) for row in leaderboard_rows(workspace, extra)]

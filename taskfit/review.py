@@ -239,7 +239,7 @@ def preference_pairs(
 
     def run_of(run_id: str) -> RunRecord | None:
         if run_id not in runs:
-            runs[run_id] = store.run(run_id)
+            runs[run_id] = store.get(run_id)
         return runs[run_id]
 
     def example_inputs(run: RunRecord, example_id: str) -> dict[str, Any]:

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
-import subprocess
 import uuid
 from collections.abc import Callable
 from contextlib import closing as _closing
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taskfit.backends import Backend, build_backend
@@ -25,6 +21,7 @@ from taskfit.dataset import Dataset, Example
 from taskfit.lm import LM
 from taskfit.metrics import Scored, build_metric, score_batch
 from taskfit.prompts import prompt_parts
+from taskfit.provenance import package_versions
 from taskfit.store import RunRecord, Store
 from taskfit.strategies import StrategyContext, strategies
 from taskfit.taskfile import ModelSpec, StrategySpec, Task
@@ -47,24 +44,6 @@ class Arm:
 
 
 ProgressFn = Callable[[Arm, int, int], None]  # (arm, done, total)
-
-
-def package_versions(where: Path | None = None) -> dict[str, str]:
-    """Python and package versions, plus the git commit of the task's folder when it is in a repository."""
-    out = {"python": platform.python_version()}
-    if where is not None:
-        try:
-            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)
-            if commit.returncode == 0:
-                out["git_commit"] = commit.stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
-    for pkg in ("taskfit", "torch", "transformers", "sentence-transformers", "pydantic"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 def _option_files(task: Task, options: dict[str, Any]) -> dict[str, str]:
@@ -142,7 +121,7 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
         lm = LM(backend, workspace.cache)
         mode = resolve_mode(task, backend)
         key = run_key(task, dataset, arm, split, limit, mode)
-        run = store.resumable(key) or store.create_run(
+        run = store.resumable(key) or store.create(
             key=key, study=study, task_name=c.name, task_path=str(task.path), task_hash=task.config_hash,
             data_hash=dataset.hash, strategy=arm.strategy.label(), model=arm.model.label(), model_id=backend.model_id,
             split=split, n_total=len(examples), versions=package_versions(task.root),
@@ -166,7 +145,7 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
             if progress:
                 progress(arm, len(done) + start + len(chunk), len(examples))
         store.finish(run.id)
-        records.append(store.run(run.id))
+        records.append(store.get(run.id))
     return records
 
 

@@ -52,14 +52,14 @@ class Store:
                                {"k": key}).mappings().first()
         return _run(row) if row else None
 
-    def create_run(self, **fields: Any) -> RunRecord:
+    def create(self, **fields: Any) -> RunRecord:
         run_id = uuid.uuid4().hex[:8]
         fields = {**fields, "id": run_id, "created": time.time(), "finished": None, "status": "running"}
         row = {k: json.dumps(v) if k in ("config", "versions") else v for k, v in fields.items()}
         cols = ", ".join(row)
         with self.eng.begin() as conn:
             conn.execute(text(f"INSERT INTO runs ({cols}) VALUES ({', '.join(':' + c for c in row)})"), row)
-        return self.run(run_id)  # type: ignore[return-value]
+        return self.get(run_id)  # type: ignore[return-value]
 
     def set_model_id(self, run_id: str, model_id: str) -> None:
         with self.eng.begin() as conn:
@@ -67,7 +67,7 @@ class Store:
 
     def finish(self, run_id: str) -> None:
         with self.eng.begin() as conn:
-            conn.execute(text("UPDATE runs SET status = 'complete', finished = :t WHERE id = :id"),
+            conn.execute(text("UPDATE runs SET status = 'done', finished = :t WHERE id = :id"),
                          {"t": time.time(), "id": run_id})
 
     def done_ids(self, run_id: str) -> set[str]:
@@ -90,7 +90,7 @@ class Store:
         return [PredictionRow(**{k: json.loads(v) if k in JSON_COLUMNS and v is not None else v for k, v in r.items()})
                 for r in rows]
 
-    def run(self, run_id: str) -> RunRecord | None:
+    def get(self, run_id: str) -> RunRecord | None:
         """A run by id or unique id prefix."""
         with self.eng.connect() as conn:
             prefix = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")  # literal, not wildcards
@@ -98,7 +98,7 @@ class Store:
                                 {"p": prefix + "%"}).mappings().all()
         return _run(rows[0]) if len(rows) == 1 else None
 
-    def runs(self, limit: int = 50) -> list[RunRecord]:
+    def list(self, limit: int = 50) -> list[RunRecord]:
         with self.eng.connect() as conn:
             rows = conn.execute(text("SELECT * FROM runs ORDER BY created DESC LIMIT :n"), {"n": limit}).mappings().all()
         return [_run(r) for r in rows]

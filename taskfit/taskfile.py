@@ -104,50 +104,33 @@ class StrategySpec(BaseModel):
         return self.name
 
 
-class ModelSpec(_Strict):
+class ModelSpec(BaseModel):
+    """One model entry. The keys below belong to every entry; the others are the backend's own options,
+    validated against the options model the backend declares when the task is prepared (see `models[]` options
+    by backend in docs/taskfile.md)."""
+
+    model_config = ConfigDict(extra="allow")
     backend: str = Field("hf", description="Backend name: hf (local transformers), openai (any compatible server), "
-                         "tuned (a fine-tuned model: path tuned:<id>).")
+                         "tuned (a fine-tuned model: path tuned:<id>), scripted, or one a plugin registers.")
     name: str | None = Field(None, description="Row name on the leaderboard.")
-    path: str | None = Field(None, description="hf: local model folder or .gguf file; 'bundled' for SmolLM2-135M.")
-    gguf_file: str | None = Field(None, description="hf: GGUF file name inside `path`.")
-    device: str = Field("auto", description="hf: cpu, cuda, cuda:1 or auto.")
-    dtype: str = Field("auto", description="hf: float32, bfloat16, float16 or auto (fp32 on CPU).")
-    batch_size: int = Field(8, ge=1, description="Requests per forward pass (local backends).")
-    chat_template: bool = Field(True, description="Apply the tokenizer's chat template (false for base models).")
-    base_url: str | None = Field(None, description="openai: server URL, e.g. http://127.0.0.1:8000/v1.")
-    model: str | None = Field(None, description="openai: model name sent to the server.")
-    api_key_env: str | None = Field(None, description="openai: environment variable holding the API key.")
-    headers_env: dict[str, str] = Field(
-        default_factory=dict, description="openai: extra HTTP headers, each read from the named environment "
-        "variable, e.g. {api-key: AZURE_OPENAI_KEY}; runs record the variable names, never the values.")
-    concurrency: int = Field(4, ge=1, description="openai: requests in flight at once.")
-    timeout_s: float = Field(60.0, gt=0, description="openai: per-request timeout in seconds.")
-    max_retries: int = Field(4, ge=0, description="openai: retries on 429/5xx/timeouts, with exponential backoff.")
     price_in_per_1m: float = Field(0.0, ge=0, description="Price in $ per million input tokens.")
     price_out_per_1m: float = Field(0.0, ge=0, description="Price in $ per million output tokens.")
     price_per_hour: float | None = Field(
         None, ge=0, description="$ per hour of the machine this model runs on; turns its measured model time "
         "into a per-query cost (default: the task's `costs.price_per_hour` for local models, none for APIs).")
-    script: dict[str, Any] | None = Field(None, description="scripted: canned replies (tests and demos).")
-    score_via: Literal["auto", "completions", "chat_top_logprobs", "choice", "generate"] = Field(
-        "auto", description="openai: how labels are scored on the server; auto probes it once per model "
-        "(completions: exact log-likelihood; chat_top_logprobs: first token; choice: constrained decoding).")
-    tokenizer: str | None = Field(None, description="openai: local tokenizer folder of the served model, for the "
-                                  "chat template and tokens of score_via: completions (else the server's /tokenize).")
-    serve_via: dict[str, Any] | None = Field(
-        None, description="tuned: evaluate a LoRA adapter on an inference server with dynamic LoRA loading, "
-        "e.g. {base_url: http://127.0.0.1:8000/v1}; keys as for openai models (see docs/servers.md).")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The entry's backend options, as written (unchecked until the backend validates them)."""
+        return dict(self.model_extra or {})
 
     def label(self) -> str:
         if self.name:
             return self.name
-        if self.backend == "hf":
-            if self.path in (None, "bundled"):
-                return "smollm2-135m"
-            return Path(self.gguf_file or self.path).stem
-        if self.backend == "tuned":
-            return self.path or "tuned"
-        return self.model or self.backend
+        from taskfit.backends import backend_options
+
+        label = getattr(backend_options(self), "label", None)
+        return label() if callable(label) else self.backend
 
 
 class TaskConfig(_Strict):
@@ -324,7 +307,10 @@ def load_task(path: str | Path) -> Task:
                            line=_line_of(root, e.errors()[0]["loc"])) from None
     _check_urls(raw, root, path)
     task = Task(config, path, text)
-    _check_names(task)
+    # the registries are consulted here, when a task is prepared, not when this module is imported
+    from taskfit.plugins import check_task
+
+    check_task(task, root)
     return task
 
 
@@ -401,29 +387,3 @@ def _check_urls(raw: Any, root: yaml.Node | None, path: Path, loc: tuple[Any, ..
             where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in (*loc, k)).lstrip(".")
             raise TaskfitError(f"{where} {problem}", file=str(path), line=_line_of(root, (*loc, k)), field=where)
         _check_urls(v, root, path, (*loc, k))
-
-
-def _check_names(task: Task) -> None:
-    """Fail at load, not mid-run, on unknown metric/strategy/backend names."""
-    from taskfit.backends import backends
-    from taskfit.metrics import metrics
-    from taskfit.strategies import strategies
-
-    c = task.config
-    for i, m in enumerate(c.metrics):
-        _known(metrics.names(), m.name, "metric", f"metrics[{i}]", task)
-    for i, s in enumerate(c.strategies):
-        _known(strategies.names(), s.name, "strategy", f"strategies[{i}]", task)
-    for i, m in enumerate(c.models):
-        _known(backends.names(), m.backend, "backend", f"models[{i}].backend", task)
-    labels = [s.label() for s in c.strategies]
-    dupes = {x for x in labels if labels.count(x) > 1}
-    if dupes:
-        raise TaskfitError(f"two strategies share the row name {sorted(dupes)}; give one an `id:`",
-                           file=str(task.path), field="strategies")
-
-
-def _known(names: list[str], name: str, kind: str, where: str, task: Task) -> None:
-    if name not in names:
-        raise TaskfitError(f"{where}: unknown {kind} {name!r}; known {kind}s: {', '.join(names)}",
-                           file=str(task.path), field=where)

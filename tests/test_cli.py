@@ -52,7 +52,7 @@ def test_runs_and_show(make_task, taskfit_home):
     res = _run(["eval", str(make_task()), "--strategy", "zero_shot", "--json"], taskfit_home)
     run_id = json.loads(res.stdout)[0]["run_id"]
     listing = _run(["runs"], taskfit_home)
-    assert run_id in listing.stdout and "complete" in listing.stdout
+    assert run_id in listing.stdout and "done" in listing.stdout
     shown = _run(["show", run_id], taskfit_home)
     assert shown.returncode == 0 and "r1" in shown.stdout
     # wrong answers first: r1 (no keyword -> tie -> 'negative' is right) ... check the first row is a wrong one
@@ -101,9 +101,9 @@ def test_kill_9_then_same_command_resumes(make_task, taskfit_home, tmp_path, sto
     (row,) = json.loads(res.stdout)
     assert row["n"] == 40 and row["score"] == 1.0
     runs = _run(["--db", store_url, "runs"], taskfit_home).stdout
-    assert runs.count("complete") == 1 and "running" not in runs
-    assert "complete" in _run(["runs"], taskfit_home, db=store_url).stdout
-    assert "complete" not in _run(["runs"], taskfit_home).stdout  # the home folder's own database: untouched
+    assert runs.count("done") == 1 and "running" not in runs
+    assert "done" in _run(["runs"], taskfit_home, db=store_url).stdout
+    assert "done" not in _run(["runs"], taskfit_home).stdout  # the home folder's own database: untouched
 
 
 def test_bundled_model_default_resolves(tmp_path):

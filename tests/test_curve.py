@@ -84,7 +84,7 @@ def test_learning_curve_trains_nested_subsets_and_reuses_scored_prompt_rows(tune
     assert "Learning curve: bert-head on tiny" in res.output
     assert "best prompt row: zero_shot x llama" in res.output
     assert "matches the best prompt row" in res.output or "does not match the best prompt row" in res.output
-    assert sum(r.strategy == "zero_shot" for r in ws.runs.runs(limit=100)) == 1
+    assert sum(r.strategy == "zero_shot" for r in ws.runs.list(limit=100)) == 1
     # the curve's runs stay out of the task's latest study, whose report still plots the curve
     assert [r.id for r in latest_study_runs(ws.runs, "tiny")] == [studied.run_id]
     html = write_report(["tiny"], workspace=ws).read_text()
@@ -122,7 +122,7 @@ def test_taskfit_run_puts_a_curve_entry_on_the_leaderboard_and_states_the_crossi
                        [{"tuning": "bert-head", "sizes": [8, 16, 24]}])
     res = CliRunner().invoke(app, ["run", str(path)])
     assert res.exit_code == 0, res.output
-    runs = workspace.runs.runs(limit=100)
+    runs = workspace.runs.list(limit=100)
     # 24 is every train row: the bert-head row itself is that point of the curve, not trained or scored twice
     assert sorted(r.model for r in runs) == ["bert-head", "bert-head@16", "bert-head@8", "llama"]
     trained = {r.model: workspace.tunes.get(r.config["model"]["path"].removeprefix("tuned:")).result["rows"]

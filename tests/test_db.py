@@ -110,7 +110,7 @@ def _write(url: str, writer: str, barrier) -> None:
         store, cache = Store(eng), CallCache(eng)
         barrier.wait(timeout=60)
         for r in range(RUNS_PER_WRITER):
-            run = store.create_run(key=f"{writer}-{r}", study=writer, task_name="t", task_path="t.yaml",
+            run = store.create(key=f"{writer}-{r}", study=writer, task_name="t", task_path="t.yaml",
                                    task_hash="h", data_hash="d", strategy="s", model="m", model_id="m", split="test",
                                    n_total=ROWS_PER_RUN, config={}, versions={})
             for i in range(0, ROWS_PER_RUN, 2):  # two chunks per run, as the runner commits them
@@ -132,8 +132,8 @@ def test_two_processes_writing_one_store_lose_nothing(store_url):
     assert _run_children(_write, [(store_url, "a", barrier), (store_url, "b", barrier)]) == [0, 0]
     eng = db.connect(store_url)
     store, cache = Store(eng), CallCache(eng)
-    runs = store.runs(limit=1000)
-    assert len(runs) == 2 * RUNS_PER_WRITER and {r.status for r in runs} == {"complete"}
+    runs = store.list(limit=1000)
+    assert len(runs) == 2 * RUNS_PER_WRITER and {r.status for r in runs} == {"done"}
     assert all(store.progress(r.id) == ROWS_PER_RUN for r in runs)
     assert cache.count() == 2 * RUNS_PER_WRITER * 3 + SHARED_KEYS
     mine = cache.get_many([f"{w}-{r}-{i}" for w in "ab" for r in range(RUNS_PER_WRITER) for i in range(3)])
@@ -147,15 +147,15 @@ def test_tune_and_optimization_records_round_trip(store_workspace):
               "base_model": "bundled", "data_hash": "d", "seed": 0, "spec": {"rank": 8}, "versions": {}}
     first = ws.tunes.create(**fields)
     second = ws.tunes.create(**fields)
-    ws.tunes.update_result(first.id, {"train_time_s": 1.5}, status="done")
+    ws.tunes.finish(first.id, {"train_time_s": 1.5})
     assert ws.tunes.by_key("k").id == first.id  # a finished model wins over a newer unfinished one
     assert ws.tunes.get(second.id[:6]).status == "running" and ws.tunes.get(first.id).result == {"train_time_s": 1.5}
-    assert [t.id for t in ws.tunes.all()] == [second.id, first.id]
-    opt = ws.optimizations.create(status="searched", task_name="t", task_path="t.yaml", task_hash="h", data_hash="d",
+    assert [t.id for t in ws.tunes.list()] == [second.id, first.id]
+    opt = ws.optimizations.create(status="running", task_name="t", task_path="t.yaml", task_hash="h", data_hash="d",
                                   model="m", model_id="m", budget=10, calls=3, calls_sent=2,
                                   program={"base": "zero_shot"}, prompt="p", candidates=[{"key": "c0"}], report={},
                                   config={}, versions={})
     ws.optimizations.finish(opt.id, {"gap": 0.1})
     got = ws.optimizations.get(opt.id[:5])
-    assert got.status == "complete" and got.report == {"gap": 0.1} and got.candidates == [{"key": "c0"}]
+    assert got.status == "done" and got.report == {"gap": 0.1} and got.candidates == [{"key": "c0"}]
     assert got.created == pytest.approx(opt.created, abs=1e-3)  # a full-precision timestamp on both databases

@@ -292,7 +292,7 @@ def test_rationale_student_learns_the_reasoning_then_the_answer(distill_task, wo
     assert "The review praises the film.\nThe answer is positive." in rendered
     assert "Sentiment:" not in rendered and d.student.strategy.name == "rationale"
     [rec] = evaluate(task, ds, [d.student], split="test", limit=2, workspace=ws)
-    assert rec.status == "complete" and len(ws.runs.predictions(rec.id)) == 2
+    assert rec.status == "done" and len(ws.runs.predictions(rec.id)) == 2
 
 
 def test_each_step_of_a_chain_has_its_own_student_and_the_chain_runs_on_them(distill_task, workspace,

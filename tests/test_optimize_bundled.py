@@ -20,7 +20,7 @@ def test_optimize_sst2_on_the_bundled_model_within_budget(workspace):
     config = OptimizeConfig(budget=80, dev_size=16, instructions=1, rounds=1, k=2, demo_sets=1)
     outcome = optimize(SST2, config, workspace=workspace, limit=8, progress=events.append, pool=pool)
     rec = outcome.record
-    assert rec.status == "complete" and 0 < rec.calls <= 80 and rec.calls_sent == rec.calls  # cold cache
+    assert rec.status == "done" and 0 < rec.calls <= 80 and rec.calls_sent == rec.calls  # cold cache
     assert max(e["calls"] for e in events) <= 80
     assert "Sentiment:" in rec.prompt and rec.spec.instruction in rec.prompt
     assert any(e["event"] == "proposed" for e in events)

@@ -102,7 +102,7 @@ def test_bundled_model_writes_programs(make_task, tmp_path, workspace):
                                                      "input_template": "Question: {{ question }}"},
                      strategies=[{"name": "program_of_thought", "max_tokens": 128}], models=["bundled"])
     store, runs = _evaluate(workspace, path, limit=2)
-    assert runs[0].status == "complete"
+    assert runs[0].status == "done"
     preds = store.predictions(runs[0].id)
     assert len(preds) == 2
     for p in preds:

@@ -86,10 +86,10 @@ def test_two_workspaces_keep_their_runs_apart(tmp_path):
     task = taskfit.Task.from_rows(ROWS, inputs=["text"], output="label", models=[SCRIPTED])
     a, b = taskfit.Workspace.open(tmp_path / "a"), taskfit.Workspace.open(tmp_path / "b")
     board_a = taskfit.evaluate(task, strategies=["zero_shot"], workspace=a)
-    assert [r.id for r in a.runs.runs()] == [board_a[0].run_id] and b.runs.runs() == []
+    assert [r.id for r in a.runs.list()] == [board_a[0].run_id] and b.runs.list() == []
     board_b = taskfit.evaluate(task, strategies=["zero_shot"], workspace=b)
     assert board_b[0].cache_hits == 0  # b has its own call cache
-    assert [r.id for r in b.runs.runs()] == [board_b[0].run_id] and len(a.runs.runs()) == 1
+    assert [r.id for r in b.runs.list()] == [board_b[0].run_id] and len(a.runs.list()) == 1
 
 
 def test_bad_rows_and_bad_arguments_are_clear_errors(tmp_path):

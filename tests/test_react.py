@@ -290,7 +290,7 @@ def test_bundled_model_runs_the_tool_loop(tmp_path, workspace):
     path = _task(tmp_path, {"name": "tools", "tools": ["get_current_weather"], "max_steps": 2, "max_tokens": 64},
                  data=str(ROOT / "examples/tools/data/test.jsonl"), limit=2, models=["bundled"])
     store, runs = _evaluate(workspace, path)
-    assert runs[0].status == "complete"
+    assert runs[0].status == "done"
     preds = store.predictions(runs[0].id)
     assert len(preds) == 2
     for p in preds:

@@ -128,7 +128,7 @@ def study(make_task, workspace):
     """Two scripted runs (zero_shot and few_shot_balanced) of the 8-row sentiment task."""
     _, table = run_study(make_task(), workspace=workspace)
     store = workspace.runs
-    return store, {r.strategy: store.run(r.run_id) for r in table}
+    return store, {r.strategy: store.get(r.run_id) for r in table}
 
 
 def test_labels_are_shared_by_runs_giving_the_same_answer_and_the_latest_wins(study):

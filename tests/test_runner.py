@@ -93,13 +93,13 @@ def test_interrupted_run_resumes_without_repeating_calls(make_task, monkeypatch,
     with pytest.raises(KeyboardInterrupt):
         _evaluate(workspace, path, pool)
     store = workspace.runs
-    (partial,) = store.runs()
+    (partial,) = store.list()
     assert partial.status == "running" and store.progress(partial.id) == 6
     sent_before = list(pool.backend.requests)
     pool.fail_after = None
     pool2 = CountingPool()
     store, runs = _evaluate(workspace, path, pool2)
-    assert runs[0].id == partial.id and runs[0].status == "complete"
+    assert runs[0].id == partial.id and runs[0].status == "done"
     assert len(pool2.backend.requests) == 2  # only the two examples never scored
     prompts_before = {str(r.messages) for r in sent_before}
     assert not prompts_before & {str(r.messages) for r in pool2.backend.requests}
@@ -113,7 +113,7 @@ def test_failed_calls_are_recorded_not_fatal(make_task, workspace):
     store, runs = _evaluate(workspace, path, CountingPool())
     preds = {p.example_id: p for p in store.predictions(runs[0].id)}
     assert preds["r3"].failed == 1 and preds["r3"].error == "scripted failure"
-    assert preds["r0"].failed == 0 and runs[0].status == "complete"
+    assert preds["r0"].failed == 0 and runs[0].status == "done"
 
 
 def test_calibration_removes_label_bias(make_task, workspace):

@@ -27,14 +27,15 @@ def _cue_pairs(words: list[str]) -> list[Pair]:
 def test_chosen_rejected_margin_grows_on_held_out_pairs(tiny_models, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from taskfit.tuning.methods import methods
+    from taskfit.tuning.methods import method
     from taskfit.tuning.spec import TuneSpec
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(tiny_models["llama"])
     model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"])
-    model = methods.get("lora").apply(model, TuneSpec(target_modules=["q_proj", "v_proj", "o_proj", "up_proj",
-                                                                      "down_proj"]), "CAUSAL_LM")
+    lora = method("lora")
+    options = lora.options(TuneSpec(target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]))
+    model = lora.apply(model, options, "CAUSAL_LM")
     words = WORDS.split()
     train, held_out = _cue_pairs(words[:12]), _cue_pairs(words[12:])
     before = loglik_margin(model, tok, held_out)
@@ -74,7 +75,7 @@ def reviewed(make_task, workspace):
     task = make_task()
     _, table = run_study(task, workspace=workspace)
     store = workspace.runs
-    zs, fs = (store.run(r.run_id) for r in sorted(table, key=lambda r: r.strategy != "zero_shot"))
+    zs, fs = (store.get(r.run_id) for r in sorted(table, key=lambda r: r.strategy != "zero_shot"))
     a = {p.example_id: p for p in store.predictions(zs.id, with_trace=False)}
     b = {p.example_id: p for p in store.predictions(fs.id, with_trace=False)}
     for ex_id in a:

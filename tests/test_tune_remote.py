@@ -248,10 +248,10 @@ def test_killed_command_reattaches_and_the_tuned_model_joins_the_leaderboard(pro
     assert job["method"] == {"type": "supervised", "supervised": {}} and job["metadata"]["taskfit_tune"]
     assert "step 3/3 loss 0.3333" in stderr
 
-    (rec,) = workspace.tunes.all()
+    (rec,) = workspace.tunes.list()
     assert rec.status == "done" and rec.result["trained_tokens"] == 100 * 8 * 3
     assert rec.result["train_cost_usd"] == pytest.approx(2400 * 3.0 / 1e6)
-    (run,) = workspace.runs.runs()
+    (run,) = workspace.runs.list()
     (row,) = rows(workspace, [run])
     assert row.model == "ft:gpt-4o-mini-2024-07-18:org-test::0001"
     assert row.score == 1.0 and row.n == 8
@@ -295,7 +295,7 @@ def test_cancelled_job(provider, make_task, workspace):
     provider.release.clear()
 
     def cancel_while_waiting(_s: float) -> None:
-        (running,) = workspace.tunes.all()
+        (running,) = workspace.tunes.list()
         if provider.polls >= 3:
             cancel_remote(workspace.tunes, running.id)
 
@@ -314,17 +314,17 @@ def test_job_created_but_not_recorded_is_found_by_its_metadata(provider, make_ta
     from taskfit.tuning.store import TuneStore
 
     task, ds = prepare(_task(make_task, provider))
-    real = TuneStore.update_result
+    real = TuneStore.update
 
-    def stop_at_job_id(self, tid, result, status=None):
+    def stop_at_job_id(self, tid, result):
         if "job_id" in result:
             raise KeyboardInterrupt
-        real(self, tid, result, status)
+        real(self, tid, result)
 
-    monkeypatch.setattr(TuneStore, "update_result", stop_at_job_id)
+    monkeypatch.setattr(TuneStore, "update", stop_at_job_id)
     with pytest.raises(KeyboardInterrupt):
         tune_remote(task, ds.split("train"), _spec(provider), store=workspace.tunes)
-    monkeypatch.setattr(TuneStore, "update_result", real)
+    monkeypatch.setattr(TuneStore, "update", real)
     rec = tune_remote(task, ds.split("train"), _spec(provider), store=workspace.tunes)
     assert rec.status == "done" and len(provider.jobs) == 1 and len(provider.files) == 1
 

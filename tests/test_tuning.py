@@ -79,13 +79,14 @@ def _score(workspace, task_path, rec):
 
 
 SFT_METHODS = ["full", "top_n", "lora", "dora", "ia3", "prefix", "prompt_tuning"]
+OWN_OPTIONS = {"top_n": {"top_n": 1}, "prefix": {"num_virtual_tokens": 4}, "prompt_tuning": {"num_virtual_tokens": 4}}
 
 
 @pytest.mark.parametrize("method", SFT_METHODS)
 def test_sft_method_trains_saves_and_evaluates(tune_task, tiny_models, method, workspace):
     task_path = tune_task()
     rec, _, _ = _tune(workspace, task_path, method=method, model=str(tiny_models["llama"]), max_steps=3, batch_size=8,
-                      top_n=1, num_virtual_tokens=4)
+                      **OWN_OPTIONS.get(method, {}))
     r = rec.result
     assert rec.status == "done" and r["steps_done"] == 3
     assert 0 < r["trainable_params"] <= r["total_params"]
@@ -107,7 +108,7 @@ def test_sft_method_trains_saves_and_evaluates(tune_task, tiny_models, method, w
 def test_classify_method_on_an_encoder(tune_task, tiny_models, method, workspace):
     task_path = tune_task()
     rec, _, _ = _tune(workspace, task_path, method=method, objective="classify", model=str(tiny_models["bert"]), epochs=2,
-                      batch_size=8, top_n=1)
+                      batch_size=8, **OWN_OPTIONS.get(method, {}))
     assert rec.status == "done"
     r = rec.result
     if method == "head":  # only the new head: weight and bias of a 32 -> 2 layer
@@ -277,9 +278,9 @@ def test_study_with_tuning_puts_tuned_models_on_the_leaderboard_and_reuses_them(
     tuned = [r for r in table if r.tune]
     assert {r.model for r in tuned} == {"llama+lora", "bert-head"}
     assert all(r.n == 8 for r in table)
-    n_tunes = len(workspace.tunes.all())
+    n_tunes = len(workspace.tunes.list())
     run_study(task_path, workspace=workspace, with_tuning=True)
-    assert len(workspace.tunes.all()) == n_tunes  # trained once, then reused
+    assert len(workspace.tunes.list()) == n_tunes  # trained once, then reused
 
 
 def test_cli_tune_plan_show_and_runs(tune_task, tiny_models, tmp_path):

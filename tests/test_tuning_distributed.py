@@ -51,7 +51,7 @@ def _run(task_path: Path, home: Path, processes: int) -> subprocess.CompletedPro
 def _record(home: Path):
     from taskfit.workspace import Workspace
 
-    (rec,) = Workspace.open(home).tunes.all(10)
+    (rec,) = Workspace.open(home).tunes.list(10)
     return rec
 
 

@@ -37,8 +37,8 @@ def test_two_workspaces_in_one_process_share_nothing(make_task, tmp_path):
         (run_b,) = evaluate(task, ds, arms, split="test", limit=None, workspace=b, pool=FixedPool(b, "negative"))
 
         # runs: each workspace holds its own run, finished from scratch (no resume across workspaces)
-        assert [r.id for r in a.runs.runs()] == [run_a.id] and [r.id for r in b.runs.runs()] == [run_b.id]
-        assert a.runs.run(run_b.id) is None and b.runs.run(run_a.id) is None
+        assert [r.id for r in a.runs.list()] == [run_a.id] and [r.id for r in b.runs.list()] == [run_b.id]
+        assert a.runs.get(run_b.id) is None and b.runs.get(run_a.id) is None
         # cache: the same requests to the same model id, answered by each workspace's own model
         assert {p.answer for p in a.runs.predictions(run_a.id)} == {"positive"}
         assert {p.answer for p in b.runs.predictions(run_b.id)} == {"negative"}
@@ -49,17 +49,17 @@ def test_two_workspaces_in_one_process_share_nothing(make_task, tmp_path):
         # tuned models and optimizations: recorded in one workspace, unknown in the other
         tuned = a.tunes.create(**_tune_fields(task))
         assert tuned.folder.parent == a.root / "tuned"
-        assert [t.id for t in a.tunes.all()] == [tuned.id] and b.tunes.all() == []
+        assert [t.id for t in a.tunes.list()] == [tuned.id] and b.tunes.list() == []
         with pytest.raises(TaskfitError, match="no tuned model"):
             b.tunes.get(tuned.id)
         opt = a.optimizations.create(
-            status="complete", task_name=task.config.name, task_path=str(task.path), task_hash="h", data_hash="d",
+            status="done", task_name=task.config.name, task_path=str(task.path), task_hash="h", data_hash="d",
             model="m", model_id="m", budget=1, calls=0, calls_sent=0,
             program={"base": "zero_shot", "instruction": "Say the label.", "demos": [], "options": {}},
             prompt="", candidates=[], report={}, config={}, versions={})
         (arm,) = select_arms(task, [f"optimized:{opt.id}"], None)
         (run,) = evaluate(task, ds, [arm], split="test", limit=2, workspace=a, pool=FixedPool(a, "positive"))
-        assert run.status == "complete"
+        assert run.status == "done"
         with pytest.raises(TaskfitError, match="no optimization run matches"):
             evaluate(task, ds, [arm], split="test", limit=2, workspace=b, pool=FixedPool(b, "negative"))
     finally:

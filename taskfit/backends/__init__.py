@@ -1,7 +1,9 @@
 """Model backends: one small interface (generate, score) over local and remote models.
 
-Adding a backend: write ``taskfit/backends/<name>.py`` with a ``create(config) -> Backend``
-function and add one line to ``BUILTINS``.
+Adding a backend: write ``taskfit/backends/<name>.py`` with a ``create(spec) -> Backend`` function and an
+``Options`` pydantic model of the keys its model entries take, and add one line to ``BUILTINS`` (a package of
+its own registers ``create`` in the ``taskfit.backends`` entry-point group instead). ``backend_options(spec)``
+gives ``create`` its validated options.
 """
 
 from __future__ import annotations
@@ -80,6 +82,14 @@ BUILTINS = {
 }
 
 backends = Registry("backend", BUILTINS)
+
+
+def backend_options(spec: Any) -> Any:
+    """``spec``'s own keys validated against the ``Options`` model of its backend."""
+    from taskfit.plugins import parse_options
+
+    return parse_options(backends.options(spec.backend), spec.options, f"model {spec.name or spec.backend!r} "
+                         f"(backend {spec.backend})", "models[]")
 
 
 def build_backend(spec: Any, workspace: Any = None) -> Backend:

@@ -14,23 +14,49 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
-from taskfit.backends import GenerateRequest, GenerateResult, Message, ScoreRequest, ScoreResult
+from taskfit.backends import (
+    GenerateRequest,
+    GenerateResult,
+    Message,
+    ScoreRequest,
+    ScoreResult,
+    backend_options,
+)
 from taskfit.errors import TaskfitError
 from taskfit.taskfile import ModelSpec
 
 MIN_SHARED_PREFIX = 16  # below this many tokens a shared-prefix cache costs more than it saves
 
 
+class Options(BaseModel):
+    """``backend: hf``: a local model run with transformers."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = Field(None, description="Local model folder or .gguf file; 'bundled' for SmolLM2-135M.")
+    gguf_file: str | None = Field(None, description="GGUF file name inside `path`.")
+    device: str = Field("auto", description="cpu, cuda, cuda:1 or auto.")
+    dtype: str = Field("auto", description="float32, bfloat16, float16 or auto (fp32 on CPU).")
+    batch_size: int = Field(8, ge=1, description="Requests per forward pass.")
+    chat_template: bool = Field(True, description="Apply the tokenizer's chat template (false for base models).")
+
+    def label(self) -> str:
+        if self.path in (None, "bundled"):
+            return "smollm2-135m"
+        return Path(self.gguf_file or self.path).stem
+
+
 def create(spec: ModelSpec) -> HFBackend:
     from taskfit import bundled
 
-    if spec.path in (None, "bundled"):
+    o = backend_options(spec)
+    if o.path in (None, "bundled"):
         folder = bundled.smollm2_dir()
     else:
-        p = Path(spec.path).expanduser()
-        if spec.gguf_file:
-            p = p / spec.gguf_file
+        p = Path(o.path).expanduser()
+        if o.gguf_file:
+            p = p / o.gguf_file
         if not p.exists():
             raise TaskfitError(f"model path {str(p)!r} does not exist", field="models[].path")
         folder = bundled.converted_gguf(p) if p.suffix == ".gguf" else p
@@ -76,12 +102,13 @@ class HFBackend:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         self.spec = spec
+        self.options = o = backend_options(spec)
         self.folder = folder
-        device = spec.device
+        device = o.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        dtype = spec.dtype
+        dtype = o.dtype
         if dtype == "auto":
             dtype = "bfloat16" if self.device.type == "cuda" else "float32"
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder)
@@ -92,12 +119,12 @@ class HFBackend:
         self.plain_forward = plain_forward
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.use_chat_template = spec.chat_template and bool(self.tokenizer.chat_template)
+        self.use_chat_template = o.chat_template and bool(self.tokenizer.chat_template)
         # everything that changes what the model returns for the same messages is part of the cache identity
         template = "chat" if self.use_chat_template else "plain"
         identity = model_id or f"hf:{spec.label()}:{_weights_fingerprint(folder)}"
         self.model_id = f"{identity}:{template}:{self.model.dtype}:{self.device.type}"
-        self.batch_size = spec.batch_size
+        self.batch_size = o.batch_size
         self._prefix_cache: dict[tuple[int, ...], Any] = {}
 
     def describe(self) -> dict[str, Any]:
@@ -130,7 +157,7 @@ class HFBackend:
         for it in multi_token:  # e.g. 77 intent names: the prompt runs once, its KV cache serves every label
             results[it[0]] = self._score_continuations(*it)
         items = single_token
-        bs = self.spec.batch_size
+        bs = self.options.batch_size
         for start in range(0, len(items), bs):
             batch = items[start:start + bs]
             t0 = time.perf_counter()
@@ -168,7 +195,7 @@ class HFBackend:
         covers it and each row only runs its continuation."""
         t0 = time.perf_counter()
         logps: list[float] = []
-        group = max(8, self.spec.batch_size * 8)  # continuation rows are short: batch many at once
+        group = max(8, self.options.batch_size * 8)  # continuation rows are short: batch many at once
         for start in range(0, len(conts), group):
             part = conts[start:start + group]
             rows = [prompt + c for c in part]
@@ -256,7 +283,7 @@ class HFBackend:
         encoded = [(i, self._encode(self.prompt_text(r.messages))) for i, r in enumerate(requests)]
         # group requests with identical sampling settings, similar lengths together
         encoded.sort(key=lambda it: (_sampling_key(requests[it[0]]), len(it[1])))
-        bs = self.spec.batch_size
+        bs = self.options.batch_size
         start = 0
         while start < len(encoded):
             key = _sampling_key(requests[encoded[start][0]])

@@ -18,17 +18,45 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field
 
-from taskfit.backends import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from taskfit.backends import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult, backend_options
 from taskfit.backends import server_scoring as ss
 from taskfit.credentials import redact, url_problem
 from taskfit.errors import ModelCallError, TaskfitError
 from taskfit.taskfile import ModelSpec
 
 _EXCERPT_CHARS = 300
+
+
+class Options(BaseModel):
+    """``backend: openai``: any OpenAI-compatible chat completions server."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_url: str | None = Field(None, description="Server URL, e.g. http://127.0.0.1:8000/v1.")
+    model: str | None = Field(None, description="Model name sent to the server.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
+    headers_env: dict[str, str] = Field(
+        default_factory=dict, description="Extra HTTP headers, each read from the named environment "
+        "variable, e.g. {api-key: AZURE_OPENAI_KEY}; runs record the variable names, never the values.")
+    concurrency: int = Field(4, ge=1, description="Requests in flight at once.")
+    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout in seconds.")
+    max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/timeouts, with exponential backoff.")
+    score_via: Literal["auto", "completions", "chat_top_logprobs", "choice", "generate"] = Field(
+        "auto", description="How labels are scored on the server; auto probes it once per model "
+        "(completions: exact log-likelihood; chat_top_logprobs: first token; choice: constrained decoding).")
+    tokenizer: str | None = Field(None, description="Local tokenizer folder of the served model, for the "
+                                  "chat template and tokens of score_via: completions (else the server's /tokenize).")
+    chat_template: bool = Field(True, description="With `tokenizer`: apply its chat template (false for base "
+                                "models).")
+    path: str | None = Field(None, description="tuned:<id> of the provider fine-tuning run that made this model "
+                             "(links its leaderboard row to the training record).")
+
+    def label(self) -> str:
+        return self.model or "openai"
 
 
 def create(spec: ModelSpec) -> OpenAIBackend:
@@ -43,37 +71,38 @@ class OpenAIBackend:
     local = False
 
     def __init__(self, spec: ModelSpec, *, backoff_s: float = 0.5, max_backoff_s: float = 60.0):
-        if not spec.base_url:
+        self.options = o = backend_options(spec)
+        if not o.base_url:
             raise TaskfitError("the openai backend needs models[].base_url, e.g. http://127.0.0.1:8000/v1",
                                field="models[].base_url")
-        if not spec.base_url.startswith(("http://", "https://")):
+        if not o.base_url.startswith(("http://", "https://")):
             raise TaskfitError(f"models[].base_url must start with http:// or https:// "
-                               f"(got {spec.base_url!r})", field="models[].base_url")
-        if problem := url_problem(spec.base_url):
+                               f"(got {o.base_url!r})", field="models[].base_url")
+        if problem := url_problem(o.base_url):
             raise TaskfitError(f"models[].base_url {problem}", field="models[].base_url")
-        if not spec.model:
+        if not o.model:
             raise TaskfitError("the openai backend needs models[].model, the model name sent to the server",
                                field="models[].model")
-        if spec.tokenizer and not Path(spec.tokenizer).expanduser().exists():
-            raise TaskfitError(f"models[].tokenizer {spec.tokenizer!r} does not exist (a local folder with the served "
+        if o.tokenizer and not Path(o.tokenizer).expanduser().exists():
+            raise TaskfitError(f"models[].tokenizer {o.tokenizer!r} does not exist (a local folder with the served "
                                "model's tokenizer files)", field="models[].tokenizer")
         api_key = None
-        if spec.api_key_env:
-            api_key = os.environ.get(spec.api_key_env)
+        if o.api_key_env:
+            api_key = os.environ.get(o.api_key_env)
             if not api_key:
-                raise TaskfitError(f"models[].api_key_env names {spec.api_key_env!r}, but that environment "
+                raise TaskfitError(f"models[].api_key_env names {o.api_key_env!r}, but that environment "
                                    "variable is not set", field="models[].api_key_env")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        for header, env in spec.headers_env.items():
+        for header, env in o.headers_env.items():
             if not os.environ.get(env):
                 raise TaskfitError(f"models[].headers_env[{header!r}] names {env!r}, but that environment "
                                    "variable is not set", field="models[].headers_env")
             headers[header] = os.environ[env]
         self._secrets = [v for v in (api_key, *headers.values()) if v]  # masked in error texts: servers echo them
         self.spec = spec
-        self.batch_size = spec.concurrency * 4  # keep every connection busy between cache commits
-        self.base_url = spec.base_url.rstrip("/")
-        self.model = spec.model
+        self.batch_size = o.concurrency * 4  # keep every connection busy between cache commits
+        self.base_url = o.base_url.rstrip("/")
+        self.model = o.model
         self.url = f"{self.base_url}/chat/completions"
         self.model_id = f"openai:{_public_url(self.base_url)}:{self.model}"
         self._shown_url = f"{_public_url(self.base_url)}/chat/completions"  # for error messages
@@ -86,18 +115,18 @@ class OpenAIBackend:
         self._rng = random.Random()  # jitter only; it must not share or disturb the seeded global RNG
         # One pooled client for all threads; the pool is sized so no worker ever waits on a connection.
         self._client = httpx.Client(
-            timeout=spec.timeout_s, headers=headers,
-            limits=httpx.Limits(max_connections=spec.concurrency, max_keepalive_connections=spec.concurrency))
+            timeout=o.timeout_s, headers=headers,
+            limits=httpx.Limits(max_connections=o.concurrency, max_keepalive_connections=o.concurrency))
 
     def describe(self) -> dict[str, Any]:
         """Settings worth recording with a run; the API key itself is never included."""
-        s = self.spec
+        s, o = self.spec, self.options
         p = self._probe
         return {"backend": "openai", "base_url": _public_url(self.base_url), "model": self.model,
-                "api_key_env": s.api_key_env, "headers_env": s.headers_env, "concurrency": s.concurrency,
-                "timeout_s": s.timeout_s, "max_retries": s.max_retries, "backoff_s": self.backoff_s,
+                "api_key_env": o.api_key_env, "headers_env": o.headers_env, "concurrency": o.concurrency,
+                "timeout_s": o.timeout_s, "max_retries": o.max_retries, "backoff_s": self.backoff_s,
                 "price_in_per_1m": s.price_in_per_1m, "price_out_per_1m": s.price_out_per_1m,
-                "server": _public_url(self.base_url), "tokenizer": s.tokenizer,
+                "server": _public_url(self.base_url), "tokenizer": o.tokenizer,
                 "score_via": p.score_via if p else None, "score_via_reason": redact(p.why(), self._secrets) if p else None,
                 "choice_field": p.choice_field if p else None}
 
@@ -121,13 +150,13 @@ class OpenAIBackend:
     def score_id(self) -> str:
         """Cache identity of score calls: the path (and its tokens' source) changes the numbers returned."""
         p = self.probe()
-        extra = {"completions": f":{self.spec.tokenizer or 'server-tokenize'}", "choice": f":{p.choice_field}"}
+        extra = {"completions": f":{self.options.tokenizer or 'server-tokenize'}", "choice": f":{p.choice_field}"}
         return f"{self.model_id}:{p.score_via}{extra.get(p.score_via, '')}"
 
     def probe(self) -> ss.Probe:
         """The scoring path: ``score_via`` from the task file, checked; else the first that works on the server."""
         if self._probe is None:
-            via = self.spec.score_via
+            via = self.options.score_via
             order = self._order()
             key = self._probe_key(order)
             hit = self._cache.get_many([key]).get(key) if self._cache is not None else None
@@ -152,7 +181,7 @@ class OpenAIBackend:
         if not clashes:
             return
         reason = f"labels {', '.join(clashes)} share their first token"
-        later = ss.PATHS[ss.PATHS.index("chat_top_logprobs") + 1:] if self.spec.score_via == "auto" else ()
+        later = ss.PATHS[ss.PATHS.index("chat_top_logprobs") + 1:] if self.options.score_via == "auto" else ()
         moved = ss.probe(self._post_to, self.model, later, self._token_source)
         moved.reasons = {**p.reasons, "chat_top_logprobs": reason, **moved.reasons}
         self._probe = moved  # for this label set only: not stored as the model's probe
@@ -164,7 +193,7 @@ class OpenAIBackend:
                                       f"({self.probe().why()}); check supports_score first")
         if not requests:
             return []
-        workers = min(self.spec.concurrency, len(requests))
+        workers = min(self.options.concurrency, len(requests))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="taskfit-openai") as pool:
             return list(pool.map(self._score_one, requests))
 
@@ -189,13 +218,13 @@ class OpenAIBackend:
 
     def _order(self) -> tuple[str, ...]:
         """The paths to try: all of them in turn (auto), the one the task file names, or none (generate)."""
-        via = self.spec.score_via
+        via = self.options.score_via
         return tuple(ss.PATHS) if via == "auto" else (() if via == "generate" else (via,))
 
     def _probe_key(self, order: tuple[str, ...]) -> str:
         from taskfit.cache import call_key
 
-        return call_key(self.model_id, "probe", ss.ProbeRequest(tokenizer=self.spec.tokenizer, order=order))
+        return call_key(self.model_id, "probe", ss.ProbeRequest(tokenizer=self.options.tokenizer, order=order))
 
     def _store_probe(self) -> None:
         from dataclasses import asdict
@@ -205,29 +234,29 @@ class OpenAIBackend:
             return
         order = self._order()
         self._cache.put_many([(self._probe_key(order), self.model_id, "probe",
-                               ss.ProbeRequest(tokenizer=self.spec.tokenizer, order=order), asdict(p))])
+                               ss.ProbeRequest(tokenizer=self.options.tokenizer, order=order), asdict(p))])
         self._probe_cached = True
 
     def _token_source_local(self) -> ss.LocalTokens | None:
-        if self._tokens is None and self.spec.tokenizer:
+        if self._tokens is None and self.options.tokenizer:
             from transformers import AutoTokenizer
 
-            folder = Path(self.spec.tokenizer).expanduser()
-            self._tokens = ss.LocalTokens(AutoTokenizer.from_pretrained(folder), self.spec.chat_template)
+            folder = Path(self.options.tokenizer).expanduser()
+            self._tokens = ss.LocalTokens(AutoTokenizer.from_pretrained(folder), self.options.chat_template)
         return self._tokens if isinstance(self._tokens, ss.LocalTokens) else None
 
     def _token_source(self) -> ss.LocalTokens | ss.ServerTokens:
         """A local tokenizer when the model entry names one, else the server's /tokenize."""
         if self._tokens is None:
             self._tokens = self._token_source_local() or ss.ServerTokens(self._post_to, self.model,
-                                                                         self.spec.chat_template)
+                                                                         self.options.chat_template)
         return self._tokens
 
     def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
         """Run every request (at most ``concurrency`` in flight); results come back in input order."""
         if not requests:
             return []
-        workers = min(self.spec.concurrency, len(requests))
+        workers = min(self.options.concurrency, len(requests))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="taskfit-openai") as pool:
             return list(pool.map(self._generate_one, requests))
 
@@ -266,7 +295,7 @@ class OpenAIBackend:
         """POST with retries; returns the decoded JSON body or raises ModelCallError (``Refused`` for a 4xx)."""
         url = url or self.url
         where = f"POST {shown or self._shown_url}"
-        attempts = self.spec.max_retries + 1
+        attempts = self.options.max_retries + 1
         for attempt in range(attempts):
             last = attempt == attempts - 1
             tried = f"after {attempt + 1} attempt{'s' if attempt else ''}"
@@ -275,7 +304,7 @@ class OpenAIBackend:
             except httpx.TimeoutException as e:
                 if last:
                     raise ModelCallError(f"{where}: timed out {tried} "
-                                         f"(timeout_s={self.spec.timeout_s:g}; {type(e).__name__})") from e
+                                         f"(timeout_s={self.options.timeout_s:g}; {type(e).__name__})") from e
                 self._sleep(attempt, None)
                 continue
             except httpx.TransportError as e:

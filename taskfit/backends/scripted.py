@@ -19,12 +19,22 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from taskfit.backends import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from pydantic import BaseModel, ConfigDict, Field
+
+from taskfit.backends import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult, backend_options
 from taskfit.taskfile import ModelSpec
 
 
+class Options(BaseModel):
+    """``backend: scripted``: canned replies, for tests and demos."""
+
+    model_config = ConfigDict(extra="forbid")
+    script: dict[str, Any] | None = Field(None, description="Canned replies and scores (see taskfit/backends/"
+                                          "scripted.py): replies, default, scores, delay_s, fail_on, call_log.")
+
+
 def create(spec: ModelSpec) -> ScriptedBackend:
-    return ScriptedBackend(spec.script or {}, name=spec.label())
+    return ScriptedBackend(backend_options(spec).script or {}, name=spec.label())
 
 
 class ScriptedBackend:

@@ -43,7 +43,7 @@ class ServeVia(BaseModel):
 
 def serve_via(spec: ModelSpec) -> ServeVia:
     try:
-        return ServeVia.model_validate(spec.serve_via or {})
+        return ServeVia.model_validate(spec.options.get("serve_via") or {})
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
         raise TaskfitError(f"models[].serve_via: {problems}", field="models[].serve_via") from None
@@ -54,12 +54,12 @@ def template(models: list[ModelSpec]) -> dict[str, Any] | None:
     of the study (``--model tuned:<id>``, the ``tuning:`` rows) is then evaluated on that server."""
     for m in models:
         if is_template(m):
-            return m.serve_via
+            return m.options["serve_via"]
     return None
 
 
 def is_template(m: ModelSpec) -> bool:
-    return m.backend == "tuned" and m.serve_via is not None and not m.path
+    return m.backend == "tuned" and m.options.get("serve_via") is not None and not m.options.get("path")
 
 
 def create(spec: ModelSpec, rec: Any, meta: dict[str, Any]) -> ServedAdapter:

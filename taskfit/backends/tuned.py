@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
-from taskfit.backends import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from taskfit.backends import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult, backend_options
 from taskfit.errors import TaskfitError
 from taskfit.taskfile import ModelSpec
 
@@ -25,8 +26,24 @@ if TYPE_CHECKING:
 PREFIX = "tuned:"
 
 
+class Options(BaseModel):
+    """``backend: tuned``: a model trained by `taskfit tune` or a task's `tuning:` rows."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = Field(None, description="tuned:<id> of the fine-tuned model.")
+    device: str = Field("auto", description="cpu, cuda, cuda:1 or auto.")
+    batch_size: int = Field(8, ge=1, description="Requests per forward pass.")
+    serve_via: dict[str, Any] | None = Field(
+        None, description="Evaluate a LoRA adapter on an inference server with dynamic LoRA loading, "
+        "e.g. {base_url: http://127.0.0.1:8000/v1}; keys as for openai models (see docs/servers.md). Without "
+        "`path`, every tuned model of the study is evaluated there.")
+
+    def label(self) -> str:
+        return self.path or "tuned"
+
+
 def tune_id(spec: ModelSpec) -> str:
-    path = spec.path or ""
+    path = backend_options(spec).path or ""
     if not path.startswith(PREFIX):
         raise TaskfitError(f"a tuned model is named {PREFIX}<id>, got {path!r}", field="models[].path")
     return path[len(PREFIX):]
@@ -35,26 +52,28 @@ def tune_id(spec: ModelSpec) -> str:
 def create(spec: ModelSpec, *, workspace: Workspace | None = None):
     from taskfit.tuning.models import load_tokenizer, resolve_device
 
+    o = backend_options(spec)
     if workspace is None:
-        raise TaskfitError(f"model {spec.path!r}: a tuned model is looked up in a workspace; none was given")
+        raise TaskfitError(f"model {o.path!r}: a tuned model is looked up in a workspace; none was given")
     rec = workspace.tunes.get(tune_id(spec))
     if rec.status != "done":
         raise TaskfitError(f"tuned model {rec.id} has not finished training (status {rec.status}); "
                            f"run `taskfit tune` again to resume it")
     meta = json.loads((rec.folder / "tune.json").read_text())
-    if spec.serve_via is not None:  # evaluated on an inference server that loads the adapter
+    if o.serve_via is not None:  # evaluated on an inference server that loads the adapter
         from taskfit.backends import served_adapter
 
         return served_adapter.create(spec, rec, meta)
-    device = resolve_device(spec.device)
+    device = resolve_device(o.device)
     tokenizer = load_tokenizer(rec.folder / "tokenizer")
     model, plain = load_model(rec.folder, meta, device)
     model_id = f"tuned:{rec.id}:{meta['weights_sha']}"
     if meta["objective"] == "classify":
-        return ClassifierBackend(model, tokenizer, meta["labels"], model_id, device, spec.batch_size)
+        return ClassifierBackend(model, tokenizer, meta["labels"], model_id, device, o.batch_size)
     from taskfit.backends.hf import HFBackend
 
-    spec = spec.model_copy(update={"device": str(device), "chat_template": meta.get("chat_template", True)})
+    spec = ModelSpec(backend="hf", name=spec.label(), device=str(device), batch_size=o.batch_size,
+                     chat_template=meta.get("chat_template", True))
     return HFBackend(rec.folder, spec, model=model, tokenizer=tokenizer, model_id=model_id, plain_forward=plain)
 
 
@@ -91,7 +110,7 @@ def live_backend(model, tokenizer, device: torch.device, chat_template: bool, mo
     """An HFBackend around a model in memory (during tuning: the before/after table, the forgetting check)."""
     from taskfit.backends.hf import HFBackend
 
-    return HFBackend(Path("."), ModelSpec(device=str(device), chat_template=chat_template), model=model,
+    return HFBackend(Path("."), ModelSpec(backend="hf", device=str(device), chat_template=chat_template), model=model,
                      tokenizer=tokenizer, model_id=model_id, plain_forward=learns_virtual_tokens(model))
 
 

@@ -155,7 +155,7 @@ def register(app: typer.Typer) -> None:
 
         t, dataset = prepare(task)
         if run:
-            record = workspace().runs.run(run)
+            record = workspace().runs.get(run)
             if record is None:
                 raise TaskfitError(f"no run (or more than one) matches {run!r}; see `taskfit runs`")
             preds = workspace().runs.predictions(record.id, with_trace=False)[:limit]

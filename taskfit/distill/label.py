@@ -197,7 +197,7 @@ def label(task: Task, arm: Arm, rows: list[Example], *, backend: Backend, worksp
     store, cache = workspace.runs, workspace.cache
     mode = resolve_mode(task, backend)
     key = _label_key(task, arm, rows, mode)
-    run = _existing(store, key) or store.create_run(
+    run = _existing(store, key) or store.create(
         key=key, study=f"distill-{key[:8]}", task_name=c.name, task_path=str(task.path), task_hash=task.config_hash,
         data_hash=_rows_hash(rows), strategy=arm.strategy.label(), model=arm.model.label(), model_id=backend.model_id,
         split=SPLIT, n_total=len(rows), versions=package_versions(task.root),
@@ -326,4 +326,4 @@ def _existing(store: Store, key: str):
     with store.eng.connect() as conn:
         rid = conn.execute(text("SELECT id FROM runs WHERE key = :k ORDER BY created DESC LIMIT 1"),
                            {"k": key}).scalar()
-    return store.run(rid) if rid else None
+    return store.get(rid) if rid else None

@@ -103,7 +103,7 @@ def distill(task: Task, dataset: Dataset, spec: DistillSpec, *, workspace: Works
         rec = steps[list(steps)[-1]]
         info = _info(spec, teacher, labelled, writing, len(train), len(unlabeled), len(rows), None, None, [])
         info["step_tunes"] = {k: r.id for k, r in steps.items()}
-        tunes.update_result(rec.id, {**rec.result, "distill": info})
+        tunes.update(rec.id, {**rec.result, "distill": info})
         return Distilled(spec, teacher, labelled, student, tunes.get(rec.id), None, None)
     train_on = labelled.examples
     sspec = base.model_copy(update={"name": name, "train_limit": None})
@@ -127,7 +127,7 @@ def distill(task: Task, dataset: Dataset, spec: DistillSpec, *, workspace: Works
                         on_step=(lambda p: on_step(gspec.label(), p)) if on_step else None)
         gold = Arm(row, ModelSpec(backend="tuned", path=f"tuned:{gold_rec.id}", name=gspec.label()))
     info = _info(spec, teacher, labelled, writing, len(train), len(unlabeled), len(rows), gold, gold_rec, with_gold)
-    tunes.update_result(rec.id, {**rec.result, "distill": info})
+    tunes.update(rec.id, {**rec.result, "distill": info})
     return Distilled(spec, teacher, labelled, student, tunes.get(rec.id), gold, gold_rec)
 
 
@@ -168,15 +168,15 @@ def distilled_arms(task: Task, dataset: Dataset, arms: list[Arm], *, workspace: 
                    on_step: Callable[[str, dict[str, float]], None] | None = None) -> list[Arm]:
     """The arms the task's ``distill:`` list adds to a study that already has ``arms``: each teacher, student
     and gold student that is not on it yet (a gold student identical to a ``tuning:`` model is that model)."""
-    have = {a.name for a in arms} | {a.model.path for a in arms if a.model.backend == "tuned"}
+    have = {a.name for a in arms} | {a.model.options.get("path") for a in arms if a.model.backend == "tuned"}
     out: list[Arm] = []
     for spec in task.config.distill:
         if train_limit:
             spec = spec.model_copy(update={"train_limit": min(train_limit, spec.train_limit or train_limit)})
         d = distill(task, dataset, spec, workspace=workspace, pool=pool, log=log, on_step=on_step)
         for arm in (d.teacher, d.student, d.gold):
-            if arm is None or arm.name in have or (arm.model.backend == "tuned" and arm.model.path in have):
+            if arm is None or arm.name in have or (arm.model.backend == "tuned" and arm.model.options.get("path") in have):
                 continue
-            have |= {arm.name, arm.model.path}
+            have |= {arm.name, arm.model.options.get("path")}
             out.append(arm)
     return out

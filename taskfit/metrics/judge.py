@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from taskfit.backends import GenerateRequest, Message, ScoreRequest
+from taskfit.backends import GenerateRequest, Message, ScoreRequest, backend_options
 from taskfit.dataset import Example
 from taskfit.errors import TaskfitError
 from taskfit.metrics import Scored, read_options
@@ -61,7 +61,9 @@ def model_spec(value: Any) -> ModelSpec:
         return ModelSpec(backend="hf", path=value)
     if isinstance(value, dict):
         try:
-            return ModelSpec.model_validate(value)
+            spec = ModelSpec.model_validate(value)
+            backend_options(spec)  # the backend's own keys, checked now rather than at the first call
+            return spec
         except Exception as e:  # pydantic's message names the bad key
             raise TaskfitError(
                 f"metric 'judge': option 'model' is not a valid model: {e}", field="metrics.judge.model"

@@ -54,7 +54,7 @@ def optimize(task_path: str | Path, config: OptimizeConfig, *, workspace: Worksp
     base = result.race.standing(result.race.entrants["c0"])
     store = workspace.optimizations
     record = store.create(
-        status="searched", task_name=task.config.name, task_path=str(task.path), task_hash=task.config_hash,
+        status="running", task_name=task.config.name, task_path=str(task.path), task_hash=task.config_hash,
         data_hash=dataset.hash, model=model_spec.label(), model_id=backend.model_id, budget=config.budget,
         calls=result.calls, calls_sent=result.sent, program=result.winner.program.model_dump(),
         prompt=prompt_text(result.winner.program, task, mode), candidates=result.table(),

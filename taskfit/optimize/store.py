@@ -20,7 +20,7 @@ class OptimizationRecord:
     id: str
     created: float
     finished: float | None
-    status: str  # "searched" (program saved, test comparison pending) or "complete"
+    status: str  # "running" (program saved, test comparison pending) or "done"
     task_name: str
     task_path: str
     task_hash: str
@@ -56,7 +56,7 @@ class OptimizationStore:
 
     def finish(self, opt_id: str, report: dict[str, Any]) -> None:
         with self.eng.begin() as conn:
-            conn.execute(text("UPDATE optimizations SET status = 'complete', finished = :t, report = :r WHERE id = :id"),
+            conn.execute(text("UPDATE optimizations SET status = 'done', finished = :t, report = :r WHERE id = :id"),
                          {"t": time.time(), "r": json.dumps(report, ensure_ascii=False), "id": opt_id})
 
     def get(self, opt_id: str) -> OptimizationRecord | None:

@@ -217,7 +217,7 @@ def build_pipeline(workspace: Workspace, *, run_id: str | None = None, task_path
                    pool: BackendPool | None = None) -> Pipeline:
     """The pipeline for a stored run's arm (``run_id``) or for one strategy x model of a task file."""
     if run_id:
-        run = workspace.runs.run(run_id)
+        run = workspace.runs.get(run_id)
         if run is None:
             raise TaskfitError(f"no run (or more than one) matches {run_id!r}; see `taskfit runs`")
         path = task_path or run.task_path

@@ -196,7 +196,7 @@ def tune_dpo(task, train_examples, spec, *, store, runs=None, on_step=None,
         log("forgetting check: measuring the tuned model")
         after = forgetting.measure(model, job.tokenizer, job.device, "sft", job.chat_template)
         result["forgetting"] = forgetting.summary(result["forgetting_before"], after, "sft")
-    store.update_result(rec.id, result, status="done")
+    store.finish(rec.id, result)
     return store.get(rec.id)
 
 

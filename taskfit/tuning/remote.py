@@ -180,12 +180,12 @@ def tune_remote(task: Task, train_examples: list[Example], spec: RemoteSpec, *, 
         if "file_id" not in result:
             f = client.files.create(file=(f"{task.config.name}-{rec.id}.jsonl", data), purpose="fine-tune")
             result.update(file_id=f.id, file_bytes=f.bytes, rows=data.count(b"\n"))
-            store.update_result(rec.id, result)
+            store.update(rec.id, result)
             log(f"uploaded {f.bytes:,} bytes ({result['rows']} rows) as {f.id}")
         if "job_id" not in result:
             job = _find_job(client, rec.id) or _create_job(client, spec, result["file_id"], rec.id)
             result.update(job_id=job.id, provider=spec.provider)
-            store.update_result(rec.id, result)  # stored before waiting: the resume point
+            store.update(rec.id, result)  # stored before waiting: the resume point
             log(f"created job {job.id} on {spec.model}")
         else:
             log(f"re-attaching to job {result['job_id']}")
@@ -198,10 +198,10 @@ def tune_remote(task: Task, train_examples: list[Example], spec: RemoteSpec, *, 
                   hyperparameters=job.hyperparameters.model_dump(exclude_none=True))
     if job.status == "succeeded":
         result["train_cost_usd"] = (job.trained_tokens or 0) * spec.price_train_per_1m / 1e6
-        store.update_result(rec.id, result, status="done")
+        store.finish(rec.id, result)
     else:
         result["error"] = job.error.model_dump() if job.error else None
-        store.update_result(rec.id, result, status=job.status)
+        store.finish(rec.id, result, status=job.status)
     return store.get(rec.id)
 
 
@@ -255,7 +255,7 @@ def cancel_remote(store: TuneStore, tune_id: str, client=None) -> TuneRecord:
         raise TaskfitError(f"tuned:{rec.id} has no remote job to cancel")
     client = client or client_for(RemoteSpec(**rec.spec))
     job = client.fine_tuning.jobs.cancel(job_id)
-    store.update_result(rec.id, {**rec.result, "status": job.status}, status=job.status)
+    store.finish(rec.id, {**rec.result, "status": job.status}, status=job.status)
     return store.get(rec.id)
 
 

@@ -1,18 +1,19 @@
 """What a fine-tuning run is: the method, the objective, the base model and the hyperparameters.
 
 A ``TuneSpec`` is one row of a task file's ``tuning:`` list, or the options of ``taskfit tune``. It only
-imports pydantic, so the task-file schema can use it without loading torch.
+imports pydantic, so the task-file schema can use it without loading torch. The keys below are shared by every
+method; the others are the method's own options (``Options`` in its module), checked when the task is prepared.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
 class TuneSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
 
     method: str = Field("lora", description="Tuning method (see `taskfit tune --help`): full, top_n, head, lora, "
                         "dora, qlora, prefix, prompt_tuning, ia3.")
@@ -35,16 +36,6 @@ class TuneSpec(BaseModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     train_limit: int | None = Field(None, ge=1, description="Train on the first N rows of the train split only.")
     seed: int = Field(0, description="Seed for initialisation, data order and dropout.")
-    rank: int = Field(8, ge=1, description="lora/dora/qlora: rank r; higher fits more, costs memory.")
-    alpha: int | None = Field(None, ge=1, description="lora/dora/qlora: scaling alpha (default: 2 x rank).")
-    dropout: float = Field(0.05, ge=0, lt=1, description="lora/dora/qlora: dropout on the adapter input.")
-    target_modules: list[str] | None = Field(
-        None, description="lora/dora/qlora/ia3: module names to adapt (default: PEFT's choice for the "
-        "architecture, e.g. q_proj/v_proj, query/value).")
-    top_n: int = Field(2, ge=1, description="top_n: how many of the last transformer layers train.")
-    num_virtual_tokens: int = Field(16, ge=1, description="prefix/prompt_tuning: learned virtual tokens.")
-    bits: Literal[2, 4, 8] = Field(4, description="qlora: bits per base weight (4: NF4; 8: LLM.int8).")
-    allow_fallback: bool = Field(False, description="qlora without CUDA: train plain lora instead of failing.")
     text_dir: str | None = Field(None, description="pretrain: folder of .txt/.md files (relative to the task file).")
     preferences: str | None = Field(None, description="dpo: pairs from a JSONL file (prompt, chosen, rejected; "
                                     "relative to the task file), `review` (the review app's choices for this "
@@ -62,6 +53,11 @@ class TuneSpec(BaseModel):
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: far "
                                          "less activation memory for about a third more compute.")
     forgetting: bool = Field(True, description="Measure forgetting on a general sample before/after training.")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The method's own keys, as written (checked against the method's ``Options`` when the task is prepared)."""
+        return dict(self.model_extra or {})
 
     def label(self) -> str:
         if self.name:

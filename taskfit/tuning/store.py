@@ -60,12 +60,16 @@ class TuneStore:
             c.execute(text(f"INSERT INTO tunes ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})"), row)
         return self.get(tid)
 
-    def update_result(self, tid: str, result: dict[str, Any], status: str | None = None) -> None:
+    def update(self, tid: str, result: dict[str, Any]) -> None:
+        """Record a running tune's result so far (its resume point)."""
         with self.eng.begin() as c:
             c.execute(text("UPDATE tunes SET result = :r WHERE id = :id"), {"r": json.dumps(result), "id": tid})
-            if status:
-                c.execute(text("UPDATE tunes SET status = :s, finished = :f WHERE id = :id"),
-                          {"s": status, "f": time.time(), "id": tid})
+
+    def finish(self, tid: str, result: dict[str, Any], status: str = "done") -> None:
+        """Record a tune's final result; ``status`` is done, or failed/cancelled for a provider's job."""
+        with self.eng.begin() as c:
+            c.execute(text("UPDATE tunes SET result = :r, status = :s, finished = :f WHERE id = :id"),
+                      {"r": json.dumps(result), "s": status, "f": time.time(), "id": tid})
 
     def by_key(self, key: str) -> TuneRecord | None:
         """The newest finished run with this key, else the newest unfinished one (to resume)."""
@@ -84,7 +88,7 @@ class TuneStore:
             raise TaskfitError(f"tuned model id {tid!r} is ambiguous: {', '.join(r['id'] for r in rows)}")
         return _record(rows[0])
 
-    def all(self, limit: int = 50) -> list[TuneRecord]:
+    def list(self, limit: int = 50) -> list[TuneRecord]:
         with self.eng.connect() as c:
             rows = c.execute(text("SELECT * FROM tunes ORDER BY created DESC LIMIT :n"), {"n": limit}).mappings().all()
         return [_record(r) for r in rows]

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 
 from taskfit.errors import TaskfitError
-from taskfit.runner import package_versions
+from taskfit.provenance import package_versions
 from taskfit.taskfile import StrategySpec, Task
 from taskfit.tuning import data as tdata
 from taskfit.tuning import distributed, forgetting
-from taskfit.tuning.methods import count_parameters, methods
+from taskfit.tuning.methods import count_parameters, method
 from taskfit.tuning.models import base_folder, load_for_objective, load_tokenizer, resolve_device
 from taskfit.tuning.spec import TuneSpec
 from taskfit.tuning.store import TuneRecord, TuneStore, write_json
@@ -47,24 +47,20 @@ class Job:
         c = task.config
         self.device = distributed.process_device(resolve_device(spec.device))
         self.fallback: str | None = None
-        method_name = spec.method
-        if spec.method == "qlora":
-            why = methods.get("qlora").available(str(self.device))
-            if why and not spec.allow_fallback:
-                raise TaskfitError(f"{why}; use method lora here, or allow_fallback (--allow-fallback) to train "
-                                   f"plain LoRA on the full-precision base instead", field="tuning[].method")
-            if why:
-                self.fallback, method_name = f"{why}: trained plain lora instead", "lora"
-        self.method_name = method_name
-        self.method = methods.get(method_name)
-        if spec.objective not in self.method.LR:
+        self.method = method(spec.method)
+        self.options = self.method.options(spec)
+        if substitute := self.method.substitute(self.options, str(self.device)):
+            name, self.fallback = substitute
+            self.method = method(name)  # the substitute takes the same options (qlora's are lora's and more)
+        self.method_name = method_name = self.method.name
+        if spec.objective not in self.method.lr:
             raise TaskfitError(f"method {spec.method} does not apply to objective {spec.objective}",
                                field="tuning[].objective")
-        self.lr = spec.lr or self.method.LR[spec.objective]
+        self.lr = spec.lr or self.method.lr[spec.objective]
         self.folder = base_folder(spec.model, task.root)
         self.tokenizer = load_tokenizer(self.folder)
         self.chat_template = bool(self.tokenizer.chat_template) and not (
-            c.models and c.models[0].backend == "hf" and not c.models[0].chat_template)
+            c.models and c.models[0].backend == "hf" and not c.models[0].options.get("chat_template", True))
         self.labels = c.labels
         self.sample = ""
         if spec.objective == "sft":
@@ -103,7 +99,7 @@ class Job:
                                   mixed_precision=distributed.mixed_precision(spec.mixed_precision, self.device))
         self.steps = total_steps(len(self.rows), self.config)
         ident = {"spec": spec.model_dump(exclude={"name", "forgetting", "save_steps", "device"}),
-                 "method": method_name, "base": _fingerprint(self.folder), "data": self.data_hash,
+                 "options": self.options.model_dump(), "method": method_name, "base": _fingerprint(self.folder), "data": self.data_hash,
                  "sample": self.sample, "labels": c.labels, "device": self.device.type}
         self.key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -119,12 +115,12 @@ class Job:
                     StrategySpec(name=spec.strategy))
 
     def load_model(self) -> torch.nn.Module:
-        extra = self.method.load_kwargs(self.spec, str(self.device)) if hasattr(self.method, "load_kwargs") else {}
+        extra = self.method.load_kwargs(self.options, str(self.device))
         return load_for_objective(self.folder, self.spec.objective, self.labels, self.device, self.spec.seed, extra)
 
     def apply_method(self, model: torch.nn.Module) -> torch.nn.Module:
         try:
-            model = self.method.apply(model, self.spec, TASK_TYPE[self.spec.objective])
+            model = self.method.apply(model, self.options, TASK_TYPE[self.spec.objective])
         except ValueError as e:
             raise TaskfitError(f"method {self.method_name}: {e}", field="tuning[].method") from e
         if self.spec.gradient_checkpointing:
@@ -180,24 +176,24 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore,
     if spec.forgetting and "forgetting_before" not in result:
         log("forgetting check: measuring the base model")
         result["forgetting_before"] = _base_measures(job, model)
-        store.update_result(rec.id, result)
+        store.update(rec.id, result)
     model = job.apply_method(model)
     trainable, total = count_parameters(model)
     shown = show_examples(task)
     if "before_after" not in result and shown:
         result["before_after"] = [{"id": ex.id, "input": _short(ex), "target": ex.target, "before": out}
                                   for ex, out in zip(shown, predict_examples(job, model, shown), strict=True)]
-        store.update_result(rec.id, result)
+        store.update(rec.id, result)
     if "plan" not in result:
         result["plan"] = tplan.predict(job, model, runtime_bytes=runtime).as_dict()
-        store.update_result(rec.id, result)
+        store.update(rec.id, result)
     log(f"training {trainable:,} of {total:,} parameters for {job.steps} steps on {job.device.type}"
         + (f" x {n} processes" if (n := distributed.processes()) > 1 else ""))
     res = train(model, job.rows, job.config, pad_id=job.tokenizer.pad_token_id, device=job.device,
                 checkpoint_dir=rec.folder / "checkpoints", on_step=on_step, stop_after=stop_after)
     result.update(steps_done=res.steps, steps_total=job.steps)
     if res.steps < job.steps:  # stopped on request: the checkpoint is the resume point
-        store.update_result(rec.id, result)
+        store.update(rec.id, result)
         distributed.wait_for_everyone()
         return store.get(rec.id)
     weights = _save(rec.folder, model, job, res.state_dict)
@@ -222,7 +218,7 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore,
         log("forgetting check: measuring the tuned model")
         after = forgetting.measure(model, job.tokenizer, job.device, spec.objective, job.chat_template)
         result["forgetting"] = forgetting.summary(result["forgetting_before"], after, spec.objective)
-    store.update_result(rec.id, result, status="done")
+    store.finish(rec.id, result)
     shutil.rmtree(rec.folder / "checkpoints", ignore_errors=True)  # optimizer states: up to 3x the weights
     distributed.wait_for_everyone()
     return store.get(rec.id)
@@ -316,7 +312,7 @@ def _save(folder: Path, model: torch.nn.Module, job: Job, state_dict: dict | Non
         "chat_template": job.tokenizer.chat_template if job.chat_template else None, "rendered_row": job.sample})
     write_json(folder / "tune.json", {
         "objective": job.spec.objective, "base_model": job.spec.model, "task_root": str(job.task.root),
-        "labels": c.labels, "mergeable": bool(getattr(job.method, "MERGEABLE", False)) and is_peft,
+        "labels": c.labels, "mergeable": job.method.mergeable and is_peft,
         "chat_template": job.chat_template, "weights_sha": h.hexdigest()[:12], "spec": job.spec.model_dump(),
         "method_used": job.method_name, "data_hash": job.data_hash, "seed": job.spec.seed,
         "strategy": job.strategy_row.model_dump(), "versions": package_versions(job.task.root)})

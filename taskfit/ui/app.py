@@ -86,14 +86,14 @@ def create_app(workspace: Workspace, token: str | None = None, allowed_hosts: Se
         return templates.TemplateResponse(request, "error.html", {"message": str(exc)}, status_code=400)
 
     def run_or_404(run_id: str) -> RunRecord:
-        run = store.run(run_id)
+        run = store.get(run_id)
         if run is None:
             raise HTTPException(404, f"no run (or more than one) matches {run_id!r}")
         return run
 
     @app.get("/", response_class=HTMLResponse)
     def runs_page(request: Request):
-        runs = store.runs(500)
+        runs = store.list(500)
         lab_by_task: dict[str, dict] = {}
         rows = []
         for r in runs:
@@ -108,7 +108,7 @@ def create_app(workspace: Workspace, token: str | None = None, allowed_hosts: Se
         from taskfit.leaderboard import rows as board_rows
         from taskfit.leaderboard import verdict
 
-        runs = store.runs(2000)
+        runs = store.list(2000)
         studies = _studies(runs)
         if not studies:
             return templates.TemplateResponse(
@@ -154,7 +154,7 @@ def create_app(workspace: Workspace, token: str | None = None, allowed_hosts: Se
             preds = [p for p in preds if p.score < 1]
         others = [
             r
-            for r in store.runs(500)
+            for r in store.list(500)
             if r.task_name == run.task_name and r.split == run.split and r.id != run.id
         ]
         return templates.TemplateResponse(
@@ -226,7 +226,7 @@ def create_app(workspace: Workspace, token: str | None = None, allowed_hosts: Se
     def queue_page(
         request: Request, task: str | None = None, study: str | None = None, run: str | None = None
     ):
-        runs = store.runs(2000)
+        runs = store.list(2000)
         studies = [s for s in _studies(runs) if not task or s["task"] == task]
         if not studies:
             return templates.TemplateResponse(

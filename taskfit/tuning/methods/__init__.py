@@ -1,17 +1,20 @@
 """Tuning methods: each decides which weights train, and how (PEFT adapters, unfrozen layers, a new head).
 
 Adding a method: write ``taskfit/tuning/methods/<name>.py`` exposing ``DESCRIPTION``, ``LR`` (default peak
-learning rate by objective) and ``apply(model, spec, task_type) -> model`` (``task_type`` is PEFT's
-``CAUSAL_LM`` or ``SEQ_CLS``); optionally ``load_kwargs(spec, device) -> dict`` for how the base model is
-loaded (qlora's quantization) and ``MERGEABLE = True`` when the result can be folded into the base weights.
-Then add one line to ``BUILTINS``.
+learning rate by objective), ``Options`` (a pydantic model of the method's own keys in a ``tuning:`` row) and
+``apply(model, options, task_type) -> model`` (``task_type`` is PEFT's ``CAUSAL_LM`` or ``SEQ_CLS``);
+optionally ``load_kwargs(options, device) -> dict`` for how the base model is loaded (qlora's quantization),
+``substitute(options, device)`` naming a method to train instead where this one cannot run, and
+``MERGEABLE = True`` when the result can be folded into the base weights. Then add one line to ``BUILTINS``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from taskfit.registry import Registry
 
@@ -20,7 +23,7 @@ class TuningMethod(Protocol):
     DESCRIPTION: str
     LR: dict[str, float]
 
-    def apply(self, model: torch.nn.Module, spec: Any, task_type: str) -> torch.nn.Module: ...
+    def apply(self, model: torch.nn.Module, options: Any, task_type: str) -> torch.nn.Module: ...
 
 
 BUILTINS = {
@@ -39,16 +42,60 @@ BUILTINS = {
 class _ModuleRegistry(Registry):
     """Methods are modules: a built-in spec names the module alone."""
 
-    def get(self, name: str) -> Any:
+    def _object(self, name: str) -> Any:
         import importlib
 
         self._load_plugins()
         if name not in self._loaded and name in self._specs and ":" not in self._specs[name]:
             self._loaded[name] = importlib.import_module(self._specs[name])
-        return super().get(name)
+        return super()._object(name)
 
 
 methods = _ModuleRegistry("tuning method", BUILTINS, group="taskfit.tuning_methods")
+
+
+class NoOptions(BaseModel):
+    """The options of a method that takes none: any key in its row is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method seen through one interface: its optional parts get their defaults here, so the
+    tuning recipe never asks which method it holds."""
+
+    name: str
+    module: Any
+
+    @property
+    def lr(self) -> dict[str, float]:
+        return self.module.LR
+
+    @property
+    def mergeable(self) -> bool:
+        return bool(getattr(self.module, "MERGEABLE", False))
+
+    def options(self, spec: Any) -> BaseModel:
+        """The ``tuning:`` row's own keys validated against the method's ``Options``."""
+        from taskfit.plugins import parse_options
+
+        return parse_options(methods.options(self.name), spec.options, f"tuning method {self.name}", "tuning[]")
+
+    def substitute(self, options: BaseModel, device: str) -> tuple[str, str] | None:
+        hook = getattr(self.module, "substitute", None)
+        return hook(options, device) if hook else None
+
+    def load_kwargs(self, options: BaseModel, device: str) -> dict[str, Any]:
+        hook = getattr(self.module, "load_kwargs", None)
+        return hook(options, device) if hook else {}
+
+    def apply(self, model: torch.nn.Module, options: BaseModel, task_type: str) -> torch.nn.Module:
+        return self.module.apply(model, options, task_type)
+
+
+def method(name: str) -> Method:
+    return Method(name, methods.get(name))
 
 
 def set_trainable(model: torch.nn.Module, predicate) -> None:

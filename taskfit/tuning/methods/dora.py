@@ -7,7 +7,8 @@ from taskfit.tuning.methods import lora
 DESCRIPTION = "LoRA with separate magnitude and direction (weight-decomposed)."
 LR = lora.LR
 MERGEABLE = True
+Options = lora.Options
 
 
-def apply(model, spec, task_type):
-    return get_peft_model(model, lora.config(spec, task_type, use_dora=True))
+def apply(model, options: Options, task_type):
+    return get_peft_model(model, lora.config(options, task_type, use_dora=True))

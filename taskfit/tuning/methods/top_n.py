@@ -1,5 +1,7 @@
 """top_n: train only the last N transformer layers (plus the head and the final norm); the rest is frozen."""
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from taskfit.tuning.methods import head_names, layer_list, set_trainable
 
 DESCRIPTION = "Only the top N layers (and the head) train; lower layers keep their general features."
@@ -7,11 +9,16 @@ LR = {"sft": 5e-5, "classify": 1e-4, "pretrain": 5e-5}
 MERGEABLE = True
 
 
-def apply(model, spec, task_type):
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    top_n: int = Field(2, ge=1, description="How many of the last transformer layers train.")
+
+
+def apply(model, options: Options, task_type):
     prefix, layers = layer_list(model)
-    if spec.top_n > len(layers):
-        raise ValueError(f"top_n={spec.top_n} but the model has {len(layers)} layers")
-    keep = tuple(f"{prefix}.{i}." for i in range(len(layers) - spec.top_n, len(layers)))
+    if options.top_n > len(layers):
+        raise ValueError(f"top_n={options.top_n} but the model has {len(layers)} layers")
+    keep = tuple(f"{prefix}.{i}." for i in range(len(layers) - options.top_n, len(layers)))
     heads = tuple(f"{h}." for h in head_names(model))
     # after the last layer: the final norm (model.norm, ln_f) and, for causal LMs, the output layer
     tail = ("norm.", "ln_f.", "final_layer_norm.", "lm_head.", "pooler.")

@@ -1,0 +1,84 @@
+"""Plugins own their options: a task file's entries checked against the registries when the task is prepared.
+
+Each backend, strategy and tuning method declares a pydantic model of its own keys (``Options`` in its module);
+a task-file entry keeps its common keys (``name``, ``backend``, prices, ...) and the rest is validated against
+that model here, so a third-party plugin registered by entry point receives settings taskfit knows nothing of.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from taskfit.errors import TaskfitError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class AnyOptions(BaseModel):
+    """The options of a plugin that declares no model: every key is passed on unchecked."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def problems(e: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+
+
+def parse_options(model: type[T] | None, raw: dict[str, Any], owner: str, where: str) -> T:
+    """``raw`` validated against ``model``; a TaskfitError naming ``owner`` and the key (``where.<key>``)."""
+    try:
+        return (model or AnyOptions).model_validate(raw)
+    except ValidationError as e:
+        key = ".".join(str(p) for p in e.errors()[0]["loc"])
+        raise TaskfitError(f"{owner}: {problems(e)}", field=f"{where}.{key}" if key else where) from None
+
+
+def check_task(task: Any, root: yaml.Node | None) -> None:
+    """Fail at load, not mid-run, on an unknown metric/strategy/backend name or a bad backend option, naming
+    the file, line and key."""
+    from taskfit.backends import backends
+    from taskfit.metrics import metrics
+    from taskfit.strategies import strategies
+
+    c = task.config
+    for i, m in enumerate(c.metrics):
+        _known(metrics.names(), m.name, "metric", f"metrics[{i}]", task)
+    for i, s in enumerate(c.strategies):
+        _known(strategies.names(), s.name, "strategy", f"strategies[{i}]", task)
+    for i, m in enumerate(c.models):
+        _known(backends.names(), m.backend, "backend", f"models[{i}].backend", task)
+        _check_options(backends.options(m.backend), m.options, ("models", i), f"backend {m.backend!r}", task, root)
+    if c.tuning:  # the methods load torch and peft: only for a task that tunes
+        from taskfit.tuning.methods import methods
+
+        for i, t in enumerate(c.tuning):
+            _known(methods.names(), t.method, "tuning method", f"tuning[{i}].method", task)
+            _check_options(methods.options(t.method), t.options, ("tuning", i), f"tuning method {t.method!r}",
+                           task, root)
+    labels = [s.label() for s in c.strategies]
+    dupes = {x for x in labels if labels.count(x) > 1}
+    if dupes:
+        raise TaskfitError(f"two strategies share the row name {sorted(dupes)}; give one an `id:`",
+                           file=str(task.path), field="strategies")
+
+
+def _check_options(model: type[BaseModel] | None, raw: dict[str, Any], at: tuple[str, int], owner: str, task: Any,
+                   root: yaml.Node | None) -> None:
+    from taskfit.taskfile import _line_of
+
+    try:
+        (model or AnyOptions).model_validate(raw)
+    except ValidationError as e:
+        loc = e.errors()[0]["loc"]
+        where = f"{at[0]}[{at[1]}]" + "".join(f".{p}" for p in loc)
+        raise TaskfitError(f"{where}: {problems(e)} (options of {owner})", file=str(task.path),
+                           line=_line_of(root, (*at, *loc)), field=where) from None
+
+
+def _known(names: list[str], name: str, kind: str, where: str, task: Any) -> None:
+    if name not in names:
+        raise TaskfitError(f"{where}: unknown {kind} {name!r}; known {kind}s: {', '.join(names)}",
+                           file=str(task.path), field=where)

@@ -1,0 +1,25 @@
+"""Layering: the task-file schema loads no plugin registry, and tuning does not reach into the runner."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _loaded_after(module: str) -> set[str]:
+    code = f"import json, sys; import {module}; print(json.dumps(sorted(sys.modules)))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return set(json.loads(res.stdout.splitlines()[-1]))
+
+
+def test_the_task_file_schema_imports_no_registry_dataset_or_model_library():
+    loaded = _loaded_after("taskfit.taskfile")
+    assert not loaded & {"taskfit.backends", "taskfit.strategies", "taskfit.metrics", "taskfit.dataset",
+                         "taskfit.prompts", "taskfit.plugins", "taskfit.runner", "torch"}
+
+
+def test_tuning_does_not_import_the_runner():
+    assert "taskfit.runner" not in _loaded_after("taskfit.tuning.tune")
