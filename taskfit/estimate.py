@@ -24,7 +24,14 @@ from typing import Any
 import numpy as np
 from sqlalchemy import text
 
-from taskfit.backends import GenerateRequest, GenerateResult, Message, ScoreRequest, ScoreResult, backend_options
+from taskfit.backends import (
+    GenerateRequest,
+    GenerateResult,
+    Message,
+    ScoreRequest,
+    ScoreResult,
+    backend_options,
+)
 from taskfit.cache import CallCache, call_key
 from taskfit.dataset import Dataset, Example
 from taskfit.lm import LM, Trace

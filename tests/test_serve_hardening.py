@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import text
+from test_serve import _cli, _free_port, _pipeline, _qa_task, running
 
 from taskfit.backends import GenerateRequest
 from taskfit.backends.scripted import ScriptedBackend
@@ -24,7 +25,6 @@ from taskfit.serve.config import MemoryConfig, RetentionConfig
 from taskfit.serve.log import RequestLog
 from taskfit.serve.memory import ConversationMemory
 from taskfit.serve.retention import Retention
-from tests.test_serve import _cli, _free_port, _pipeline, _qa_task, running
 
 ADVERSARIAL = {  # each about 1 MB: plain text, one long word, '@'-heavy and dot-heavy text, digit runs
     "words": "('lorem ipsum dolor sit amet ' * 40_000)[:1_000_000]",

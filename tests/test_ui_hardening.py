@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import test_ui
 from fastapi.testclient import TestClient
+from test_ui import LOCAL
 
 from taskfit.study import run_study
 from taskfit.ui.app import create_app
-from tests import test_ui
-from tests.test_ui import LOCAL
 
 runs = test_ui.runs  # the fixture: the 8-row scripted study
 
