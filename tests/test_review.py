@@ -266,7 +266,8 @@ def test_queue_and_review_on_the_bundled_model(workspace):
     # within the agreeing examples, the least confident come first
     agree = [it for it in queue if it.example_id not in differ]
     assert [it.low_confidence for it in agree] == sorted((it.low_confidence for it in agree), reverse=True)
-    client = TestClient(create_app(workspace))
+    local = "http://127.0.0.1:8765"  # the app's own origin: loopback Host, and posts say where they come from
+    client = TestClient(create_app(workspace), base_url=local, headers={"Origin": local})
     run_id = table[0].run_id
     first = queue[0].example_id
     assert (
