@@ -28,7 +28,7 @@ from taskfit.errors import TaskfitError
 from taskfit.leaderboard import render, rows, verdict
 from taskfit.runner import Arm, ProgressFn
 from taskfit.runner import evaluate as run_arms
-from taskfit.study import curve_points, distilled, prepare, select_arms, tuned_arms, with_teachers
+from taskfit.study import prepare, select_arms, trained_arms, with_teachers
 from taskfit.taskfile import ModelSpec, StrategySpec, Task, TaskConfig
 from taskfit.types import LeaderboardRow
 from taskfit.workspace import Workspace
@@ -215,9 +215,8 @@ def evaluate(task: str | Path | Task, strategies: Sequence[StrategyArg] | None =
     task_obj, dataset = load(task)
     chosen = arms(task_obj, strategies, models)
     if tuned:
-        chosen += tuned_arms(task_obj, dataset, workspace=ws, train_limit=train_limit, log=log, on_step=on_step)
-        chosen += distilled(task_obj, dataset, chosen, workspace=ws, train_limit=train_limit, log=log, on_step=on_step)
-        chosen += curve_points(task_obj, dataset, workspace=ws, train_limit=train_limit, log=log, on_step=on_step)
+        chosen += trained_arms(task_obj, dataset, chosen, workspace=ws, train_limit=train_limit, log=log,
+                               on_step=on_step)
     limit = task_obj.config.limit if limit is None else (limit or None)
     records = run_arms(task_obj, dataset, chosen, split=split or task_obj.config.split, limit=limit,
                        workspace=ws, progress=progress)

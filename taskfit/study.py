@@ -93,13 +93,20 @@ def run_study(task_path: str | Path, *, workspace: Workspace, strategy_names: li
     task, dataset = prepare(task_path)
     arms = select_arms(task, strategy_names, model_names)
     if with_tuning:
-        arms += tuned_arms(task, dataset, workspace=workspace, train_limit=train_limit, log=log, on_step=on_step)
-        arms += distilled(task, dataset, arms, workspace=workspace, train_limit=train_limit, log=log, on_step=on_step)
-        arms += curve_points(task, dataset, workspace=workspace, train_limit=train_limit, log=log, on_step=on_step)
+        arms += trained_arms(task, dataset, arms, workspace=workspace, train_limit=train_limit, log=log,
+                             on_step=on_step)
     limit = task.config.limit if limit is None else (limit or None)  # --limit 0: every row
     records = evaluate(task, dataset, arms, split=split or task.config.split, limit=limit, workspace=workspace,
                        progress=progress)
     return task, with_teachers(task, rows(workspace, records), workspace)
+
+
+def trained_arms(task: Task, dataset: Dataset, arms: list[Arm], *, workspace: Workspace, **kw) -> list[Arm]:
+    """What training adds to a study of ``arms``: the task's ``tuning:`` models, its ``distill:`` students
+    and the sizes of its ``curve:`` entries (each trained once, then reused)."""
+    added = tuned_arms(task, dataset, workspace=workspace, **kw)
+    added += distilled(task, dataset, arms + added, workspace=workspace, **kw)
+    return added + curve_points(task, dataset, workspace=workspace, **kw)
 
 
 def distilled(task: Task, dataset: Dataset, arms: list[Arm], *, workspace: Workspace, **kw) -> list[Arm]:
