@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
     from taskfit.types import ReportRow
@@ -39,6 +39,19 @@ class CostsConfig(BaseModel):
     train_price_per_hour: float | None = Field(
         None, ge=0, description="$ per hour of the machine that trains the `tuning:` models (default: "
         "`price_per_hour`).")
+    volume: str | None = Field(
+        None, description="The query volume the recommendation prices at when `--volume` is not given, e.g. "
+        "`1M`, `250k/month`, `1825000/year` (one-time costs are spread over this many queries).")
+    latency_p50_ms: float | None = Field(
+        None, gt=0, description="The slowest median latency a recommended row may have when `--latency-p50-ms` "
+        "is not given.")
+
+    @field_validator("volume")
+    @classmethod
+    def _volume(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_volume(str(v))
+        return v
 
 
 @dataclass(frozen=True)

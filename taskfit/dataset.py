@@ -148,6 +148,9 @@ def load_dataset(task: Task) -> Dataset:
                 rows = _nonempty(read_rows(path), path)
                 h.update(name.encode() + path.read_bytes())
                 splits[name] = [to_example(task, path, n, r) for n, r in rows]
+                if c.shuffle:
+                    h.update(b"shuffled")
+                    random.Random(f"{c.seed}:{name}").shuffle(splits[name])
     _check_unique_ids(splits)
     return Dataset(splits, h.hexdigest()[:16])
 

@@ -103,15 +103,24 @@ def task_yaml(p: Proposal, goals: Goals, task_dir: Path, name: str) -> str:
     """The task file's text: the data layout, fields, metric and a default study, with comments."""
     import os
 
-    rel = os.path.relpath(p.data_file.resolve(), task_dir.resolve())
+    def rel(path: Path) -> str:
+        return json.dumps(os.path.relpath(path.resolve(), task_dir.resolve()))
+
     n = len(p.rows)
-    n_train = int(n * 0.8)
+    test_file = sibling_test_file(p.data_file)
+    n_train = n if test_file else int(n * 0.8)
     lines = [f"# Written by `taskfit init` from {p.data_file.name} ({n} rows); edit freely, then `taskfit validate`.",
              f"name: {json.dumps(name)}",
-             "data:",
-             f"  file: {json.dumps(rel)}",
-             "  split: {train: 0.8, test: 0.2}   # shuffled with `seed`; train rows are demos and fine-tuning data",
-             "  seed: 0",
+             "data:"]
+    if test_file:
+        lines += [f"  train: {rel(p.data_file)}   # demos and fine-tuning data",
+                  f"  test: {rel(test_file)}   # found next to the train file: the study is scored on it"]
+    else:
+        lines += [f"  file: {rel(p.data_file)}",
+                  "  split: {train: 0.8, test: 0.2}   # shuffled with `seed`; train rows are demos and fine-tuning data"]
+    if test_file and p.labels and sorted_by_label(test_file, p.output):
+        lines.append("  shuffle: true   # the files are sorted by label: shuffle them so the first rows are a fair sample")
+    lines += ["  seed: 0",
              f"inputs: {json.dumps(p.inputs)}",
              f"output: {json.dumps(p.output)}"]
     if p.labels:
@@ -142,6 +151,15 @@ def task_yaml(p: Proposal, goals: Goals, task_dir: Path, name: str) -> str:
     elif not p.labels and n_train >= TUNE_SFT_ROWS:
         lines += ["tuning:   # enough train rows to fine-tune the small model on the answers",
                   "  - {name: smollm2+lora-sft, method: lora, objective: sft, model: bundled, train_limit: 1000}"]
+    costs = []
+    if goals.queries_per_day is not None:
+        costs.append(f"  volume: {goals.queries_per_day * 365}/year   # {goals.queries_per_day:,} queries a day for a "
+                     "year: the recommendation is the cheapest row at this volume")
+    if goals.latency_ms is not None:
+        costs.append(f"  latency_p50_ms: {goals.latency_ms}   # rows slower than this are not recommended")
+    if costs:
+        lines += ["costs:", "  # price_per_hour: 0.10   # $ per hour of the serving machine (default: costs in machine-hours)",
+                  *costs]
     lines += ["split: test", "limit: 200   # the first 200 test rows keep a study short; --limit overrides"]
     goal_lines = [f"#   accuracy target: {goals.accuracy_target:g}" if goals.accuracy_target is not None else "",
                   f"#   queries per day: {goals.queries_per_day:,}" if goals.queries_per_day is not None else "",
@@ -152,11 +170,39 @@ def task_yaml(p: Proposal, goals: Goals, task_dir: Path, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sibling_test_file(data_file: Path) -> Path | None:
+    """``test.jsonl`` (or ``.csv``) next to a file named ``train.*``, if there is one: a held-out split the
+    data's publisher made, better than a random cut of the train rows."""
+    if data_file.stem.lower() != "train":
+        return None
+    test = data_file.with_name("test" + data_file.suffix)
+    return test if test.is_file() else None
+
+
+def sorted_by_label(path: Path, output: str) -> bool:
+    """Whether the file's rows are grouped by label (few changes of label from one row to the next), so its
+    first rows would hold only a few labels."""
+    labels = [str(r.get(output)) for r in read_rows(path)]
+    runs = 1 + sum(a != b for a, b in zip(labels, labels[1:]))
+    return len(set(labels)) > 2 and runs <= 2 * len(set(labels))
+
+
+def task_name(data_file: Path) -> str:
+    """A task name from the data file: its folder's name when the file is only a split (train.jsonl, data.csv)."""
+    import re
+
+    stem = data_file.stem
+    if stem.lower() in ("train", "test", "dev", "data", "rows", "all") and data_file.resolve().parent.name:
+        stem = data_file.resolve().parent.name
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._") or "task"
+    return name[:100]
+
+
 def write_task(p: Proposal, goals: Goals, out: Path, name: str | None = None) -> Path:
     """Write the task file to ``out`` and check it (data, fields, templates) as `taskfit validate` does."""
     from taskfit.study import prepare
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(task_yaml(p, goals, out.parent, name or p.data_file.stem))
+    out.write_text(task_yaml(p, goals, out.parent, name or task_name(p.data_file)))
     prepare(out)
     return out

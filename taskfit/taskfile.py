@@ -47,6 +47,8 @@ class DataConfig(_Strict):
     split: SplitRatios | None = Field(None, description="Ratios used with `file`.")
     seed: int = Field(0, description="Seed for the split shuffle and every random choice.")
     id_field: str = Field("id", description="Field holding a row id; the line number is used when absent.")
+    shuffle: bool = Field(False, description="Shuffle the rows of each train/dev/test file once, with `seed`, so "
+                          "that `limit: N` takes a fair sample of a file sorted by label (`file` is always shuffled).")
 
     @model_validator(mode="after")
     def _one_layout(self) -> DataConfig:

@@ -75,3 +75,25 @@ def test_the_banking77_task_file_prices_a_20_row_run(tmp_path, taskfit_home):
     dry = CliRunner().invoke(app, ["run", str(out), "--dry-run", "--limit", "20"])  # kNN demos load MiniLM
     assert dry.exit_code == 0, dry.output
     assert "few_shot_knn" in dry.stdout
+
+
+def test_a_train_file_with_a_test_file_beside_it_sorted_by_label(tmp_path, taskfit_home):
+    folder = tmp_path / "intents"
+    folder.mkdir()
+    for split, n in (("train", 60), ("test", 30)):  # grouped by label, as Banking77 ships
+        (folder / f"{split}.jsonl").write_text("".join(
+            json.dumps({"id": f"{split}{i}", "text": f"message {i}", "label": f"intent_{i * 6 // n}"}) + "\n"
+            for i in range(n)))
+    out = tmp_path / "task.yaml"
+    res = CliRunner().invoke(app, ["init", str(folder / "train.jsonl"), "--out", str(out), "--yes",
+                                   "--queries-per-day", "5000", "--latency-ms", "400"])
+    assert res.exit_code == 0, res.output
+    config = yaml.safe_load(out.read_text())
+    assert config["name"] == "intents"  # the folder names the task, not "train"
+    assert config["data"]["test"].endswith("intents/test.jsonl") and "split" not in config["data"]
+    assert config["data"]["shuffle"] is True
+    assert config["costs"] == {"volume": "1825000/year", "latency_p50_ms": 400}
+    task, ds = prepare(out)
+    first = [ex.target for ex in ds.split("test")[:10]]
+    assert len(set(first)) > 2  # shuffled: the first rows are not one label's
+    assert sorted(ex.id for ex in ds.split("test")) == sorted(f"test{i}" for i in range(30))
