@@ -1,4 +1,5 @@
-"""Layering: the task-file schema loads no plugin registry, and tuning does not reach into the runner."""
+"""Layering: the task-file schema loads no plugin registry, tuning does not reach into the runner, and the
+report's steps (collecting, plots, HTML) load only what they use."""
 
 import json
 import subprocess
@@ -23,3 +24,13 @@ def test_the_task_file_schema_imports_no_registry_dataset_or_model_library():
 
 def test_tuning_does_not_import_the_runner():
     assert "taskfit.runner" not in _loaded_after("taskfit.tuning.tune")
+
+
+def test_report_plots_do_not_reach_the_store_and_collecting_does_not_load_the_html():
+    plots = _loaded_after("taskfit.report.plots")
+    assert "taskfit.report.plots" in plots
+    assert not plots & {"taskfit.store", "taskfit.workspace", "taskfit.db", "sqlalchemy", "taskfit.report.data",
+                        "taskfit.report.html", "jinja2"}
+    data = _loaded_after("taskfit.report.data")
+    assert "taskfit.store" in data
+    assert not data & {"taskfit.report.html", "taskfit.report.plots", "jinja2"}
