@@ -179,3 +179,20 @@ def test_a_distilled_rows_teacher_bill_is_a_one_time_cost():
     distilled = tuned_row(tune={"train_time_s": 120.0, "distill": {"labelling": {"dollars": 4.0, "calls": 2000}}})
     c = row_cost(distilled, "$")
     assert c.labelling == pytest.approx(4.0) and c.one_time == pytest.approx(4.0 + 120 / 3600 * 0.10)
+
+
+def test_the_task_files_volume_prices_the_report_when_no_option_does(make_task, taskfit_home):
+    from typer.testing import CliRunner
+
+    from taskfit.cli import app
+
+    path = make_task(costs={"price_per_hour": 0.5, "volume": "1825000/year", "latency_p50_ms": 60000})
+    res = CliRunner().invoke(app, ["run", str(path)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    # printed to two significant figures
+    assert "Cost at 1,800,000 queries a year" in res.output and "At 1,800,000 queries a year" in res.output
+    res = CliRunner().invoke(app, ["report", str(path), "--volume", "10"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "Cost at 10 queries" in res.output  # an option still wins
+    bad = make_task(costs={"volume": "lots"})
+    res = CliRunner().invoke(app, ["validate", str(bad)])
+    assert res.exit_code != 0 and "not a query volume" in (res.output + str(res.exception))

@@ -286,7 +286,8 @@ def report_data(
     latency_p50_ms: float | None = None,
 ) -> ReportData:
     """The report's content for ``targets`` (task files, task names or run ids; none: the latest study).
-    A task file among the targets also supplies the current prices."""
+    A task file among the targets also supplies the current prices; the task's `costs.volume` and
+    `costs.latency_p50_ms` apply when ``volume`` and ``latency_p50_ms`` are not given."""
     prices = None
     for target in targets:
         if Path(target).suffix in (".yaml", ".yml") and Path(target).is_file():
@@ -294,5 +295,13 @@ def report_data(
 
             prices = load_task(target).config
     runs = resolve_targets(workspace.runs, targets)
+    goals = prices.costs.model_dump() if prices is not None else (
+        (runs[-1].config.get("task") or {}).get("costs") or {} if runs else {})
+    if volume is None and goals.get("volume"):  # the task file's own volume when none is asked for
+        from taskfit.costs import parse_volume
+
+        volume = parse_volume(str(goals["volume"]))
+    if latency_p50_ms is None:
+        latency_p50_ms = goals.get("latency_p50_ms")
     return collect(workspace, runs, volume=volume, latency_p50_ms=latency_p50_ms, prices=prices)
 
