@@ -296,7 +296,15 @@ def _register_commands() -> None:
 _register_commands()
 
 
+# library loggers whose warnings concern optional kernels or their own deprecations, not the user's run
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
 def main() -> None:
+    import logging
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         app()
     except TaskfitError as e:
