@@ -87,7 +87,9 @@ def test_shrink_command_puts_each_precision_beside_its_parent_on_the_leaderboard
     from taskfit.cli import app
     from taskfit.leaderboard import rows
 
-    task = make_task(strategies=["zero_shot"])
+    # the task's hf model row says whether the copies use the chat template (here: not)
+    task = make_task(strategies=["zero_shot"], models=[{"backend": "hf", "path": str(tiny_models["llama"]),
+                                                        "chat_template": False}])
     args = ["shrink", str(task), str(tiny_models["llama"]), "--to", "int8", "--limit", "4", "--queries", "2"]
     res = CliRunner().invoke(app, [*args, "--json"])
     assert res.exit_code == 0, res.output
@@ -99,6 +101,7 @@ def test_shrink_command_puts_each_precision_beside_its_parent_on_the_leaderboard
     # kept with the runs: a later leaderboard of the same runs shows the same figures
     stored = rows(workspace, [workspace.runs.get(r["run_id"]) for r in board.values()])
     assert {r.model: r.size_mb for r in stored} == {m: r["size_mb"] for m, r in board.items()}
+    assert all(workspace.runs.get(r["run_id"]).config["backend"]["chat_template"] is False for r in board.values())
 
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output

@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
         for precision in to:
             err.print(f"quantizing {name} to {precision}", style="dim")
             folders[f"{name}-{precision}"] = quantize(parent, precision, ws.root / "shrunk" / f"{name}-{precision}")
-        chat = not (c.models and c.models[0].backend == "hf" and not c.models[0].chat_template)
+        chat = not (c.models and c.models[0].backend == "hf" and c.models[0].options.get("chat_template") is False)
         arms = [Arm(row, ModelSpec(backend="hf", path=str(f), name=n, chat_template=chat)) for n, f in folders.items()]
         limit = c.limit if limit is None else (limit or None)
         records = evaluate(task_obj, dataset, arms, split=c.split, limit=limit, workspace=ws)
