@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -101,10 +102,11 @@ class Store:
         if not run_ids:
             return {}
         names = {f"r{i}": r for i, r in enumerate(run_ids)}
+        cols = [f.name for f in dataclass_fields(Footprint)]
         with self.eng.connect() as conn:
-            rows = conn.execute(text(f"SELECT * FROM footprints WHERE run_id IN ({', '.join(':' + k for k in names)})"),
-                                names).mappings().all()
-        return {r["run_id"]: Footprint(**{k: v for k, v in r.items() if k not in ("run_id", "created")}) for r in rows}
+            rows = conn.execute(text(f"SELECT run_id, {', '.join(cols)} FROM footprints "
+                                     f"WHERE run_id IN ({', '.join(':' + k for k in names)})"), names).mappings().all()
+        return {r["run_id"]: Footprint(**{k: r[k] for k in cols}) for r in rows}
 
     def get(self, run_id: str) -> RunRecord | None:
         """A run by id or unique id prefix."""
