@@ -87,9 +87,10 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print(json.dumps([r.to_json() for r in board], indent=2))
             return
-        width = None if out.is_terminal else 300 if wide else 120  # as `taskfit eval` prints its leaderboard
-        out.print(render(board, title=f"{name} and its shrunk copies", wide=wide), width=width)
-        out.print(verdict(board), highlight=False, width=width)
+        # piped output: as wide as `taskfit eval` prints its leaderboard (a Console caps print widths at its own)
+        console = out if out.is_terminal else Console(markup=False, width=300 if wide else 120)
+        console.print(render(board, title=f"{name} and its shrunk copies", wide=wide))
+        console.print(verdict(board), highlight=False)
         for model_name, change, p in against_parent(ws, records[0], records[1:]):
             test = "no shared examples" if p is None else f"p = {p:.3f}" + (" *" if p < 0.05 else "")
-            out.print(f"{model_name}: {change:+.3f} against {name} ({test})", highlight=False, width=width)
+            console.print(f"{model_name}: {change:+.3f} against {name} ({test})", highlight=False)
