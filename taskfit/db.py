@@ -179,6 +179,18 @@ MIGRATIONS: list[tuple[str, str | tuple[str, ...]]] = [
         "UPDATE runs SET status = 'done' WHERE status = 'complete'",
         "UPDATE optimizations SET status = 'done' WHERE status = 'complete'",
         "UPDATE optimizations SET status = 'running' WHERE status = 'searched'")),
+    # `taskfit shrink`: what serving a run's model costs (taskfit.types.Footprint), measured in a fresh process
+    ("013_footprints", """
+        CREATE TABLE footprints (
+            run_id TEXT PRIMARY KEY,
+            created REAL NOT NULL,
+            precision TEXT NOT NULL,
+            size_mb REAL NOT NULL,
+            peak_mb REAL NOT NULL,
+            ms_per_query REAL NOT NULL,
+            load_s REAL NOT NULL,
+            queries INTEGER NOT NULL
+        )"""),
 ]
 
 

@@ -10,7 +10,7 @@ from taskfit.metrics import build_metric
 from taskfit.stats import paired_p, score_interval
 from taskfit.store import RunRecord
 from taskfit.taskfile import MetricSpec, ModelSpec
-from taskfit.types import JSON_KEYS, LeaderboardRow, PredictionRow
+from taskfit.types import JSON_KEYS, Footprint, LeaderboardRow, PredictionRow
 
 if TYPE_CHECKING:
     from taskfit.tuning.store import TuneStore
@@ -23,6 +23,7 @@ def rows(workspace: Workspace, runs: list[RunRecord]) -> list[LeaderboardRow]:
     """Leaderboard rows of ``runs`` (stored in ``workspace``), best score first. ``p_vs_best`` is None for the
     best row itself."""
     preds = {r.id: workspace.runs.predictions(r.id, with_trace=False) for r in runs}
+    footprints = workspace.runs.footprints([r.id for r in runs])
     out = []
     binary: dict[str, bool] = {}
     for run in runs:
@@ -54,7 +55,7 @@ def rows(workspace: Workspace, runs: list[RunRecord]) -> list[LeaderboardRow]:
             judge_tokens_in=_mean([s.get("tokens_in", 0.0) for s in spent]),
             judge_tokens_out=_mean([s.get("tokens_out", 0.0) for s in spent]),
             judge_cost_per_1k=1000 * _mean([s.get("cost", 0.0) for s in spent]),
-            **scored_via(run),
+            **scored_via(run), **serving(footprints.get(run.id)),
             tune=tune_summary(workspace.tunes, model.options.get("path")) if model.backend == "tuned"
             or (model.options.get("path") or "").startswith("tuned:") else None,
         ))
@@ -79,6 +80,14 @@ def scored_via(run: RunRecord) -> dict[str, Any]:
     via = "generate" if mode == "generate" else (backend.get("score_via") or "local")
     return {"score_via": via, "score_via_reason": backend.get("score_via_reason") or None,
             "server": backend.get("server")}
+
+
+def serving(fp: Footprint | None) -> dict[str, Any]:
+    """A row's serving footprint fields from a run's measured footprint (`taskfit shrink`)."""
+    if fp is None:
+        return {}
+    return {"precision": fp.precision, "size_mb": fp.size_mb, "serving_peak_mb": fp.peak_mb,
+            "ms_per_query": fp.ms_per_query}
 
 
 TUNE_KEYS = ("id", "method", "method_used", "objective", "base_model", "train_time_s", "peak_mem_mb",
@@ -162,12 +171,15 @@ def render(table_rows: list[LeaderboardRow], title: str = "Leaderboard", *, wide
     judged = any(r.judge_calls for r in table_rows)
     served = any(r.server for r in table_rows)
     tuned = any(r.tune for r in table_rows)
+    shrunk = any(r.precision for r in table_rows)  # a serving footprint was measured (`taskfit shrink`)
     others = any(k != r.metric for r in table_rows for k in r.metrics)
     paid = any(r.cost_per_1k for r in table_rows)
     sizes = {r.n for r in table_rows}
     one_n = len(sizes) == 1 and not wide
     t = Table(title=title + (f", n = {sizes.pop()}" if one_n else ""), title_justify="left", caption=CAPTION,
               caption_justify="left", box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD)
+    if shrunk:
+        t.caption += "\nserving (precision, MB, peak MB, ms/query): a fresh process, single queries, one thread"
     for r in table_rows:
         if r.score_via == "generate" and r.score_via_reason:
             t.caption = f"{t.caption}\n{r.model}: labels not scored on the server ({r.score_via_reason})"
@@ -175,7 +187,7 @@ def render(table_rows: list[LeaderboardRow], title: str = "Leaderboard", *, wide
                ("parse fail", True), ("tok in/out", True), ("calls/q", wide), ("$/1k q", wide or paid),
                ("time/1k q", True), ("p50 ms", wide), ("cache hits", wide), ("judge", wide and judged),
                ("other metrics", wide and others), ("training", wide and tuned), ("scored via", wide and served),
-               ("run", True)]
+               *((name, wide and shrunk) for name in SERVING_COLUMNS), ("run", True)]
     shown = [name for name, show in columns if show]
     cell_rows = []
     for r in table_rows:
@@ -185,9 +197,10 @@ def render(table_rows: list[LeaderboardRow], title: str = "Leaderboard", *, wide
                  "calls/q": f"{r.calls_per_query:.1f}", "$/1k q": f"${r.cost_per_1k:.4f}",
                  "time/1k q": _duration(r.time_per_1k_s), "p50 ms": f"{r.latency_p50_ms:.0f}",
                  "cache hits": str(r.cache_hits), "judge": judge_cell(r), "other metrics": _other_metrics(r),
-                 "training": training_cell(r.tune), "scored via": scored_via_cell(r), "run": r.run_id}
+                 "training": training_cell(r.tune), "scored via": scored_via_cell(r), "run": r.run_id,
+                 **serving_cells(r)}
         cell_rows.append([cells[name] for name in shown])
-    texts = ("strategy", "model", "judge", "other metrics", "training", "scored via")
+    texts = ("strategy", "model", "judge", "other metrics", "training", "scored via", "precision")
     for k, name in enumerate(shown):
         header = name if wide else HEADERS.get(name, name)  # two-line headers keep the numbers' columns narrow
         if name in texts:  # long names wrap inside their cell; numbers are never cut
@@ -197,12 +210,13 @@ def render(table_rows: list[LeaderboardRow], title: str = "Leaderboard", *, wide
             t.add_column(header, justify="left" if name == "run" else "right", no_wrap=True, min_width=width)
     for row in cell_rows:
         t.add_row(*row)
-    if wide or not (judged or tuned or others or served):
+    if wide or not (judged or tuned or others or served or shrunk):
         return t
     d = Table(title="Details (--wide: one table)", title_justify="left", box=box.SIMPLE_HEAD)
     d.add_column("run", no_wrap=True)
     parts = [("judge calls, tok/q, $/1k q", judged, judge_cell), ("other metrics", others, _other_metrics),
-             ("training", tuned, lambda r: training_cell(r.tune)), ("scored via", served, scored_via_cell)]
+             ("training", tuned, lambda r: training_cell(r.tune)), ("scored via", served, scored_via_cell),
+             ("serving", shrunk, serving_cell)]
     for name, show, _ in parts:
         if show:
             d.add_column(name)
@@ -211,6 +225,25 @@ def render(table_rows: list[LeaderboardRow], title: str = "Leaderboard", *, wide
         if any(cells):  # rows with nothing more to say are left out
             d.add_row(r.run_id, *cells)
     return Group(t, d)
+
+
+SERVING_COLUMNS = ("precision", "size MB", "peak MB", "ms/query")
+
+
+def serving_cells(r: LeaderboardRow) -> dict[str, str]:
+    """The serving footprint's columns (blank where none was measured)."""
+    if not r.precision:
+        return dict.fromkeys(SERVING_COLUMNS, "")
+    return {"precision": r.precision, "size MB": f"{r.size_mb or 0:,.0f}", "peak MB": f"{r.serving_peak_mb or 0:,.0f}",
+            "ms/query": f"{r.ms_per_query or 0:.1f}"}
+
+
+def serving_cell(r: LeaderboardRow) -> str:
+    """The serving footprint in one cell: precision, weights on disk, peak memory, time per query."""
+    if not r.precision:
+        return ""
+    c = serving_cells(r)
+    return f"{c['precision']}; {c['size MB']} MB on disk; peak {c['peak MB']} MB; {c['ms/query']} ms/query"
 
 
 def _p_cell(p: float | None) -> str:

@@ -141,7 +141,8 @@ def _serving_text(row: ReportRow, others: list[ReportRow]) -> str:
     where = "runs on-premise" if on_premise(row) else "calls a remote API"
     if row.model_params:
         where += f" ({row.model_params / 1e6:,.0f}M parameters"
-        where += f", {row.model_mb:,.0f} MB of weights)" if row.model_mb else ")"
+        weights_mb = row.size_mb or row.model_mb  # measured on disk (a shrunk model's), else parameters x width
+        where += f", {weights_mb:,.0f} MB of weights)" if weights_mb else ")"
     fee = "no per-query fee" if not row.cost_per_1k else f"${row.cost_per_1k:.2f} per 1,000 queries"
     text = (
         f"Serving {row_name(row)}: {where}, {fee}, p50 latency {row.latency_p50_ms:.0f} ms, "

@@ -15,12 +15,17 @@ import json
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from taskfit.errors import TaskfitError
+from taskfit.types import Footprint
+
+if TYPE_CHECKING:
+    from taskfit.store import RunRecord
+    from taskfit.workspace import Workspace
 
 PRECISIONS = ("int8", "int4")
 # bytes per parameter when serving; weights only (add the KV cache and activations for long contexts)
@@ -68,11 +73,11 @@ def size_mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.suffix in exts) / 2**20
 
 
-@dataclass
-class Footprint:
-    load_s: float
-    peak_rss_mb: float  # the whole process: interpreter, libraries, weights, one forward pass
-    ms_per_query: float  # mean of single forward passes over ``prompts`` (after one warm-up)
+def precision_of(folder: Path) -> str:
+    """The precision of the weights in ``folder``: a shrunk copy's, else float32 (what the parent is loaded
+    in to be quantized and measured)."""
+    marker = folder / "shrink.json"
+    return json.loads(marker.read_text())["precision"] if marker.is_file() else "float32"
 
 
 def footprint(folder: Path, prompts: list[str], timeout_s: float = 600) -> Footprint:
@@ -84,10 +89,12 @@ def footprint(folder: Path, prompts: list[str], timeout_s: float = 600) -> Footp
                          capture_output=True, text=True, timeout=timeout_s)
     if res.returncode != 0:
         raise TaskfitError(f"measuring {folder} failed: {res.stderr.strip()[-500:]}")
-    return Footprint(**json.loads(res.stdout.strip().splitlines()[-1]))
+    measured = json.loads(res.stdout.strip().splitlines()[-1])
+    return Footprint(precision=precision_of(folder), size_mb=size_mb(folder), queries=len(prompts), **measured)
 
 
-def _measure(folder: Path, prompts: list[str]) -> Footprint:
+def _measure(folder: Path, prompts: list[str]) -> dict[str, float]:
+    """Load time, peak memory and mean time per query of this process (``footprint``'s measuring end)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -105,7 +112,7 @@ def _measure(folder: Path, prompts: list[str]) -> Footprint:
             model(**ids)
             if i:  # the first pass warms up allocations
                 times.append(time.perf_counter() - t)
-    return Footprint(load_s=load_s, peak_rss_mb=_peak_rss_mb(), ms_per_query=1000 * sum(times) / len(times))
+    return {"load_s": load_s, "peak_mb": _peak_rss_mb(), "ms_per_query": 1000 * sum(times) / len(times)}
 
 
 def _peak_rss_mb() -> float:
@@ -119,6 +126,21 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
+def against_parent(workspace: Workspace, parent: RunRecord, copies: list[RunRecord]
+                   ) -> list[tuple[str, float, float | None]]:
+    """Each shrunk copy's score minus its parent's on the same examples, with the paired test's p-value
+    (McNemar or paired bootstrap, as on the leaderboard): (model, change, p) per copy; p is None when the
+    two runs share no example."""
+    from taskfit.leaderboard import rows
+
+    out = []
+    for copy in copies:
+        pair = {r.run_id: r for r in rows(workspace, [parent, copy])}
+        p = next((r.p_vs_best for r in pair.values() if r.p_vs_best is not None), None)
+        out.append((copy.model, pair[copy.id].score - pair[parent.id].score, p))
+    return out
+
+
 def serving_table(params: float) -> list[dict[str, float | str]]:
     """Memory for the weights of a ``params``-parameter model at each precision (weights only)."""
     return [{"precision": p, "bytes_per_param": b, "gb": params * b / 1e9} for p, b in SERVING_BYTES.items()]
@@ -126,4 +148,4 @@ def serving_table(params: float) -> list[dict[str, float | str]]:
 
 if __name__ == "__main__":  # python -m taskfit.shrink FOLDER < prompts.json: one footprint as JSON
     torch.set_num_threads(1)
-    print(json.dumps(asdict(_measure(Path(sys.argv[1]), json.loads(sys.stdin.read())))))
+    print(json.dumps(_measure(Path(sys.argv[1]), json.loads(sys.stdin.read()))))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 from sqlalchemy import Engine, text
 
 from taskfit.db import upsert
-from taskfit.types import PredictionRow
+from taskfit.types import Footprint, PredictionRow
 
 
 @dataclass
@@ -89,6 +90,23 @@ class Store:
                                 {"r": run_id}).mappings().all()
         return [PredictionRow(**{k: json.loads(v) if k in JSON_COLUMNS and v is not None else v for k, v in r.items()})
                 for r in rows]
+
+    def set_footprint(self, run_id: str, footprint: Footprint) -> None:
+        """Keep what serving the run's model costs (a new measurement replaces the old)."""
+        with self.eng.begin() as conn:
+            upsert(conn, "footprints", [{"run_id": run_id, "created": time.time(), **asdict(footprint)}],
+                   key=("run_id",))
+
+    def footprints(self, run_ids: list[str]) -> dict[str, Footprint]:
+        """The measured footprints of those of ``run_ids`` that have one."""
+        if not run_ids:
+            return {}
+        names = {f"r{i}": r for i, r in enumerate(run_ids)}
+        cols = [f.name for f in dataclass_fields(Footprint)]
+        with self.eng.connect() as conn:
+            rows = conn.execute(text(f"SELECT run_id, {', '.join(cols)} FROM footprints "
+                                     f"WHERE run_id IN ({', '.join(':' + k for k in names)})"), names).mappings().all()
+        return {r["run_id"]: Footprint(**{k: r[k] for k in cols}) for r in rows}
 
     def get(self, run_id: str) -> RunRecord | None:
         """A run by id or unique id prefix."""

@@ -45,6 +45,19 @@ class PredictionRow:
 
 
 @dataclass(frozen=True)
+class Footprint:
+    """What serving a run's model costs, measured in a fresh process that loads it and answers single queries
+    (the run's own prompts) on one thread; kept with the run."""
+
+    precision: str  # float32, int8 or int4 weights
+    size_mb: float  # weights on disk (safetensors, bin, gguf)
+    peak_mb: float  # the process's peak resident memory: interpreter, libraries, weights, one forward pass
+    ms_per_query: float  # mean of single forward passes, after one warm-up
+    load_s: float  # loading the tokenizer and weights
+    queries: int  # forward passes timed
+
+
+@dataclass(frozen=True)
 class LeaderboardRow:
     """One strategy x model arm on the leaderboard: score with its 95% CI, paired test against the best row,
     and what a query costs. Averages are per query unless named otherwise."""
@@ -77,6 +90,11 @@ class LeaderboardRow:
     score_via: str = "local"  # generate (parsed replies), local (in-process log-likelihood) or a server's path
     score_via_reason: str | None = None  # why a server could not score labels
     server: str | None = None  # the server that ran the model
+    # serving footprint, measured by `taskfit shrink` in a fresh process (None where not measured):
+    precision: str | None = None  # float32, int8 or int4 weights
+    size_mb: float | None = None  # weights on disk
+    serving_peak_mb: float | None = None  # peak memory of a process that loads the model and answers queries
+    ms_per_query: float | None = None  # one query at a time, one thread
     tune: dict[str, Any] | None = None  # what a fine-tuned model cost to train; None for prompt-only rows
 
     @property

@@ -8,13 +8,12 @@ load/unload answer in plain text), so the scores a client reads through it are t
 from __future__ import annotations
 
 import copy
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import torch
+from loopback import loopback
 
 
 class HFServer:
@@ -28,9 +27,7 @@ class HFServer:
         self.unloads: list[str] = []
         self.served: list[str] = []  # model name of every completions request
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.httpd.fake = self  # type: ignore[attr-defined]
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.httpd, self.base_url = loopback(self)
 
     # -- endpoints ---------------------------------------------------------------------------------
     def handle(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
@@ -121,22 +118,3 @@ class HFServer:
                              "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": res.tokens_in, "completion_tokens": res.tokens_out,
                           "total_tokens": res.tokens_in + res.tokens_out}}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-        status, payload = self.server.fake.handle(self.path, body)  # type: ignore[attr-defined]
-        text = isinstance(payload, str)
-        raw = (payload if text else json.dumps(payload)).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain" if text else "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from conftest import serving
+from loopback import loopback
 
 from taskfit.backends import ScoreRequest
 from taskfit.backends.openai import OpenAIBackend
@@ -61,9 +61,7 @@ class FakeServer:
         self.choice, self.strict, self.fail_all = choice, strict, fail_all
         self.hits: dict[str, int] = {}
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.httpd.fake = self  # type: ignore[attr-defined]
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.httpd, self.base_url = loopback(self)
 
     def handle(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         with self.lock:
@@ -142,24 +140,6 @@ class FakeServer:
         return 200, {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
                      "choices": [choice], "usage": {"prompt_tokens": len(user.split()), "completion_tokens": 1,
                                                     "total_tokens": 0}}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-        status, payload = self.server.fake.handle(self.path, body)  # type: ignore[attr-defined]
-        raw = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
 
 
 SHAPES = {

@@ -52,9 +52,11 @@ def test_footprint_runs_in_a_fresh_process(shrunk, tiny_models):
     ballast = torch.ones(100_000_000)  # a 400 MB peak here, which the measuring process must not inherit
     del ballast
     fp = footprint(shrunk["int8"], ["Review: a great film", "Review: a dull mess"])
-    assert fp.ms_per_query > 0 and fp.load_s > 0
-    assert 50 < fp.peak_rss_mb < _peak_rss_mb() - 300
+    assert fp.ms_per_query > 0 and fp.load_s > 0 and fp.queries == 2
+    assert 50 < fp.peak_mb < _peak_rss_mb() - 300
+    assert fp.precision == "int8" and fp.size_mb == size_mb(shrunk["int8"])
     assert 0 < size_mb(shrunk["int8"]) < size_mb(tiny_models["llama"])
+    assert footprint(tiny_models["llama"], ["Review: a great film"]).precision == "float32"
 
 
 def test_unknown_precision_is_a_clear_error(tiny_models, tmp_path):
@@ -78,15 +80,48 @@ def test_serving_table_and_plan_inference():
     assert "int4" in res.output and "3.50" in res.output
 
 
-def test_shrink_command_prints_each_precision_beside_its_parent(make_task, tiny_models, taskfit_home):
+def test_shrink_command_puts_each_precision_beside_its_parent_on_the_leaderboard(make_task, tiny_models,
+                                                                                 taskfit_home, workspace):
+    from typer.testing import CliRunner
+
+    from taskfit.cli import app
+    from taskfit.leaderboard import rows
+
+    # the task's hf model row says whether the copies use the chat template (here: not)
+    task = make_task(strategies=["zero_shot"], models=[{"backend": "hf", "path": str(tiny_models["llama"]),
+                                                        "chat_template": False}])
+    args = ["shrink", str(task), str(tiny_models["llama"]), "--to", "int8", "--limit", "4", "--queries", "2"]
+    res = CliRunner().invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    board = {r["model"]: r for r in json.loads(res.output[res.output.index("[\n"):])}
+    assert sorted(board) == ["llama", "llama-int8"]
+    assert board["llama"]["precision"] == "float32" and board["llama-int8"]["precision"] == "int8"
+    assert all(r["serving_peak_mb"] > 0 and r["ms_per_query"] > 0 for r in board.values())
+    assert 0 < board["llama-int8"]["size_mb"] < board["llama"]["size_mb"]
+    # kept with the runs: a later leaderboard of the same runs shows the same figures
+    stored = rows(workspace, [workspace.runs.get(r["run_id"]) for r in board.values()])
+    assert {r.model: r.size_mb for r in stored} == {m: r["size_mb"] for m, r in board.items()}
+    assert all(workspace.runs.get(r["run_id"]).config["backend"]["chat_template"] is False for r in board.values())
+
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "serving" in res.output and "llama-int8:" in res.output and "against llama (p = " in res.output
+
+
+@pytest.mark.slow
+def test_shrinking_the_bundled_model_saves_disk_and_memory(taskfit_home):
+    from pathlib import Path
+
     from typer.testing import CliRunner
 
     from taskfit.cli import app
 
-    task = make_task(strategies=["zero_shot"])
-    res = CliRunner().invoke(app, ["shrink", str(task), str(tiny_models["llama"]), "--to", "int8", "--limit", "4",
-                                   "--queries", "2"])
+    task = Path(__file__).resolve().parents[1] / "examples" / "sst2" / "task.yaml"
+    res = CliRunner().invoke(app, ["shrink", str(task), "bundled", "--to", "int8", "--limit", "20", "--queries", "2",
+                                   "--json"])
     assert res.exit_code == 0, res.output
-    summary = json.loads(res.output.strip().splitlines()[-1])
-    assert [s["model"] for s in summary] == ["llama", "llama-int8"]
-    assert all(s["peak_rss_mb"] > 0 and s["ms_per_query"] > 0 and s["size_mb"] > 0 for s in summary)
+    board = {r["precision"]: r for r in json.loads(res.output[res.output.index("[\n"):])}
+    parent, int8 = board["float32"], board["int8"]
+    assert int8["size_mb"] < 0.6 * parent["size_mb"]  # embeddings and the tied head stay in float32
+    assert int8["serving_peak_mb"] < parent["serving_peak_mb"]
+    assert parent["n"] == int8["n"] == 20 and int8["score"] >= parent["score"] - 0.2

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from taskfit.commands import workspace
 
@@ -29,16 +28,19 @@ def register(app: typer.Typer) -> None:
                                                      "a tuned model's own).")] = None,
         limit: Annotated[int | None, typer.Option(help="Rows of the split to score (0: all).")] = None,
         queries: Annotated[int, typer.Option(help="Single queries timed for latency and memory.")] = 8,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the leaderboard rows as JSON.")] = False,
+        wide: Annotated[bool, typer.Option("--wide", help="One leaderboard table with every column (wider than "
+                                           "120).")] = False,
     ) -> None:
-        """Quantize MODEL to each --to precision; score the parent and each result; print accuracy with CI,
-        size on disk, peak memory and latency per query side by side."""
+        """Quantize MODEL to each --to precision; score the parent and each result; put accuracy with CI, size
+        on disk, peak memory and latency per query on one leaderboard."""
         from transformers import AutoTokenizer
 
         from taskfit.backends.hf import prompt_text
-        from taskfit.leaderboard import render, rows
+        from taskfit.leaderboard import render, rows, verdict
         from taskfit.prompts import prompt_parts
         from taskfit.runner import Arm, evaluate
-        from taskfit.shrink import footprint, quantize, size_mb
+        from taskfit.shrink import against_parent, footprint, quantize
         from taskfit.strategies import StrategyContext, strategies
         from taskfit.study import prepare
         from taskfit.taskfile import ModelSpec, StrategySpec
@@ -66,33 +68,29 @@ def register(app: typer.Typer) -> None:
         for precision in to:
             err.print(f"quantizing {name} to {precision}", style="dim")
             folders[f"{name}-{precision}"] = quantize(parent, precision, ws.root / "shrunk" / f"{name}-{precision}")
-        chat = not (c.models and c.models[0].backend == "hf" and not c.models[0].chat_template)
+        chat = not (c.models and c.models[0].backend == "hf" and c.models[0].options.get("chat_template") is False)
         arms = [Arm(row, ModelSpec(backend="hf", path=str(f), name=n, chat_template=chat)) for n, f in folders.items()]
         limit = c.limit if limit is None else (limit or None)
         records = evaluate(task_obj, dataset, arms, split=c.split, limit=limit, workspace=ws)
-        table = {r.model: r for r in rows(ws, records)}
-        out.print(render(list(table.values()), title=f"{name} and its shrunk copies"))
 
+        # the footprint is kept with each run: the leaderboard, --json and the report show it
         ctx = StrategyContext(task=task_obj, parts=prompt_parts(task_obj), train=dataset.split("train"),
                               mode="score", seed=c.data.seed)
         built = strategies.get(row.name)(row, ctx)
         tok = AutoTokenizer.from_pretrained(parent)
         examples = dataset.split(c.split)[:queries]
         prompts = [prompt_text(tok, built.prompt(ex), chat and bool(tok.chat_template)) for ex in examples]
-        t = Table(title="Size, memory and speed (one query at a time, fresh process, 1 thread)",
-                  title_justify="left")
-        for col in ("model", "score [95% CI]", "p vs best", "size MB", "peak MB", "ms/query", "load s"):
-            t.add_column(col, justify="left" if col == "model" else "right")
-        summary = []
-        for n, f in folders.items():
-            fp = footprint(f, prompts)
-            r = table[n]
-            p = r.p_vs_best
-            t.add_row(n, f"{r.score:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]",
-                      "best" if p is None else f"{p:.3f}", f"{size_mb(f):,.0f}", f"{fp.peak_rss_mb:,.0f}",
-                      f"{fp.ms_per_query:.1f}", f"{fp.load_s:.1f}")
-            summary.append({"model": n, "folder": str(f), "score": r.score, "ci": [r.ci_low, r.ci_high],
-                            "p_vs_best": p, "size_mb": size_mb(f), "peak_rss_mb": fp.peak_rss_mb,
-                            "ms_per_query": fp.ms_per_query, "run_id": r.run_id})
-        out.print(t)
-        out.print(json.dumps(summary), soft_wrap=True)
+        for record, folder in zip(records, folders.values(), strict=True):
+            err.print(f"measuring {record.model} (fresh process, {len(prompts)} single queries)", style="dim")
+            ws.runs.set_footprint(record.id, footprint(folder, prompts))
+        board = rows(ws, records)
+        if as_json:
+            print(json.dumps([r.to_json() for r in board], indent=2))
+            return
+        # piped output: as wide as `taskfit eval` prints its leaderboard (a Console caps print widths at its own)
+        console = out if out.is_terminal else Console(markup=False, width=300 if wide else 120)
+        console.print(render(board, title=f"{name} and its shrunk copies", wide=wide))
+        console.print(verdict(board), highlight=False)
+        for model_name, change, p in against_parent(ws, records[0], records[1:]):
+            test = "no shared examples" if p is None else f"p = {p:.3f}" + (" *" if p < 0.05 else "")
+            console.print(f"{model_name}: {change:+.3f} against {name} ({test})", highlight=False)
