@@ -13,8 +13,8 @@ import test_tuning  # noqa: E402
 tiny_models = test_tuning.tiny_models  # the 2-layer Llama (4 heads, 2 kv heads) with SmolLM2's tokenizer
 tune_task = test_tuning.tune_task
 
-# max |logit difference| against the source; the tiny model's logits are about 0.1-1 in size
-TOLERANCE = {"f32": 1e-4, "f16": 1e-2, "q8_0": 5e-2}
+# max |logit difference| against the source (logits up to 0.8); measured: f32 0, f16 2.0e-4, q8_0 4.6e-3
+TOLERANCE = {"f32": 1e-6, "f16": 2e-3, "q8_0": 2e-2}
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +46,35 @@ def test_transformers_loads_the_export_with_the_sources_logits(tiny_models, expo
     assert (got - want).abs().max().item() < TOLERANCE[precision]
     if precision != "f32":
         assert not torch.equal(got, want)  # a lossy precision really was written
+
+
+def test_the_tokenizer_and_chat_template_come_back(tiny_models, exported):
+    from transformers import AutoTokenizer
+
+    path = exported["f16"]
+    tok = AutoTokenizer.from_pretrained(tiny_models["llama"])
     gtok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    assert gtok(tok.decode(ids))["input_ids"] == ids
+    text = "Review: a great and moving film. Sentiment: positive <|im_end|>"
+    assert gtok(text)["input_ids"] == tok(text)["input_ids"]
     assert gtok.chat_template == tok.chat_template
+
+
+def test_an_untied_output_head_is_written_as_output_weight(tiny_models, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from taskfit import bundled
+    from taskfit.gguf_export import export
+
+    torch.manual_seed(1)
+    src = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32, tie_word_embeddings=False)
+    torch.nn.init.normal_(src.lm_head.weight, std=0.5)  # a head unlike the embeddings
+    src.save_pretrained(tmp_path / "untied")
+    AutoTokenizer.from_pretrained(tiny_models["llama"]).save_pretrained(tmp_path / "untied")
+    path = export(tmp_path / "untied", tmp_path / "out" / "model.gguf", source=bundled.smollm2_gguf(), precision="f32")
+    back = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    assert not back.config.tie_word_embeddings
+    ids = [1, 2, 3, 400, 5000]
+    assert torch.allclose(_logits(back, ids), _logits(src.eval(), ids), atol=1e-6)
 
 
 def test_query_and_key_rows_are_in_llama_cpps_layout(tiny_models, exported):
