@@ -130,6 +130,9 @@ def export(folder: Path, out: Path, *, source: Path, precision: str = "f16", nam
     writer.add_head_count(n_head)
     writer.add_head_count_kv(n_kv)
     writer.add_rope_dimension_count(head_dim)
+    if head_dim * n_head != config.hidden_size:  # llama.cpp assumes hidden_size / heads unless told
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
     writer.add_rope_freq_base(rope_theta)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_file_type(file_type)
@@ -158,6 +161,9 @@ def export(folder: Path, out: Path, *, source: Path, precision: str = "f16", nam
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     finally:
         writer.close()
     os.replace(tmp, out)
