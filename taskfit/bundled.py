@@ -82,5 +82,13 @@ def converted_gguf(gguf_path: Path) -> Path:
     return out
 
 
+def model_folder(path: Path) -> Path:
+    """The folder transformers loads for ``path``: a model folder as it is; a .gguf file, or a folder holding
+    one .gguf file and no config.json (a GGUF export), converted once."""
+    if path.is_dir() and not (path / "config.json").exists() and len(ggufs := list(path.glob("*.gguf"))) == 1:
+        path = ggufs[0]
+    return converted_gguf(path) if path.suffix == ".gguf" else path
+
+
 def smollm2_dir() -> Path:
     return converted_gguf(smollm2_gguf())

@@ -98,8 +98,11 @@ def _measure(folder: Path, prompts: list[str]) -> dict[str, float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from taskfit import bundled
+
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    folder = bundled.model_folder(folder)  # a GGUF copy is served converted, as the hf backend loads it
     start = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()

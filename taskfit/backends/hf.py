@@ -34,7 +34,8 @@ class Options(BaseModel):
     """``backend: hf``: a local model run with transformers."""
 
     model_config = ConfigDict(extra="forbid")
-    path: str | None = Field(None, description="Local model folder or .gguf file; 'bundled' for SmolLM2-135M.")
+    path: str | None = Field(None, description="Local model folder, .gguf file or folder holding one .gguf; "
+                                               "'bundled' for SmolLM2-135M.")
     gguf_file: str | None = Field(None, description="GGUF file name inside `path`.")
     device: str = Field("auto", description="cpu, cuda, cuda:1 or auto.")
     dtype: str = Field("auto", description="float32, bfloat16, float16 or auto (fp32 on CPU).")
@@ -59,7 +60,7 @@ def create(spec: ModelSpec) -> HFBackend:
             p = p / o.gguf_file
         if not p.exists():
             raise TaskfitError(f"model path {str(p)!r} does not exist", field="models[].path")
-        folder = bundled.converted_gguf(p) if p.suffix == ".gguf" else p
+        folder = bundled.model_folder(p)
     return HFBackend(folder, spec)
 
 

@@ -23,7 +23,8 @@ def register(app: typer.Typer) -> None:
         task: Annotated[str, typer.Argument(help="Path to the task file (YAML) the models are scored on.")],
         model: Annotated[str, typer.Argument(help="bundled, a model folder, or tuned:<id> (an adapter is "
                                              "merged into its base first).")],
-        to: Annotated[list[str], typer.Option("--to", help="Precision: int8 or int4 (repeat for several).")],
+        to: Annotated[list[str], typer.Option("--to", help="Precision: int8, int4, or a GGUF file: "
+                                              "gguf-f32, gguf-f16, gguf-q8_0 (repeat for several).")],
         strategy: Annotated[str | None, typer.Option(help="Strategy to score with (default: the task's first; "
                                                      "a tuned model's own).")] = None,
         limit: Annotated[int | None, typer.Option(help="Rows of the split to score (0: all).")] = None,
@@ -67,8 +68,16 @@ def register(app: typer.Typer) -> None:
         folders = {name: parent}
         for precision in to:
             err.print(f"quantizing {name} to {precision}", style="dim")
-            folders[f"{name}-{precision}"] = quantize(parent, precision, ws.root / "shrunk" / f"{name}-{precision}")
-        chat = not (c.models and c.models[0].backend == "hf" and c.models[0].options.get("chat_template") is False)
+            target = ws.root / "shrunk" / f"{name}-{precision}"
+            if precision.startswith("gguf-"):  # one GGUF file for llama.cpp/Ollama, scored here converted back
+                from taskfit.gguf_export import shrink_to_gguf, tuned_base
+
+                base = tuned_base(ws, rec.id) if model.startswith("tuned:") else parent
+                folders[f"{name}-{precision}"] = shrink_to_gguf(parent, precision, target, base=base)
+            else:
+                folders[f"{name}-{precision}"] = quantize(parent, precision, target)
+        chat = not (c.models and c.models[0].backend == "hf"
+                    and not c.models[0].options.get("chat_template", True))
         arms = [Arm(row, ModelSpec(backend="hf", path=str(f), name=n, chat_template=chat)) for n, f in folders.items()]
         limit = c.limit if limit is None else (limit or None)
         records = evaluate(task_obj, dataset, arms, split=c.split, limit=limit, workspace=ws)
