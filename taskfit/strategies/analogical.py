@@ -39,5 +39,8 @@ class Analogical:
         return s.finish_after(reasoning, user, o.answer_trigger)
 
 
+Options = AnalogicalOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> Analogical:
     return Analogical(parse_options(AnalogicalOptions, spec), ctx)

@@ -84,5 +84,8 @@ class AutoCoT:
         return preds
 
 
+Options = AutoCoTOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> AutoCoT:
     return AutoCoT(parse_options(AutoCoTOptions, spec), ctx)

@@ -70,5 +70,8 @@ class ChainOfVerification:
         return preds
 
 
+Options = ChainOfVerificationOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> ChainOfVerification:
     return ChainOfVerification(parse_options(ChainOfVerificationOptions, spec), ctx)

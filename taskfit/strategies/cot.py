@@ -101,5 +101,8 @@ class CoT:
                 for r, t in zip(results, traces, strict=True)]
 
 
+Options = CoTOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> CoT:
     return CoT(parse_options(CoTOptions, spec), ctx)

@@ -55,5 +55,8 @@ def _transcript(qa: list[tuple[str, str]]) -> str:
     return "".join(f"Q: {q}\nA: {a}\n" for q, a in qa)
 
 
+Options = LeastToMostOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> LeastToMost:
     return LeastToMost(parse_options(LeastToMostOptions, spec), ctx)

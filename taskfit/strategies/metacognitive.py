@@ -45,5 +45,8 @@ class Metacognitive:
         return s.finish_after({i: f"1.{r}" for i, r in reasoning.items()}, user, o.answer_trigger)
 
 
+Options = MetacognitiveOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> Metacognitive:
     return Metacognitive(parse_options(MetacognitiveOptions, spec), ctx)

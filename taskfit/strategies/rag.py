@@ -100,5 +100,8 @@ def _where(ex: Example) -> dict:
     return {"file": file, "line": int(line)} if line.isdigit() else {}
 
 
+Options = RagOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> Rag:
     return Rag(parse_options(RagOptions, spec), ctx)

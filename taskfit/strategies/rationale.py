@@ -41,5 +41,8 @@ class Rationale:
                 for r, t in zip(results, traces, strict=True)]
 
 
+Options = RationaleOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> Rationale:
     return Rationale(parse_options(RationaleOptions, spec), ctx)

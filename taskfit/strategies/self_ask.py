@@ -85,5 +85,8 @@ def _last_followup(text: str) -> str | None:
     return q[0].strip() if q and q[0].strip() else None
 
 
+Options = SelfAskOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> SelfAsk:
     return SelfAsk(parse_options(SelfAskOptions, spec), ctx)

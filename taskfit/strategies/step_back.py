@@ -49,5 +49,8 @@ class StepBack:
         return preds
 
 
+Options = StepBackOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> StepBack:
     return StepBack(parse_options(StepBackOptions, spec), ctx)

@@ -48,5 +48,8 @@ class System2Attention:
         return preds
 
 
+Options = System2AttentionOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> System2Attention:
     return System2Attention(parse_options(System2AttentionOptions, spec), ctx)
