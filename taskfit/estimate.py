@@ -17,21 +17,15 @@ of measured latency on tokens in and out over the model's cached calls, else the
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from sqlalchemy import text
 
-from taskfit.backends import (
-    GenerateRequest,
-    GenerateResult,
-    Message,
-    ScoreRequest,
-    ScoreResult,
-    backend_options,
-)
+from taskfit.backends import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from taskfit.backends.facts import ModelFacts, model_facts
 from taskfit.cache import CallCache, call_key
 from taskfit.dataset import Dataset, Example
 from taskfit.lm import LM, Trace
@@ -43,7 +37,6 @@ from taskfit.types import PredictionRow
 # used when the cache holds no measured call of the model
 DEFAULT_MS = {"local": {"per_call": 50.0, "per_token_in": 0.5, "per_token_out": 40.0},
               "remote": {"per_call": 400.0, "per_token_in": 0.0, "per_token_out": 15.0}}
-CHARS_PER_TOKEN = 4  # token count for backends without a local tokenizer
 FILLER_PLAN = "1. Which?\n2. Which?\nFollow up: Which?\n"  # three questions, one a follow-up
 
 
@@ -121,70 +114,6 @@ def _latency_fit(obs: np.ndarray) -> tuple[float, float, float]:
     x = np.column_stack([np.ones(len(obs)), obs[:, 0], obs[:, 1]])
     coef, *_ = np.linalg.lstsq(x, obs[:, 2], rcond=None)
     return tuple(float(c) for c in coef) if (coef >= 0).all() else mean
-
-
-# -- how each backend counts tokens and names its model, without loading it ---------------------------------
-
-
-def _words(messages: Iterable[Message]) -> int:
-    return len("\n".join(str(m.get("content") or "") for m in messages).split())
-
-
-def _chars(messages: Iterable[Message]) -> int:
-    return max(1, len("".join(str(m.get("content") or "") for m in messages)) // CHARS_PER_TOKEN)
-
-
-@dataclass
-class ModelFacts:
-    model_id: str | None  # the cache identity of the model, when it can be known without loading it
-    count: Callable[[Iterable[Message]], int]  # prompt tokens of a chat
-    remote: bool
-    can_score: bool = True  # label scoring (chat-completions servers cannot)
-
-
-def model_facts(spec: ModelSpec, cache: CallCache) -> ModelFacts:
-    o = backend_options(spec)
-    if spec.backend == "scripted":
-        from taskfit.backends.scripted import ScriptedBackend
-
-        # a script is not a model: building one loads nothing, and it is the exact identity
-        return ModelFacts(ScriptedBackend(o.script or {}, name=spec.label()).model_id, _words, False)
-    if spec.backend == "openai":
-        from taskfit.backends.openai import _public_url
-
-        base = (o.base_url or "").rstrip("/")
-        return ModelFacts(f"openai:{_public_url(base)}:{o.model}", _chars, True, can_score=False)
-    if spec.backend == "hf":
-        return _hf_facts(spec, o, cache)
-    return ModelFacts(None, _chars, False)
-
-
-def _hf_facts(spec: ModelSpec, o: Any, cache: CallCache) -> ModelFacts:
-    from pathlib import Path
-
-    from transformers import AutoTokenizer
-
-    from taskfit import bundled
-    from taskfit.backends.hf import _weights_fingerprint, prompt_text
-
-    if o.path in (None, "bundled"):
-        folder = bundled.smollm2_dir()
-    else:
-        folder = Path(o.path).expanduser()
-        if o.gguf_file or folder.suffix == ".gguf":
-            return ModelFacts(None, _chars, False)
-    tok = AutoTokenizer.from_pretrained(folder)  # the tokenizer only; the weights stay on disk
-    chat = o.chat_template and bool(tok.chat_template)
-
-    def count(messages) -> int:
-        return len(tok(prompt_text(tok, list(messages), chat), add_special_tokens=not chat)["input_ids"])
-
-    # the loaded model's id adds its chat template, dtype and device: take the latest one the cache has seen
-    prefix = f"hf:{spec.label()}:{_weights_fingerprint(folder)}:"
-    with cache.eng.connect() as conn:
-        seen = conn.execute(text("SELECT model_id FROM calls WHERE model_id LIKE :p ORDER BY created DESC LIMIT 1"),
-                            {"p": prefix + "%"}).scalar()
-    return ModelFacts(seen, count, False)
 
 
 # -- the stand-in model --------------------------------------------------------------------------------------
