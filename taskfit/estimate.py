@@ -55,13 +55,18 @@ class Estimate:
     seconds: float = 0.0
     time_basis: str = ""  # where the time per call comes from
     steps: dict[str, float] = field(default_factory=dict)  # calls per step name
+    # per row, in order: (completions, tokens in, tokens out) of all its calls, cached ones included; a call
+    # shared by several rows (a calibration prompt) is split among them. Not part of to_dict.
+    per_row: list[tuple[float, float, float]] = field(default_factory=list, repr=False)
 
     @property
     def calls_per_query(self) -> float:
         return (self.calls + self.cached_calls) / self.n if self.n else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "calls_per_query": round(self.calls_per_query, 2)}
+        out = {**asdict(self), "calls_per_query": round(self.calls_per_query, 2)}
+        del out["per_row"]
+        return out
 
 
 @dataclass
@@ -202,6 +207,9 @@ def estimate_examples(task: Task, examples: list[Example], strategy: StrategySpe
     for start in range(0, len(examples), batch):  # the runner's chunks, so per-run setup is counted once
         for p in strat.predict(examples[start:start + batch], lm):
             _add(est, p.trace)
+            calls = p.trace.calls
+            est.per_row.append((sum(int(c["params"].get("n", 1)) / c.get("shared_by", 1) for c in calls),
+                                sum(c["tokens_in"] for c in calls), sum(c["tokens_out"] for c in calls)))
     est.dollars = (est.tokens_in * model.price_in_per_1m + est.tokens_out * model.price_out_per_1m) / 1e6
     est.time_basis = (f"measured ({measured.n_calls} cached calls)" if measured.ms
                       else "default: {:.0f} ms/call + {:.1f} ms/token in + {:.0f} ms/token out".format(*backend.default_ms))

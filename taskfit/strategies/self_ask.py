@@ -4,8 +4,12 @@ appended and the model continues, until it writes "So the final answer is" or ru
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from pydantic import BaseModel, ConfigDict, Field
 
+from taskfit.backends import GenerateRequest
 from taskfit.dataset import Example
 from taskfit.lm import LM
 from taskfit.prompts import messages
@@ -76,6 +80,19 @@ class SelfAsk:
         for p, ex in zip(preds, examples, strict=True):
             p.details["follow_ups"] = followups[ex.id]
         return preds
+
+
+    def dry_reply(self, request: GenerateRequest) -> str | None:
+        """A cost estimate's stand-in reply (taskfit.estimate): a transcript asks as many follow-ups as the
+        worked example shows (capped by ``max_followups``), then states its answer. A model imitates the demo's
+        format, so the demo's count is the expectation; counting the limit would overstate the cost."""
+        if request.stop != (INTERMEDIATE,):  # not a continuation of the transcript
+            return None
+        expected = min(self.options.demo.count(FOLLOW_UP), self.options.max_followups)
+        if request.messages[-1]["content"].count(INTERMEDIATE) >= expected:
+            return f" No.\n{FINAL}: so"
+        tag = hashlib.sha256(json.dumps(list(request.messages)).encode()).hexdigest()[:6]  # rows ask apart
+        return f" Yes.\n{FOLLOW_UP} Which {tag}?\n"
 
 
 def _last_followup(text: str) -> str | None:
