@@ -15,7 +15,7 @@ from taskfit.lm import LM
 from taskfit.prompts import messages
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
-from taskfit.strategies.steps import Steps
+from taskfit.strategies.steps import Steps, with_details
 from taskfit.taskfile import StrategySpec
 
 DESCRIPTION = "Self-ask: the model poses follow-up questions, each answered by a separate call, then the final answer."
@@ -77,9 +77,7 @@ class SelfAsk:
             if not active:
                 break
         preds = s.finish_after({i: t for i, t in transcript.items() if i not in s.failed}, user, f"{FINAL}:")
-        for p, ex in zip(preds, examples, strict=True):
-            p.details["follow_ups"] = followups[ex.id]
-        return preds
+        return with_details(preds, examples, follow_ups=followups)
 
 
     def dry_reply(self, request: GenerateRequest) -> str | None:
