@@ -92,7 +92,7 @@ def test_loading_every_builtin_strategy_imports_no_model_library(make_task):
     rows = [{"name": name, "id": f"row_{name}", **REQUIRED.get(name, {})} for name in sorted(BUILTINS)]
     path = make_task(strategies=rows)
     code = ("import sys; from taskfit.taskfile import load_task; load_task(sys.argv[1]); "
-            "print(sorted(m for m in ('torch', 'transformers', 'sklearn', 'sentence_transformers', 'peft') "
+            "print(sorted(m for m in ('torch', 'transformers', 'sklearn', 'scipy', 'bm25s', 'sentence_transformers', 'peft') "
             "if m in sys.modules))")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     res = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env, timeout=120)
