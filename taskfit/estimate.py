@@ -41,6 +41,18 @@ FILLER_PLAN = "1. Which?\n2. Which?\nFollow up: Which?\n"  # three questions, on
 
 
 @dataclass
+class RowCost:
+    """One row of a dry run, cached calls included: its requests not made for an earlier row (a calibration
+    prompt shared by every row counts once), how many of those the cache holds, and the tokens of all its calls
+    (a call shared by several rows of a batch split among them), as a real run charges them."""
+
+    calls: int
+    cached: int
+    tokens_in: float
+    tokens_out: float
+
+
+@dataclass
 class Estimate:
     """One row's expected cost; ``calls``/tokens/dollars/seconds count only the calls not in the cache."""
 
@@ -55,9 +67,7 @@ class Estimate:
     seconds: float = 0.0
     time_basis: str = ""  # where the time per call comes from
     steps: dict[str, float] = field(default_factory=dict)  # calls per step name
-    # per row, in order: (completions, tokens in, tokens out) of all its calls, cached ones included; a call
-    # shared by several rows (a calibration prompt) is split among them. Not part of to_dict.
-    per_row: list[tuple[float, float, float]] = field(default_factory=list, repr=False)
+    per_row: list[RowCost] = field(default_factory=list, repr=False)  # in order; not part of to_dict
 
     @property
     def calls_per_query(self) -> float:
@@ -204,16 +214,30 @@ def estimate_examples(task: Task, examples: list[Example], strategy: StrategySpe
     backend = DryBackend(facts, measured, getattr(strat, "dry_reply", None))
     lm = LM(backend, _ReadOnlyCache(cache))  # type: ignore[arg-type]
     est = Estimate(strategy=strategy.label(), model=model.label(), n=len(examples))
+    seen: set[str] = set()
     for start in range(0, len(examples), batch):  # the runner's chunks, so per-run setup is counted once
         for p in strat.predict(examples[start:start + batch], lm):
             _add(est, p.trace)
-            calls = p.trace.calls
-            est.per_row.append((sum(int(c["params"].get("n", 1)) / c.get("shared_by", 1) for c in calls),
-                                sum(c["tokens_in"] for c in calls), sum(c["tokens_out"] for c in calls)))
+            new = first_requests(p.trace.calls, seen)
+            est.per_row.append(RowCost(sum(int(c["params"].get("n", 1)) for c in new),
+                                       sum(int(c["params"].get("n", 1)) for c in new if c["cached"]),
+                                       sum(c["tokens_in"] for c in p.trace.calls),
+                                       sum(c["tokens_out"] for c in p.trace.calls)))
     est.dollars = (est.tokens_in * model.price_in_per_1m + est.tokens_out * model.price_out_per_1m) / 1e6
     est.time_basis = (f"measured ({measured.n_calls} cached calls)" if measured.ms
                       else "default: {:.0f} ms/call + {:.1f} ms/token in + {:.0f} ms/token out".format(*backend.default_ms))
     return est
+
+
+def first_requests(calls: list[dict[str, Any]], seen: set[str]) -> list[dict[str, Any]]:
+    """The trace calls whose request is not in ``seen`` (the requests met so far), which it then holds."""
+    out = []
+    for c in calls:
+        key = json.dumps([c.get("kind"), c.get("messages"), c.get("params")], sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
 
 
 def _add(est: Estimate, trace: Trace) -> None:

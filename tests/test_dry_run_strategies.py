@@ -71,3 +71,18 @@ def test_a_distillation_teacher_is_priced_like_a_run_without_building_its_model(
     assert est.dollars == pytest.approx(run_est.dollars) and est.dollars > 0
     assert [c for c, _ in est.per_row] == [4] * 6
     assert affordable(est, Budget(calls=10)) == 2
+
+
+def test_a_calibration_prompt_shared_by_the_rows_is_one_call_in_the_labelling_estimate(make_task, tmp_path):
+    from taskfit.distill.label import estimate, label, parse_teacher
+    from taskfit.runner import BackendPool
+
+    task, ds = prepare(make_task(calibrate=True, strategies=["zero_shot"]))
+    arm = parse_teacher(task, "zero_shot@fake")
+    ws = Workspace.open(tmp_path / "ws")
+    rows = ds.split("train")
+    est = estimate(task, arm, rows, cache=ws.cache, demos=[])
+    assert (est.calls, est.cached) == (len(rows) + 1, 0)  # a score call per row, one content-free call
+    out = label(task, arm, rows, backend=BackendPool(ws).get(arm.model), workspace=ws, demos=[])
+    assert out.cost.calls == est.calls
+    assert (estimate(task, arm, rows, cache=ws.cache, demos=[]).cached) == len(rows) + 1

@@ -61,7 +61,7 @@ class Estimate(LabellingCost):
 
     cached: int = 0  # of ``calls``, how many the call cache already holds
     seconds: float = 0.0  # expected model time of the calls still to make
-    per_row: list[tuple[float, float]] = field(default_factory=list, repr=False)  # (calls, dollars) per row
+    per_row: list[tuple[int, float]] = field(default_factory=list, repr=False)  # (calls, dollars) per row
 
 
 @dataclass
@@ -125,10 +125,10 @@ def estimate(task: Task, arm: Arm, rows: list[Example], *, cache: CallCache, dem
     from taskfit.estimate import estimate_examples
 
     dry = estimate_examples(task, rows, arm.strategy, arm.model, cache, train=demos, mode=mode)
-    est = Estimate(rows=len(rows), calls=round(dry.calls + dry.cached_calls), cached=round(dry.cached_calls),
+    est = Estimate(rows=len(rows), calls=sum(r.calls for r in dry.per_row), cached=sum(r.cached for r in dry.per_row),
                    tokens_in=round(dry.tokens_in), tokens_out=round(dry.tokens_out), dollars=dry.dollars,
                    seconds=dry.seconds)
-    est.per_row = [(calls, _dollars(arm, tin, tout)) for calls, tin, tout in dry.per_row]
+    est.per_row = [(r.calls, _dollars(arm, r.tokens_in, r.tokens_out)) for r in dry.per_row]
     return est
 
 
@@ -240,16 +240,12 @@ def reasoning_before_answer(text: str) -> str:
 def _model_calls(p: PredictionRow, seen: set[str]) -> int:
     """Completions a row adds to the labelling: each distinct request once (a calibration prompt shared by
     every row is one call, as the budget counts it), cache hits included; ``seen`` holds those counted."""
+    from taskfit.estimate import first_requests
+
     calls = (p.trace or {}).get("calls")
     if calls is None:
         return p.calls
-    new = 0
-    for c in calls:
-        key = json.dumps([c.get("kind"), c.get("messages"), c.get("params")], sort_keys=True, default=str)
-        if key not in seen:
-            seen.add(key)
-            new += int(c["params"].get("n", 1))
-    return new
+    return sum(int(c["params"].get("n", 1)) for c in first_requests(calls, seen))
 
 
 def _spent(store: Store, run_id: str, arm: Arm, seen: set[str]) -> LabellingCost:
