@@ -7,7 +7,7 @@ reply of the length the model is expected to write. So the calls, their order an
 prompts come from the strategy itself: running is how a strategy declares its call pattern. The filler is
 shaped to take every optional step (it lists numbered questions and a follow-up, and never says it is
 done), so loops are counted at their limits; a strategy may steer its own dry run by defining
-``dry_reply(request) -> str``.
+``dry_reply(request) -> str | None`` (None: the filler), as self_ask does to expect its demo's follow-ups.
 
 Expected reply length per call: the model's measured share of ``max_tokens`` used (from the cache, per
 ``max_tokens`` value, else over all its calls), else the whole ``max_tokens``. Expected time: a linear fit
