@@ -87,7 +87,10 @@ def render() -> str:
         "## strategies[]",
         "",
         "`name` (a registered strategy), optional `id` (the row name), and the strategy's own options, listed",
-        "below from the code. `taskfit strategies` prints the same one-line descriptions.",
+        "below from the code. `taskfit strategies` prints the same one-line descriptions. Each strategy declares",
+        "its options as an `Options` model, checked when the task is loaded: an unknown or invalid key is an",
+        "error naming the file, line and key. A strategy a plugin package registers (entry-point group",
+        "`taskfit.strategies`) is checked against its own `Options` the same way.",
         "",
     ]
     out += _strategy_sections()
@@ -164,9 +167,9 @@ def _strategy_sections() -> list[str]:
         if alias:
             out += [f"Same options as the strategy in `{module.__name__}` above.", ""]
             continue
-        models = [obj for _, obj in inspect.getmembers(module, inspect.isclass)
-                  if issubclass(obj, BaseModel) and obj.__module__ == module.__name__]
-        models.sort(key=lambda m: not m.__name__.endswith("Options"))  # the options first, then nested shapes
+        models = list({id(obj): obj for _, obj in inspect.getmembers(module, inspect.isclass)
+                       if issubclass(obj, BaseModel) and obj.__module__ == module.__name__}.values())
+        models.sort(key=lambda m: m is not module.Options)  # the options first, then nested shapes
         for model in models:
             if len(models) > 1:
                 out += [f"`{model.__name__}`:", ""]

@@ -7,7 +7,7 @@ reply of the length the model is expected to write. So the calls, their order an
 prompts come from the strategy itself: running is how a strategy declares its call pattern. The filler is
 shaped to take every optional step (it lists numbered questions and a follow-up, and never says it is
 done), so loops are counted at their limits; a strategy may steer its own dry run by defining
-``dry_reply(request) -> str``.
+``dry_reply(request) -> str | None`` (None: the filler), as self_ask does to expect its demo's follow-ups.
 
 Expected reply length per call: the model's measured share of ``max_tokens`` used (from the cache, per
 ``max_tokens`` value, else over all its calls), else the whole ``max_tokens``. Expected time: a linear fit
@@ -17,21 +17,15 @@ of measured latency on tokens in and out over the model's cached calls, else the
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from sqlalchemy import text
 
-from taskfit.backends import (
-    GenerateRequest,
-    GenerateResult,
-    Message,
-    ScoreRequest,
-    ScoreResult,
-    backend_options,
-)
+from taskfit.backends import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from taskfit.backends.facts import ModelFacts, model_facts
 from taskfit.cache import CallCache, call_key
 from taskfit.dataset import Dataset, Example
 from taskfit.lm import LM, Trace
@@ -43,8 +37,19 @@ from taskfit.types import PredictionRow
 # used when the cache holds no measured call of the model
 DEFAULT_MS = {"local": {"per_call": 50.0, "per_token_in": 0.5, "per_token_out": 40.0},
               "remote": {"per_call": 400.0, "per_token_in": 0.0, "per_token_out": 15.0}}
-CHARS_PER_TOKEN = 4  # token count for backends without a local tokenizer
 FILLER_PLAN = "1. Which?\n2. Which?\nFollow up: Which?\n"  # three questions, one a follow-up
+
+
+@dataclass
+class RowCost:
+    """One row of a dry run, cached calls included: its requests not made for an earlier row (a calibration
+    prompt shared by every row counts once), how many of those the cache holds, and the tokens of all its calls
+    (a call shared by several rows of a batch split among them), as a real run charges them."""
+
+    calls: int
+    cached: int
+    tokens_in: float
+    tokens_out: float
 
 
 @dataclass
@@ -62,13 +67,16 @@ class Estimate:
     seconds: float = 0.0
     time_basis: str = ""  # where the time per call comes from
     steps: dict[str, float] = field(default_factory=dict)  # calls per step name
+    per_row: list[RowCost] = field(default_factory=list, repr=False)  # in order; not part of to_dict
 
     @property
     def calls_per_query(self) -> float:
         return (self.calls + self.cached_calls) / self.n if self.n else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "calls_per_query": round(self.calls_per_query, 2)}
+        out = {**asdict(self), "calls_per_query": round(self.calls_per_query, 2)}
+        del out["per_row"]
+        return out
 
 
 @dataclass
@@ -121,70 +129,6 @@ def _latency_fit(obs: np.ndarray) -> tuple[float, float, float]:
     x = np.column_stack([np.ones(len(obs)), obs[:, 0], obs[:, 1]])
     coef, *_ = np.linalg.lstsq(x, obs[:, 2], rcond=None)
     return tuple(float(c) for c in coef) if (coef >= 0).all() else mean
-
-
-# -- how each backend counts tokens and names its model, without loading it ---------------------------------
-
-
-def _words(messages: Iterable[Message]) -> int:
-    return len("\n".join(str(m.get("content") or "") for m in messages).split())
-
-
-def _chars(messages: Iterable[Message]) -> int:
-    return max(1, len("".join(str(m.get("content") or "") for m in messages)) // CHARS_PER_TOKEN)
-
-
-@dataclass
-class ModelFacts:
-    model_id: str | None  # the cache identity of the model, when it can be known without loading it
-    count: Callable[[Iterable[Message]], int]  # prompt tokens of a chat
-    remote: bool
-    can_score: bool = True  # label scoring (chat-completions servers cannot)
-
-
-def model_facts(spec: ModelSpec, cache: CallCache) -> ModelFacts:
-    o = backend_options(spec)
-    if spec.backend == "scripted":
-        from taskfit.backends.scripted import ScriptedBackend
-
-        # a script is not a model: building one loads nothing, and it is the exact identity
-        return ModelFacts(ScriptedBackend(o.script or {}, name=spec.label()).model_id, _words, False)
-    if spec.backend == "openai":
-        from taskfit.backends.openai import _public_url
-
-        base = (o.base_url or "").rstrip("/")
-        return ModelFacts(f"openai:{_public_url(base)}:{o.model}", _chars, True, can_score=False)
-    if spec.backend == "hf":
-        return _hf_facts(spec, o, cache)
-    return ModelFacts(None, _chars, False)
-
-
-def _hf_facts(spec: ModelSpec, o: Any, cache: CallCache) -> ModelFacts:
-    from pathlib import Path
-
-    from transformers import AutoTokenizer
-
-    from taskfit import bundled
-    from taskfit.backends.hf import _weights_fingerprint, prompt_text
-
-    if o.path in (None, "bundled"):
-        folder = bundled.smollm2_dir()
-    else:
-        folder = Path(o.path).expanduser()
-        if o.gguf_file or folder.suffix == ".gguf":
-            return ModelFacts(None, _chars, False)
-    tok = AutoTokenizer.from_pretrained(folder)  # the tokenizer only; the weights stay on disk
-    chat = o.chat_template and bool(tok.chat_template)
-
-    def count(messages) -> int:
-        return len(tok(prompt_text(tok, list(messages), chat), add_special_tokens=not chat)["input_ids"])
-
-    # the loaded model's id adds its chat template, dtype and device: take the latest one the cache has seen
-    prefix = f"hf:{spec.label()}:{_weights_fingerprint(folder)}:"
-    with cache.eng.connect() as conn:
-        seen = conn.execute(text("SELECT model_id FROM calls WHERE model_id LIKE :p ORDER BY created DESC LIMIT 1"),
-                            {"p": prefix + "%"}).scalar()
-    return ModelFacts(seen, count, False)
 
 
 # -- the stand-in model --------------------------------------------------------------------------------------
@@ -270,13 +214,30 @@ def estimate_examples(task: Task, examples: list[Example], strategy: StrategySpe
     backend = DryBackend(facts, measured, getattr(strat, "dry_reply", None))
     lm = LM(backend, _ReadOnlyCache(cache))  # type: ignore[arg-type]
     est = Estimate(strategy=strategy.label(), model=model.label(), n=len(examples))
+    seen: set[str] = set()
     for start in range(0, len(examples), batch):  # the runner's chunks, so per-run setup is counted once
         for p in strat.predict(examples[start:start + batch], lm):
             _add(est, p.trace)
+            new = first_requests(p.trace.calls, seen)
+            est.per_row.append(RowCost(sum(int(c["params"].get("n", 1)) for c in new),
+                                       sum(int(c["params"].get("n", 1)) for c in new if c["cached"]),
+                                       sum(c["tokens_in"] for c in p.trace.calls),
+                                       sum(c["tokens_out"] for c in p.trace.calls)))
     est.dollars = (est.tokens_in * model.price_in_per_1m + est.tokens_out * model.price_out_per_1m) / 1e6
     est.time_basis = (f"measured ({measured.n_calls} cached calls)" if measured.ms
                       else "default: {:.0f} ms/call + {:.1f} ms/token in + {:.0f} ms/token out".format(*backend.default_ms))
     return est
+
+
+def first_requests(calls: list[dict[str, Any]], seen: set[str]) -> list[dict[str, Any]]:
+    """The trace calls whose request is not in ``seen`` (the requests met so far), which it then holds."""
+    out = []
+    for c in calls:
+        key = json.dumps([c.get("kind"), c.get("messages"), c.get("params")], sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
 
 
 def _add(est: Estimate, trace: Trace) -> None:

@@ -37,25 +37,28 @@ def parse_options(model: type[T] | None, raw: dict[str, Any], owner: str, where:
 
 
 def check_task(task: Any, root: yaml.Node | None) -> None:
-    """Fail at load, not mid-run, on an unknown metric/strategy/backend name or a bad backend option, naming
-    the file, line and key."""
+    """Fail at load, not mid-run, on an unknown metric/strategy/backend name or a bad backend, strategy or tuning
+    option, naming the file, line and key."""
     from taskfit.backends import backends
     from taskfit.metrics import metrics
     from taskfit.strategies import strategies
 
     c = task.config
     for i, m in enumerate(c.metrics):
-        _known(metrics.names(), m.name, "metric", f"metrics[{i}]", task)
+        _known(metrics.names(), m.name, "metric", ("metrics", i), task, root)
     for i, s in enumerate(c.strategies):
-        _known(strategies.names(), s.name, "strategy", f"strategies[{i}]", task)
+        _known(strategies.names(), s.name, "strategy", ("strategies", i), task, root)
+        # create() receives these parsed options (see taskfit.strategies.options)
+        s._parsed = _check_options(strategies.options(s.name), s.options, ("strategies", i), f"strategy {s.name!r}",
+                                   task, root, _named_entry(root, ("strategies", i)))
     for i, m in enumerate(c.models):
-        _known(backends.names(), m.backend, "backend", f"models[{i}].backend", task)
+        _known(backends.names(), m.backend, "backend", ("models", i, "backend"), task, root)
         _check_options(backends.options(m.backend), m.options, ("models", i), f"backend {m.backend!r}", task, root)
     if c.tuning:  # the methods load torch and peft: only for a task that tunes
         from taskfit.tuning.methods import methods
 
         for i, t in enumerate(c.tuning):
-            _known(methods.names(), t.method, "tuning method", f"tuning[{i}].method", task)
+            _known(methods.names(), t.method, "tuning method", ("tuning", i, "method"), task, root)
             _check_options(methods.options(t.method), t.options, ("tuning", i), f"tuning method {t.method!r}",
                            task, root)
     labels = [s.label() for s in c.strategies]
@@ -66,19 +69,39 @@ def check_task(task: Any, root: yaml.Node | None) -> None:
 
 
 def _check_options(model: type[BaseModel] | None, raw: dict[str, Any], at: tuple[str, int], owner: str, task: Any,
-                   root: yaml.Node | None) -> None:
+                   root: yaml.Node | None, yaml_at: tuple[Any, ...] | None = None) -> BaseModel:
+    """``raw`` parsed by ``model``; an error names the key and its line (``yaml_at``: where the entry's options
+    sit in the file, when not at ``at``)."""
     from taskfit.taskfile import _line_of
 
     try:
-        (model or AnyOptions).model_validate(raw)
+        return (model or AnyOptions).model_validate(raw)
     except ValidationError as e:
         loc = e.errors()[0]["loc"]
         where = f"{at[0]}[{at[1]}]" + "".join(f".{p}" for p in loc)
         raise TaskfitError(f"{where}: {problems(e)} (options of {owner})", file=str(task.path),
-                           line=_line_of(root, (*at, *loc)), field=where) from None
+                           line=_line_of(root, (*(yaml_at or at), *loc)), field=where) from None
 
 
-def _known(names: list[str], name: str, kind: str, where: str, task: Any) -> None:
+def _named_entry(root: yaml.Node | None, at: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Where an entry's options are written: under its name in the shorthand ``- few_shot: {k: 2}``."""
+    node = root
+    for part in at:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            return at
+    if isinstance(node, yaml.MappingNode) and len(node.value) == 1 and node.value[0][0].value != "name":
+        return (*at, node.value[0][0].value)
+    return at
+
+
+def _known(names: list[str], name: str, kind: str, at: tuple[Any, ...], task: Any, root: yaml.Node | None) -> None:
     if name not in names:
+        from taskfit.taskfile import _line_of
+
+        where = f"{at[0]}[{at[1]}]" + "".join(f".{p}" for p in at[2:])
         raise TaskfitError(f"{where}: unknown {kind} {name!r}; known {kind}s: {', '.join(names)}",
-                           file=str(task.path), field=where)
+                           file=str(task.path), line=_line_of(root, at), field=where)

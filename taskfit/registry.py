@@ -60,12 +60,16 @@ class Registry:
         return obj
 
     def options(self, name: str) -> Any:
-        """The pydantic model of the options ``name`` takes: the ``Options`` attribute of the registered object,
-        else of its module (None when the plugin declares none)."""
+        """The pydantic model of the options ``name`` takes (None when the plugin declares none)."""
+        return self.attribute(name, "Options")
+
+    def attribute(self, name: str, attr: str) -> Any:
+        """What ``name`` declares as ``attr`` (an options model, a hook): the attribute of the registered object,
+        else of its module; None when neither has it."""
         obj = self._object(name)
-        found = getattr(obj, "Options", None)
+        found = getattr(obj, attr, None)
         if found is None:
-            found = getattr(sys.modules.get(getattr(obj, "__module__", ""), None), "Options", None)
+            found = getattr(sys.modules.get(getattr(obj, "__module__", ""), None), attr, None)
         return found
 
 

@@ -92,6 +92,7 @@ class StrategySpec(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str = Field(description="Registered strategy name (see `taskfit strategies`).")
     id: str | None = Field(None, description="Row name on the leaderboard; default derived from name and options.")
+    _parsed: Any = None  # (a private attribute) the strategy's Options, validated when the task was loaded
 
     @property
     def options(self) -> dict[str, Any]:

@@ -87,7 +87,7 @@ def test_labels_are_the_teachers_answers_and_the_estimate_is_the_spend(distill_t
 
     rows = ds.split("train") + load_unlabeled(task)
     ws = workspace
-    est = estimate(task, arm, rows, backend=backend, cache=ws.cache, demos=ds.split("train"))
+    est = estimate(task, arm, rows, cache=ws.cache, demos=ds.split("train"))
     assert est.calls == 21 and est.cached == 0 and est.rows == 21
     out = label(task, arm, rows, backend=backend, workspace=ws, demos=ds.split("train"))
     assert out.cost.calls == est.calls == len(backend.requests)
@@ -100,7 +100,7 @@ def test_labels_are_the_teachers_answers_and_the_estimate_is_the_spend(distill_t
     sent = len(backend.requests)
     again = label(task, arm, rows, backend=backend, workspace=ws, demos=ds.split("train"))
     assert len(backend.requests) == sent and again.run_id == out.run_id and again.cost == out.cost
-    assert estimate(task, arm, rows, backend=backend, cache=ws.cache, demos=ds.split("train")).cached == 21
+    assert estimate(task, arm, rows, cache=ws.cache, demos=ds.split("train")).cached == 21
 
 
 @pytest.mark.parametrize("budget,n", [("7", 7), ("$0.0001", None)])
@@ -111,7 +111,7 @@ def test_the_budget_stops_labelling_before_it_is_passed(distill_task, workspace,
     task, ds, arm, backend = _teacher(distill_task(n_train=16))
     ws = workspace
     b = parse_budget(budget)
-    est = estimate(task, arm, ds.split("train"), backend=backend, cache=ws.cache, demos=[])
+    est = estimate(task, arm, ds.split("train"), cache=ws.cache, demos=[])
     fit = affordable(est, b)
     assert 0 < fit < 16 and (n is None or fit == n)
     out = label(task, arm, ds.split("train"), backend=backend, workspace=ws, demos=[], budget=b)

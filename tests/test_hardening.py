@@ -242,7 +242,7 @@ def test_recursive_yaml_alias_is_refused(make_task):
 def test_a_few_yaml_aliases_still_load(make_task):
     path = make_task()
     text = path.read_text().replace("strategies:\n- zero_shot\n",
-                                    "strategies:\n- &zs {name: zero_shot, id: a, k: 1}\n- <<: *zs\n  id: b\n")
+                                    "strategies:\n- &zs {name: few_shot, id: a, k: 1}\n- <<: *zs\n  id: b\n")
     path.write_text(text)
     a, b, _ = load_task(path).config.strategies
     assert (a.id, b.id) == ("a", "b") and a.options == b.options == {"k": 1}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,8 +24,12 @@ from taskfit.backends import (
     ScoreResult,
     backend_options,
 )
+from taskfit.backends.facts import ModelFacts, chars
 from taskfit.errors import TaskfitError
 from taskfit.taskfile import ModelSpec
+
+if TYPE_CHECKING:
+    from taskfit.cache import CallCache
 
 MIN_SHARED_PREFIX = 16  # below this many tokens a shared-prefix cache costs more than it saves
 
@@ -76,6 +80,35 @@ def prompt_text(tokenizer, messages: list[Message] | tuple[Message, ...], chat_t
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefill
     # base models: plain concatenation
     return "\n\n".join(m["content"] for m in messages) + "\n" + prefill
+
+
+def facts(spec: ModelSpec, cache: CallCache) -> ModelFacts:
+    """The model's tokenizer (the weights stay on disk) and the identity the cache last saw it under; a GGUF
+    file, which would have to be converted first, is counted by characters with no known identity."""
+    from sqlalchemy import text
+    from transformers import AutoTokenizer
+
+    from taskfit import bundled
+
+    o = backend_options(spec)
+    if o.path in (None, "bundled"):
+        folder = bundled.smollm2_dir()
+    else:
+        folder = Path(o.path).expanduser()
+        if o.gguf_file or folder.suffix == ".gguf":
+            return ModelFacts(None, chars, False)
+    tok = AutoTokenizer.from_pretrained(folder)
+    chat = o.chat_template and bool(tok.chat_template)
+
+    def count(messages) -> int:
+        return len(tok(prompt_text(tok, list(messages), chat), add_special_tokens=not chat)["input_ids"])
+
+    # the loaded model's id adds its chat template, dtype and device: take the latest one the cache has seen
+    prefix = f"hf:{spec.label()}:{_weights_fingerprint(folder)}:"
+    with cache.eng.connect() as conn:
+        seen = conn.execute(text("SELECT model_id FROM calls WHERE model_id LIKE :p ORDER BY created DESC LIMIT 1"),
+                            {"p": prefix + "%"}).scalar()
+    return ModelFacts(seen, count, False)
 
 
 def _weights_fingerprint(folder: Path) -> str:

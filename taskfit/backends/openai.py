@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from taskfit.backends import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult, backend_options
 from taskfit.backends import server_scoring as ss
+from taskfit.backends.facts import ModelFacts, chars
 from taskfit.credentials import redact, url_problem
 from taskfit.errors import ModelCallError, TaskfitError
 from taskfit.taskfile import ModelSpec
@@ -62,6 +63,13 @@ class Options(BaseModel):
 def create(spec: ModelSpec) -> OpenAIBackend:
     """Build the backend from a task file's model entry; raises TaskfitError on bad settings."""
     return OpenAIBackend(spec)
+
+
+def facts(spec: ModelSpec, cache: Any) -> ModelFacts:
+    """The model's identity without a request; prompt tokens approximated from characters; generation only."""
+    o = backend_options(spec)
+    base = (o.base_url or "").rstrip("/")
+    return ModelFacts(f"openai:{_public_url(base)}:{o.model}", chars, True, can_score=False)
 
 
 class OpenAIBackend:

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskfit.backends import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult, backend_options
+from taskfit.backends.facts import ModelFacts, words
 from taskfit.taskfile import ModelSpec
 
 
@@ -35,6 +36,11 @@ class Options(BaseModel):
 
 def create(spec: ModelSpec) -> ScriptedBackend:
     return ScriptedBackend(backend_options(spec).script or {}, name=spec.label())
+
+
+def facts(spec: ModelSpec, cache: Any) -> ModelFacts:
+    """A script is not a model: building one loads nothing, and it is the exact identity; a token is a word."""
+    return ModelFacts(create(spec).model_id, words, False)
 
 
 class ScriptedBackend:

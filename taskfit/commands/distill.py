@@ -119,18 +119,17 @@ def _step_printer(name: str, p: dict[str, float]) -> None:
 def _print_estimate(task, dataset, spec, ws, budget) -> None:
     from taskfit.distill.label import affordable, estimate, load_unlabeled, parse_teacher
     from taskfit.distill.student import student_spec
-    from taskfit.runner import BackendPool
 
     arm = parse_teacher(task, spec.teacher)
     base = student_spec(task, spec.student)
     limits = [n for n in (spec.train_limit, base.train_limit) if n]
     train = list(dataset.splits.get("train", []))[: min(limits) if limits else None]
     rows = train + (load_unlabeled(task)[: spec.unlabeled_limit] if spec.unlabeled else [])
-    est = estimate(task, arm, rows, backend=BackendPool(ws).get(arm.model), cache=ws.cache,
-                   demos=dataset.splits.get("train", []))
+    est = estimate(task, arm, rows, cache=ws.cache, demos=dataset.splits.get("train", []))  # loads no model
     out.print(f"teacher {arm.name} on {est.rows} rows ({len(train)} train, {est.rows - len(train)} unlabeled): "
-              f"{est.calls:,} calls ({est.cached:,} already cached), {est.tokens_in:,} tokens in, "
-              f"<= {est.tokens_out:,} tokens out, <= ${est.dollars:.4f}", highlight=False)
+              f"{est.calls:,} calls ({est.cached:,} already cached), then {est.tokens_in:,} tokens in, "
+              f"about {est.tokens_out:,} tokens out, ${est.dollars:.4f}, about {est.seconds:,.0f} s of model time",
+              highlight=False)
     if spec.synthetic:
         out.print(f"plus writing {spec.synthetic.n} synthetic inputs (about {spec.synthetic.n} generation calls "
                   f"of <= {spec.synthetic.max_tokens} tokens) and labelling them", highlight=False)

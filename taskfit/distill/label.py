@@ -21,7 +21,7 @@ from taskfit.dataset import Example, read_rows
 from taskfit.errors import TaskfitError
 from taskfit.lm import LM
 from taskfit.metrics import build_metric, score_batch
-from taskfit.optimize.budget import BudgetSpent, CallMeter, DryRunLM
+from taskfit.optimize.budget import BudgetSpent, CallMeter
 from taskfit.prompts import prompt_parts
 from taskfit.runner import CHUNK, Arm, _row, package_versions, resolve_mode
 from taskfit.store import Store
@@ -60,6 +60,7 @@ class Estimate(LabellingCost):
     """A labelling priced before any call: per-row figures from the requests a dry run records."""
 
     cached: int = 0  # of ``calls``, how many the call cache already holds
+    seconds: float = 0.0  # expected model time of the calls still to make
     per_row: list[tuple[int, float]] = field(default_factory=list, repr=False)  # (calls, dollars) per row
 
 
@@ -115,65 +116,20 @@ def _dollars(arm: Arm, tokens_in: float, tokens_out: float) -> float:
     return (tokens_in * arm.model.price_in_per_1m + tokens_out * arm.model.price_out_per_1m) / 1e6
 
 
-def _count_tokens(backend: Backend) -> Callable[[Any], int]:
-    """Prompt tokens of a request's messages: through the model's own chat template where the backend has a
-    tokenizer, else about 4 characters a token (a remote model)."""
-    tok = getattr(backend, "tokenizer", None)
-    if tok is not None:
-        from taskfit.backends.hf import prompt_text
+def estimate(task: Task, arm: Arm, rows: list[Example], *, cache: CallCache, demos: list[Example],
+             mode: str | None = None) -> Estimate:
+    """Calls, tokens and dollars the teacher would spend on ``rows``, without loading or calling its model: the
+    dry run of ``taskfit run --dry-run`` (taskfit.estimate), whose expected reply lengths and call counts follow
+    the strategy's own steps. ``calls`` includes those the cache already holds; tokens and dollars are those
+    still to spend; ``per_row`` prices every row in full, as the budget counts."""
+    from taskfit.estimate import estimate_examples
 
-        template = bool(getattr(tok, "chat_template", None)) and getattr(getattr(backend, "spec", None),
-                                                                        "chat_template", True)
-        return lambda msgs: len(tok(prompt_text(tok, msgs, template), add_special_tokens=not template)["input_ids"])
-    return lambda msgs: max(1, sum(len(m.get("content") or "") for m in msgs) // 4)
-
-
-def estimate(task: Task, arm: Arm, rows: list[Example], *, backend: Backend, cache: CallCache,
-             demos: list[Example]) -> Estimate:
-    """Calls, tokens and dollars the teacher would spend on ``rows``, from a dry run (no model is called).
-
-    Input tokens are counted on the rendered requests; output tokens are each generation's ``max_tokens`` (an
-    upper bound). A strategy whose later calls depend on earlier answers is priced by its first round.
-    """
-    mode = resolve_mode(task, backend)
-    strategy = strategies.get(arm.strategy.name)(arm.strategy, _context(task, demos, mode))
-    count = _count_tokens(backend)
-    est = Estimate(rows=len(rows))
-    seen: set[str] = set()
-    keys: list[str] = []
-    for ex in rows:
-        dry = DryRunLM(backend.model_id, backend.supports_score, backend)
-        strategy.predict([ex], dry)
-        calls = tin = tout = 0
-        for (key, n), (_, req) in zip(dry.requests.items(), _unique_log(dry), strict=True):
-            if key in seen:  # a request shared by rows (a calibration prompt) is made once
-                continue
-            seen.add(key)
-            keys.append(key)
-            calls += n
-            if hasattr(req, "continuations"):  # scoring: the prompt is read once, nothing is generated
-                tin += count(req.messages)
-            else:
-                tin += n * count(req.messages)
-                tout += n * req.max_tokens
-        est.calls += calls
-        est.tokens_in += tin
-        est.tokens_out += tout
-        est.per_row.append((calls, _dollars(arm, tin, tout)))
-    est.dollars = _dollars(arm, est.tokens_in, est.tokens_out)
-    est.cached = len(cache.get_many(keys)) if keys else 0
+    dry = estimate_examples(task, rows, arm.strategy, arm.model, cache, train=demos, mode=mode)
+    est = Estimate(rows=len(rows), calls=sum(r.calls for r in dry.per_row), cached=sum(r.cached for r in dry.per_row),
+                   tokens_in=round(dry.tokens_in), tokens_out=round(dry.tokens_out), dollars=dry.dollars,
+                   seconds=dry.seconds)
+    est.per_row = [(r.calls, _dollars(arm, r.tokens_in, r.tokens_out)) for r in dry.per_row]
     return est
-
-
-def _unique_log(dry: DryRunLM) -> list[tuple[str, Any]]:
-    """The dry run's log, one entry per distinct request, in the order of ``dry.requests``."""
-    from taskfit.cache import call_key
-
-    out: dict[str, tuple[str, Any]] = {}
-    for step, req in dry.log:
-        kind = "score" if hasattr(req, "continuations") else "generate"
-        out.setdefault(call_key(dry.model_id, kind, req), (step, req))
-    return [out[k] for k in dry.requests]
 
 
 def affordable(est: Estimate, budget: Budget | None) -> int:
@@ -206,7 +162,7 @@ def label(task: Task, arm: Arm, rows: list[Example], *, backend: Backend, worksp
     stopped = None
     todo_rows = rows
     if budget and (budget.calls is not None or budget.dollars is not None):
-        est = estimate(task, arm, rows, backend=backend, cache=cache, demos=demos)
+        est = estimate(task, arm, rows, cache=cache, demos=demos, mode=mode)
         fit = affordable(est, budget)
         if fit < len(rows):
             stopped = f"budget: {fit} of {len(rows)} rows fit ({_budget_text(budget)})"
@@ -284,16 +240,12 @@ def reasoning_before_answer(text: str) -> str:
 def _model_calls(p: PredictionRow, seen: set[str]) -> int:
     """Completions a row adds to the labelling: each distinct request once (a calibration prompt shared by
     every row is one call, as the budget counts it), cache hits included; ``seen`` holds those counted."""
+    from taskfit.estimate import first_requests
+
     calls = (p.trace or {}).get("calls")
     if calls is None:
         return p.calls
-    new = 0
-    for c in calls:
-        key = json.dumps([c.get("kind"), c.get("messages"), c.get("params")], sort_keys=True, default=str)
-        if key not in seen:
-            seen.add(key)
-            new += int(c["params"].get("n", 1))
-    return new
+    return sum(int(c["params"].get("n", 1)) for c in first_requests(calls, seen))
 
 
 def _spent(store: Store, run_id: str, arm: Arm, seen: set[str]) -> LabellingCost:

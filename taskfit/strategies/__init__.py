@@ -1,7 +1,8 @@
 """Prompt strategies: each turns a batch of examples into predictions, with a trace of its model calls.
 
-Adding a strategy: write ``taskfit/strategies/<name>.py`` exposing ``create(spec, ctx) -> Strategy`` and
-``DESCRIPTION``, then add one line to ``BUILTINS``.
+Adding a strategy: write ``taskfit/strategies/<name>.py`` exposing ``create(spec, ctx) -> Strategy``,
+``DESCRIPTION`` and ``Options`` (the pydantic model of its keys, checked when a task is loaded; ``create`` reads
+them with ``taskfit.strategies.options.parse_options``), then add one line to ``BUILTINS``.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ BUILTINS = {
     "rationale": "taskfit.strategies.rationale:create",
 }
 
-strategies = Registry("strategy", BUILTINS)
+strategies = Registry("strategy", BUILTINS, group="taskfit.strategies")
 
 
 def describe(name: str) -> str:

@@ -97,5 +97,8 @@ class ActivePrompt:
         return preds
 
 
+Options = ActivePromptOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> ActivePrompt:
     return ActivePrompt(parse_options(ActivePromptOptions, spec), ctx)

@@ -34,9 +34,11 @@ class Analogical:
     def predict(self, examples: list[Example], lm: LM) -> list[Prediction]:
         o = self.options
         s = Steps(examples, lm, self.ctx, o.system)
-        user = {i: f"{t}\n\n{o.prompt.format(n=o.exemplars)}" for i, t in s.task.items()}
-        reasoning = s.ask(user, "recall_and_solve", o.max_tokens)
-        return s.finish_after(reasoning, user, o.answer_trigger)
+        return s.reason_then_answer(s.task_then(o.prompt.format(n=o.exemplars)), "recall_and_solve", o.max_tokens,
+                                    o.answer_trigger)
+
+
+Options = AnalogicalOptions  # the keys a `strategies:` row may set, checked when the task is loaded
 
 
 def create(spec: StrategySpec, ctx: StrategyContext) -> Analogical:

@@ -5,10 +5,10 @@ worked solutions become the demonstrations of a few-shot chain-of-thought prompt
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskfit import embeddings
 from taskfit.dataset import Example
 from taskfit.errors import TaskfitError
 from taskfit.lm import LM
@@ -18,6 +18,9 @@ from taskfit.strategies.options import parse_options
 from taskfit.strategies.steps import ANSWER_TRIGGER, Steps, charge_setup, reason_with_demos
 from taskfit.strategies.zero_shot_cot import ZeroShotCoT, ZeroShotCoTOptions
 from taskfit.taskfile import StrategySpec
+
+if TYPE_CHECKING:  # numpy, scikit-learn and the encoder load when demos are built, not when a task is checked
+    import numpy as np
 
 DESCRIPTION = "Auto-CoT: cluster train inputs (MiniLM), zero-shot-CoT one representative per cluster, use them as CoT demos."
 
@@ -38,6 +41,7 @@ class AutoCoTOptions(BaseModel):
 def representatives(vectors: np.ndarray, k: int, seed: int, lengths: list[int], max_words: int) -> list[int]:
     """Per k-means cluster, the member nearest its centre among those of at most ``max_words`` (else the
     nearest of all); clusters in order of their first member."""
+    import numpy as np
     from sklearn.cluster import KMeans
 
     k = min(k, len(vectors))
@@ -60,6 +64,8 @@ class AutoCoT:
 
     def build_demos(self, lm: LM) -> tuple[list[tuple[Example, str]], list]:
         """The k representatives and their zero-shot-CoT replies; also the traces of the calls made."""
+        from taskfit import embeddings
+
         o, parts = self.options, self.ctx.parts
         pool = self.ctx.train[: o.pool]
         texts = [render_input(parts, e) for e in pool]
@@ -82,6 +88,9 @@ class AutoCoT:
         for p in preds:
             p.details["demos"] = [d.id for d, _ in self.demos]
         return preds
+
+
+Options = AutoCoTOptions  # the keys a `strategies:` row may set, checked when the task is loaded
 
 
 def create(spec: StrategySpec, ctx: StrategyContext) -> AutoCoT:

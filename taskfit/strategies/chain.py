@@ -113,5 +113,8 @@ def _step_refs(template: str) -> set[str]:
     return set(re.findall(r"steps\.(\w+)", template)) | set(re.findall(r"steps\[['\"](\w+)['\"]\]", template))
 
 
+Options = ChainOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> Chain:
     return Chain(parse_options(ChainOptions, spec), ctx, spec.label())

@@ -12,7 +12,7 @@ from taskfit.lm import LM
 from taskfit.prompts import messages, render_input
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
-from taskfit.strategies.steps import Steps, listed_questions
+from taskfit.strategies.steps import Steps, listed_questions, with_details
 from taskfit.taskfile import StrategySpec
 
 DESCRIPTION = "Chain-of-verification: draft, plan verification questions, answer them independently, then a verified answer."
@@ -63,11 +63,11 @@ class ChainOfVerification:
         user = {i: o.final_prompt.format(task=s.task[i], draft=drafts[i],
                                          checks="\n".join(f"Q: {q}\nA: {a}" for q, a in checks[i]) or "(none)")
                 for i in drafts}
-        preds = s.finish_user(user)
-        for p, ex in zip(preds, examples, strict=True):
-            p.details["draft"] = drafts.get(ex.id, "")
-            p.details["verification"] = [{"q": q, "a": a} for q, a in checks[ex.id]]
-        return preds
+        return with_details(s.finish_user(user), examples, draft=drafts,
+                            verification={i: [{"q": q, "a": a} for q, a in qa] for i, qa in checks.items()})
+
+
+Options = ChainOfVerificationOptions  # the keys a `strategies:` row may set, checked when the task is loaded
 
 
 def create(spec: StrategySpec, ctx: StrategyContext) -> ChainOfVerification:

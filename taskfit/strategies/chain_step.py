@@ -51,5 +51,8 @@ class _NoOutputs(dict):
         return ""
 
 
+Options = ChainStepOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> ChainStep:
     return ChainStep(parse_options(ChainStepOptions, spec), ctx)

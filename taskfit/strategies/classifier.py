@@ -42,6 +42,9 @@ class Classifier:
         return preds
 
 
+Options = ClassifierOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> Classifier:
     parse_options(ClassifierOptions, spec)
     return Classifier(ctx)

@@ -102,5 +102,8 @@ class ContrastiveCoT:
         return s.finish_after(reasoning, trigger=o.answer_trigger)
 
 
+Options = ContrastiveCoTOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> ContrastiveCoT:
     return ContrastiveCoT(parse_options(ContrastiveCoTOptions, spec), ctx)

@@ -9,14 +9,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskfit import selection
-from taskfit.answering import to_prediction
-from taskfit.backends import GenerateRequest
 from taskfit.dataset import Example
 from taskfit.errors import TaskfitError
-from taskfit.lm import LM, Trace
+from taskfit.lm import LM
 from taskfit.prompts import messages, render, render_input, user_turn
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
+from taskfit.strategies.steps import reasoned_replies
 from taskfit.taskfile import StrategySpec
 
 DESCRIPTION = "Few-shot chain-of-thought: worked rationales (from a data field or the task file), answer from the last line."
@@ -94,11 +93,10 @@ class CoT:
         return out
 
     def predict(self, examples: list[Example], lm: LM) -> list[Prediction]:
-        traces = [Trace() for _ in examples]
-        reqs = [GenerateRequest(p, max_tokens=self.options.max_tokens) for p in self.reasoning_prompts(examples)]
-        results = lm.generate(reqs, traces, step="reason")
-        return [to_prediction(None if r.error else (r.texts[0] if r.texts else ""), self.ctx, t, reasoning=True)
-                for r, t in zip(results, traces, strict=True)]
+        return reasoned_replies(self.reasoning_prompts(examples), self.options.max_tokens, lm, self.ctx)
+
+
+Options = CoTOptions  # the keys a `strategies:` row may set, checked when the task is loaded
 
 
 def create(spec: StrategySpec, ctx: StrategyContext) -> CoT:

@@ -71,5 +71,8 @@ class FewShot:
         return preds
 
 
+Options = FewShotOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> FewShot:
     return FewShot(parse_options(FewShotOptions, spec), ctx)

@@ -9,7 +9,7 @@ from taskfit.dataset import Example
 from taskfit.lm import LM
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
-from taskfit.strategies.steps import ANSWER_TRIGGER, Steps, listed_questions
+from taskfit.strategies.steps import ANSWER_TRIGGER, Steps, listed_questions, with_details
 from taskfit.taskfile import StrategySpec
 
 DESCRIPTION = "Least-to-most: list simpler sub-questions, answer them in order, then the original question."
@@ -35,7 +35,7 @@ class LeastToMost:
     def predict(self, examples: list[Example], lm: LM) -> list[Prediction]:
         o = self.options
         s = Steps(examples, lm, self.ctx, o.system)
-        plans = s.ask({i: o.decompose_prompt.format(task=t) for i, t in s.task.items()}, "decompose", o.decompose_tokens)
+        plans = s.ask(s.task_in(o.decompose_prompt), "decompose", o.decompose_tokens)
         subqs = {i: listed_questions(text, o.max_subquestions) for i, text in plans.items()}
         solved: dict[str, list[tuple[str, str]]] = {ex.id: [] for ex in examples}
         for n in range(o.max_subquestions):
@@ -45,14 +45,15 @@ class LeastToMost:
             for i, a in s.ask(asks, f"subquestion@{n + 1}", o.subanswer_tokens).items():
                 solved[i].append((subqs[i][n], a.strip()))
         reasoning = {i: _transcript(qa).strip() for i, qa in solved.items() if i not in s.failed}
-        preds = s.finish_after(reasoning, trigger=o.answer_trigger)
-        for p, ex in zip(preds, examples, strict=True):
-            p.details["subquestions"] = [{"q": q, "a": a} for q, a in solved[ex.id]]
-        return preds
+        return with_details(s.finish_after(reasoning, trigger=o.answer_trigger), examples,
+                            subquestions={i: [{"q": q, "a": a} for q, a in qa] for i, qa in solved.items()})
 
 
 def _transcript(qa: list[tuple[str, str]]) -> str:
     return "".join(f"Q: {q}\nA: {a}\n" for q, a in qa)
+
+
+Options = LeastToMostOptions  # the keys a `strategies:` row may set, checked when the task is loaded
 
 
 def create(spec: StrategySpec, ctx: StrategyContext) -> LeastToMost:

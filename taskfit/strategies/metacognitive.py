@@ -40,9 +40,10 @@ class Metacognitive:
     def predict(self, examples: list[Example], lm: LM) -> list[Prediction]:
         o = self.options
         s = Steps(examples, lm, self.ctx, o.system)
-        user = {i: f"{t}\n\n{o.stages}" for i, t in s.task.items()}
-        reasoning = s.ask(user, "stages", o.max_tokens, prefill="1.")
-        return s.finish_after({i: f"1.{r}" for i, r in reasoning.items()}, user, o.answer_trigger)
+        return s.reason_then_answer(s.task_then(o.stages), "stages", o.max_tokens, o.answer_trigger, prefill="1.")
+
+
+Options = MetacognitiveOptions  # the keys a `strategies:` row may set, checked when the task is loaded
 
 
 def create(spec: StrategySpec, ctx: StrategyContext) -> Metacognitive:

@@ -48,6 +48,9 @@ def build(program: ProgramSpec, ctx: StrategyContext) -> Strategy:
     return strategies.get(program.base)(spec, ctx)
 
 
+Options = OptimizedOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> Optimized:
     options = parse_options(OptimizedOptions, spec)
     if ctx.workspace is None:

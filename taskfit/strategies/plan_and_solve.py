@@ -21,5 +21,8 @@ class PlanAndSolveOptions(ZeroShotCoTOptions):
     trigger: str = Field(PS_PLUS, description="Opening of the reasoning reply: plan, then solve.")
 
 
+Options = PlanAndSolveOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> ZeroShotCoT:
     return ZeroShotCoT(parse_options(PlanAndSolveOptions, spec), ctx)

@@ -122,5 +122,8 @@ def _literal(target: str) -> str:
     return repr(value) if math.isfinite(value) else repr(target)
 
 
+Options = ProgramOfThoughtOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> ProgramOfThought:
     return ProgramOfThought(parse_options(ProgramOfThoughtOptions, spec), ctx)

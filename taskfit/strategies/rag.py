@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,10 +11,12 @@ from taskfit.dataset import Example
 from taskfit.errors import TaskfitError
 from taskfit.lm import LM
 from taskfit.prompts import messages, render, render_input, user_turn
-from taskfit.retrieval import Document, Retriever, recall_at_k
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
 from taskfit.taskfile import StrategySpec
+
+if TYPE_CHECKING:  # bm25s and scipy load when the row is built, not when a task file is checked
+    from taskfit.retrieval import Document
 
 DESCRIPTION = ("Retrieval-augmented: the k passages of a document collection most relevant to the input "
                "(BM25, MiniLM or hybrid) are shown as numbered context before it; records recall@k with gold_field.")
@@ -43,6 +45,8 @@ class RagOptions(BaseModel):
 
 class Rag:
     def __init__(self, options: RagOptions, ctx: StrategyContext):
+        from taskfit.retrieval import Retriever
+
         self.options, self.ctx = options, ctx
         self.retriever = Retriever.from_file(ctx.task.resolve(options.docs), options.retriever, options.alpha,
                                              id_field=options.id_field, text_field=options.text_field,
@@ -66,6 +70,8 @@ class Rag:
         return messages(system and render(system, ex.fields), [("user", body)], parts.response_prefix)
 
     def predict(self, examples: list[Example], lm: LM) -> list[Prediction]:
+        from taskfit.retrieval import recall_at_k
+
         hits = self.retriever.search([self.query(ex) for ex in examples], self.options.k)
         passages = {ex.id: [d for d, _ in h] for ex, h in zip(examples, hits, strict=True)}
         preds = answer(examples, lambda ex: self.prompt(ex, passages[ex.id]), lm, self.ctx)
@@ -98,6 +104,9 @@ class Rag:
 def _where(ex: Example) -> dict:
     file, _, line = ex.source.rpartition(":")
     return {"file": file, "line": int(line)} if line.isdigit() else {}
+
+
+Options = RagOptions  # the keys a `strategies:` row may set, checked when the task is loaded
 
 
 def create(spec: StrategySpec, ctx: StrategyContext) -> Rag:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskfit.answering import to_prediction
-from taskfit.backends import GenerateRequest
 from taskfit.dataset import Example
-from taskfit.lm import LM, Trace
+from taskfit.lm import LM
 from taskfit.prompts import messages, render, user_turn
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
+from taskfit.strategies.steps import reasoned_replies
 from taskfit.taskfile import StrategySpec
 
 DESCRIPTION = "Instruction + input; the model reasons, then states the answer (for rationale-distilled students)."
@@ -34,11 +33,10 @@ class Rationale:
         return messages(system and render(system, ex.fields), [("user", user_turn(parts, ex))])
 
     def predict(self, examples: list[Example], lm: LM) -> list[Prediction]:
-        traces = [Trace() for _ in examples]
-        reqs = [GenerateRequest(self.prompt(ex), max_tokens=self.options.max_tokens) for ex in examples]
-        results = lm.generate(reqs, traces, step="reason")
-        return [to_prediction(None if r.error else (r.texts[0] if r.texts else ""), self.ctx, t, reasoning=True)
-                for r, t in zip(results, traces, strict=True)]
+        return reasoned_replies([self.prompt(ex) for ex in examples], self.options.max_tokens, lm, self.ctx)
+
+
+Options = RationaleOptions  # the keys a `strategies:` row may set, checked when the task is loaded
 
 
 def create(spec: StrategySpec, ctx: StrategyContext) -> Rationale:

@@ -347,5 +347,8 @@ def _describe(tool: Tool) -> str:
     return f"{tool.name}: {tool.description}\n  parameters: {json.dumps(tool.parameters.get('properties', {}))}"
 
 
+Options = ReactOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> React:
     return React(parse_options(ReactOptions, spec), ctx)

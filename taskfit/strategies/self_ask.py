@@ -4,14 +4,18 @@ appended and the model continues, until it writes "So the final answer is" or ru
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from pydantic import BaseModel, ConfigDict, Field
 
+from taskfit.backends import GenerateRequest
 from taskfit.dataset import Example
 from taskfit.lm import LM
 from taskfit.prompts import messages
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
-from taskfit.strategies.steps import Steps
+from taskfit.strategies.steps import Steps, with_details
 from taskfit.taskfile import StrategySpec
 
 DESCRIPTION = "Self-ask: the model poses follow-up questions, each answered by a separate call, then the final answer."
@@ -73,9 +77,20 @@ class SelfAsk:
             if not active:
                 break
         preds = s.finish_after({i: t for i, t in transcript.items() if i not in s.failed}, user, f"{FINAL}:")
-        for p, ex in zip(preds, examples, strict=True):
-            p.details["follow_ups"] = followups[ex.id]
-        return preds
+        return with_details(preds, examples, follow_ups=followups)
+
+
+    def dry_reply(self, request: GenerateRequest) -> str | None:
+        """A cost estimate's stand-in reply (taskfit.estimate): a transcript asks as many follow-ups as the
+        worked example shows (capped by ``max_followups``), then states its answer. A model imitates the demo's
+        format, so the demo's count is the expectation; counting the limit would overstate the cost."""
+        if request.stop != (INTERMEDIATE,):  # not a continuation of the transcript
+            return None
+        expected = min(self.options.demo.count(FOLLOW_UP), self.options.max_followups)
+        if request.messages[-1]["content"].count(INTERMEDIATE) >= expected:
+            return f" No.\n{FINAL}: so"
+        tag = hashlib.sha256(json.dumps(list(request.messages)).encode()).hexdigest()[:6]  # rows ask apart
+        return f" Yes.\n{FOLLOW_UP} Which {tag}?\n"
 
 
 def _last_followup(text: str) -> str | None:
@@ -83,6 +98,9 @@ def _last_followup(text: str) -> str | None:
         return None
     q = text.rsplit(FOLLOW_UP, 1)[1].strip().splitlines()
     return q[0].strip() if q and q[0].strip() else None
+
+
+Options = SelfAskOptions  # the keys a `strategies:` row may set, checked when the task is loaded
 
 
 def create(spec: StrategySpec, ctx: StrategyContext) -> SelfAsk:

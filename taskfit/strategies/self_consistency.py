@@ -6,7 +6,7 @@ import functools
 from collections import Counter
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from taskfit.answering import final_answer_text
 from taskfit.backends import GenerateRequest
@@ -14,7 +14,7 @@ from taskfit.dataset import Example
 from taskfit.lm import LM, Trace
 from taskfit.parsing import answer_key, parse_output
 from taskfit.strategies import Prediction, StrategyContext, strategies
-from taskfit.strategies.options import parse_options
+from taskfit.strategies.options import check_base_options, parse_options
 from taskfit.taskfile import StrategySpec, Task
 
 DESCRIPTION = "k sampled chain-of-thought paths (temperature > 0), majority vote; the vote distribution is stored."
@@ -36,6 +36,11 @@ class SelfConsistencyOptions(BaseModel):
     temperature: float = Field(0.7, gt=0, description="Sampling temperature.")
     base: Literal["cot", "zero_shot_cot"] = Field("zero_shot_cot", description="Where the reasoning prompt comes from.")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _base_takes_the_rest(self) -> SelfConsistencyOptions:
+        check_base_options(self.base, self.model_extra)
+        return self
 
 
 class SelfConsistency:
@@ -68,6 +73,9 @@ class SelfConsistency:
                                     details={"votes": dict(votes.most_common()), "agreement": top / len(res.texts),
                                              "samples": res.texts}))
         return preds
+
+
+Options = SelfConsistencyOptions  # the keys a `strategies:` row may set, checked when the task is loaded
 
 
 def create(spec: StrategySpec, ctx: StrategyContext) -> SelfConsistency:

@@ -76,5 +76,8 @@ class SelfRefine:
                 for ex in examples]
 
 
+Options = SelfRefineOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> SelfRefine:
     return SelfRefine(parse_options(SelfRefineOptions, spec), ctx)

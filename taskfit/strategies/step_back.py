@@ -9,7 +9,7 @@ from taskfit.dataset import Example
 from taskfit.lm import LM
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
-from taskfit.strategies.steps import ANSWER_TRIGGER, Steps
+from taskfit.strategies.steps import ANSWER_TRIGGER, Steps, with_details
 from taskfit.taskfile import StrategySpec
 
 DESCRIPTION = "Step-back prompting: state the general principle behind the question, then reason from it; then answer."
@@ -35,8 +35,7 @@ class StepBack:
     def predict(self, examples: list[Example], lm: LM) -> list[Prediction]:
         o = self.options
         s = Steps(examples, lm, self.ctx, o.system)
-        principle = s.ask({i: o.abstraction_prompt.format(task=t) for i, t in s.task.items()}, "step_back",
-                          o.abstraction_tokens)
+        principle = s.ask(s.task_in(o.abstraction_prompt), "step_back", o.abstraction_tokens)
         user = {i: f"Background principle: {principle.get(i, '').strip()}\n\n{t}" for i, t in s.task.items()}
         if o.reason:
             reasoning = s.ask({i: user[i] for i in principle}, "reason", o.max_tokens, prefill=o.trigger)
@@ -44,9 +43,10 @@ class StepBack:
             preds = s.finish_after(reasoning, user, o.answer_trigger)
         else:
             preds = s.finish_user(user)
-        for p, ex in zip(preds, examples, strict=True):
-            p.details["principle"] = principle.get(ex.id, "")
-        return preds
+        return with_details(preds, examples, principle=principle)
+
+
+Options = StepBackOptions  # the keys a `strategies:` row may set, checked when the task is loaded
 
 
 def create(spec: StrategySpec, ctx: StrategyContext) -> StepBack:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import Any
 
-from taskfit.answering import answer
+from taskfit.answering import answer, to_prediction
 from taskfit.backends import GenerateRequest
 from taskfit.dataset import Example
 from taskfit.lm import LM, Trace
@@ -27,6 +28,14 @@ class Steps:
         system = system or ctx.parts.system
         self.system = {ex.id: system and render(system, ex.fields) for ex in examples}
         self.task = {ex.id: user_turn(ctx.parts, ex) for ex in examples}
+
+    def task_in(self, template: str) -> dict[str, str]:
+        """Each example's task filled into ``template``'s ``{task}``, by id."""
+        return {i: template.format(task=t) for i, t in self.task.items()}
+
+    def task_then(self, text: str) -> dict[str, str]:
+        """Each example's task followed by ``text`` (a paragraph of its own), by id."""
+        return {i: f"{t}\n\n{text}" for i, t in self.task.items()}
 
     @property
     def alive(self) -> list[Example]:
@@ -84,6 +93,29 @@ class Steps:
         for p, ex in zip(preds, self.examples, strict=True):
             p.details["reasoning"] = reasoning.get(ex.id, "")
         return preds
+
+
+    def reason_then_answer(self, user: dict[str, str], step: str, max_tokens: int, answer_trigger: str,
+                           prefill: str = "") -> list[Prediction]:
+        """One reasoning reply to ``user`` (opening with ``prefill``), then the answer step after it."""
+        reasoning = self.ask(user, step, max_tokens, prefill=prefill)
+        return self.finish_after({i: f"{prefill}{r}" for i, r in reasoning.items()}, user, answer_trigger)
+
+
+def reasoned_replies(prompts: list[tuple], max_tokens: int, lm: LM, ctx: StrategyContext) -> list[Prediction]:
+    """One call per prompt, whose reply reasons and ends with the answer (read off its end)."""
+    traces = [Trace() for _ in prompts]
+    results = lm.generate([GenerateRequest(p, max_tokens=max_tokens) for p in prompts], traces, step="reason")
+    return [to_prediction(None if r.error else (r.texts[0] if r.texts else ""), ctx, t, reasoning=True)
+            for r, t in zip(results, traces, strict=True)]
+
+
+def with_details(preds: list[Prediction], examples: list[Example], **by_id: dict[str, Any]) -> list[Prediction]:
+    """``preds`` with, for each keyword, their example's value (by id; "" when it has none) in their details."""
+    for p, ex in zip(preds, examples, strict=True):
+        for key, values in by_id.items():
+            p.details[key] = values.get(ex.id, "")
+    return preds
 
 
 _ITEM = re.compile(r"^\s*(?:[-*•]|\(?\d+[.):]|Q\d*[.:)]?|Sub-?question\s*\d*[.:]?)\s*", re.I)

@@ -66,5 +66,8 @@ class Structured:
             ("user", user_turn(parts, ex, with_instruction=False))], parts.response_prefix), lm, ctx)
 
 
+Options = StructuredOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> Structured:
     return Structured(parse_options(StructuredOptions, spec), ctx)

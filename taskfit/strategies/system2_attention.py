@@ -10,7 +10,7 @@ from taskfit.lm import LM
 from taskfit.prompts import render, render_input
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
-from taskfit.strategies.steps import Steps
+from taskfit.strategies.steps import Steps, with_details
 from taskfit.taskfile import StrategySpec
 
 DESCRIPTION = "System 2 Attention: rewrite the input to keep only relevant, unbiased content, then answer from the rewrite."
@@ -42,10 +42,10 @@ class System2Attention:
             # the rewrite takes the input's place in the task's own user turn
             chunks = [instruction[ex.id], rewritten.get(ex.id, "").strip(), parts.output_format, parts.answer_prefix]
             user[ex.id] = "\n\n".join(c for c in chunks if c)
-        preds = s.finish_user(user)
-        for p, ex in zip(preds, examples, strict=True):
-            p.details["rewritten"] = rewritten.get(ex.id, "")
-        return preds
+        return with_details(s.finish_user(user), examples, rewritten=rewritten)
+
+
+Options = System2AttentionOptions  # the keys a `strategies:` row may set, checked when the task is loaded
 
 
 def create(spec: StrategySpec, ctx: StrategyContext) -> System2Attention:

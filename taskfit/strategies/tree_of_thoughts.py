@@ -119,5 +119,8 @@ class TreeOfThoughts:
                 for r in results]
 
 
+Options = TreeOfThoughtsOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> TreeOfThoughts:
     return TreeOfThoughts(parse_options(TreeOfThoughtsOptions, spec), ctx)

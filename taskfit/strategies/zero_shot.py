@@ -33,5 +33,8 @@ class ZeroShot:
         return messages(system and render(system, ex.fields), [("user", user_turn(parts, ex))], parts.response_prefix)
 
 
+Options = ZeroShotOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> ZeroShot:
     return ZeroShot(parse_options(ZeroShotOptions, spec), ctx)

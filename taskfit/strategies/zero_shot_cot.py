@@ -60,5 +60,8 @@ class ZeroShotCoT:
         return preds
 
 
+Options = ZeroShotCoTOptions  # the keys a `strategies:` row may set, checked when the task is loaded
+
+
 def create(spec: StrategySpec, ctx: StrategyContext) -> ZeroShotCoT:
     return ZeroShotCoT(parse_options(ZeroShotCoTOptions, spec), ctx)
