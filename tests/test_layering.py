@@ -1,5 +1,6 @@
 """Layering: the task-file schema loads no plugin registry, and tuning does not reach into the runner."""
 
+import ast
 import json
 import subprocess
 import sys
@@ -23,3 +24,20 @@ def test_the_task_file_schema_imports_no_registry_dataset_or_model_library():
 
 def test_tuning_does_not_import_the_runner():
     assert "taskfit.runner" not in _loaded_after("taskfit.tuning.tune")
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, at the top or inside a function."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def test_no_tuning_module_reaches_into_the_runner_even_inside_a_function():
+    offenders = {str(p.relative_to(ROOT)) for p in (ROOT / "taskfit" / "tuning").rglob("*.py")
+                 if any(m == "taskfit.runner" or m.startswith("taskfit.runner.") for m in _imported_modules(p))}
+    assert not offenders
