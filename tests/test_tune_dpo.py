@@ -210,3 +210,42 @@ def test_identity_keeps_the_dpo_keys_that_used_to_be_spec_fields(tune_task, tiny
                  "options": job.options.model_dump(), "method": "lora", "base": _weights_fingerprint(job.folder),
                  "data": data.data_hash, "sample": data.sample, "labels": ["negative", "positive"], "device": "cpu"}
     assert identity(job, data) == hashlib.sha256(json.dumps(as_before, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def test_interrupted_dpo_resumes_to_the_same_adapter(tune_task, tiny_models, tmp_path, workspace):
+    """Stopped after a checkpoint and run again, dpo resumes (adapter, optimizer, schedule, RNG, data position)
+    and ends with the weights and loss curve of the run that was never stopped."""
+    from conftest import REVIEWS
+    from safetensors.torch import load_file
+
+    from taskfit.study import prepare
+    from taskfit.tuning.spec import TuneSpec
+    from taskfit.tuning.tune import tune
+    from taskfit.workspace import Workspace
+
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text("".join(json.dumps({"prompt": text, "chosen": label, "rejected": other}) + "\n"
+                             for text, label in REVIEWS
+                             for other in [{"positive": "negative", "negative": "positive"}[label]]))
+    task, ds = prepare(tune_task())
+    spec = TuneSpec(objective="dpo", model=str(tiny_models["llama"]), preferences=str(prefs), max_steps=4,
+                    batch_size=2, save_steps=2, dropout=0.1, forgetting=False)
+    straight = tune(task, ds.split("train"), spec, store=workspace.tunes)
+    assert straight.status == "done" and straight.result["resumed_from"] == 0
+
+    other = Workspace.open(tmp_path / "other_home")
+    stopped = tune(task, ds.split("train"), spec, store=other.tunes, stop_after=2)
+    assert stopped.status == "running" and stopped.result["steps_done"] == 2
+    assert (stopped.folder / "trainer" / "checkpoint-2").is_dir()
+    ran: list[dict] = []
+    resumed = tune(task, ds.split("train"), spec, store=other.tunes, on_step=ran.append)
+    assert resumed.id == stopped.id and resumed.status == "done" and resumed.result["resumed_from"] == 2
+    assert [p["step"] for p in ran] == [3.0, 4.0]  # only the steps after the checkpoint ran again
+    assert resumed.result["steps_done"] == 4 and not (resumed.folder / "trainer").exists()
+    a = load_file(straight.folder / "adapter" / "adapter_model.safetensors")
+    b = load_file(resumed.folder / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [p["loss"] for p in resumed.result["curve"]] == [p["loss"] for p in straight.result["curve"]]
+    assert resumed.result["margin_before"] == straight.result["margin_before"]

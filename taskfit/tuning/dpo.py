@@ -10,6 +10,7 @@ The objective owns its keys of a ``tuning:`` row (``Options``), checked when the
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ class DPOResult:
     train_time_s: float
     peak_mem_mb: float
     curve: list[dict[str, float]]
+    resumed_from: int = 0  # the step of the checkpoint the run resumed from
+    finished: bool = True  # False: stopped on request (``stop_after``), its checkpoint is the resume point
 
 
 def as_pairs(records: list[dict[str, Any]], tokenizer, chat_template: bool) -> list[Pair]:
@@ -84,12 +87,22 @@ def self_generated(examples, prompt_fn, backend, metric, parse: Callable[[str], 
     return out
 
 
+PROGRESS = "taskfit_progress.json"  # beside each checkpoint: the curve so far and the training time spent
+
+
 def train_dpo(model, tokenizer, pairs: list[Pair], *, output_dir: Path, lr: float, beta: float,
               loss_type: str, batch_size: int, epochs: float, max_steps: int | None, max_length: int, seed: int,
+              save_steps: int = 50, stop_after: int | None = None,
               on_step: Callable[[dict[str, float]], None] | None = None) -> DPOResult:
-    """Train the adapter of ``model`` (a PEFT model) on ``pairs``; the adapter switched off is the reference."""
+    """Train the adapter of ``model`` (a PEFT model) on ``pairs``; the adapter switched off is the reference.
+
+    A checkpoint goes to ``output_dir`` every ``save_steps`` steps, and a run whose ``output_dir`` holds one
+    resumes from it (TRL's ``resume_from_checkpoint``: adapter, optimizer, schedule, RNG states, position in the
+    data). ``stop_after`` ends the run after that many steps, its checkpoint written first (as a crash right
+    after a save would), for tests."""
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
+    from transformers.trainer_utils import get_last_checkpoint
     from trl import DPOConfig, DPOTrainer
 
     if not pairs:
@@ -98,9 +111,12 @@ def train_dpo(model, tokenizer, pairs: list[Pair], *, output_dir: Path, lr: floa
         raise TaskfitError("objective dpo trains a PEFT adapter (lora, dora, ia3): the adapter switched off is "
                            "the reference model", field="tuning[].method")
     ds = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
-    curve: list[dict[str, float]] = []
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    saved = json.loads((Path(last) / PROGRESS).read_text()) if last and (Path(last) / PROGRESS).is_file() \
+        else {"time_s": 0.0, "curve": []}
+    curve: list[dict[str, float]] = list(saved["curve"])
     peak = [rss_bytes()]
-    start = time.perf_counter()
+    start = time.perf_counter() - saved["time_s"]
 
     class Progress(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kw):
@@ -113,18 +129,27 @@ def train_dpo(model, tokenizer, pairs: list[Pair], *, output_dir: Path, lr: floa
 
         def on_step_end(self, args, state, control, **kw):
             peak[0] = max(peak[0], rss_bytes())
+            if stop_after and state.global_step >= stop_after:
+                control.should_save = control.should_training_stop = True
+
+        def on_save(self, args, state, control, **kw):  # called once the checkpoint is written
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            (folder / PROGRESS).write_text(json.dumps({"time_s": time.perf_counter() - start, "curve": curve}))
 
     config = DPOConfig(
         output_dir=str(output_dir), learning_rate=lr, beta=beta, loss_type=[loss_type],
         per_device_train_batch_size=batch_size, num_train_epochs=epochs, max_steps=max_steps or -1,
-        max_length=max_length, seed=seed, logging_steps=1, save_strategy="no", report_to=[],
-        use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0)
+        max_length=max_length, seed=seed, logging_steps=1, save_strategy="steps", save_steps=save_steps,
+        save_total_limit=1, report_to=[], use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+        dataloader_num_workers=0)
     trainer = DPOTrainer(model=model, args=config, train_dataset=ds, processing_class=tokenizer,
                          callbacks=[Progress()])
     trainer.remove_callback(PrinterCallback)  # progress goes through on_step
-    out = trainer.train()
+    out = trainer.train(resume_from_checkpoint=last)
     return DPOResult(steps=out.global_step, train_time_s=time.perf_counter() - start,
-                     peak_mem_mb=peak[0] / 2**20, curve=curve)
+                     peak_mem_mb=peak[0] / 2**20, curve=curve,
+                     resumed_from=int(Path(last).name.rsplit("-", 1)[-1]) if last else 0,
+                     finished=trainer.state.global_step >= trainer.state.max_steps)
 
 
 @torch.no_grad()

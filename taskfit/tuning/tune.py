@@ -49,7 +49,8 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore,
     """Train (or resume, or find already trained) the model ``spec`` describes, recorded in ``store``; returns
     its record. ``runs``: the run store whose review choices objective dpo may train on."""
     if spec.objective == "dpo":
-        return tune_dpo(task, train_examples, spec, store=store, runs=runs, on_step=on_step, log=log)
+        return tune_dpo(task, train_examples, spec, store=store, runs=runs, on_step=on_step, stop_after=stop_after,
+                        log=log)
     job = resolve(task, train_examples, spec)  # a key of another objective on this row is an error here
     data = prepare_rows(job)
     key = identity(job, data)
@@ -127,10 +128,11 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore,
 
 
 def tune_dpo(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore, runs=None,
-             on_step: Callable[[dict[str, float]], None] | None = None,
+             on_step: Callable[[dict[str, float]], None] | None = None, stop_after: int | None = None,
              log: Callable[[str], None] = lambda s: None) -> TuneRecord:
     """Preference-tune the adapter ``spec`` describes on pairs from its source; stored as ``tuned:<id>``
-    (loaded and evaluated as an sft adapter on the same prompt)."""
+    (loaded and evaluated as an sft adapter on the same prompt). An interrupted run resumes from its last
+    checkpoint."""
     options = objectives.options(spec)
     job = resolve(task, train_examples, objectives.without_own_keys(spec, "sft"))
     data = prepare_rows(job)
@@ -151,24 +153,29 @@ def tune_dpo(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore, ru
                            objective="dpo", base_model=spec.model, data_hash=digest[:16], seed=spec.seed,
                            spec=spec.model_dump(), versions=package_versions(task.root))
     else:
-        log(f"tuned:{rec.id} did not finish: training again")
-    result: dict[str, Any] = {"pairs": len(pairs), "pairs_source": source}
-    if spec.forgetting:
+        log(f"resuming tuned:{rec.id} from its last checkpoint")
+    result: dict[str, Any] = {**rec.result, "pairs": len(pairs), "pairs_source": source}
+    if spec.forgetting and "forgetting_before" not in result:
         log("forgetting check: measuring the base model")
         result["forgetting_before"] = _forgetting_baseline(job, data, model)
     model = apply_method(job, model)
     trainable, total = count_parameters(model)
     shown = before_after.show_examples(task)
-    result["before_after"] = before_after.before(shown, predict_examples(job, data, model, shown))
-    result["margin_before"] = dpo.loglik_margin(model, data.tokenizer, pairs)
+    if "margin_before" not in result:  # the untrained adapter's answers and margin, kept for a resumed run
+        result["before_after"] = before_after.before(shown, predict_examples(job, data, model, shown))
+        result["margin_before"] = dpo.loglik_margin(model, data.tokenizer, pairs)
+        store.update(rec.id, result)
 
     log(f"dpo: {len(pairs)} pairs ({source}), training {trainable:,} of {total:,} parameters on {job.device.type}")
     lr = spec.lr or dpo.LR
     res = dpo.train_dpo(model, data.tokenizer, pairs, output_dir=rec.folder / "trainer", lr=lr,
                         beta=options.dpo_beta, loss_type=options.dpo_loss, batch_size=spec.batch_size,
                         epochs=spec.epochs, max_steps=spec.max_steps, max_length=spec.max_length, seed=spec.seed,
-                        on_step=on_step)
-    shutil.rmtree(rec.folder / "trainer", ignore_errors=True)
+                        save_steps=spec.save_steps, stop_after=stop_after, on_step=on_step)
+    if not res.finished:  # stopped on request: the checkpoint is the resume point
+        store.update(rec.id, {**result, "steps_done": res.steps})
+        return store.get(rec.id)
+    shutil.rmtree(rec.folder / "trainer", ignore_errors=True)  # checkpoints: optimizer states and all
     result["margin_after"] = dpo.loglik_margin(model, data.tokenizer, pairs)
 
     weights = save(rec.folder, model, job, data)
@@ -181,7 +188,7 @@ def tune_dpo(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore, ru
         "device": job.device.type, "train_time_s": res.train_time_s, "peak_mem_mb": res.peak_mem_mb,
         "steps_done": res.steps, "trainable_params": trainable, "total_params": total,
         "trainable_pct": 100 * trainable / total, "adapter_mb": weights["trainable_mb"],
-        "artifact_mb": weights["artifact_mb"], "curve": res.curve, "lr": lr,
+        "artifact_mb": weights["artifact_mb"], "curve": res.curve, "lr": lr, "resumed_from": res.resumed_from,
         "rows": len(pairs), "measured": {"peak_mem_mb": res.peak_mem_mb}})
     before_after.add_after(result["before_after"], predict_examples(job, data, model, shown))
     if spec.forgetting:
