@@ -26,6 +26,7 @@ from taskfit.backends.tuned import live_backend
 from taskfit.errors import TaskfitError
 from taskfit.metrics import build_metric
 from taskfit.parsing import parse_output
+from taskfit.review import preference_pairs as review_pairs
 from taskfit.tuning.preferences import load_pairs
 from taskfit.tuning.train import rss_bytes
 
@@ -178,8 +179,6 @@ def preference_pairs(options: Options, *, root: Path, task_name: str, runs, toke
     """The run's pairs and where they came from: the review app's choices in ``runs``, a JSONL file (relative to
     ``root``), or ``sample()`` (self-generated pairs)."""
     if options.preferences == "review":
-        from taskfit.review import preference_pairs as review_pairs
-
         if runs is None:
             raise TaskfitError("preferences: review reads the workspace's review choices; none was given")
         records = review_pairs(runs, task_name)
