@@ -43,19 +43,20 @@ CONFIGS = {
 def _job(config: str, rows: int):
     from taskfit.study import prepare
     from taskfit.tuning.spec import TuneSpec
-    from taskfit.tuning.tune import Job
+    from taskfit.tuning.tune import prepare_rows, resolve
 
     task, ds = prepare(TASK)
     overrides = json.loads(os.environ.get("TUNE_BENCH_OVERRIDES", "{}"))  # e.g. another base model
     spec = TuneSpec(**{**CONFIGS[config], **overrides}, epochs=1, train_limit=rows, forgetting=False, seed=0)
-    return task, ds, spec, Job(task, ds.split("train")[:rows], spec)
+    job = resolve(task, ds.split("train"), spec)
+    return task, ds, spec, job, prepare_rows(job)
 
 
 def side_taskfit(config: str, rows: int) -> dict:
     from taskfit.tuning.tune import tune
     from taskfit.workspace import Workspace
 
-    task, ds, spec, _ = _job(config, rows)
+    task, ds, spec, _, _ = _job(config, rows)
     rec = tune(task, ds.split("train"), spec, store=Workspace.default().tunes)  # $TASKFIT_HOME: set per side
     r = rec.result
     return {"tokens": r["tokens"], "padded_tokens": r["padded_tokens"], "train_time_s": r["train_time_s"],
@@ -66,23 +67,25 @@ def side_taskfit(config: str, rows: int) -> dict:
 
 def side_textbook(config: str, rows: int) -> dict:
     import torch
-    from peft import get_peft_model
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer, TrainingArguments
 
     from taskfit.tuning.distributed import mixed_precision
-    from taskfit.tuning.train import PeakMemory, release_free_memory  # the same measurement as taskfit
+    from taskfit.tuning.train import (  # the same measurement as taskfit
+        PeakMemory,
+        release_free_memory,
+        total_steps,
+    )
+    from taskfit.tuning.tune import TASK_TYPE, build_model
 
-    _, _, spec, job = _job(config, rows)
+    _, _, spec, job, rows_ = _job(config, rows)
     precision = mixed_precision(spec.mixed_precision, job.device)  # what the taskfit side runs with
-    model = job.load_model()
-    model = get_peft_model(model, job.method.config(spec, "CAUSAL_LM" if config == "sft" else "SEQ_CLS"))
+    model = job.method.apply(build_model(job), job.options, TASK_TYPE[spec.objective])  # the same adapter
+    data = [{"input_ids": r.input_ids, "labels": r.labels} for r in rows_.rows]
     if config == "sft":
-        data = [{"input_ids": r.input_ids, "labels": r.labels} for r in job.rows]
-        collator = DataCollatorForSeq2Seq(job.tokenizer, padding=True, label_pad_token_id=-100)
+        collator = DataCollatorForSeq2Seq(rows_.tokenizer, padding=True, label_pad_token_id=-100)
     else:
-        data = [{"input_ids": r.input_ids, "labels": r.labels} for r in job.rows]
-        collator = DataCollatorWithPadding(job.tokenizer)
-    tokens = sum(len(r.input_ids) for r in job.rows)
+        collator = DataCollatorWithPadding(rows_.tokenizer)
+    tokens = sum(len(r.input_ids) for r in rows_.rows)
     padded = [0]
     inner = collator
 
@@ -93,7 +96,7 @@ def side_textbook(config: str, rows: int) -> dict:
 
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(output_dir=out, per_device_train_batch_size=spec.batch_size, num_train_epochs=1,
-                                 learning_rate=spec.lr, warmup_steps=int(job.steps * spec.warmup_ratio), lr_scheduler_type="linear",
+                                 learning_rate=spec.lr, warmup_steps=int(total_steps(len(rows_.rows), job.config) * spec.warmup_ratio), lr_scheduler_type="linear",
                                  weight_decay=0.0, max_grad_norm=1.0, logging_steps=1, save_strategy="no",
                                  report_to=[], seed=0, use_cpu=not torch.cuda.is_available(),
                                  dataloader_num_workers=0, disable_tqdm=True, bf16=precision == "bf16",

@@ -111,7 +111,26 @@ def render() -> str:
         "",
     ]
     out += _method_sections()
+    out += [
+        "## tuning[] options by objective",
+        "",
+        "An objective may own keys of a tuning row too (its `Options`); they are checked when the task is loaded,",
+        "and are an error on a row of another objective.",
+        "",
+    ]
+    out += _objective_sections()
     return "\n".join(out)
+
+
+def _objective_sections() -> list[str]:
+    """One table per objective that owns keys of a tuning row, from its ``Options`` model."""
+    from taskfit.tuning.objectives import OWNERS, options_model
+
+    out: list[str] = []
+    for name in OWNERS:
+        model = options_model(name)
+        out += [f"### {name}", "", (model.__doc__ or "").strip(), "", *_options_table(model), ""]
+    return out
 
 
 def _method_sections() -> list[str]:

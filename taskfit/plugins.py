@@ -42,6 +42,7 @@ def check_task(task: Any, root: yaml.Node | None) -> None:
     from taskfit.backends import backends
     from taskfit.metrics import metrics
     from taskfit.strategies import strategies
+    from taskfit.taskfile import _line_of
 
     c = task.config
     for i, m in enumerate(c.metrics):
@@ -55,11 +56,17 @@ def check_task(task: Any, root: yaml.Node | None) -> None:
         _known(backends.names(), m.backend, "backend", ("models", i, "backend"), task, root)
         _check_options(backends.options(m.backend), m.options, ("models", i), f"backend {m.backend!r}", task, root)
     if c.tuning:  # the methods load torch and peft: only for a task that tunes
+        from taskfit.tuning import objectives
         from taskfit.tuning.methods import methods
 
         for i, t in enumerate(c.tuning):
             _known(methods.names(), t.method, "tuning method", ("tuning", i, "method"), task, root)
-            _check_options(methods.options(t.method), t.options, ("tuning", i), f"tuning method {t.method!r}",
+            objectives.check_misplaced(t, f"tuning[{i}]", file=str(task.path),
+                                       line_of=lambda key, i=i: _line_of(root, ("tuning", i, key)))
+            own, rest = objectives.split(t, f"tuning[{i}]")
+            if model := objectives.options_model(t.objective):
+                _check_options(model, own, ("tuning", i), f"objective {t.objective!r}", task, root)
+            _check_options(methods.options(t.method), rest, ("tuning", i), f"tuning method {t.method!r}",
                            task, root)
     labels = [s.label() for s in c.strategies]
     dupes = {x for x in labels if labels.count(x) > 1}

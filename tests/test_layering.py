@@ -1,6 +1,7 @@
 """Layering: the task-file schema loads no plugin registry, tuning does not reach into the runner, and the
 report's steps (collecting, plots, HTML) load only what they use."""
 
+import ast
 import json
 import subprocess
 import sys
@@ -34,3 +35,20 @@ def test_report_plots_do_not_reach_the_store_and_collecting_does_not_load_the_ht
     data = _loaded_after("taskfit.report.data")
     assert "taskfit.store" in data
     assert not data & {"taskfit.report.html", "taskfit.report.plots", "jinja2"}
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, at the top or inside a function."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def test_no_tuning_module_reaches_into_the_runner_even_inside_a_function():
+    offenders = {str(p.relative_to(ROOT)) for p in (ROOT / "taskfit" / "tuning").rglob("*.py")
+                 if any(m == "taskfit.runner" or m.startswith("taskfit.runner.") for m in _imported_modules(p))}
+    assert not offenders

@@ -121,13 +121,13 @@ def test_classify_method_on_an_encoder(tune_task, tiny_models, method, workspace
 def test_sft_rows_put_the_loss_on_the_answer_and_end_of_turn_only(tune_task, tiny_models):
     from taskfit.study import prepare
     from taskfit.tuning.spec import TuneSpec
-    from taskfit.tuning.tune import Job
+    from taskfit.tuning.tune import prepare_rows, resolve
 
     task, ds = prepare(tune_task())
-    job = Job(task, ds.split("train"), TuneSpec(model=str(tiny_models["llama"])))
-    row, ex = job.rows[0], ds.split("train")[0]
+    data = prepare_rows(resolve(task, ds.split("train"), TuneSpec(model=str(tiny_models["llama"]))))
+    row, ex = data.rows[0], ds.split("train")[0]
     answer = [t for t in row.labels if t != -100]
-    assert job.tokenizer.decode(answer) == f" {ex.target}<|im_end|>"
+    assert data.tokenizer.decode(answer) == f" {ex.target}<|im_end|>"
     assert row.input_ids[-len(answer):] == answer  # the answer closes the row; everything before is prompt
     assert row.labels[: len(row) - len(answer)] == [-100] * (len(row) - len(answer))
 
@@ -137,14 +137,15 @@ def test_answer_only_loss_equals_the_full_forward_loss(tune_task, tiny_models):
     from taskfit.study import prepare
     from taskfit.tuning.spec import TuneSpec
     from taskfit.tuning.train import answer_loss, collate
-    from taskfit.tuning.tune import Job
+    from taskfit.tuning.tune import build_model, prepare_rows, resolve
 
     task, ds = prepare(tune_task())
-    job = Job(task, ds.split("train"), TuneSpec(model=str(tiny_models["llama"])))
-    model = job.load_model().eval()
-    rows = job.rows[:6]
+    job = resolve(task, ds.split("train"), TuneSpec(model=str(tiny_models["llama"])))
+    data = prepare_rows(job)
+    model = build_model(job).eval()
+    rows = data.rows[:6]
     assert len({len(r) for r in rows}) > 1  # different lengths: padding matters
-    pad = job.tokenizer.pad_token_id
+    pad = data.tokenizer.pad_token_id
     with torch.no_grad():
         fast = answer_loss(model, collate(rows, pad, torch.device("cpu"), left=True))
         plain = model(**collate(rows, pad, torch.device("cpu"))).loss

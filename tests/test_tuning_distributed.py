@@ -170,15 +170,16 @@ def test_plan_terms_for_processes_zero_stages_and_precision(tune_task, tiny_mode
     from taskfit.study import prepare
     from taskfit.tuning import plan as tplan
     from taskfit.tuning.spec import TuneSpec
-    from taskfit.tuning.tune import Job
+    from taskfit.tuning.tune import apply_method, build_model, prepare_rows, resolve
 
     task, ds = prepare(tune_task(n_train=64))
-    job = Job(task, ds.split("train"), TuneSpec(method="full", model=str(tiny_models["llama"]), batch_size=16,
-                                                 device="cpu"))
-    model = job.apply_method(job.load_model())
-    one = tplan.predict(job, model, probe_batches=1, runtime_bytes=0)
+    job = resolve(task, ds.split("train"), TuneSpec(method="full", model=str(tiny_models["llama"]), batch_size=16,
+                                                    device="cpu"))
+    data = prepare_rows(job)
+    model = apply_method(job, build_model(job))
+    one = tplan.predict(job, data, model, probe_batches=1, runtime_bytes=0)
     assert one.processes == 1 and one.zero_stage == 0
-    plans = {z: tplan.predict(job, model, probe_batches=1, runtime_bytes=0, processes=4, zero_stage=z) for z in range(4)}
+    plans = {z: tplan.predict(job, data, model, probe_batches=1, runtime_bytes=0, processes=4, zero_stage=z) for z in range(4)}
     assert plans[0].largest_batch[0] == -(-one.largest_batch[0] // 4)
     assert plans[0].activations_mb < one.activations_mb and plans[0].logits_mb < one.logits_mb
     assert plans[0].optimizer_mb == pytest.approx(one.optimizer_mb)

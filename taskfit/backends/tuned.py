@@ -99,16 +99,10 @@ def load_model(folder: Path, meta: dict[str, Any], device: torch.device) -> tupl
     return model, plain
 
 
-def learns_virtual_tokens(model) -> bool:
-    """PEFT prompt learning (prefix, prompt tuning): the model's forward injects virtual tokens, so it must
-    be called whole, with positions of its own."""
-    cfg = getattr(model, "peft_config", None)
-    return bool(cfg) and any(c.is_prompt_learning for c in cfg.values())
-
-
 def live_backend(model, tokenizer, device: torch.device, chat_template: bool, model_id: str):
     """An HFBackend around a model in memory (during tuning: the before/after table, the forgetting check)."""
     from taskfit.backends.hf import HFBackend
+    from taskfit.tuning.methods import learns_virtual_tokens
 
     return HFBackend(Path("."), ModelSpec(backend="hf", device=str(device), chat_template=chat_template), model=model,
                      tokenizer=tokenizer, model_id=model_id, plain_forward=learns_virtual_tokens(model))

@@ -159,22 +159,24 @@ def register(app: typer.Typer) -> None:
         from taskfit.study import prepare
         from taskfit.tuning import plan as tplan
         from taskfit.tuning.methods import count_parameters
-        from taskfit.tuning.train import rss_bytes
-        from taskfit.tuning.tune import Job
+        from taskfit.tuning.train import rss_bytes, total_steps
+        from taskfit.tuning.tune import apply_method, build_model, prepare_rows, resolve
 
         task_obj, dataset = prepare(task)
         spec = _spec(task_obj, method, objective, model, tuning, {
             "batch_size": batch_size, "epochs": epochs, "max_steps": max_steps, "train_limit": train_limit,
             "device": device, "mixed_precision": mixed_precision, "gradient_checkpointing": gradient_checkpointing})
-        job = Job(task_obj, dataset.split("train")[: spec.train_limit], spec)
+        job = resolve(task_obj, dataset.split("train"), spec)
+        data = prepare_rows(job)
         runtime = rss_bytes()
-        m = job.apply_method(job.load_model())
-        p = tplan.predict(job, m, runtime_bytes=runtime, processes=processes, zero_stage=zero_stage)
+        m = apply_method(job, build_model(job))
+        p = tplan.predict(job, data, m, runtime_bytes=runtime, processes=processes, zero_stage=zero_stage)
         trainable, total = count_parameters(m)
         scale = (f", {p.processes} processes, ZeRO {p.zero_stage}" if p.processes > 1 or p.zero_stage else "") + \
             (f", {p.mixed_precision}" if p.mixed_precision != "no" else "") + \
             (", checkpointing" if p.gradient_checkpointing else "")
-        t = Table(title=f"Plan: {spec.label()} on {job.device.type} ({len(job.rows)} rows, {job.steps} steps"
+        t = Table(title=f"Plan: {spec.label()} on {job.device.type} ({len(data.rows)} rows, "
+                  f"{total_steps(len(data.rows), job.config)} steps"
                   f"{scale}; MB per process)", title_justify="left")
         t.add_column("part")
         t.add_column("MB", justify="right")

@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from taskfit.answering import answer_text
 from taskfit.backends.hf import prompt_text
@@ -29,6 +30,17 @@ class TrainRow:
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+
+@dataclass
+class TrainData:
+    """A run's training rows as the model will see them."""
+
+    tokenizer: Any
+    chat_template: bool  # prompts go through the tokenizer's chat template
+    rows: list[TrainRow]
+    sample: str  # one rendered row (or classifier input), stored with the model
+    data_hash: str  # fingerprint of what the rows were made from
 
 
 def train_hash(examples: list[Example]) -> str:

@@ -4,10 +4,13 @@ model, so no second copy of the base is loaded.
 Pairs come from a JSONL file (``prompt, chosen, rejected``, as the review app exports them), from the review
 app's choices stored in the workspace, or are self-generated: k sampled answers per train input, ranked by
 the task's metric against the gold answer, best kept as chosen and worst as rejected.
+
+The objective owns its keys of a ``tuning:`` row (``Options``), checked when the task is prepared.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,8 +18,33 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
+from taskfit.backends import GenerateRequest
+from taskfit.backends.hf import prompt_text
+from taskfit.backends.tuned import live_backend
 from taskfit.errors import TaskfitError
+from taskfit.metrics import build_metric
+from taskfit.parsing import parse_output
+from taskfit.review import preference_pairs as review_pairs
+from taskfit.tuning.preferences import load_pairs
+from taskfit.tuning.train import rss_bytes
+
+LR = 1e-4  # adapters; full-weight DPO usually runs near 5e-6
+
+
+class Options(BaseModel):
+    """Keys of a `tuning:` row with `objective: dpo`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preferences: str | None = Field(None, description="Pairs from a JSONL file (prompt, chosen, rejected; "
+                                    "relative to the task file), `review` (the review app's choices for this "
+                                    "task), or unset: self-generated from the train split.")
+    dpo_samples: int = Field(4, ge=2, description="Self-generated pairs: answers sampled per train input "
+                             "(best vs worst by the task's metric).")
+    dpo_beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference model.")
+    dpo_loss: str = Field("sigmoid", description="TRL loss type (sigmoid, ipo, hinge, robust, ...).")
 
 
 @dataclass
@@ -32,12 +60,12 @@ class DPOResult:
     train_time_s: float
     peak_mem_mb: float
     curve: list[dict[str, float]]
+    resumed_from: int = 0  # the step of the checkpoint the run resumed from
+    finished: bool = True  # False: stopped on request (``stop_after``), its checkpoint is the resume point
 
 
 def as_pairs(records: list[dict[str, Any]], tokenizer, chat_template: bool) -> list[Pair]:
     """Plain-text records (``prompt`` is the user's turn) rendered through the model's chat template."""
-    from taskfit.backends.hf import prompt_text
-
     return [Pair(prompt_text(tokenizer, [{"role": "user", "content": r["prompt"]}], chat_template),
                  r["chosen"], r["rejected"]) for r in records]
 
@@ -47,8 +75,6 @@ def self_generated(examples, prompt_fn, backend, metric, parse: Callable[[str], 
                    max_tokens: int = 16) -> list[Pair]:
     """For each example, ``k`` sampled replies ranked by ``metric`` against gold: best vs worst, when they
     differ in score and in text."""
-    from taskfit.backends import GenerateRequest
-
     reqs = [GenerateRequest(prompt_fn(ex), max_tokens=max_tokens, stop=("\n",), temperature=1.0, n=k,
                             seed=seed + i) for i, ex in enumerate(examples)]
     out = []
@@ -62,15 +88,23 @@ def self_generated(examples, prompt_fn, backend, metric, parse: Callable[[str], 
     return out
 
 
+PROGRESS = "taskfit_progress.json"  # beside each checkpoint: the curve so far and the training time spent
+
+
 def train_dpo(model, tokenizer, pairs: list[Pair], *, output_dir: Path, lr: float, beta: float,
               loss_type: str, batch_size: int, epochs: float, max_steps: int | None, max_length: int, seed: int,
+              save_steps: int = 50, stop_after: int | None = None,
               on_step: Callable[[dict[str, float]], None] | None = None) -> DPOResult:
-    """Train the adapter of ``model`` (a PEFT model) on ``pairs``; the adapter switched off is the reference."""
+    """Train the adapter of ``model`` (a PEFT model) on ``pairs``; the adapter switched off is the reference.
+
+    A checkpoint goes to ``output_dir`` every ``save_steps`` steps, and a run whose ``output_dir`` holds one
+    resumes from it (TRL's ``resume_from_checkpoint``: adapter, optimizer, schedule, RNG states, position in the
+    data). ``stop_after`` ends the run after that many steps, its checkpoint written first (as a crash right
+    after a save would), for tests."""
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
+    from transformers.trainer_utils import get_last_checkpoint
     from trl import DPOConfig, DPOTrainer
-
-    from taskfit.tuning.train import rss_bytes
 
     if not pairs:
         raise TaskfitError("no preference pairs to train on")
@@ -78,9 +112,12 @@ def train_dpo(model, tokenizer, pairs: list[Pair], *, output_dir: Path, lr: floa
         raise TaskfitError("objective dpo trains a PEFT adapter (lora, dora, ia3): the adapter switched off is "
                            "the reference model", field="tuning[].method")
     ds = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
-    curve: list[dict[str, float]] = []
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    saved = json.loads((Path(last) / PROGRESS).read_text()) if last and (Path(last) / PROGRESS).is_file() \
+        else {"time_s": 0.0, "curve": []}
+    curve: list[dict[str, float]] = list(saved["curve"])
     peak = [rss_bytes()]
-    start = time.perf_counter()
+    start = time.perf_counter() - saved["time_s"]
 
     class Progress(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kw):
@@ -93,18 +130,27 @@ def train_dpo(model, tokenizer, pairs: list[Pair], *, output_dir: Path, lr: floa
 
         def on_step_end(self, args, state, control, **kw):
             peak[0] = max(peak[0], rss_bytes())
+            if stop_after and state.global_step >= stop_after:
+                control.should_save = control.should_training_stop = True
+
+        def on_save(self, args, state, control, **kw):  # called once the checkpoint is written
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            (folder / PROGRESS).write_text(json.dumps({"time_s": time.perf_counter() - start, "curve": curve}))
 
     config = DPOConfig(
         output_dir=str(output_dir), learning_rate=lr, beta=beta, loss_type=[loss_type],
         per_device_train_batch_size=batch_size, num_train_epochs=epochs, max_steps=max_steps or -1,
-        max_length=max_length, seed=seed, logging_steps=1, save_strategy="no", report_to=[],
-        use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0)
+        max_length=max_length, seed=seed, logging_steps=1, save_strategy="steps", save_steps=save_steps,
+        save_total_limit=1, report_to=[], use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+        dataloader_num_workers=0)
     trainer = DPOTrainer(model=model, args=config, train_dataset=ds, processing_class=tokenizer,
                          callbacks=[Progress()])
     trainer.remove_callback(PrinterCallback)  # progress goes through on_step
-    out = trainer.train()
+    out = trainer.train(resume_from_checkpoint=last)
     return DPOResult(steps=out.global_step, train_time_s=time.perf_counter() - start,
-                     peak_mem_mb=peak[0] / 2**20, curve=curve)
+                     peak_mem_mb=peak[0] / 2**20, curve=curve,
+                     resumed_from=int(Path(last).name.rsplit("-", 1)[-1]) if last else 0,
+                     finished=trainer.state.global_step >= trainer.state.max_steps)
 
 
 @torch.no_grad()
@@ -128,119 +174,38 @@ def loglik_margin(model, tokenizer, pairs: list[Pair]) -> float:
     return total / len(pairs)
 
 
-# -- one run, recorded like every tuned model ---------------------------------------------------------
-
-DPO_LR = 1e-4  # adapters; full-weight DPO usually runs near 5e-6
-
-
-def tune_dpo(task, train_examples, spec, *, store, runs=None, on_step=None,
-             log: Callable[[str], None] = lambda s: None):
-    """Preference-tune the adapter ``spec`` describes on pairs from its source; stored as ``tuned:<id>``
-    (loaded and evaluated as an sft adapter on the same prompt)."""
-    import hashlib
-    import json
-    import shutil
-
-    from taskfit.runner import package_versions
-    from taskfit.tuning import forgetting
-    from taskfit.tuning.methods import count_parameters
-    from taskfit.tuning.tune import Job, _base_measures, _save, _short, predict_examples, show_examples
-
-    examples = list(train_examples)[: spec.train_limit]
-    job = Job(task, examples, spec.model_copy(update={"objective": "sft"}))
-    model = job.load_model()
-    pairs, source = _pairs(task, job, model, spec, runs, examples, log)
-    digest = hashlib.sha256(json.dumps([p.__dict__ for p in pairs]).encode()).hexdigest()
-    key = hashlib.sha256(f"dpo:{job.key}:{digest}:{spec.dpo_beta}:{spec.dpo_loss}".encode()).hexdigest()[:24]
-    rec = store.by_key(key)
-    if rec and rec.status == "done":
-        log(f"already trained: tuned:{rec.id}")
-        return rec
-    if rec is None:
-        rec = store.create(key=key, task_name=task.config.name, task_path=str(task.path), method=spec.method,
-                           objective="dpo", base_model=spec.model, data_hash=digest[:16], seed=spec.seed,
-                           spec=spec.model_dump(), versions=package_versions(task.root))
-    else:
-        log(f"tuned:{rec.id} did not finish: training again")
-    result: dict[str, Any] = {"pairs": len(pairs), "pairs_source": source}
-    if spec.forgetting:
-        log("forgetting check: measuring the base model")
-        result["forgetting_before"] = _base_measures(job, model)
-    model = job.apply_method(model)
-    trainable, total = count_parameters(model)
-    shown = show_examples(task)
-    result["before_after"] = [{"id": ex.id, "input": _short(ex), "target": ex.target, "before": out}
-                              for ex, out in zip(shown, predict_examples(job, model, shown), strict=True)]
-    result["margin_before"] = loglik_margin(model, job.tokenizer, pairs)
-    log(f"dpo: {len(pairs)} pairs ({source}), training {trainable:,} of {total:,} parameters on {job.device.type}")
-    res = train_dpo(model, job.tokenizer, pairs, output_dir=rec.folder / "trainer", lr=spec.lr or DPO_LR,
-                    beta=spec.dpo_beta, loss_type=spec.dpo_loss, batch_size=spec.batch_size, epochs=spec.epochs,
-                    max_steps=spec.max_steps, max_length=spec.max_length, seed=spec.seed, on_step=on_step)
-    shutil.rmtree(rec.folder / "trainer", ignore_errors=True)
-    result["margin_after"] = loglik_margin(model, job.tokenizer, pairs)
-    weights = _save(rec.folder, model, job)
-    meta_path = rec.folder / "tune.json"
-    meta = json.loads(meta_path.read_text())
-    meta.update(spec=spec.model_dump(), trained_with="dpo")  # loads and evaluates as an sft adapter
-    meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-    result.update({
-        "method": spec.method, "method_used": job.method_name, "objective": "dpo", "base_model": spec.model,
-        "device": job.device.type, "train_time_s": res.train_time_s, "peak_mem_mb": res.peak_mem_mb,
-        "steps_done": res.steps, "trainable_params": trainable, "total_params": total,
-        "trainable_pct": 100 * trainable / total, "adapter_mb": weights["trainable_mb"],
-        "artifact_mb": weights["artifact_mb"], "curve": res.curve, "lr": spec.lr or DPO_LR,
-        "rows": len(pairs), "measured": {"peak_mem_mb": res.peak_mem_mb}})
-    for row, out in zip(result["before_after"], predict_examples(job, model, shown), strict=False):
-        row["after"] = out
-    if spec.forgetting:
-        log("forgetting check: measuring the tuned model")
-        after = forgetting.measure(model, job.tokenizer, job.device, "sft", job.chat_template)
-        result["forgetting"] = forgetting.summary(result["forgetting_before"], after, "sft")
-    store.finish(rec.id, result)
-    return store.get(rec.id)
-
-
-def _pairs(task, job, model, spec, runs, examples, log) -> tuple[list[Pair], str]:
-    """The run's pairs and where they came from."""
-    from taskfit.backends.hf import prompt_text
-    from taskfit.backends.tuned import live_backend
-    from taskfit.metrics import build_metric
-    from taskfit.parsing import parse_output
-    from taskfit.strategies import StrategyContext, strategies
-    from taskfit.tuning.preferences import load_pairs
-
-    if spec.preferences == "review":
-        from taskfit.review import preference_pairs
-
+def preference_pairs(options: Options, *, root: Path, task_name: str, runs, tokenizer, chat_template: bool,
+                     sample: Callable[[], list[Pair]]) -> tuple[list[Pair], str]:
+    """The run's pairs and where they came from: the review app's choices in ``runs``, a JSONL file (relative to
+    ``root``), or ``sample()`` (self-generated pairs)."""
+    if options.preferences == "review":
         if runs is None:
             raise TaskfitError("preferences: review reads the workspace's review choices; none was given")
-        records = preference_pairs(runs, task.config.name)
+        records = review_pairs(runs, task_name)
         if not records:
-            raise TaskfitError(f"no preference pairs for task {task.config.name!r} in the review app yet "
+            raise TaskfitError(f"no preference pairs for task {task_name!r} in the review app yet "
                                f"(pairwise choices, or correct and incorrect labels)", field="tuning[].preferences")
-        return as_pairs(records, job.tokenizer, job.chat_template), "review"
-    if spec.preferences:
-        path = task.root / spec.preferences
-        return as_pairs(load_pairs(path), job.tokenizer, job.chat_template), str(path)
-    c = task.config
-    ctx = StrategyContext(task=task, parts=_parts(task), train=[], mode="generate", seed=c.data.seed)
-    strategy = strategies.get(job.strategy_row.name)(job.strategy_row, ctx)
-    metric = build_metric(c.metrics[0].name, c.metrics[0].options)
-    backend = live_backend(model, job.tokenizer, job.device, job.chat_template, "dpo-sampling")
-    log(f"dpo: sampling {spec.dpo_samples} answers for each of {len(examples)} train inputs")
-    model.eval()
-    pairs = self_generated(examples, strategy.prompt, backend, metric,
-                           lambda t: parse_output(t, c.parse, c.labels, c.label_aliases).value,
-                           k=spec.dpo_samples, seed=spec.seed,
-                           prompt_text=lambda m: prompt_text(job.tokenizer, m, job.chat_template),
-                           lead=" " if ctx.parts.response_prefix[-1:] not in ("", " ", "\n") else "")
+        return as_pairs(records, tokenizer, chat_template), "review"
+    if options.preferences:
+        path = root / options.preferences
+        return as_pairs(load_pairs(path), tokenizer, chat_template), str(path)
+    pairs = sample()
     if not pairs:
-        raise TaskfitError(f"no self-generated pairs: the {spec.dpo_samples} samples of every train input scored "
+        raise TaskfitError(f"no self-generated pairs: the {options.dpo_samples} samples of every train input scored "
                            f"alike; raise dpo_samples or give preferences", field="tuning[].preferences")
-    return pairs, f"self-generated (k={spec.dpo_samples})"
+    return pairs, f"self-generated (k={options.dpo_samples})"
 
 
-def _parts(task):
-    from taskfit.prompts import prompt_parts
-
-    return prompt_parts(task)
+def sampled_pairs(task, examples, prompt, model, tokenizer, device: torch.device, chat_template: bool,
+                  response_prefix: str, options: Options, seed: int) -> list[Pair]:
+    """Self-generated pairs: ``options.dpo_samples`` replies of ``model`` to ``prompt`` per example, scored by the
+    task's first metric."""
+    c = task.config
+    metric = build_metric(c.metrics[0].name, c.metrics[0].options)
+    backend = live_backend(model, tokenizer, device, chat_template, "dpo-sampling")
+    model.eval()
+    return self_generated(examples, prompt, backend, metric,
+                          lambda t: parse_output(t, c.parse, c.labels, c.label_aliases).value,
+                          k=options.dpo_samples, seed=seed,
+                          prompt_text=lambda m: prompt_text(tokenizer, m, chat_template),
+                          lead=" " if response_prefix[-1:] not in ("", " ", "\n") else "")

@@ -14,6 +14,10 @@ from typing import Any
 
 import torch
 
+from taskfit.backends import ScoreRequest
+from taskfit.backends.tuned import live_backend
+from taskfit.bundled import cache_root
+
 GENERAL = Path(__file__).resolve().parents[1] / "data" / "general"
 AG_LABELS = ["World", "Sports", "Business", "Science"]  # one token each: one forward pass per row
 AG_GOLD = {"Sci/Tech": "Science"}
@@ -46,9 +50,6 @@ def perplexity(model, tokenizer, device: torch.device, max_length: int = 128, n:
 def topic_accuracy(model, tokenizer, device: torch.device, chat_template: bool) -> float:
     """Zero-shot AG News accuracy: the label whose tokens are most likely as the start of the reply (the
     evaluation backend's own label scoring, around the model as it is now)."""
-    from taskfit.backends import ScoreRequest
-    from taskfit.backends.tuned import live_backend
-
     backend = live_backend(model, tokenizer, device, chat_template, "forgetting-check")
     rows = _rows("ag_news.jsonl")[:AG_ROWS]
     reqs = [ScoreRequest(({"role": "user", "content": AG_PROMPT.format(text=r["text"])},
@@ -104,6 +105,19 @@ def measure(model, tokenizer, device: torch.device, objective: str, chat_templat
                 "score": topic_accuracy(model, tokenizer, device, chat_template)}
     finally:
         model.train(was_training)
+
+
+def baseline(model, tokenizer, device: torch.device, objective: str, chat_template: bool,
+             base_fingerprint: str) -> dict[str, float | None]:
+    """The base model's figures (``measure`` before training), computed once per base model and kept beside
+    the model cache."""
+    path = cache_root() / "forgetting" / f"{base_fingerprint}-{objective}-{int(chat_template)}-{device.type}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    measures = measure(model, tokenizer, device, objective, chat_template)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(measures))
+    return measures
 
 
 def summary(before: dict[str, float | None], after: dict[str, float | None], objective: str) -> dict[str, Any]:

@@ -23,7 +23,15 @@ from typing import Any
 
 import torch
 
-from taskfit.tuning.train import IGNORE, answer_loss, batch_order, collate, rss_bytes, uses_answer_loss
+from taskfit.tuning.train import (
+    IGNORE,
+    answer_loss,
+    batch_order,
+    collate,
+    rss_bytes,
+    total_steps,
+    uses_answer_loss,
+)
 
 MB = 2**20
 
@@ -107,16 +115,17 @@ def grad_layers(model: torch.nn.Module, n_layers: int) -> int:
     return len(layers) if emb_trainable else 0
 
 
-def predict(job, model: torch.nn.Module, *, runtime_bytes: int | None = None, probe_batches: int = 3,
+def predict(job, data, model: torch.nn.Module, *, runtime_bytes: int | None = None, probe_batches: int = 3,
             processes: int | None = None, zero_stage: int | None = None) -> Plan:
-    """The plan for ``job`` with ``model`` loaded and its method applied (nothing trained yet).
+    """The plan for ``job`` (a ``taskfit.tuning.job.Job``) on its training rows ``data`` with ``model`` loaded
+    and its method applied (nothing trained yet).
 
     ``runtime_bytes``: the process's resident memory before the model was loaded (CPU). ``processes`` and
     ``zero_stage``: the data-parallel degree and sharding planned for (default: what ``accelerate launch``
     started this process with)."""
     from taskfit.tuning import distributed
 
-    cfg, rows = job.config, job.rows
+    cfg, rows = job.config, data.rows
     n_proc = processes or distributed.processes()
     zero = distributed.launch_zero_stage() if zero_stage is None else zero_stage
     lengths = [len(r) for r in rows]
@@ -173,12 +182,12 @@ def predict(job, model: torch.nn.Module, *, runtime_bytes: int | None = None, pr
     peak = weights + grads + optim + acts + logits + runtime
     if n_proc > 1:
         notes.append(f"{n_proc} processes, ZeRO stage {zero}: memory per process; time without the all-reduce")
-    s_per_token = _probe(model, rows, order, job, probe_batches)
+    s_per_token = _probe(model, rows, order, job, data.tokenizer.pad_token_id, probe_batches)
     # each process runs its share of every batch; the optimizer step runs on every process (on its shard)
     epoch_s = s_per_token * padded / n_proc + _optimizer_step_s(trainable, device) * len(order) / cfg.grad_accum \
         / (n_proc if zero >= 1 else 1)
     steps_per_epoch = -(-len(order) // cfg.grad_accum)
-    total_s = epoch_s * job.steps / steps_per_epoch
+    total_s = epoch_s * total_steps(len(rows), cfg) / steps_per_epoch
     return Plan(device=device.type, method=job.method_name, trainable_params=n_train, total_params=n_total,
                 weights_mb=weights / MB, gradients_mb=grads / MB, optimizer_mb=optim / MB, activations_mb=acts / MB,
                 logits_mb=logits / MB, runtime_mb=runtime / MB, peak_mem_mb=peak / MB,
@@ -194,11 +203,10 @@ def _answer_span(row) -> int:
     return len(labels) - first
 
 
-def _probe(model, rows, order, job, n: int) -> float:
+def _probe(model, rows, order, job, pad: int, n: int) -> float:
     """Seconds per padded token of forward + backward, from ``n`` batches of the epoch after one warm-up.
     Gradients are discarded; no weight changes."""
     left = uses_answer_loss(model, rows)
-    pad = job.tokenizer.pad_token_id
     picks = order[: n + 1]
     model.train()
     tokens, seconds = 0, 0.0

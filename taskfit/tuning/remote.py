@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from taskfit.credentials import redact, url_problem
 from taskfit.dataset import Example
 from taskfit.errors import TaskfitError
+from taskfit.provenance import package_versions
 from taskfit.taskfile import ModelSpec, StrategySpec, Task
 from taskfit.tuning.store import TuneRecord, TuneStore
 
@@ -96,16 +97,13 @@ def dpo_rows(task: Task, pairs: Iterable[dict[str, Any]], strategy: str) -> list
 
 def _prompt_fn(task: Task, examples: list[Example], strategy: str):
     from taskfit.prompts import prompt_parts
-    from taskfit.strategies import StrategyContext, strategies
+    from taskfit.tuning.job import training_prompt
 
-    row = strategy_row(task, strategy)
-    parts = prompt_parts(task)
-    ctx = StrategyContext(task=task, parts=parts, train=examples, mode="generate", seed=task.config.data.seed)
-    built = strategies.get(row.name)(row, ctx)
-    if not hasattr(built, "prompt"):
+    prompt = training_prompt(task, strategy_row(task, strategy), examples, "generate")
+    if prompt is None:
         raise TaskfitError(f"strategy {strategy!r} has no single prompt to train on; use zero_shot, structured "
                            f"or persona", field="strategy")
-    return built.prompt, parts
+    return prompt, prompt_parts(task)
 
 
 def strategy_row(task: Task, strategy: str) -> StrategySpec:
@@ -161,8 +159,6 @@ def tune_remote(task: Task, train_examples: list[Example], spec: RemoteSpec, *, 
                 ) -> TuneRecord:
     """Upload, create (or re-attach to) and follow the job ``spec`` describes; returns its record, whose
     status is done, failed or cancelled."""
-    from taskfit.runner import package_versions
-
     data = training_file(task, list(train_examples), spec)
     key = job_key(spec, data)
     rec = store.by_key(key)

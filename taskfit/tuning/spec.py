@@ -2,7 +2,8 @@
 
 A ``TuneSpec`` is one row of a task file's ``tuning:`` list, or the options of ``taskfit tune``. It only
 imports pydantic, so the task-file schema can use it without loading torch. The keys below are shared by every
-method; the others are the method's own options (``Options`` in its module), checked when the task is prepared.
+method; the others are the objective's own options (dpo's, in ``taskfit/tuning/dpo.py``) and the method's own
+options (``Options`` in its module), checked when the task is prepared (``taskfit/tuning/objectives.py``).
 """
 
 from __future__ import annotations
@@ -37,13 +38,6 @@ class TuneSpec(BaseModel):
     train_limit: int | None = Field(None, ge=1, description="Train on the first N rows of the train split only.")
     seed: int = Field(0, description="Seed for initialisation, data order and dropout.")
     text_dir: str | None = Field(None, description="pretrain: folder of .txt/.md files (relative to the task file).")
-    preferences: str | None = Field(None, description="dpo: pairs from a JSONL file (prompt, chosen, rejected; "
-                                    "relative to the task file), `review` (the review app's choices for this "
-                                    "task), or unset: self-generated from the train split.")
-    dpo_samples: int = Field(4, ge=2, description="dpo, self-generated pairs: answers sampled per train input "
-                             "(best vs worst by the task's metric).")
-    dpo_beta: float = Field(0.1, gt=0, description="dpo: strength of the pull towards the reference model.")
-    dpo_loss: str = Field("sigmoid", description="dpo: TRL loss type (sigmoid, ipo, hinge, robust, ...).")
     device: str = Field("auto", description="cpu, cuda or auto.")
     save_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps (resume point).")
     group_by_length: bool = Field(True, description="Batch rows of similar length together (less padding).")
@@ -56,7 +50,8 @@ class TuneSpec(BaseModel):
 
     @property
     def options(self) -> dict[str, Any]:
-        """The method's own keys, as written (checked against the method's ``Options`` when the task is prepared)."""
+        """The row's other keys, as written: the objective's own and the method's own (told apart and checked
+        against their ``Options`` by ``taskfit.tuning.objectives`` when the task is prepared)."""
         return dict(self.model_extra or {})
 
     def label(self) -> str:

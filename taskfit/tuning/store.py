@@ -7,6 +7,7 @@ package versions, measurements). ``checkpoints/last.pt`` is the resume point whi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -103,3 +104,19 @@ def _record(r: Any) -> TuneRecord:
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def save_weights(folder: Path, model: Any, tokenizer: Any, state_dict: dict | None = None) -> dict[str, Any]:
+    """The adapter (``adapter/``, PEFT methods) or the full weights (``model/``), as safetensors, and the
+    tokenizer; returns their sizes and the weights' digest. ``state_dict``: the weights gathered from the
+    processes they were sharded across (FSDP, ZeRO-3)."""
+    is_peft = hasattr(model, "peft_config")
+    out = folder / ("adapter" if is_peft else "model")
+    model.save_pretrained(out, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
+    tokenizer.save_pretrained(folder / "tokenizer")
+    h = hashlib.sha256()
+    for f in sorted(out.glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return {"adapter": is_peft, "weights_sha": h.hexdigest()[:12],
+            "trainable_mb": sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad) / 2**20,
+            "artifact_mb": sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20}

@@ -31,6 +31,7 @@ import torch
 
 from taskfit.errors import TaskfitError
 from taskfit.tuning.data import IGNORE, TrainRow
+from taskfit.tuning.methods import learns_virtual_tokens
 
 
 @dataclass
@@ -158,8 +159,6 @@ def uses_answer_loss(model, rows: list[TrainRow]) -> bool:
     whose forward takes position ids as is (PEFT prompt learning prepends virtual tokens: not those)."""
     if not rows or not isinstance(rows[0].labels, list):
         return False
-    from taskfit.backends.tuned import learns_virtual_tokens
-
     if learns_virtual_tokens(model):
         return False
     return sum(lab != IGNORE for lab in rows[0].labels) < len(rows[0]) // 2

@@ -77,10 +77,12 @@ class Method:
         return bool(getattr(self.module, "MERGEABLE", False))
 
     def options(self, spec: Any) -> BaseModel:
-        """The ``tuning:`` row's own keys validated against the method's ``Options``."""
+        """The method's own keys of a ``tuning:`` row (those its objective does not own) validated against the
+        method's ``Options``."""
         from taskfit.plugins import parse_options
+        from taskfit.tuning.objectives import split
 
-        return parse_options(methods.options(self.name), spec.options, f"tuning method {self.name}", "tuning[]")
+        return parse_options(methods.options(self.name), split(spec)[1], f"tuning method {self.name}", "tuning[]")
 
     def substitute(self, options: BaseModel, device: str) -> tuple[str, str] | None:
         hook = getattr(self.module, "substitute", None)
@@ -131,3 +133,10 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
         if p.requires_grad:
             trainable += n
     return trainable, total
+
+
+def learns_virtual_tokens(model: torch.nn.Module) -> bool:
+    """PEFT prompt learning (prefix, prompt tuning): the model's forward injects virtual tokens, so it must
+    be called whole, with positions of its own."""
+    cfg = getattr(model, "peft_config", None)
+    return bool(cfg) and any(c.is_prompt_learning for c in cfg.values())
