@@ -7,9 +7,10 @@ import statistics
 from typing import TYPE_CHECKING, Any
 
 from taskfit.metrics import build_metric
+from taskfit.plugins import stored_model
 from taskfit.stats import paired_p, score_interval
 from taskfit.store import RunRecord
-from taskfit.taskfile import MetricSpec, ModelSpec
+from taskfit.taskfile import MetricSpec
 from taskfit.types import JSON_KEYS, Footprint, LeaderboardRow, PredictionRow
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def rows(workspace: Workspace, runs: list[RunRecord]) -> list[LeaderboardRow]:
         scores = [p.score for p in ps]
         n = len(ps)
         lo, hi = score_interval(scores, binary[run.id]) if n else (0.0, 0.0)
-        model = ModelSpec(**run.config["model"])
+        model = stored_model(run.config["model"])
         tin = _mean([p.tokens_in for p in ps])
         tout = _mean([p.tokens_out for p in ps])
         lat = [p.latency_ms for p in ps]

@@ -112,3 +112,31 @@ def _known(names: list[str], name: str, kind: str, at: tuple[Any, ...], task: An
         where = f"{at[0]}[{at[1]}]" + "".join(f".{p}" for p in at[2:])
         raise TaskfitError(f"{where}: unknown {kind} {name!r}; known {kind}s: {', '.join(names)}",
                            file=str(task.path), line=_line_of(root, at), field=where)
+
+
+def stored_model(config: dict[str, Any]) -> Any:
+    """A run's stored model entry as a ``ModelSpec``. The entry was valid when the run was made; keys its
+    backend no longer declares (an older version stored every backend's keys in every entry) are dropped."""
+    from taskfit.backends import backends
+    from taskfit.taskfile import ModelSpec
+
+    spec = ModelSpec.model_validate(config)
+    return ModelSpec.model_validate(_declared(spec, backends.options(spec.backend) if spec.backend in
+                                              backends.names() else None))
+
+
+def stored_strategy(config: dict[str, Any]) -> Any:
+    """A run's stored strategy row as a ``StrategySpec``, with keys its strategy no longer declares dropped."""
+    from taskfit.strategies import strategies
+    from taskfit.taskfile import StrategySpec
+
+    spec = StrategySpec.model_validate(config)
+    return StrategySpec.model_validate(_declared(spec, strategies.options(spec.name) if spec.name in
+                                                 strategies.names() else None))
+
+
+def _declared(spec: BaseModel, options: type[BaseModel] | None) -> dict[str, Any]:
+    common = spec.model_dump(exclude_unset=True, exclude=set(spec.model_extra or {}))
+    if options is None or options.model_config.get("extra") == "allow":
+        return {**common, **(spec.model_extra or {})}
+    return {**common, **{k: v for k, v in (spec.model_extra or {}).items() if k in options.model_fields}}

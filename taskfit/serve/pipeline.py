@@ -19,6 +19,7 @@ from taskfit.backends import Backend, Message
 from taskfit.dataset import Dataset, Example
 from taskfit.errors import TaskfitError
 from taskfit.lm import LM, Trace
+from taskfit.plugins import stored_model, stored_strategy
 from taskfit.prompts import prompt_parts
 from taskfit.runner import Arm, BackendPool, resolve_mode
 from taskfit.serve.batching import BatchingBackend
@@ -28,7 +29,7 @@ from taskfit.serve.tool_turn import run_tool_turn
 from taskfit.serve.vetting import Refused, build_vetter
 from taskfit.strategies import StrategyContext, strategies
 from taskfit.study import prepare, select_arms
-from taskfit.taskfile import ModelSpec, StrategySpec, Task
+from taskfit.taskfile import Task
 
 if TYPE_CHECKING:
     from taskfit.workspace import Workspace
@@ -225,7 +226,7 @@ def build_pipeline(workspace: Workspace, *, run_id: str | None = None, task_path
             task, dataset = prepare(path)
         except TaskfitError as e:
             raise TaskfitError(f"run {run.id}: cannot load its task file ({e}); pass --task") from None
-        arm = Arm(StrategySpec.model_validate(run.config["strategy"]), ModelSpec.model_validate(run.config["model"]))
+        arm = Arm(stored_strategy(run.config["strategy"]), stored_model(run.config["model"]))
         return Pipeline(task, dataset, arm, workspace, pool)
     if not task_path:
         raise TaskfitError("give --run RUN, or --task TASK (with --strategy and --model when it has several)")
