@@ -131,9 +131,11 @@ def test_distilled_student_on_the_leaderboard(distill_task, workspace):
     path = distill_task([{"teacher": "zero_shot@teacher", "student": "bert+full", "synthetic": {"n": 2}}],
                         n_train=16, unlabeled=4,
                         models=[{"backend": "scripted", "name": "teacher", "script": script, "price_in_per_1m": 2.0}])
-    _, table = run_study(path, workspace=workspace, with_tuning=True)
+    said: list[str] = []
+    _, table = run_study(path, workspace=workspace, with_tuning=True, log=said.append)
     by_model = {r.model: r for r in table}
     assert set(by_model) == {"teacher", "bert+full", "bert+full~zero_shot@teacher"}
+    assert "teacher zero_shot@teacher: 21/21 rows labelled" in said  # the labelling reports its progress
     student = by_model["bert+full~zero_shot@teacher"]
     d = student.tune["distill"]
     assert d["teacher"] == "zero_shot@teacher" and d["rows"] == {"train": 16, "unlabeled": 4, "synthetic": 1}

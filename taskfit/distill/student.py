@@ -173,10 +173,23 @@ def distilled_arms(task: Task, dataset: Dataset, arms: list[Arm], *, workspace: 
     for spec in task.config.distill:
         if train_limit:
             spec = spec.model_copy(update={"train_limit": min(train_limit, spec.train_limit or train_limit)})
-        d = distill(task, dataset, spec, workspace=workspace, pool=pool, log=log, on_step=on_step)
+        d = distill(task, dataset, spec, workspace=workspace, pool=pool, log=log, on_step=on_step,
+                    progress=_every_tenth(f"teacher {spec.teacher}", log))
         for arm in (d.teacher, d.student, d.gold):
             if arm is None or arm.name in have or (arm.model.backend == "tuned" and arm.model.options.get("path") in have):
                 continue
             have |= {arm.name, arm.model.options.get("path")}
             out.append(arm)
     return out
+
+
+def _every_tenth(name: str, log: Log) -> Callable[[int, int], None]:
+    """A labelling progress callback that logs each tenth of the rows once."""
+    said = [0]
+
+    def progress(done: int, total: int) -> None:
+        tenth = 10 * done // max(total, 1)
+        if tenth > said[0]:
+            said[0] = tenth
+            log(f"{name}: {done}/{total} rows labelled")
+    return progress
