@@ -52,32 +52,33 @@ def annotate(table_rows: list[LeaderboardRow], workspace: Workspace) -> list[Lea
 
 
 def render(table_rows: list[LeaderboardRow]):
-    """A Rich table of the distilled students of a leaderboard, or None when it has none."""
+    """A Rich table of the distilled students of a leaderboard (fits 120 columns), or None when it has none."""
+    from rich import box
     from rich.table import Table
 
     students = [r for r in table_rows if (r.tune or {}).get("distill")]
     if not students:
         return None
-    t = Table(title="Distilled students", title_justify="left")
-    for col in ("student", "score", "teacher", "teacher score", "p vs teacher", "agreement", "labelling cost",
+    t = Table(title="Distilled students", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("student", "teacher", "score [95% CI]", "teacher score", "p vs teacher", "agreement", "labelling",
                 "trained on gold"):
-        t.add_column(col, justify="left" if col in ("student", "teacher", "labelling cost", "trained on gold")
-                     else "right")
+        t.add_column(col, justify="left" if col in ("student", "teacher", "labelling", "trained on gold")
+                     else "right", overflow="fold")
     for r in students:
         d = r.tune["distill"]
         lab = d.get("labelling") or {}
         rows = d.get("rows") or {}
         p = d.get("p_vs_teacher")
+        tokens = lab.get("tokens_in", 0) + lab.get("tokens_out", 0)
+        dollars = lab.get("dollars") or 0
         t.add_row(
-            r.model, f"{r.score:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]", d["teacher"],
+            r.model.split("~")[0], d["teacher"], f"{r.score:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]",
             "" if d.get("teacher_score") is None else f"{d['teacher_score']:.3f}",
             "" if p is None else f"{p:.3f}" + (" *" if p < 0.05 else ""),
             "" if d.get("agreement") is None else f"{d['agreement']:.1%}",
-            f"{lab.get('rows', 0)} rows ({'+'.join(str(rows.get(k, 0)) for k in ('train', 'unlabeled', 'synthetic'))}"
-            f"), {lab.get('calls', 0)} calls, {lab.get('tokens_in', 0) + lab.get('tokens_out', 0):,} tokens, "
-            f"${lab.get('dollars', 0):.4f}",
-            "" if d.get("gold_score") is None else
-            f"{d['gold_row']}: {d['gold_score']:.3f} [{d['gold_ci'][0]:.3f}, {d['gold_ci'][1]:.3f}]")
+            f"{lab.get('rows', 0):,} rows ({'+'.join(str(rows.get(k, 0)) for k in ('train', 'unlabeled', 'synthetic'))}"
+            f"), {lab.get('calls', 0):,} calls, {tokens:,} tokens" + (f", ${dollars:.4f}" if dollars else ""),
+            "" if d.get("gold_score") is None else f"{d['gold_row']}: {d['gold_score']:.3f}")
     t.caption = ("agreement: share of test rows where the student's answer equals the teacher's; p vs teacher: "
-                 "McNemar or paired bootstrap, * < 0.05; labelling cost: rows (train+unlabeled+synthetic)")
+                 "McNemar or paired bootstrap, * < 0.05; labelling: rows (train+unlabeled+synthetic)")
     return t
