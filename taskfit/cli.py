@@ -302,7 +302,13 @@ QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
 
 def main() -> None:
     import logging
+    import os
 
+    # the libraries' own progress bars (weights loading) would interleave with taskfit's progress lines
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # models are local folders, .gguf files or the bundled ones: a name that is not on disk must not turn
+    # into a download (HF_HUB_OFFLINE=0 lets transformers reach the hub again)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     try:

@@ -122,3 +122,10 @@ def test_limit_zero_means_every_row(make_task, taskfit_home):
     capped = json.loads(_run(["eval", str(path), "--json"], taskfit_home).stdout)
     everything = json.loads(_run(["eval", str(path), "--limit", "0", "--json"], taskfit_home).stdout)
     assert capped[0]["n"] == 3 and everything[0]["n"] == 8
+
+
+def test_a_model_name_that_is_not_on_disk_is_an_error_not_a_download(make_task, taskfit_home):
+    res = _run(["eval", str(make_task()), "--model", "no-such-model", "--strategy", "zero_shot"], taskfit_home)
+    assert res.returncode == 2, res.stderr
+    assert "model path 'no-such-model' does not exist" in res.stderr
+    assert "huggingface.co" not in res.stderr and "Retrying" not in res.stderr

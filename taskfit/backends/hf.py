@@ -94,8 +94,11 @@ def facts(spec: ModelSpec, cache: CallCache) -> ModelFacts:
     if o.path in (None, "bundled"):
         folder = bundled.smollm2_dir()
     else:
-        folder = Path(o.path).expanduser()
-        if o.gguf_file or folder.suffix == ".gguf":
+        folder = Path(o.path).expanduser() / (o.gguf_file or "")
+        if not folder.exists():  # as `create` says; never a hub name to download
+            raise TaskfitError(f"model path {str(folder)!r} does not exist", field="models[].path")
+        if (folder.suffix == ".gguf" or (
+                not (folder / "config.json").exists() and any(folder.glob("*.gguf")))):
             return ModelFacts(None, chars, False)
     tok = AutoTokenizer.from_pretrained(folder)
     chat = o.chat_template and bool(tok.chat_template)
