@@ -59,6 +59,7 @@ def test_the_tokenizer_and_chat_template_come_back(tiny_models, exported):
     assert gtok.chat_template == tok.chat_template
 
 
+@pytest.mark.slow  # tens of seconds of conversion: the slow tier
 def test_an_untied_output_head_is_written_as_output_weight(tiny_models, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -111,6 +112,7 @@ def test_metadata_is_the_models_shape_with_the_sources_tokenizer(exported):
         assert fields[key].contents() == src[key].contents()
 
 
+@pytest.mark.slow  # tens of seconds of conversion: the slow tier
 def test_the_hf_backend_scores_the_gguf_like_its_source(tiny_models, exported, tmp_path, monkeypatch):
     from taskfit.backends import ScoreRequest
     from taskfit.backends.hf import HFBackend, create
@@ -139,6 +141,7 @@ def test_unsupported_inputs_are_clear_errors(tiny_models, tmp_path):
     assert source_gguf(bundled.smollm2_dir()) == bundled.smollm2_gguf()
 
 
+@pytest.mark.slow  # tens of seconds of conversion: the slow tier
 def test_shrink_command_exports_a_tuned_model_on_a_gguf_base(tune_task, exported, workspace, taskfit_home,
                                                               tmp_path, monkeypatch):
     """tiny f32 GGUF as the base -> LoRA (3 steps) -> `taskfit shrink tuned:ID --to gguf-f16` -> leaderboard."""
