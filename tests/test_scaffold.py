@@ -97,3 +97,25 @@ def test_a_train_file_with_a_test_file_beside_it_sorted_by_label(tmp_path, taskf
     first = [ex.target for ex in ds.split("test")[:10]]
     assert len(set(first)) > 2  # shuffled: the first rows are not one label's
     assert sorted(ex.id for ex in ds.split("test")) == sorted(f"test{i}" for i in range(30))
+
+
+@pytest.mark.slow
+def test_an_interactive_csv_task_runs_20_rows_on_the_bundled_model(tmp_path, taskfit_home):
+    data = tmp_path / "faq.csv"
+    with data.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "question", "reply"])
+        for i in range(100):
+            w.writerow([f"q{i}", f"What is {i} plus one?", f"It is {i + 1}."])
+    out = tmp_path / "task.yaml"
+    answers = "reply\nquestion\n\n\n\n\n\nn\n"  # the proposals, no goals, data stays here
+    assert CliRunner().invoke(app, ["init", str(data), "--out", str(out)], input=answers).exit_code == 0
+    assert CliRunner().invoke(app, ["validate", str(out)]).exit_code == 0
+    res = CliRunner().invoke(app, ["eval", str(out), "--limit", "20", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout[res.stdout.index("["):])
+    assert {r["strategy"] for r in rows} == {"zero_shot", "few_shot"} and all(r["n"] == 20 for r in rows)
+    assert all(0 <= r["score"] <= 1 and r["parse_fail_rate"] is not None for r in rows)
+    res = CliRunner().invoke(app, ["run", str(out), "--limit", "20"])  # the same calls, from the cache
+    assert res.exit_code == 0, res.output
+    assert "few_shot" in res.stdout and "report: " in res.stdout
