@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 TASKFIT = [sys.executable, "-m", "taskfit.cli"]
@@ -70,6 +71,7 @@ def test_strategies_and_metrics_lists(taskfit_home):
         assert name in m
 
 
+@pytest.mark.slow  # several seconds of training or a subprocess: the slow tier
 def test_kill_9_then_same_command_resumes(make_task, taskfit_home, tmp_path, store_url):
     """kill -9 mid-run, run again: finishes with no repeated model calls and the same scores as a clean run
     (on a SQLite file and on PostgreSQL, chosen by $TASKFIT_DB and by --db)."""

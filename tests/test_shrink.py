@@ -46,6 +46,7 @@ def test_quantized_folders_load_through_the_hf_backend_and_score_close_to_the_pa
     assert len(ids) == 3  # distinct cache identities: no answer of one model is served for another
 
 
+@pytest.mark.slow  # several seconds of training or a subprocess: the slow tier
 def test_footprint_runs_in_a_fresh_process(shrunk, tiny_models):
     from taskfit.shrink import _peak_rss_mb, footprint, size_mb
 
@@ -80,6 +81,7 @@ def test_serving_table_and_plan_inference():
     assert "int4" in res.output and "3.50" in res.output
 
 
+@pytest.mark.slow  # several seconds of training or a subprocess: the slow tier
 def test_shrink_command_puts_each_precision_beside_its_parent_on_the_leaderboard(make_task, tiny_models,
                                                                                  taskfit_home, workspace):
     from typer.testing import CliRunner

@@ -25,6 +25,7 @@ def _cue_pairs(words: list[str]) -> list[Pair]:
             for w in words for cue in ("up", "down")]
 
 
+@pytest.mark.slow  # several seconds of training or a subprocess: the slow tier
 def test_chosen_rejected_margin_grows_on_held_out_pairs(tiny_models, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -212,6 +213,7 @@ def test_identity_keeps_the_dpo_keys_that_used_to_be_spec_fields(tune_task, tiny
     assert identity(job, data) == hashlib.sha256(json.dumps(as_before, sort_keys=True).encode()).hexdigest()[:24]
 
 
+@pytest.mark.slow  # several seconds of training or a subprocess: the slow tier
 def test_interrupted_dpo_resumes_to_the_same_adapter(tune_task, tiny_models, tmp_path, workspace):
     """Stopped after a checkpoint and run again, dpo resumes (adapter, optimizer, schedule, RNG, data position)
     and ends with the weights and loss curve of the run that was never stopped."""

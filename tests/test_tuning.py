@@ -284,6 +284,7 @@ def test_study_with_tuning_puts_tuned_models_on_the_leaderboard_and_reuses_them(
     assert len(workspace.tunes.list()) == n_tunes  # trained once, then reused
 
 
+@pytest.mark.slow  # several seconds of training or a subprocess: the slow tier
 def test_cli_tune_plan_show_and_runs(tune_task, tiny_models, tmp_path):
     import os
     import subprocess
