@@ -82,12 +82,19 @@ def converted_gguf(gguf_path: Path) -> Path:
     return out
 
 
-def model_folder(path: Path) -> Path:
-    """The folder transformers loads for ``path``: a model folder as it is; a .gguf file, or a folder holding
-    one .gguf file and no config.json (a GGUF export), converted once."""
+def gguf_file(path: Path) -> Path | None:
+    """The GGUF file ``path`` stands for: a .gguf file itself, or the one .gguf in a folder without a
+    config.json (a GGUF export); None for a model folder."""
     if path.is_dir() and not (path / "config.json").exists() and len(ggufs := list(path.glob("*.gguf"))) == 1:
-        path = ggufs[0]
-    return converted_gguf(path) if path.suffix == ".gguf" else path
+        return ggufs[0]
+    return path if path.suffix == ".gguf" else None
+
+
+def model_folder(path: Path) -> Path:
+    """The folder transformers loads for ``path``: a model folder as it is; a GGUF file (see ``gguf_file``)
+    converted once."""
+    gguf = gguf_file(path)
+    return converted_gguf(gguf) if gguf is not None else path
 
 
 def smollm2_dir() -> Path:

@@ -100,8 +100,7 @@ def facts(spec: ModelSpec, cache: CallCache) -> ModelFacts:
         folder = Path(o.path).expanduser() / (o.gguf_file or "")
         if not folder.exists():  # as `create` says; never a hub name to download
             raise TaskfitError(f"model path {str(folder)!r} does not exist", field="models[].path")
-        if (folder.suffix == ".gguf" or (
-                not (folder / "config.json").exists() and any(folder.glob("*.gguf")))):
+        if bundled.gguf_file(folder) is not None:  # counted by characters until it is converted
             return ModelFacts(None, chars, False)
     tok = AutoTokenizer.from_pretrained(folder)
     chat = o.chat_template and bool(tok.chat_template)
