@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from taskfit.types import ReportRow
 
 DOLLARS, MACHINE_HOURS = "$", "machine-h"
+# How far a cost measured as time may be off: wall and CPU time on a shared machine swing with other load
+# (2-5x seen on 2 busy cores), so two rows whose timed costs differ by less than this are a tie on cost.
+# Token bills are exact and carry no such margin.
+TIME_TOLERANCE = 0.25
 
 
 class CostsConfig(BaseModel):
@@ -45,6 +49,10 @@ class CostsConfig(BaseModel):
     latency_p50_ms: float | None = Field(
         None, gt=0, description="The slowest median latency a recommended row may have when `--latency-p50-ms` "
         "is not given.")
+    tolerance: float = Field(
+        TIME_TOLERANCE, ge=0, lt=1, description="Relative uncertainty of costs measured as time (training, "
+        "model time per query): a cheaper row is only preferred to a better-scoring one the data cannot "
+        "separate from it when it is cheaper beyond this margin (token bills count as exact).")
 
     @field_validator("volume")
     @classmethod
@@ -65,9 +73,24 @@ class RowCost:
     labelling: float = 0.0
     tokens_per_query: float = 0.0
     device_per_query: float = 0.0
+    timed_one_time: float = 0.0  # the part of ``one_time`` that comes from measured time (not a token bill)
 
     def total(self, volume: float) -> float:
         return self.one_time + self.per_query * volume
+
+    def timed(self, volume: float) -> float:
+        """The part of ``total(volume)`` that was measured as time, and so moves with machine load."""
+        return self.timed_one_time + self.device_per_query * volume
+
+    def bounds(self, volume: float, tolerance: float) -> tuple[float, float]:
+        """``total(volume)`` with its timed part ``tolerance`` lower and higher."""
+        total, timed = self.total(volume), self.timed(volume)
+        return total - timed * tolerance, total + timed * tolerance
+
+
+def cheaper_beyond(a: RowCost, b: RowCost, volume: float, tolerance: float) -> bool:
+    """Whether ``a`` costs less than ``b`` at ``volume`` even when both timed parts are off by ``tolerance``."""
+    return a.bounds(volume, tolerance)[1] < b.bounds(volume, tolerance)[0]
 
 
 @dataclass(frozen=True)
@@ -112,16 +135,20 @@ def row_cost(row: ReportRow, unit: str) -> RowCost:
         training = train_s / 3600
         label_cost = float(labelling.get("time_s") or 0.0) / 3600
         tokens, device = 0.0, model_s / 3600
+        timed_one_time = training + label_cost
     else:
         serve_rate = row.price_per_hour or 0.0
         train_rate = row.train_price_per_hour
         train_rate = serve_rate if train_rate is None else train_rate
         training = train_s / 3600 * train_rate
         # the teacher ran on the serving machine, or behind an API whose token bill is its cost
-        label_cost = float(labelling.get("cost") or 0.0) + float(labelling.get("time_s") or 0.0) / 3600 * serve_rate
+        label_time = float(labelling.get("time_s") or 0.0) / 3600 * serve_rate
+        label_cost = float(labelling.get("cost") or 0.0) + label_time
         tokens = float(row.cost_per_1k or 0.0) / 1000
         device = model_s / 3600 * serve_rate
-    return RowCost(training + label_cost, tokens + device, unit, training, label_cost, tokens, device)
+        timed_one_time = training + label_time
+    return RowCost(training + label_cost, tokens + device, unit, training, label_cost, tokens, device,
+                   timed_one_time)
 
 
 def labelling_of(row: ReportRow) -> dict:

@@ -6,6 +6,7 @@ import dataclasses
 import statistics
 from typing import TYPE_CHECKING, Any
 
+from taskfit.costs import TIME_TOLERANCE
 from taskfit.metrics import build_metric
 from taskfit.plugins import stored_model
 from taskfit.stats import paired_p, score_interval
@@ -134,14 +135,26 @@ def verdict(table_rows: list[LeaderboardRow], alpha: float = 0.05) -> str:
     cheapest = min([best, *tied], key=lambda r: (r.cost_per_1k, r.tokens_in + r.tokens_out, r.time_per_1k_s))
     text += f" Not significantly different (p >= 0.05): {', '.join(r.name for r in tied)}."
     if cheapest is not best:
-        if cheapest.cost_per_1k < best.cost_per_1k:
-            why = f"${cheapest.cost_per_1k:.4f} per 1k queries vs ${best.cost_per_1k:.4f}"
-        elif round(cheapest.tokens_in) < round(best.tokens_in):
-            why = f"{cheapest.tokens_in:.0f} tokens in per query vs {best.tokens_in:.0f}"
+        why = _cheaper_because(cheapest, best)
+        if why:
+            text += f" Cheapest of those: {cheapest.name} ({why})."
         else:
-            why = f"{_duration(cheapest.time_per_1k_s)} per 1k queries vs {_duration(best.time_per_1k_s)}"
-        text += f" Cheapest of those: {cheapest.name} ({why})."
+            text += (f" None is cheaper than the best beyond the uncertainty of measured time (±{TIME_TOLERANCE:.0%}"
+                     f"; {cheapest.name}: {_duration(cheapest.time_per_1k_s)} per 1k queries vs "
+                     f"{_duration(best.time_per_1k_s)}).")
     return text
+
+
+def _cheaper_because(a: LeaderboardRow, b: LeaderboardRow) -> str | None:
+    """Why ``a`` costs less per query than ``b``: a smaller bill or fewer tokens (exact), or model time shorter
+    beyond the timing uncertainty; None when the only difference is inside that uncertainty."""
+    if a.cost_per_1k < b.cost_per_1k:
+        return f"${a.cost_per_1k:.4f} per 1k queries vs ${b.cost_per_1k:.4f}"
+    if round(a.tokens_in) < round(b.tokens_in):
+        return f"{a.tokens_in:.0f} tokens in per query vs {b.tokens_in:.0f}"
+    if a.time_per_1k_s * (1 + TIME_TOLERANCE) < b.time_per_1k_s * (1 - TIME_TOLERANCE):
+        return f"{_duration(a.time_per_1k_s)} per 1k queries vs {_duration(b.time_per_1k_s)}"
+    return None
 
 
 def _metric_means(ps: list[PredictionRow]) -> dict[str, float]:

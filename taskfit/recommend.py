@@ -12,7 +12,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskfit.costs import DOLLARS, MACHINE_HOURS, RowCost, Volume, break_even, count, money, row_cost, unit_of
+from taskfit.costs import (
+    DOLLARS,
+    MACHINE_HOURS,
+    TIME_TOLERANCE,
+    RowCost,
+    Volume,
+    break_even,
+    cheaper_beyond,
+    count,
+    money,
+    row_cost,
+    unit_of,
+)
 from taskfit.types import ReportRow
 
 ALPHA = 0.05
@@ -34,6 +46,8 @@ class Recommendation:
     latency_p50_ms: float | None = None
     break_even: float | None = None  # queries from which break_even_rows[1] costs less than [0]
     break_even_rows: tuple[ReportRow, ReportRow] | None = None  # (best prompt, best fine-tuned)
+    tolerance: float = TIME_TOLERANCE  # relative uncertainty of the timed costs the pick allowed for
+    volume_range: tuple[float, float] | None = None  # volumes (queries) over which the pick stays the same
 
 
 def technique(row: ReportRow) -> str:
@@ -162,6 +176,7 @@ def recommend(
     *,
     volume: Volume | None = None,
     latency_p50_ms: float | None = None,
+    tolerance: float = TIME_TOLERANCE,
 ) -> Recommendation:
     """A plain-language recommendation. Only differences the paired tests call significant (p < 0.05) count.
 
@@ -179,7 +194,7 @@ def recommend(
     costs = {id(r): row_cost(r, unit) for r in ranked}
     economics = _economics(ranked, costs)
     facts = {"costs": [(r, costs[id(r)]) for r in ranked], "unit": unit, "volume": volume,
-             "latency_p50_ms": latency_p50_ms, **economics}
+             "latency_p50_ms": latency_p50_ms, "tolerance": tolerance, **economics}
     top = ranked[0]  # the row p_vs_best was computed against
     fast = [r for r in ranked if latency_p50_ms is None or (r.latency_p50_ms or 0.0) <= latency_p50_ms]
     slow = [r for r in ranked if all(r is not f for f in fast)]
@@ -190,8 +205,11 @@ def recommend(
                               None, **facts)
     best = fast[0]
     tied = [best] + [r for r in fast[1:] if not compare_rows(best, r, top, pairwise)["significant"]]
+    noise: list[str] = []
     if volume is not None:
-        pick = min(tied, key=lambda r: (round(costs[id(r)].total(volume.queries), 9), _burden(r)))
+        pick = pick_at(tied, costs, volume.queries, tolerance)
+        facts["volume_range"] = _volume_range(tied, costs, volume.queries, tolerance)
+        noise = _noise_lines(pick, tied, costs, unit, volume, tolerance, facts["volume_range"])
     else:
         pick = min(tied, key=_burden)
     kind = technique(pick)
@@ -202,7 +220,8 @@ def recommend(
     def total(r: ReportRow) -> str:
         return money(costs[id(r)].total(volume.queries), unit) if volume is not None else ""
 
-    tail = _cost_lines(pick, costs, unit, volume, economics) + _latency_lines(slow, top, latency_p50_ms)
+    tail = (noise + _cost_lines(pick, costs, unit, volume, economics) + _latency_lines(slow, top, latency_p50_ms)
+            + _twin_lines(ranked, top, pairwise))
     if len(fast) > 1 and len(tied) == len(fast):
         width = max((r.ci_high - r.ci_low) / 2 for r in fast) * 100
         how = f"the cheapest at this volume ({total(pick)} in total)" if volume else "the least demanding one"
@@ -284,6 +303,88 @@ def recommend(
     lines += tail
     lines.append(_serving_text(pick, others))
     return Recommendation(kind, " ".join(lines), pick, **facts)
+
+
+def pick_at(tied: Sequence[ReportRow], costs: dict[int, RowCost], queries: float, tolerance: float) -> ReportRow:
+    """The row to use at ``queries`` among rows tied on score: the cheapest, unless another is within the cost
+    uncertainty of it; then the higher-scoring, then the less demanding of those."""
+    cheapest = min(tied, key=lambda r: (round(costs[id(r)].total(queries), 9), _burden(r)))
+    close = [r for r in tied if not cheaper_beyond(costs[id(cheapest)], costs[id(r)], queries, tolerance)]
+    return min(close, key=lambda r: (-r.score, _burden(r)))
+
+
+# volumes the sensitivity line tries: 20 a decade from 1 to 10^12 queries
+_VOLUME_GRID = [10 ** (k / 20) for k in range(0, 241)]
+
+
+def _volume_range(tied: Sequence[ReportRow], costs: dict[int, RowCost], queries: float,
+                  tolerance: float) -> tuple[float, float]:
+    """The range of volumes around ``queries`` at which ``pick_at`` gives the same row, found on a grid then
+    narrowed by bisection (0 / inf: the pick holds at every lower / higher volume tried, down to 1 / up to
+    10^12 queries)."""
+    pick = pick_at(tied, costs, queries, tolerance)
+
+    def same(v: float) -> bool:
+        return pick_at(tied, costs, v, tolerance) is pick
+
+    def edge(inside: float, outside: float) -> float:
+        for _ in range(40):  # the pick changes once between two grid points 12% apart: bisect in log space
+            mid = (inside * outside) ** 0.5
+            inside, outside = (mid, outside) if same(mid) else (inside, mid)
+        return inside
+
+    lo = next((v for v in reversed(_VOLUME_GRID) if v < queries and not same(v)), None)
+    hi = next((v for v in _VOLUME_GRID if v > queries and not same(v)), None)
+    return (0.0 if lo is None else edge(queries, lo), float("inf") if hi is None else edge(queries, hi))
+
+
+def _noise_lines(pick: ReportRow, tied: Sequence[ReportRow], costs: dict[int, RowCost], unit: str,
+                 volume: Volume, tolerance: float, span: tuple[float, float]) -> list[str]:
+    """Why a cheaper row lost to the pick (a cost gap inside the timing uncertainty), and the volumes over
+    which the pick holds."""
+    lines = []
+    q = volume.queries
+    cheapest = min(tied, key=lambda r: (round(costs[id(r)].total(q), 9), _burden(r)))
+    if cheapest is not pick:
+        why = "scores higher" if pick.score > cheapest.score else "is less demanding"
+        lines.append(
+            f"{row_name(cheapest)} would cost a little less at this volume ({money(costs[id(cheapest)].total(q), unit)}"
+            f" vs {money(costs[id(pick)].total(q), unit)}), but by less than the uncertainty of costs measured "
+            f"as time (±{tolerance:.0%}), so {row_name(pick)}, which {why}, is recommended."
+        )
+    if len(tied) > 1:
+        lo, hi = span
+        per = f" a {volume.per}" if volume.per else ""
+        if lo == 0 and hi == float("inf"):
+            where = "at any volume"
+        elif lo == 0:
+            where = f"up to about {count(hi)} queries{per}"
+        elif hi == float("inf"):
+            where = f"from about {count(lo)} queries{per} up"
+        else:
+            where = f"from about {count(lo)} to {count(hi)} queries{per}"
+        lines.append(f"This pick holds {where} (costs' timed parts ±{tolerance:.0%}).")
+    return lines
+
+
+def _twin_lines(ranked: Sequence[ReportRow], top: ReportRow,
+                pairwise: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """A distilled student that the data cannot separate from the same student trained on gold labels:
+    the teacher's labels did not measurably help or hurt, so the cheaper labels are the only argument."""
+    by_tune = {r.tune["id"]: r for r in ranked if r.tune and r.tune.get("id")}
+    lines = []
+    for student in ranked:
+        gold = by_tune.get(((student.tune or {}).get("distill") or {}).get("gold_tune") or "")
+        if gold is None or gold is student:
+            continue
+        cmp = compare_rows(student, gold, top, pairwise)
+        if not cmp["significant"]:
+            lines.append(
+                f"The distilled student {row_name(student)} ({score_text(student)}) is tied with its twin trained "
+                f"on the gold labels, {row_name(gold)} ({score_text(gold)}; {_diff_text(cmp)}): the teacher's "
+                f"labels neither helped nor hurt measurably."
+            )
+    return lines
 
 
 def _economics(ranked: Sequence[ReportRow], costs: dict[int, RowCost]) -> dict[str, Any]:

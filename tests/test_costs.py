@@ -128,6 +128,9 @@ def test_the_report_tabulates_costs_and_plots_total_cost_against_volume():
     plot = html[html.index('id="plot-volume"'):]
     assert plot.count("<polyline") == 3  # every row (three here), one line each
     assert "break-even: 1,600 queries" in plot and "<title>1,000,000 queries</title>" in plot
+    # how the costs were obtained, their margin and the volumes over which the pick holds
+    assert "treats the timed part of each cost as ±25%" in " ".join(html.split())
+    assert "the pick holds from about 900 queries up" in " ".join(html.split())
 
 
 def test_collect_prices_rows_from_the_task_file(make_task, workspace):
@@ -196,3 +199,62 @@ def test_the_task_files_volume_prices_the_report_when_no_option_does(make_task, 
     bad = make_task(costs={"volume": "lots"})
     res = CliRunner().invoke(app, ["validate", str(bad)])
     assert res.exit_code != 0 and "not a query volume" in (res.output + str(res.exception))
+
+
+def _tied_pair(gap):
+    """A LoRA head (0.827) and a full fine-tune (0.863) the paired test cannot separate (p = 0.052), the head's
+    measured training ``gap`` cheaper: the shape of a 300-row SST-2 study priced at 1M queries."""
+    full = tuned_row(model="minilm+full", score=0.863, ci_low=0.82, ci_high=0.90, run_id="full",
+                     tune={"train_time_s": 3.80 * 3600, "device": "cpu"}, time_per_1k_s=0.0)
+    head = tuned_row(model="minilm+lora-head", score=0.827, ci_low=0.78, ci_high=0.87, p_vs_best=0.052,
+                     run_id="head", tune={"train_time_s": 3.80 * 3600 * (1 - gap), "device": "cpu"},
+                     time_per_1k_s=0.0)
+    return [full, head]
+
+
+def test_a_cost_gap_inside_the_timing_uncertainty_does_not_beat_a_higher_score():
+    rec = recommend(_tied_pair(0.08), volume=Volume(1_000_000))  # 3.52 vs 3.80 machine-hours: 8%
+    assert rec.row.run_id == "full"
+    assert "by less than the uncertainty of costs measured as time (±25%)" in rec.text
+    assert "classifier x minilm+lora-head would cost a little less" in rec.text
+    # with the margin set to nothing, the cheaper row wins again, as a single noisy timing would make it
+    assert recommend(_tied_pair(0.08), volume=Volume(1_000_000), tolerance=0.0).row.run_id == "head"
+
+
+def test_a_cost_gap_beyond_the_timing_uncertainty_still_wins():
+    rec = recommend(_tied_pair(0.6), volume=Volume(1_000_000))
+    assert rec.row.run_id == "head"
+    assert "would cost a little less" not in rec.text
+
+
+def test_token_bills_are_exact_so_a_small_gap_in_them_counts():
+    # two remote rows billed by tokens only: a 5% cheaper bill is a real saving, not timing noise
+    a = prompt_row(run_id="a", score=0.81, cost_per_1k=1.00, price_per_hour=None, on_premise=False, p_vs_best=None,
+                   time_per_1k_s=0.0)
+    b = prompt_row(run_id="b", strategy="few_shot", score=0.80, cost_per_1k=0.95, price_per_hour=None,
+                   on_premise=False, time_per_1k_s=0.0)
+    assert recommend([a, b], volume=Volume(10_000)).row.run_id == "b"
+
+
+def test_the_recommendation_states_the_volumes_over_which_the_pick_holds():
+    rec = recommend(study(), volume=Volume(1_000_000))
+    lo, hi = rec.volume_range
+    # below the break-even (~1,570 queries) the prompt row is cheaper, but only beyond the ±25% margin below
+    # ~895 queries; in between the costs are a tie and the better-scoring tuned row is kept
+    assert 880 < lo < 910 and hi == float("inf")
+    assert f"This pick holds from about {lo:,.0f}"[:26] in rec.text and "queries up" in rec.text
+    low = recommend(study(), volume=Volume(100))
+    assert low.volume_range[0] == 0 and 880 < low.volume_range[1] < 910
+    assert "This pick holds up to about" in low.text
+
+
+def test_a_distilled_student_tied_with_its_gold_twin_is_flagged():
+    gold = tuned_row(model="minilm+full", score=0.83, run_id="gold", tune={"id": "g1", "train_time_s": 100.0})
+    student = tuned_row(model="minilm+full (distilled)", score=0.785, ci_low=0.72, ci_high=0.84, p_vs_best=0.09,
+                        run_id="stud", tune={"id": "s1", "train_time_s": 90.0, "distill": {"gold_tune": "g1"}})
+    rec = recommend([gold, student], volume=Volume(100_000))
+    assert "is tied with its twin trained on the gold labels, classifier x minilm+full" in rec.text
+    significantly = tuned_row(model="minilm+full (distilled)", score=0.6, ci_low=0.53, ci_high=0.67,
+                              p_vs_best=0.001, run_id="stud",
+                              tune={"id": "s1", "train_time_s": 90.0, "distill": {"gold_tune": "g1"}})
+    assert "twin" not in recommend([gold, significantly], volume=Volume(100_000)).text

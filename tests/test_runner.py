@@ -150,3 +150,17 @@ def test_verdict_names_best_and_ties():
     assert text.startswith("Best: structured x m (0.800).")
     assert "Not significantly different (p >= 0.05): zero_shot x m." in text and "few_shot" not in text
     assert "Cheapest of those: zero_shot x m" in text
+
+
+def test_verdict_does_not_call_a_row_cheaper_on_a_time_gap_inside_load_noise():
+    from taskfit.leaderboard import LeaderboardRow, verdict
+
+    def row(name, score, p, seconds):  # two encoders: the same tokens, model time measured on a shared machine
+        return LeaderboardRow(strategy="classifier", model=name, score=score, p_vs_best=p, cost_per_1k=0,
+                              time_per_1k_s=seconds, tokens_in=25, tokens_out=0, ci_low=0.0, ci_high=1.0)
+
+    text = verdict([row("minilm+full", 0.83, None, 21), row("minilm+lora-head", 0.80, 0.36, 19)])
+    assert "Cheapest of those" not in text
+    assert "None is cheaper than the best beyond the uncertainty of measured time (±25%" in text
+    text = verdict([row("minilm+full", 0.83, None, 21), row("minilm+lora-head", 0.80, 0.36, 9)])
+    assert "Cheapest of those: classifier x minilm+lora-head (9.0 s per 1k queries vs 21 s)" in text

@@ -51,10 +51,13 @@ def cost_table(rec) -> Table:
         t.add_row(row_name(row) + mark, TECHNIQUE_NAMES[technique(row)], f"{row.score:.3f}",
                   f"{row.latency_p50_ms:,.0f}", money(c.one_time, rec.unit),
                   money(c.per_query * 1000, rec.unit), *([money(c.total(volume.queries), rec.unit)] if volume else []))
+    notes = [f"times measured during the run (wall clock) x hourly prices; the timed part of a cost counts as "
+             f"±{rec.tolerance:.0%} (costs.tolerance)"]
     if rec.break_even_rows is not None:
         prompt, tuned = rec.break_even_rows
-        t.caption = (f"break-even volume of {row_name(tuned)} against {row_name(prompt)}: "
+        notes.append(f"break-even volume of {row_name(tuned)} against {row_name(prompt)}: "
                      f"{count(rec.break_even)} queries")
+    t.caption = "; ".join(notes)
     return t
 
 

@@ -195,6 +195,7 @@ def collect(
     volume: Volume | None = None,
     latency_p50_ms: float | None = None,
     prices: TaskConfig | None = None,
+    tolerance: float | None = None,
 ) -> ReportData:
     """Everything the report shows, computed from the runs and predictions stored in ``workspace``.
 
@@ -202,6 +203,7 @@ def collect(
         volume, latency_p50_ms: what the recommendation prices at and the latency it must meet.
         prices: a task file's config whose ``costs`` and models' ``price_per_hour`` replace the prices stored
             with the runs (prices change no prediction, so a report can reprice stored runs).
+        tolerance: the relative uncertainty of timed costs (``costs.tolerance``; None: the default).
     """
     store = workspace.runs
     if not runs:
@@ -225,7 +227,8 @@ def collect(
         rows=table,
         pairwise=pairs,
         breakdowns=[breakdown(store, by_id[r.run_id]) for r in table],
-        recommendation=recommend(table, pairs, volume=volume, latency_p50_ms=latency_p50_ms),
+        recommendation=recommend(table, pairs, volume=volume, latency_p50_ms=latency_p50_ms,
+                                 **({} if tolerance is None else {"tolerance": tolerance})),
         study=", ".join(sorted({r.study for r in runs})),
         split=", ".join(sorted({r.split for r in runs})),
     )
@@ -303,5 +306,6 @@ def report_data(
         volume = parse_volume(str(goals["volume"]))
     if latency_p50_ms is None:
         latency_p50_ms = goals.get("latency_p50_ms")
-    return collect(workspace, runs, volume=volume, latency_p50_ms=latency_p50_ms, prices=prices)
+    return collect(workspace, runs, volume=volume, latency_p50_ms=latency_p50_ms, prices=prices,
+                   tolerance=goals.get("tolerance"))
 

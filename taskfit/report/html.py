@@ -125,6 +125,7 @@ def render_html(data: ReportData) -> str:
         learning=learning,
         price=money_text,
         count=count,
+        inf=float("inf"),
         created=time.strftime("%Y-%m-%d %H:%M", time.localtime(data.created)),
     )
 
