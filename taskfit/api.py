@@ -28,7 +28,8 @@ from taskfit.errors import TaskfitError
 from taskfit.leaderboard import render, rows, verdict
 from taskfit.runner import Arm, ProgressFn
 from taskfit.runner import evaluate as run_arms
-from taskfit.study import prepare, select_arms, trained_arms, with_teachers
+from taskfit.stages import Stages, StageTime
+from taskfit.study import curve_points, distilled, prepare, select_arms, tuned_arms, with_teachers
 from taskfit.taskfile import ModelSpec, StrategySpec, Task, TaskConfig
 from taskfit.types import LeaderboardRow
 from taskfit.workspace import Workspace
@@ -47,6 +48,7 @@ class Leaderboard:
     task: str = ""
     metric: str = ""
     runs: list[Any] = field(default_factory=list, repr=False)  # the stored RunRecords
+    stages: list[StageTime] = field(default_factory=list, repr=False)  # where the time went, in order
 
     def __iter__(self) -> Iterator[LeaderboardRow]:
         return iter(self.rows)
@@ -212,16 +214,25 @@ def evaluate(task: str | Path | Task, strategies: Sequence[StrategyArg] | None =
             its ``curve:`` entries, and put them on the leaderboard.
     """
     ws = workspace or Workspace.open()
-    task_obj, dataset = load(task)
-    chosen = arms(task_obj, strategies, models)
+    stage = Stages()
+    with stage("load"):
+        task_obj, dataset = load(task)
+        chosen = arms(task_obj, strategies, models)
     if tuned:
-        chosen += trained_arms(task_obj, dataset, chosen, workspace=ws, train_limit=train_limit, log=log,
-                               on_step=on_step)
+        kw = {"workspace": ws, "train_limit": train_limit, "log": log, "on_step": on_step}
+        with stage("tuning"):
+            chosen += tuned_arms(task_obj, dataset, **kw)
+        with stage("distillation"):
+            chosen += distilled(task_obj, dataset, chosen, **kw)
+        with stage("learning curve"):
+            chosen += curve_points(task_obj, dataset, **kw)
     limit = task_obj.config.limit if limit is None else (limit or None)
-    records = run_arms(task_obj, dataset, chosen, split=split or task_obj.config.split, limit=limit,
-                       workspace=ws, progress=progress)
-    table = with_teachers(task_obj, rows(ws, records), ws)
-    return Leaderboard(table, task=task_obj.config.name, metric=task_obj.config.metrics[0].name, runs=records)
+    with stage("evaluation"):
+        records = run_arms(task_obj, dataset, chosen, split=split or task_obj.config.split, limit=limit,
+                           workspace=ws, progress=progress)
+        table = with_teachers(task_obj, rows(ws, records), ws)
+    return Leaderboard(table, task=task_obj.config.name, metric=task_obj.config.metrics[0].name, runs=records,
+                       stages=stage.times)
 
 
 def tune(task: str | Path | Task, method: str | None = None, *, objective: str | None = None,

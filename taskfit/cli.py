@@ -59,6 +59,7 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
     from taskfit import api
     from taskfit.commands import workspace
     from taskfit.leaderboard import render
+    from taskfit.stages import Stages
 
     bars: dict[str, int] = {}
     started = time.perf_counter()
@@ -99,18 +100,24 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
         from taskfit.distill.board import render as render_students
 
         out.print(render_students(board.rows), width=width)
+    stages = Stages(list(board.stages))
     if report:  # the main job ends with the decision report, priced at the volume asked for
         from taskfit.commands.report import cost_table, parse_volume_option
         from taskfit.report import report_data, save
 
-        data = report_data(workspace(), [r.run_id for r in board.rows], volume=parse_volume_option(volume),
-                           latency_p50_ms=latency_p50_ms)
+        with stages("report"):
+            data = report_data(workspace(), [r.run_id for r in board.rows], volume=parse_volume_option(volume),
+                               latency_p50_ms=latency_p50_ms)
         out.print(cost_table(data.recommendation), width=width)
         out.print(data.recommendation.text, highlight=False, width=width)
         for lc in data.curves:  # the task file's `curve:` entries, each with from how many rows it matches
             out.print(lc.statement(), highlight=False, width=width)
-        out.print(f"report: {save(data, workspace=workspace())}", highlight=False)
+        with stages("report"):
+            path = save(data, workspace=workspace())
+        out.print(f"report: {path}", highlight=False)
     err.print(f"finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions", style="dim")
+    if with_tuning:  # a study: where its time went
+        err.print(f"stage times (wall, and this process's CPU): {stages.text()}", style="dim", highlight=False)
 
 
 @app.command()
