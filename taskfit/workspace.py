@@ -27,6 +27,9 @@ class Workspace:
     url: str | None = None
     _engine: Engine | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)  # Workspace("dir") as well as Workspace(Path("dir"))
+
     @classmethod
     def open(cls, location: str | Path | None = None, *, url: str | None = None) -> Workspace:
         """A workspace in folder ``location`` (created on demand), optionally on the database at ``url``."""

@@ -79,3 +79,11 @@ def test_plugins_that_keep_state_need_a_workspace(make_task):
     judge = build_metric("judge", {"model": {"backend": "scripted", "script": {}}})
     with pytest.raises(TaskfitError, match="metric 'judge'.*workspace"):
         judge.judge.lm  # noqa: B018
+
+
+def test_a_workspace_accepts_a_string_path(tmp_path):
+    from taskfit.workspace import Workspace
+
+    ws = Workspace(str(tmp_path / "ws"))
+    assert ws.root == tmp_path / "ws"
+    assert ws.runs is not None and (tmp_path / "ws" / "taskfit.db").exists()
