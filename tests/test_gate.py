@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import write_jsonl
 from typer.testing import CliRunner
 
 from taskfit.cli import app
 from taskfit.compare import ExampleResult, RowResults, compare
 from taskfit.gate import Criteria, failures, judge, junit, markdown, printable
-
-from conftest import write_jsonl
 
 N = 15  # examples per class: enough for McNemar to call 15 flips significant
 

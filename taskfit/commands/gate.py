@@ -69,7 +69,9 @@ def register(app: typer.Typer) -> None:
         """Regression gate: compare the candidate with the baseline row by row on the same examples. Exit 0
         when no row is significantly worse (and the options' limits hold), 1 when one is, 2 on a usage error."""
         from taskfit import api
-        from taskfit.gate import Criteria, junit as to_junit, markdown as to_markdown
+        from taskfit.gate import Criteria
+        from taskfit.gate import junit as to_junit
+        from taskfit.gate import markdown as to_markdown
 
         try:
             ref = baseline or _task_name(task)
