@@ -265,14 +265,15 @@ def optimize(task: str | Path, budget: int, *, model: str | None = None, teacher
 
 
 def report(targets: Sequence[str] | Leaderboard = (), out: str | Path | None = None, *,
-           workspace: Workspace | None = None) -> Path:
+           workspace: Workspace | None = None, baseline: str | None = None) -> Path:
     """Write the HTML decision report for a leaderboard, or for task files, task names or run ids (none: the
-    latest study), and return its path (default ``<workspace>/reports/<task>-<study>.html``)."""
+    latest study), and return its path (default ``<workspace>/reports/<task>-<study>.html``). ``baseline``
+    (a run id, baseline name or saved file) adds a "compared with" section."""
     from taskfit.report import write_report
 
     ws = workspace or Workspace.open()
     names = [r.run_id for r in targets] if isinstance(targets, Leaderboard) else list(targets)
-    return write_report(names, out, workspace=ws)
+    return write_report(names, out, workspace=ws, baseline=baseline)
 
 
 # -- regression gate -------------------------------------------------------------------------------------

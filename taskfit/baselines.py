@@ -17,6 +17,7 @@ from sqlalchemy import Engine, text
 
 from taskfit.compare import RowResults, run_results
 from taskfit.errors import TaskfitError
+from taskfit.leaderboard import rows as leaderboard_rows
 
 if TYPE_CHECKING:
     from taskfit.store import RunRecord
@@ -115,8 +116,6 @@ def read_file(path: Path) -> list[RowResults]:
 def saved_rows(workspace: Workspace, runs: list[RunRecord]) -> list[dict[str, Any]]:
     """The ``--json --per-example`` rows of ``runs``: the leaderboard's row objects, best first, each with its
     per-example results (what ``taskfit check`` needs without the store)."""
-    from taskfit.leaderboard import rows
-
     by_id = {r.id: r for r in runs}
     return [{**row.to_json(), **run_results(workspace, by_id[row.run_id]).per_example_json()}
-            for row in rows(workspace, runs)]
+            for row in leaderboard_rows(workspace, runs)]

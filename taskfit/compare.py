@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from taskfit.errors import TaskfitError
+from taskfit.leaderboard import rows as leaderboard_rows
 from taskfit.stats import bootstrap_interval, paired_p
 
 if TYPE_CHECKING:
@@ -92,9 +93,7 @@ class RowResults:
 
 def run_results(workspace: Workspace, run: RunRecord) -> RowResults:
     """A stored run's row (as the leaderboard computes it) with its per-example results."""
-    from taskfit.leaderboard import rows
-
-    row = rows(workspace, [run])[0]
+    row = leaderboard_rows(workspace, [run])[0]
     preds = workspace.runs.predictions(run.id, with_trace=False)
     binary = run.config.get("binary")
     if binary is None:  # runs stored before the flag was recorded
@@ -197,3 +196,17 @@ def compare(baseline: RowResults, candidate: RowResults) -> Comparison:
         only_candidate=len(candidate.examples) - n, baseline_score=sum(a) / n, candidate_score=sum(b) / n,
         difference=sum(diffs) / n, ci_low=lo, ci_high=hi, p=paired_p(a, b, binary),
         test="McNemar" if binary else "paired bootstrap", worse=worse, better=better, changed=changed)
+
+
+def pair(baseline: list[RowResults], candidate: list[RowResults], *,
+         strict: bool = True) -> list[tuple[RowResults, RowResults]]:
+    """(baseline, candidate) rows matched by strategy x model; one row on each side is paired whatever their
+    names. ``strict``: a baseline row with no candidate row is an error that names it; else it is left out."""
+    if len(baseline) == 1 and len(candidate) == 1:
+        return [(baseline[0], candidate[0])]
+    by_name = {r.name: r for r in candidate}
+    missing = [b.name for b in baseline if b.name not in by_name]
+    if missing and strict:
+        raise TaskfitError(f"no candidate row for the baseline's {', '.join(missing)} (candidate rows: "
+                           f"{', '.join(by_name) or 'none'})")
+    return [(b, by_name[b.name]) for b in baseline if b.name in by_name]

@@ -1,7 +1,7 @@
 """The regression gate: is each candidate row significantly worse than its baseline row, below a floor or a
 non-inferiority margin, or over a parse-failure or cost limit? Also its Markdown summary and JUnit XML.
 
-Rows are matched by strategy x model; one row on each side is compared whatever their names.
+Rows are matched by strategy x model (``taskfit.compare.pair``).
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from taskfit.compare import Comparison, Flip, RowResults, compare
-from taskfit.errors import TaskfitError
+from taskfit.compare import Comparison, Flip, RowResults, compare, pair
 
 
 @dataclass(frozen=True)
@@ -53,18 +52,6 @@ class GateResult:
     @property
     def exit_code(self) -> int:
         return 0 if self.passed else 1
-
-
-def pair(baseline: list[RowResults], candidate: list[RowResults]) -> list[tuple[RowResults, RowResults]]:
-    """(baseline, candidate) rows matched by strategy x model; an error names a baseline row with no match."""
-    if len(baseline) == 1 and len(candidate) == 1:
-        return [(baseline[0], candidate[0])]
-    by_name = {r.name: r for r in candidate}
-    missing = [b.name for b in baseline if b.name not in by_name]
-    if missing:
-        raise TaskfitError(f"no candidate row for the baseline's {', '.join(missing)} (candidate rows: "
-                           f"{', '.join(by_name) or 'none'})")
-    return [(b, by_name[b.name]) for b in baseline]
 
 
 def judge(baseline: list[RowResults], candidate: list[RowResults], criteria: Criteria) -> GateResult:

@@ -227,3 +227,24 @@ def test_diff_json_has_the_documented_keys(tmp_path, taskfit_home):
     assert len(out["worse"]) == N and out["better"] == [] and out["test"] == "McNemar"
     assert set(out["worse"][0]) == {"example_id", "inputs", "target", "baseline_answer", "candidate_answer",
                                     "baseline_score", "candidate_score"}
+
+
+def test_named_baselines_are_kept_in_the_database_one_run_per_row(store_workspace, make_task):
+    from taskfit import api
+    from taskfit.baselines import resolve, set_baseline
+    from taskfit.errors import TaskfitError
+
+    board = api.evaluate(make_task(), workspace=store_workspace)
+    ids = sorted(r.run_id for r in board)
+    b = set_baseline(store_workspace, "main", [i[:5] for i in ids])  # prefixes resolve to full ids
+    assert b.run_ids == ids and store_workspace.baselines.get("main").run_ids == ids
+    assert [x.name for x in store_workspace.baselines.list()] == ["main"]
+    assert sorted(r.name for r in resolve("main", store_workspace)) == ["few_shot_balanced x fake", "zero_shot x fake"]
+    set_baseline(store_workspace, "main", ids[:1])  # set replaces
+    assert store_workspace.baselines.get("main").run_ids == ids[:1]
+    again = api.evaluate(make_task(), strategies=["zero_shot"], workspace=store_workspace)
+    with pytest.raises(TaskfitError, match="both zero_shot x fake"):
+        set_baseline(store_workspace, "two", [board.rows[0].run_id if board.rows[0].strategy == "zero_shot"
+                                               else board.rows[1].run_id, again.rows[0].run_id])
+    assert store_workspace.baselines.remove("main") and not store_workspace.baselines.remove("main")
+    assert store_workspace.baselines.list() == []
