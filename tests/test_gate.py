@@ -248,3 +248,17 @@ def test_named_baselines_are_kept_in_the_database_one_run_per_row(store_workspac
                                                else board.rows[1].run_id, again.rows[0].run_id])
     assert store_workspace.baselines.remove("main") and not store_workspace.baselines.remove("main")
     assert store_workspace.baselines.list() == []
+
+
+def test_the_python_api_returns_typed_results(tmp_path, workspace):
+    import taskfit
+
+    task = gate_task(tmp_path)
+    run_id = taskfit.evaluate(task, workspace=workspace).rows[0].run_id
+    result = taskfit.check(task, run_id, workspace=workspace, criteria=Criteria(margin=0.05))
+    assert result.passed and result.exit_code == 0 and result.rows[0].comparison.n == 2 * N
+    gate_task(tmp_path, instruction="Opposite day: classify the review.")
+    worse = taskfit.check(task, run_id, workspace=workspace)
+    assert worse.exit_code == 1 and len(worse.rows[0].comparison.worse) == N
+    c = taskfit.diff(run_id, worse.rows[0].comparison.candidate.run_id, workspace=workspace)
+    assert c.difference == pytest.approx(-0.5) and c.test == "McNemar"

@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
 
         try:
             ref = baseline or _task_name(task)
-            result = api.check(task, ref, candidate, split=split, limit=limit, workspace=workspace(),
+            result = api.check(task, ref, candidate, split=split, limit=limit, workspace=workspace(), progress=_progress,
                                criteria=Criteria(alpha=alpha, min_score=min_score, margin=margin,
                                                  max_parse_fail=max_parse_fail, max_cost_per_1k=max_cost_per_1k))
         except TaskfitError as e:
@@ -171,6 +171,12 @@ def register(app: typer.Typer) -> None:
         runs = [find_run(ws, r) for r in (named.run_ids if named else [ref])]
         out_file.write_text(json.dumps(saved_rows(ws, runs), indent=2, ensure_ascii=False) + "\n")
         out.print(f"wrote {len(runs)} rows to {out_file}")
+
+
+def _progress(arm, done: int, total: int) -> None:
+    """A line when a candidate row starts and when it is done (CI logs have no live progress bar)."""
+    if done == total or done == 0:
+        err.print(f"{arm.name}: {done}/{total} examples", style="dim")
 
 
 def _task_name(task: str) -> str:
