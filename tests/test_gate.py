@@ -83,6 +83,7 @@ def test_check_passes_an_unchanged_task_with_no_model_call_and_fails_a_prompt_th
     assert res.exit_code == 1, res.output
     assert "FAIL" in res.stdout and f"{N} right -> wrong" in res.stdout and "significantly worse" in res.stdout
     assert "p0" in res.stdout and "a great film number 0" in res.stdout  # the flips, with their inputs
+    assert f"... {N - 10} more (--flips)" in res.stdout
     text = md.read_text()
     assert text.startswith("## taskfit check: failed (1 of 1 rows)")
     assert f"### zero\\_shot x fake: right -> wrong ({N})" in text

@@ -23,7 +23,7 @@ err = Console(stderr=True, markup=False, highlight=False)
 USAGE_ERROR = 2  # exit code of a bad reference or option; 1 is kept for "the gate failed"
 
 
-def _flip_lines(title: str, flips, limit: int) -> None:
+def _flip_lines(title: str, flips, limit: int, option: str) -> None:
     """Flips with their inputs, both answers and the gold answer; model text escaped for the terminal."""
     from taskfit.gate import printable
 
@@ -37,7 +37,7 @@ def _flip_lines(title: str, flips, limit: int) -> None:
                                 f" ({f.baseline_score:.2f})", "   candidate: ", printable(str(f.candidate_answer)),
                                 f" ({f.candidate_score:.2f})"))
     if len(flips) > limit:
-        out.print(f"  ... {len(flips) - limit} more (--limit)", style="dim")
+        out.print(f"  ... {len(flips) - limit} more ({option})", style="dim")
 
 
 def register(app: typer.Typer) -> None:
@@ -89,8 +89,8 @@ def register(app: typer.Typer) -> None:
             out.print(Text.assemble((mark[0], f"bold {mark[1]}"), " ", c.summary()))
             for f in r.failures:
                 out.print(f"  - {f}")
-            _flip_lines("  right -> wrong", c.worse, flips)
-            _flip_lines("  wrong -> right", c.better, flips)
+            _flip_lines("  right -> wrong", c.worse, flips, "--flips")
+            _flip_lines("  wrong -> right", c.better, flips, "--flips")
         if markdown:
             markdown.write_text(to_markdown(result))
         if junit:
@@ -118,9 +118,9 @@ def register(app: typer.Typer) -> None:
         if c.coverage_warning():
             err.print(f"warning: {c.coverage_warning()}", style="yellow")
         out.print(c.summary())
-        _flip_lines("right -> wrong", c.worse, limit)
-        _flip_lines("wrong -> right", c.better, limit)
-        _flip_lines("other answer, same score side", c.changed, limit)
+        _flip_lines("right -> wrong", c.worse, limit, "--limit")
+        _flip_lines("wrong -> right", c.better, limit, "--limit")
+        _flip_lines("other answer, same score side", c.changed, limit, "--limit")
 
     baseline_app = typer.Typer(no_args_is_help=True, help="Named baselines: the runs `taskfit check` compares "
                                "against, kept in the workspace's database.")
