@@ -263,3 +263,13 @@ def test_the_python_api_returns_typed_results(tmp_path, workspace):
     assert worse.exit_code == 1 and len(worse.rows[0].comparison.worse) == N
     c = taskfit.diff(run_id, worse.rows[0].comparison.candidate.run_id, workspace=workspace)
     assert c.difference == pytest.approx(-0.5) and c.test == "McNemar"
+
+
+def test_parse_failures_and_cost_over_their_limits_fail_the_row():
+    base = row([1, 1, 0])
+    cand = row([1, 1, 0], parse_fail_rate=0.10, cost_per_1k=0.50)
+    c = compare(base, cand)
+    assert failures(c, Criteria(max_parse_fail=0.10, max_cost_per_1k=0.50)) == []
+    assert failures(c, Criteria(max_parse_fail=0.05, max_cost_per_1k=0.25)) == [
+        "parse failures 10.0% exceed 5.0%", "cost $0.5000 per 1k queries exceeds $0.25"]
+    assert failures(c, Criteria(min_score=0.7)) == ["score 0.667 is below the floor 0.7"]
