@@ -156,14 +156,17 @@ class Comparison:
 
     def to_json(self) -> dict[str, Any]:
         """The ``taskfit diff --json`` object (docs/json.md)."""
-        side = lambda r: {"strategy": r.strategy, "model": r.model, "run_id": r.run_id,  # noqa: E731
-                          "source": r.source, "metric": r.metric}
-        return {"baseline": side(self.baseline), "candidate": side(self.candidate), "n": self.n,
+        return {"baseline": _side(self.baseline), "candidate": _side(self.candidate), "n": self.n,
                 "only_baseline": self.only_baseline, "only_candidate": self.only_candidate,
                 "baseline_score": self.baseline_score, "candidate_score": self.candidate_score,
                 "difference": self.difference, "ci_low": self.ci_low, "ci_high": self.ci_high, "p": self.p,
                 "test": self.test, "worse": [asdict(f) for f in self.worse],
                 "better": [asdict(f) for f in self.better], "changed": [asdict(f) for f in self.changed]}
+
+
+def _side(r: RowResults) -> dict[str, Any]:
+    """Which row a side of a ``--json`` comparison is."""
+    return {"strategy": r.strategy, "model": r.model, "run_id": r.run_id, "source": r.source, "metric": r.metric}
 
 
 def compare(baseline: RowResults, candidate: RowResults) -> Comparison:
