@@ -66,7 +66,7 @@ def test_check_passes_an_unchanged_task_with_no_model_call_and_fails_a_prompt_th
 
     # an edit that changes no prompt: answered from the call cache, no model call, exit 0
     gate_task(tmp_path, description="sentiment of film reviews")
-    md, xml = tmp_path / "check.md", tmp_path / "check.xml"
+    md, xml = tmp_path / "check.md", tmp_path / "reports" / "check.xml"  # a folder that does not exist yet
     res = cli("check", task, "--baseline", baseline, "--markdown", md, "--junit", xml)
     assert res.exit_code == 0, res.output
     assert calls(tmp_path) == sent

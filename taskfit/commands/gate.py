@@ -91,10 +91,10 @@ def register(app: typer.Typer) -> None:
                 out.print(f"  - {f}")
             _flip_lines("  right -> wrong", c.worse, flips, "--flips")
             _flip_lines("  wrong -> right", c.better, flips, "--flips")
-        if markdown:
-            markdown.write_text(to_markdown(result))
-        if junit:
-            junit.write_text(to_junit(result))
+        for path, render in ((markdown, to_markdown), (junit, to_junit)):
+            if path:
+                path.parent.mkdir(parents=True, exist_ok=True)  # e.g. a CI job's reports/ folder
+                path.write_text(render(result))
         n_failed = sum(not r.passed for r in result.rows)
         out.print(f"gate {'passed' if result.passed else 'failed'}: {len(result.rows) - n_failed} of "
                   f"{len(result.rows)} rows pass (baseline {ref})")
