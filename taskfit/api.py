@@ -276,11 +276,64 @@ def optimize(task: str | Path, budget: int, *, model: str | None = None, teacher
 
 
 def report(targets: Sequence[str] | Leaderboard = (), out: str | Path | None = None, *,
-           workspace: Workspace | None = None) -> Path:
+           workspace: Workspace | None = None, baseline: str | None = None) -> Path:
     """Write the HTML decision report for a leaderboard, or for task files, task names or run ids (none: the
-    latest study), and return its path (default ``<workspace>/reports/<task>-<study>.html``)."""
+    latest study), and return its path (default ``<workspace>/reports/<task>-<study>.html``). ``baseline``
+    (a run id, baseline name or saved file) adds a "compared with" section."""
     from taskfit.report import write_report
 
     ws = workspace or Workspace.open()
     names = [r.run_id for r in targets] if isinstance(targets, Leaderboard) else list(targets)
-    return write_report(names, out, workspace=ws)
+    return write_report(names, out, workspace=ws, baseline=baseline)
+
+
+# -- regression gate -------------------------------------------------------------------------------------
+
+
+def diff(baseline: str, candidate: str, *, workspace: Workspace | None = None):
+    """Compare two rows example by example (run ids, baseline names or saved files, one row each): the
+    ``Comparison`` with both scores, the difference with its 95% CI, the paired test and the flips."""
+    from taskfit.baselines import resolve
+    from taskfit.compare import compare
+
+    ws = workspace or Workspace.open()
+    a, b = resolve(baseline, ws), resolve(candidate, ws)
+    for ref, side in ((baseline, a), (candidate, b)):
+        if len(side) != 1:
+            raise TaskfitError(f"{ref!r} holds {len(side)} rows; diff compares one row with one row: "
+                               "name a run id")
+    return compare(a[0], b[0])
+
+
+def check(task: str | Path | Task | None, baseline: str, candidate: str | None = None, *,
+          criteria: Any = None, split: str | None = None, limit: int | None = None,
+          workspace: Workspace | None = None, progress: ProgressFn | None = None):
+    """The regression gate: compare ``candidate`` (a run id, baseline name or saved file; None: evaluate the
+    task's current configuration now, reusing the call cache) with ``baseline`` row by row on the same
+    examples, and return the ``GateResult`` (``exit_code`` 0 pass, 1 fail). ``criteria``: a
+    ``taskfit.gate.Criteria`` (default: fail only when significantly worse). ``split`` and ``limit`` default
+    to the baseline's."""
+    from taskfit.baselines import resolve
+    from taskfit.compare import run_results
+    from taskfit.gate import Criteria, judge
+
+    ws = workspace or Workspace.open()
+    base = resolve(baseline, ws)
+    if candidate is not None:
+        cand = resolve(candidate, ws)
+    else:
+        if task is None:
+            raise TaskfitError("check needs a task to evaluate, or a candidate to compare")
+        splits, limits = {r.split for r in base}, {r.limit for r in base}
+        split = split or (splits.pop() if len(splits) == 1 else None)
+        if limit is None and len(limits) == 1:
+            limit = limits.pop() or 0  # the baseline's limit; None there means every row (0 here)
+        by_model: dict[str, list[str]] = {}
+        for r in base:
+            by_model.setdefault(r.model, []).append(r.strategy)
+        cand = []
+        for model, strats in by_model.items():  # only the baseline's rows, not every strategy x model
+            board = evaluate(task, strats, [model], split=split, limit=limit, workspace=ws, progress=progress)
+            cand += [run_results(ws, run) for run in board.runs]
+    return judge(base, cand, criteria or Criteria())
+

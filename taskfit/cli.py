@@ -46,7 +46,7 @@ def _root(db: Annotated[str | None, typer.Option(
 
 def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, *, with_tuning: bool = False,
            train_limit: int | None = None, report: bool = False, wide: bool = False, volume: str | None = None,
-           latency_p50_ms: float | None = None) -> None:
+           latency_p50_ms: float | None = None, per_example: bool = False) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -91,6 +91,11 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
                              log=lambda m: err.print(m, style="dim", highlight=False), on_step=on_step)
     show_after(estimates, [(r.strategy, r.model, r.run_id) for r in board.rows])
     if as_json:
+        if per_example:  # what `taskfit check --baseline FILE` needs without the store
+            from taskfit.baselines import saved_rows
+
+            print(json.dumps(saved_rows(workspace(), board.runs), indent=2, ensure_ascii=False))
+            return
         print(json.dumps(board.to_json(), indent=2))
         return
     width = None if out.is_terminal else 300 if wide else 120
@@ -142,13 +147,17 @@ def run(task: TaskArg, limit: LimitOpt = None,
 @app.command("eval")
 def eval_(task: TaskArg, strategy: StrategyOpt = None, model: ModelOpt = None, split: SplitOpt = None,
           limit: LimitOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON.")] = False,
-          wide: WideOpt = False, dry_run: DryRunOpt = False) -> None:
+          wide: WideOpt = False, dry_run: DryRunOpt = False,
+          per_example: Annotated[bool, typer.Option("--per-example", help="With --json: add each row's per-example "
+                                                    "results (a baseline file for `taskfit check`).")] = False) -> None:
     """Evaluate strategies x models on a split and print one leaderboard."""
     if dry_run:
         from taskfit.commands.estimate import dry_run as print_estimate
 
         return print_estimate(task, strategy, model, split, limit, as_json=as_json)
-    _study(task, strategy, model, split, limit, as_json, "Leaderboard", wide=wide)
+    if per_example and not as_json:
+        raise TaskfitError("--per-example adds to the --json output: pass --json too")
+    _study(task, strategy, model, split, limit, as_json, "Leaderboard", wide=wide, per_example=per_example)
 
 
 @app.command()

@@ -191,6 +191,14 @@ MIGRATIONS: list[tuple[str, str | tuple[str, ...]]] = [
             load_s REAL NOT NULL,
             queries INTEGER NOT NULL
         )"""),
+    # `taskfit baseline set NAME RUN...`: the runs (one per strategy x model row) a team gates candidates on
+    ("014_baselines", """
+        CREATE TABLE baselines (
+            name TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            created REAL NOT NULL,
+            PRIMARY KEY (name, run_id)
+        )"""),
 ]
 
 

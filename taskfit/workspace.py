@@ -1,4 +1,4 @@
-"""One workspace: the database engine, the call cache and the stores of runs, tunes and optimizations.
+"""One workspace: the database engine, the call cache and the stores of runs, tunes, optimizations and baselines.
 
 A workspace is passed explicitly down every path; no library module opens a default database of its own.
 Only the command line resolves ``$TASKFIT_HOME`` or ``--db URL`` into a workspace (``Workspace.default()``).
@@ -73,6 +73,12 @@ class Workspace:
         from taskfit.optimize.store import OptimizationStore
 
         return OptimizationStore(self.engine)
+
+    @cached_property
+    def baselines(self):
+        from taskfit.baselines import BaselineStore
+
+        return BaselineStore(self.engine)
 
     def describe(self) -> str:
         """Where the database is, for messages (a URL's password hidden)."""

@@ -15,7 +15,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "json.md"
 
 def documented() -> tuple[list[str], list[str], list[str]]:
     """(keys of every row, keys of fine-tuned rows only, keys of ``tune``) from the tables in docs/json.md."""
-    text = DOC.read_text()
+    text = DOC.read_text().split("\n## ")[0]  # the leaderboard rows; later sections document other outputs
     every, _, tuned = text.partition("Fine-tuned rows also have:")
     keys = lambda part: re.findall(r"^\| `(\w+)` \|", part, flags=re.M)  # noqa: E731
     tune_line = next(line for line in tuned.splitlines() if line.startswith("| `tune`"))
@@ -41,3 +41,16 @@ def test_a_fine_tuned_row_adds_only_tune_with_the_documented_keys():
     row = LeaderboardRow(strategy="zero_shot", model="tuned:ab12", score=0.5, ci_low=0.4, ci_high=0.6, tune=tune)
     assert list(row.to_json()) == every + tuned_only
     assert list(row.to_json()["tune"]) == tune_keys == list(TUNE_KEYS)
+
+
+def test_per_example_adds_only_the_documented_keys_after_the_rows_keys(make_task, taskfit_home):
+    every, _, _ = documented()
+    section = DOC.read_text().split("## `--per-example`")[1].split("\n## ")[0]
+    added = re.findall(r"^\| `(\w+)` \|", section, flags=re.M)
+    assert added == ["binary", "split", "limit", "examples"]
+    res = CliRunner().invoke(app, ["eval", str(make_task()), "--json", "--per-example"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output[res.output.index("[\n"):])
+    for row in rows:
+        assert list(row) == every + added
+        assert list(row["examples"][0]) == ["id", "score", "answer", "target", "inputs", "parse_failed"]

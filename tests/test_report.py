@@ -298,3 +298,26 @@ def test_log_scale_cost_axis_ticks_show_small_prices():
     ticks = re.findall(r'class="tick">([^<]*)<', svg)
     assert "(log scale)" in svg and {"0.0001", "0.001", "0.01"} <= set(ticks)
     assert "0.000" not in ticks
+
+
+def test_a_named_baseline_adds_a_compared_with_section(make_task, taskfit_home, workspace):
+    from typer.testing import CliRunner
+
+    from taskfit.cli import app
+
+    _, before = _study(make_task(), workspace=workspace)
+    workspace.baselines.set("last-week", [r.id for r in before])
+    # the instruction now says "great", which the scripted model reads as positive: the negative reviews flip
+    path = make_task(prompt={"instruction": "Is it great or not?", "input_template": "Review: {{ text }}"})
+    _, after = _study(path, workspace=workspace)
+    out = taskfit_home / "compared.html"
+    res = CliRunner().invoke(app, ["report", *[r.id for r in after], "--baseline", "last-week", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    html = out.read_text()
+    _self_contained(html)
+    assert '<h2 id="compared">Compared with last-week</h2>' in html
+    assert html.count("<tr><td class=\"l\">zero_shot x fake</td>") == 1 and f"(run {before[0].id})" in html
+    assert "zero_shot x fake: right &rarr; wrong (4)" in html  # the flipped examples, behind a details element
+    assert "boring and far too long" in html
+    plain = write_report([r.id for r in after], taskfit_home / "plain.html", workspace=workspace)
+    assert 'id="compared"' not in plain.read_text()

@@ -249,3 +249,12 @@ def test_command_serves_with_a_token(runs, taskfit_home):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_diff_page_shows_the_paired_comparison_and_the_run_page_a_diff_form(client, runs):
+    zs, fs = runs["zero_shot"], runs["few_shot_balanced"]
+    run = client.get(f"/runs/{zs}").text
+    assert 'id="diff-form"' in run and f'name="a" value="{zs}"' in run
+    diff = client.get(f"/diff?a={zs}&b={fs}").text
+    assert 'id="comparison"' in diff and "(McNemar)" in diff and "95% CI" in diff
+    assert f"taskfit diff {zs} {fs}" in diff

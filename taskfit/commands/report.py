@@ -80,12 +80,15 @@ def register(app: typer.Typer) -> None:
         ] = None,
         volume: VolumeOpt = None,
         latency_p50_ms: LatencyOpt = None,
+        baseline: Annotated[str | None, typer.Option(
+            help="Add a 'compared with' section: each row against this baseline's row (a run id, baseline "
+                 "name or saved file), example by example.")] = None,
     ) -> None:
         """Write one self-contained HTML decision report: leaderboard, plots and a recommendation."""
         from taskfit.report import report_data, save
 
         data = report_data(workspace(), targets or [], volume=parse_volume_option(volume),
-                           latency_p50_ms=latency_p50_ms)
+                           latency_p50_ms=latency_p50_ms, baseline=baseline)
         console = Console(markup=False)
         console.print(cost_table(data.recommendation))
         console.print(data.recommendation.text, highlight=False)

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from taskfit.baselines import resolve
+from taskfit.compare import Comparison, compare, pair, run_results
 from taskfit.curve import CURVE_STUDY, LearningCurve, curves, latest_curve_runs
 from taskfit.errors import TaskfitError
 from taskfit.leaderboard import rows as leaderboard_rows
@@ -55,6 +57,8 @@ class ReportData:
     created: float = field(default_factory=time.time)
     study: str = ""
     split: str = ""
+    baseline: str | None = None  # the reference the rows are compared with (`taskfit report --baseline`)
+    compared: list[Comparison] = field(default_factory=list)  # each row that has a baseline row, vs that row
 
 
 # -- choosing runs ---------------------------------------------------------------------------------------
@@ -287,10 +291,12 @@ def report_data(
     *,
     volume: Volume | None = None,
     latency_p50_ms: float | None = None,
+    baseline: str | None = None,
 ) -> ReportData:
     """The report's content for ``targets`` (task files, task names or run ids; none: the latest study).
     A task file among the targets also supplies the current prices; the task's `costs.volume` and
-    `costs.latency_p50_ms` apply when ``volume`` and ``latency_p50_ms`` are not given."""
+    `costs.latency_p50_ms` apply when ``volume`` and ``latency_p50_ms`` are not given. ``baseline`` (a run id,
+    baseline name or saved file) adds a "compared with" section: each row against its baseline row."""
     prices = None
     for target in targets:
         if Path(target).suffix in (".yaml", ".yml") and Path(target).is_file():
@@ -306,6 +312,16 @@ def report_data(
         volume = parse_volume(str(goals["volume"]))
     if latency_p50_ms is None:
         latency_p50_ms = goals.get("latency_p50_ms")
-    return collect(workspace, runs, volume=volume, latency_p50_ms=latency_p50_ms, prices=prices,
+    data = collect(workspace, runs, volume=volume, latency_p50_ms=latency_p50_ms, prices=prices,
                    tolerance=goals.get("tolerance"))
+    if baseline is None:
+        return data
+    return replace(data, baseline=baseline, compared=compared_with(workspace, runs, baseline))
+
+
+def compared_with(workspace: Workspace, runs: Sequence[RunRecord], baseline: str) -> list[Comparison]:
+    """Each of ``runs`` compared with the baseline row of the same strategy x model (one row on each side:
+    compared whatever their names); rows without one are left out."""
+    rows = [run_results(workspace, r) for r in runs]
+    return [compare(b, c) for b, c in pair(resolve(baseline, workspace), rows, strict=False)]
 

@@ -150,10 +150,12 @@ def write_report(
     workspace: Workspace,
     volume: Volume | None = None,
     latency_p50_ms: float | None = None,
+    baseline: str | None = None,
 ) -> Path:
     """Write the report for ``targets`` (task files, task names or run ids; none: the latest study) and
-    return its path (default ``<workspace>/reports/<task>-<study>.html``)."""
-    data = report_data(workspace, targets, volume=volume, latency_p50_ms=latency_p50_ms)
+    return its path (default ``<workspace>/reports/<task>-<study>.html``); ``baseline`` adds a "compared
+    with" section."""
+    data = report_data(workspace, targets, volume=volume, latency_p50_ms=latency_p50_ms, baseline=baseline)
     return save(data, out, workspace=workspace)
 
 

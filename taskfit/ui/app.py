@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from fastapi.templating import Jinja2Templates
 
 from taskfit import review
+from taskfit.compare import compare, run_results
 from taskfit.errors import TaskfitError
 from taskfit.netguard import HostGuard, origin_host
 from taskfit.store import RunRecord
@@ -208,6 +209,8 @@ def create_app(workspace: Workspace, token: str | None = None, allowed_hosts: Se
         if only == "differ":
             rows = [r for r in rows if r["differ"]]
         wins = {k: sum(r["choice"] == k for r in rows) for k in review.CHOICES}
+        # the paired test, the difference's CI and the flips, as `taskfit diff A B` prints them
+        comparison = compare(run_results(workspace, ra), run_results(workspace, rb)) if shared else None
         return templates.TemplateResponse(
             request,
             "diff.html",
@@ -219,6 +222,7 @@ def create_app(workspace: Workspace, token: str | None = None, allowed_hosts: Se
                 "n_differ": sum(r["differ"] for r in rows),
                 "only": only,
                 "wins": wins,
+                "comparison": comparison,
             },
         )
 
