@@ -191,6 +191,14 @@ MIGRATIONS: list[tuple[str, str | tuple[str, ...]]] = [
             load_s REAL NOT NULL,
             queries INTEGER NOT NULL
         )"""),
+    # a finished run that a later study reused (same identity, nothing to run again): one of that study's runs
+    ("014_study_runs", """
+        CREATE TABLE study_runs (
+            study TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            created REAL NOT NULL,
+            PRIMARY KEY (study, run_id)
+        )"""),
 ]
 
 
