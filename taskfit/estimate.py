@@ -328,7 +328,8 @@ def comparison(eng, run_id: str) -> tuple[dict[str, Any], dict[str, float]] | No
 
 def compare_runs(eng, estimates: list[Estimate], runs: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
     """Match finished runs, given as (strategy, model, run id), to their estimates; store both and return per
-    run the strategy, model and each compared figure as (estimate, actual)."""
+    run the strategy, model and each compared figure as (estimate, actual). A run compared before (a finished
+    run reused, whose calls are all cached now) keeps the estimate made before it ran."""
     from taskfit.store import Store
 
     store = Store(eng)
@@ -338,10 +339,15 @@ def compare_runs(eng, estimates: list[Estimate], runs: list[tuple[str, str, str]
         est = by_arm.get((strategy, model))
         if est is None:
             continue
-        actual = actual_from_predictions(store.predictions(run_id))
-        save_comparison(eng, run_id, est, actual)
+        stored = comparison(eng, run_id)
+        if stored is not None:
+            figures, actual = stored
+        else:
+            actual = actual_from_predictions(store.predictions(run_id))
+            save_comparison(eng, run_id, est, actual)
+            figures = est.to_dict()
         out.append({"strategy": strategy, "model": model, "run_id": run_id,
-                    **{k: (getattr(est, k), actual[k]) for k in COMPARED}})
+                    **{k: (figures[k], actual[k]) for k in COMPARED}})
     return out
 
 

@@ -72,6 +72,11 @@ class Store:
                                      "ON r.id = s.run_id WHERE r.task_name = :t"), {"t": task_name}).all()
         return [(r[0], r[1], r[2]) for r in rows]
 
+    def reused_in(self, study: str) -> set[str]:
+        """Ids of the finished runs ``study`` reused (its own runs carry its id)."""
+        with self.eng.connect() as conn:
+            return {r[0] for r in conn.execute(text("SELECT run_id FROM study_runs WHERE study = :s"), {"s": study})}
+
     def create(self, **fields: Any) -> RunRecord:
         run_id = uuid.uuid4().hex[:8]
         fields = {**fields, "id": run_id, "created": time.time(), "finished": None, "status": "running"}

@@ -86,3 +86,31 @@ def test_a_study_that_reuses_runs_reports_them_with_its_new_ones(make_task, work
     assert second[0].id == zero.id and calls > 0
     latest = latest_study_runs(workspace.runs, "tiny")
     assert {r.id for r in latest} == {r.id for r in second}
+    new = next(r for r in second if r.id != zero.id)
+    assert workspace.runs.reused_in(new.study) == {zero.id}
+    from fastapi.testclient import TestClient
+
+    from taskfit.ui.app import create_app
+
+    local = "http://127.0.0.1"
+    board = TestClient(create_app(workspace), base_url=local, headers={"Origin": local}).get(
+        f"/leaderboard?study={new.study}").text
+    assert zero.id in board and new.id in board  # the study's leaderboard in the browser has both rows
+
+
+def test_a_reused_run_keeps_the_estimate_made_before_it_ran(make_task, workspace):
+    from taskfit.estimate import compare_runs, comparison, estimate_arms
+
+    path = make_task(strategies=["zero_shot"])
+    task, ds = prepare(path)
+    arms = select_arms(task, None, None)
+    before = estimate_arms(task, ds, arms, split="test", limit=None, cache=workspace.cache)
+    (run,), _ = _evaluate(workspace, path)
+    (first,) = compare_runs(workspace.engine, before, [(run.strategy, run.model, run.id)])
+    assert first["calls"] == (8, 8)
+    again = estimate_arms(task, ds, arms, split="test", limit=None, cache=workspace.cache)  # all cached now
+    assert again[0].calls == 0
+    (reused,), _ = _evaluate(workspace, path)
+    (second,) = compare_runs(workspace.engine, again, [(reused.strategy, reused.model, reused.id)])
+    assert reused.id == run.id and second["calls"] == (8, 8)  # not "0 estimated, 8 made"
+    assert comparison(workspace.engine, run.id)[0]["calls"] == 8
