@@ -126,8 +126,9 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
         lm = LM(backend, workspace.cache)
         mode = resolve_mode(task, backend)
         key = run_key(task, dataset, arm, split, limit, mode)
+        legacy = run_key(task, dataset, arm, split, limit, mode, legacy=True)
         # the same settings scored before: a finished run is reused as it is, an unfinished one resumed
-        run = store.latest(key, legacy=run_key(task, dataset, arm, split, limit, mode, legacy=True), study=study) or store.create(
+        run = store.latest(key, legacy=legacy, study=study) or store.create(
             key=key, study=study, task_name=c.name, task_path=str(task.path), task_hash=task.config_hash,
             data_hash=dataset.hash, strategy=arm.strategy.label(), model=arm.model.label(), model_id=backend.model_id,
             split=split, n_total=len(examples), versions=package_versions(task.root),
