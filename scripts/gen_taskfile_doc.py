@@ -11,7 +11,15 @@ from taskfit.costs import CostsConfig
 from taskfit.curve import CurveSpec
 from taskfit.distill.spec import DistillSpec, SyntheticSpec
 from taskfit.serve.config import MemoryConfig, RetentionConfig, ServeConfig, VettingConfig, VettingRules
-from taskfit.taskfile import DataConfig, ModelSpec, ParseConfig, PromptConfig, SplitRatios, TaskConfig
+from taskfit.taskfile import (
+    NOT_IDENTITY,
+    DataConfig,
+    ModelSpec,
+    ParseConfig,
+    PromptConfig,
+    SplitRatios,
+    TaskConfig,
+)
 from taskfit.tuning.spec import TuneSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +73,16 @@ def render() -> str:
         "Shorthands: a metric or strategy may be a bare name (`accuracy`) or a one-key mapping",
         "(`{fuzzy: {threshold: 0.8}}`); a model may be a bare path or `bundled`. Strategy options are the keys",
         "next to `name` (see `taskfit strategies` and the strategies section below).",
+        "",
+        "## Run identity",
+        "",
+        "A run is identified by the task's validated configuration (not the file's text), the data, its own",
+        "strategy and model entry, the split and the limit; running the same settings again reuses the finished",
+        "run (no model call, no new run record). Comments, formatting and key order never count, nor do these",
+        "top-level keys, which change no prediction or have an identity of their own: "
+        + ", ".join(f"`{k}`" for k in sorted(NOT_IDENTITY)) + "; nor a model entry's `price_per_hour`.",
+        "Every other key counts: editing the instruction, a template, the labels, a metric or the data makes new",
+        "runs. Runs stored when the identity was the file's text are found by that text and then re-keyed.",
         "",
     ]
     for title, model, prefix in SECTIONS:

@@ -128,7 +128,7 @@ def task_from_rows(rows: Sequence[dict[str, Any]], *, inputs: list[str], output:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
         raise TaskfitError(f"invalid task: {problems}") from None
     text = json.dumps({"config": parsed.model_dump(), "metrics": identity}, sort_keys=True, default=str)
-    task = Task(parsed, Path.cwd() / f"{name}.rows", text)
+    task = Task(parsed, Path.cwd() / f"{name}.rows", text, identity_extra=identity)
     task.metric_objects = objects
     task.rows = {"test": list(rows), "train": list(train or [])}
     from taskfit.plugins import check_task

@@ -199,6 +199,14 @@ MIGRATIONS: list[tuple[str, str | tuple[str, ...]]] = [
             created REAL NOT NULL,
             PRIMARY KEY (name, run_id)
         )"""),
+    # a finished run that a later study reused (same identity, nothing to run again): one of that study's runs
+    ("015_study_runs", """
+        CREATE TABLE study_runs (
+            study TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            created REAL NOT NULL,
+            PRIMARY KEY (study, run_id)
+        )"""),
 ]
 
 

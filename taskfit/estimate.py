@@ -66,6 +66,8 @@ class Estimate:
     dollars: float = 0.0
     seconds: float = 0.0
     time_basis: str = ""  # where the time per call comes from
+    scoring: str = ""  # how labels are scored when that is an assumption (a server not probed yet)
+    if_generated: dict[str, float] | None = None  # the figures if that server cannot score labels after all
     steps: dict[str, float] = field(default_factory=dict)  # calls per step name
     per_row: list[RowCost] = field(default_factory=list, repr=False)  # in order; not part of to_dict
 
@@ -165,8 +167,9 @@ class DryBackend:
 
     def __init__(self, facts: ModelFacts, measured: Measured, steer: Callable[[GenerateRequest], str] | None = None):
         self.model_id = facts.model_id or "dry:unknown-model"
+        self.score_id = facts.score_id or self.model_id  # so score calls the cache holds are found
         self.local = not facts.remote
-        self.supports_score = facts.can_score
+        self.supports_score = facts.can_score is not False  # unknown: as estimated (see estimate_examples)
         self.facts, self.measured, self.steer = facts, measured, steer
         default = DEFAULT_MS["remote" if facts.remote else "local"]
         self.default_ms = (default["per_call"], default["per_token_in"], default["per_token_out"])
@@ -203,13 +206,31 @@ def estimate_examples(task: Task, examples: list[Example], strategy: StrategySpe
                       cache: CallCache, *, train: list[Example] | None = None, mode: str | None = None,
                       batch: int = 32) -> Estimate:
     """The expected cost of running ``strategy`` with ``model`` on ``examples`` (any rows: a test split, the
-    train rows a teacher labels...). Nothing is loaded but a tokenizer; nothing is written to the cache."""
+    train rows a teacher labels...). Nothing is loaded but a tokenizer; nothing is written to the cache.
+
+    ``mode`` None: as the runner resolves it, from what the backend says of label scoring. A server whose
+    scoring path is not known until its first call (not probed yet) is estimated as scoring labels, and
+    ``if_generated`` holds the figures for a server that turns out unable to."""
     facts = model_facts(model, cache)
     measured = measure(cache, facts.model_id)
     c = task.config
-    if mode is None:  # as the runner resolves it
-        mode = c.output_mode if c.output_mode != "auto" else ("score" if c.labels and facts.can_score else "generate")
-    ctx = StrategyContext(task=task, parts=prompt_parts(task), train=train or [], mode=mode, seed=c.data.seed)
+    resolved = mode
+    if resolved is None:  # as the runner resolves it
+        resolved = c.output_mode if c.output_mode != "auto" else (
+            "score" if c.labels and facts.can_score is not False else "generate")
+    est = _dry_run(task, examples, strategy, model, cache, facts, measured, train or [], resolved, batch)
+    if mode is None and resolved == "score" and facts.can_score is None:
+        alt = _dry_run(task, examples, strategy, model, cache, facts, measured, train or [], "generate", batch)
+        est.scoring = "unknown until the first call (estimated as label scoring)"
+        est.if_generated = {k: getattr(alt, k) for k in ("calls", "tokens_in", "tokens_out", "dollars", "seconds")}
+    return est
+
+
+def _dry_run(task: Task, examples: list[Example], strategy: StrategySpec, model: ModelSpec, cache: CallCache,
+             facts: ModelFacts, measured: Measured, train: list[Example], mode: str, batch: int) -> Estimate:
+    """The strategy run in ``mode`` on the stand-in model, its calls counted."""
+    c = task.config
+    ctx = StrategyContext(task=task, parts=prompt_parts(task), train=train, mode=mode, seed=c.data.seed)
     strat = strategies.get(strategy.name)(strategy, ctx)
     backend = DryBackend(facts, measured, getattr(strat, "dry_reply", None))
     lm = LM(backend, _ReadOnlyCache(cache))  # type: ignore[arg-type]
@@ -307,7 +328,8 @@ def comparison(eng, run_id: str) -> tuple[dict[str, Any], dict[str, float]] | No
 
 def compare_runs(eng, estimates: list[Estimate], runs: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
     """Match finished runs, given as (strategy, model, run id), to their estimates; store both and return per
-    run the strategy, model and each compared figure as (estimate, actual)."""
+    run the strategy, model and each compared figure as (estimate, actual). A run compared before (a finished
+    run reused, whose calls are all cached now) keeps the estimate made before it ran."""
     from taskfit.store import Store
 
     store = Store(eng)
@@ -317,10 +339,15 @@ def compare_runs(eng, estimates: list[Estimate], runs: list[tuple[str, str, str]
         est = by_arm.get((strategy, model))
         if est is None:
             continue
-        actual = actual_from_predictions(store.predictions(run_id))
-        save_comparison(eng, run_id, est, actual)
+        stored = comparison(eng, run_id)
+        if stored is not None:
+            figures, actual = stored
+        else:
+            actual = actual_from_predictions(store.predictions(run_id))
+            save_comparison(eng, run_id, est, actual)
+            figures = est.to_dict()
         out.append({"strategy": strategy, "model": model, "run_id": run_id,
-                    **{k: (getattr(est, k), actual[k]) for k in COMPARED}})
+                    **{k: (figures[k], actual[k]) for k in COMPARED}})
     return out
 
 

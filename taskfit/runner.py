@@ -1,9 +1,11 @@
 """Evaluate strategy x model arms on a split: predict in chunks, score, store, resume where a run stopped.
 
-A run's identity (``key``) is a hash of everything that determines its results: the task file, the data,
-the strategy and model settings, the split and the limit. Running the same command after a crash resumes
-the unfinished run with that key; finished examples are not predicted again and finished model calls come
-from the cache, so the resumed run ends with the same predictions as an uninterrupted one.
+A run's identity (``key``) is a hash of everything that determines its results: the task's validated
+configuration less the keys that change no prediction (``taskfile.NOT_IDENTITY``: prices, serving, other rows),
+the data, the strategy and model settings, the split and the limit. Running the same command again reuses the
+finished run with that key (no model call, no new run); after a crash it resumes the unfinished one: finished
+examples are not predicted again and finished model calls come from the cache, so the resumed run ends with
+the same predictions as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -57,9 +59,12 @@ def _option_files(task: Task, options: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def run_key(task: Task, dataset: Dataset, arm: Arm, split: str, limit: int | None, mode: str) -> str:
-    payload = {"task": task.config_hash, "data": dataset.hash, "strategy": arm.strategy.model_dump(),
-               "files": _option_files(task, arm.strategy.options),
+def run_key(task: Task, dataset: Dataset, arm: Arm, split: str, limit: int | None, mode: str, *,
+            legacy: bool = False) -> str:
+    """A run's identity; ``legacy``: as it was computed before the task's part was its validated configuration
+    (``Task.legacy_hash``, the file's text), to find runs stored then."""
+    payload = {"task": task.legacy_hash if legacy else task.config_hash, "data": dataset.hash,
+               "strategy": arm.strategy.model_dump(), "files": _option_files(task, arm.strategy.options),
                "model": arm.model.model_dump(exclude={"price_per_hour"}),  # a price changes no prediction
                "split": split, "limit": limit, "mode": mode}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
@@ -121,7 +126,9 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
         lm = LM(backend, workspace.cache)
         mode = resolve_mode(task, backend)
         key = run_key(task, dataset, arm, split, limit, mode)
-        run = store.resumable(key) or store.create(
+        legacy = run_key(task, dataset, arm, split, limit, mode, legacy=True)
+        # the same settings scored before: a finished run is reused as it is, an unfinished one resumed
+        run = store.latest(key, legacy=legacy, study=study) or store.create(
             key=key, study=study, task_name=c.name, task_path=str(task.path), task_hash=task.config_hash,
             data_hash=dataset.hash, strategy=arm.strategy.label(), model=arm.model.label(), model_id=backend.model_id,
             split=split, n_total=len(examples), versions=package_versions(task.root),
@@ -144,7 +151,8 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
                                    for k, ((i, ex), p) in enumerate(zip(chunk, preds, strict=True))])
             if progress:
                 progress(arm, len(done) + start + len(chunk), len(examples))
-        store.finish(run.id)
+        if run.status != "done":
+            store.finish(run.id)
         records.append(store.get(run.id))
     return records
 

@@ -46,12 +46,36 @@ class Store:
     def __init__(self, eng: Engine):
         self.eng = eng
 
-    def resumable(self, key: str) -> RunRecord | None:
-        """The latest unfinished run with this exact configuration, if any."""
+    def latest(self, key: str, *, legacy: str | None = None, study: str | None = None) -> RunRecord | None:
+        """The newest run with this configuration, finished or not. Runs stored under the ``legacy`` key (the
+        identity as it was computed before) are re-keyed to ``key`` on the way: found once, found from then on,
+        whatever the old rule would say. A finished run reused by a new ``study`` is recorded as one of its runs."""
+        with self.eng.begin() as conn:
+            row = self._newest(conn, key)
+            if row is None and legacy and legacy != key:
+                conn.execute(text("UPDATE runs SET key = :k WHERE key = :old"), {"k": key, "old": legacy})
+                row = self._newest(conn, key)
+            if row is not None and study and row["status"] == "done" and row["study"] != study:
+                upsert(conn, "study_runs", [{"study": study, "run_id": row["id"], "created": time.time()}],
+                       key=("study", "run_id"))
+        return _run(row) if row is not None else None
+
+    @staticmethod
+    def _newest(conn: Any, key: str) -> Any:
+        return conn.execute(text("SELECT * FROM runs WHERE key = :k ORDER BY created DESC LIMIT 1"),
+                            {"k": key}).mappings().first()
+
+    def reused(self, task_name: str) -> list[tuple[str, str, float]]:
+        """(study, run id, when) for each finished run of the task that a later study reused."""
         with self.eng.connect() as conn:
-            row = conn.execute(text("SELECT * FROM runs WHERE key = :k AND status = 'running' ORDER BY created DESC LIMIT 1"),
-                               {"k": key}).mappings().first()
-        return _run(row) if row else None
+            rows = conn.execute(text("SELECT s.study, s.run_id, s.created FROM study_runs s JOIN runs r "
+                                     "ON r.id = s.run_id WHERE r.task_name = :t"), {"t": task_name}).all()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def reused_in(self, study: str) -> set[str]:
+        """Ids of the finished runs ``study`` reused (its own runs carry its id)."""
+        with self.eng.connect() as conn:
+            return {r[0] for r in conn.execute(text("SELECT run_id FROM study_runs WHERE study = :s"), {"s": study})}
 
     def create(self, **fields: Any) -> RunRecord:
         run_id = uuid.uuid4().hex[:8]

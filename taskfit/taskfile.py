@@ -6,6 +6,7 @@ Every key is documented in docs/taskfile.md; the ``description`` of each field b
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -260,15 +261,32 @@ def _shorthand(m: Any) -> Any:
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MAX_YAML_VALUES = 100_000  # after aliases are expanded; a task file has hundreds
 
+# Task-file keys left out of a run's identity (``config_hash``): none changes what a model is asked or how its
+# answer is scored. Prices and serving settings change no prediction; each strategy and model row, tuned model,
+# distilled student and curve point has an identity of its own (a run key holds its own strategy and model
+# entry, and the split and limit it ran with), so adding or editing one row leaves the other rows' runs as
+# they were. Comments, formatting and key order never reach the validated configuration. (docs/taskfile.md,
+# "Run identity", lists the same keys.)
+NOT_IDENTITY = frozenset({"costs", "serve", "strategies", "models", "tuning", "distill", "curve", "split", "limit"})
+
+
+def identity_hash(config: TaskConfig, extra: Any = None) -> str:
+    """The task's part of a run's identity: a hash of the validated configuration less ``NOT_IDENTITY``
+    (``extra``: what else decides predictions, e.g. the source of a Python metric)."""
+    payload = {"config": config.model_dump(mode="json", exclude=set(NOT_IDENTITY)), "extra": extra}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
 
 class Task:
     """A loaded task file: the validated config plus where it lives."""
 
-    def __init__(self, config: TaskConfig, path: Path, text: str):
+    def __init__(self, config: TaskConfig, path: Path, text: str, identity_extra: Any = None):
         self.config = config
         self.path = path
         self.root = path.parent
-        self.config_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
+        self.config_hash = identity_hash(config, identity_extra)  # what the task contributes to a run's identity
+        # the identity runs stored before it was ``config_hash`` (the file's text): still found, then re-keyed
+        self.legacy_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
         self.metric_objects: dict[str, Any] = {}  # metrics given as Python objects (Task.from_rows)
         self.rows: dict[str, list[dict[str, Any]]] | None = None  # rows in memory by split; None: data files
 

@@ -35,7 +35,10 @@ def test_the_builtins_declare_their_facts(tmp_path):
     assert got.model_id == ScriptedBackend({"default": "x"}, name="s").model_id and got.count(MESSAGES) == 5
     spec = ModelSpec(backend="openai", base_url="http://u:secret@127.0.0.1:8000/v1/", model="m")
     got = model_facts(spec, cache)
-    assert (got.model_id, got.remote, got.can_score) == ("openai:http://127.0.0.1:8000/v1:m", True, False)
+    # whether it scores labels is unknown until the first call probes the server (or the task file names a path)
+    assert (got.model_id, got.remote, got.can_score) == ("openai:http://127.0.0.1:8000/v1:m", True, None)
+    assert model_facts(spec.model_copy(update={"score_via": "generate"}), cache).can_score is False
+    assert model_facts(spec.model_copy(update={"score_via": "completions"}), cache).can_score is True
 
 
 def test_a_plugin_backend_without_a_hook_gets_the_generic_facts(monkeypatch, tmp_path):

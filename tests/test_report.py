@@ -186,7 +186,8 @@ def _self_contained(html: str) -> None:
 def test_report_of_the_latest_study(make_task, taskfit_home, workspace):
     path = make_task()
     store, first = _study(path, workspace=workspace)
-    store, second = _study(path, workspace=workspace)  # a second study on the same task: the report shows only this one
+    # a second study on the same task (new settings, so new runs): the report shows only this one
+    store, second = _study(make_task(description="a second study"), workspace=workspace)
     out = write_report(["tiny"], workspace=workspace)
     assert out == taskfit_home / "reports" / f"tiny-{second[0].study}.html"
     html = out.read_text()

@@ -67,9 +67,12 @@ def test_second_run_is_all_cache_hits_with_same_results(make_task, workspace):
     sent = len(pool.backend.requests)
     store, second = _evaluate(workspace, path, pool)
     assert len(pool.backend.requests) == sent  # no new model calls
-    assert [r.id for r in first] != [r.id for r in second]
+    assert [r.id for r in first] == [r.id for r in second]  # the finished runs, reused
+    # a new run whose prompts are those of the first (the description reaches no prompt here): all from the cache
+    store, third = _evaluate(workspace, make_task(description="other"), pool)
+    assert len(pool.backend.requests) == sent and not {r.id for r in first} & {r.id for r in third}
     a = rows(workspace, first)
-    b = rows(workspace, second)
+    b = rows(workspace, third)
     assert [r.score for r in a] == [r.score for r in b]
     assert all(r.cache_hits == r.calls for r in b)
 

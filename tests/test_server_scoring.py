@@ -325,3 +325,53 @@ def test_a_tuned_model_named_on_the_command_line_goes_to_the_task_s_adapter_serv
     assert [a.model.label() for a in select_arms(task, None, None)] == ["smollm2-135m"]  # the entry is no row
     arm, = select_arms(task, None, ["tuned:ab12"])
     assert (arm.model.backend, arm.model.path, arm.model.serve_via) == ("tuned", "tuned:ab12", server)
+
+
+def _server_task(make_task, server: FakeServer) -> Any:
+    return make_task(strategies=["zero_shot"], models=[{"backend": "openai", "name": "srv", "base_url": server.base_url,
+                                                        "model": "m", "max_retries": 0}])
+
+
+def test_the_dry_run_of_a_server_not_probed_yet_says_so_and_gives_both_figures(make_task, taskfit_home):
+    from typer.testing import CliRunner
+
+    from taskfit.cli import app
+
+    server = FakeServer(**SHAPES["vllm"][0])
+    with serving(server.httpd):
+        res = CliRunner().invoke(app, ["eval", str(_server_task(make_task, server)), "--dry-run", "--json"])
+        text = CliRunner().invoke(app, ["eval", str(_server_task(make_task, server)), "--dry-run"]).stdout
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout)
+    assert server.hits == {}  # a dry run sends nothing, not even the probe
+    assert row["tokens_out"] == 0 and row["calls"] == 8 and "unknown until the first call" in row["scoring"]
+    assert row["if_generated"]["tokens_out"] == 8 * 32 and row["if_generated"]["calls"] == 8
+    assert "scoring path unknown until the first call" in " ".join(text.split())
+    assert "if the server cannot score labels, it generates instead: 8 calls" in " ".join(text.split())
+
+
+@pytest.mark.parametrize("shape", ["vllm", "bare"])
+def test_the_dry_run_estimates_the_path_the_probe_found(make_task, workspace, shape):
+    from taskfit.estimate import compare_runs, estimate_arms
+    from taskfit.runner import evaluate
+    from taskfit.study import prepare, select_arms
+
+    features, path = SHAPES[shape]
+    server = FakeServer(**features)
+    task, ds = prepare(_server_task(make_task, server))
+    arms = select_arms(task, None, None)
+    with serving(server.httpd):
+        evaluate(task, ds, arms, split="test", limit=2, workspace=workspace)  # probes the server; kept in the cache
+        (est,) = estimate_arms(task, ds, arms, split="test", limit=None, cache=workspace.cache)
+        records = evaluate(task, ds, arms, split="test", limit=None, workspace=workspace)
+    assert records[0].config["backend"]["score_via"] == path
+    assert est.scoring == "" and est.if_generated is None  # known: no second figure
+    ((_, _, run_id),) = [(r.strategy, r.model, r.id) for r in records]
+    (c,) = compare_runs(workspace.engine, [est], [(records[0].strategy, records[0].model, run_id)])
+    est_out, act_out = c["tokens_out"]
+    if path == "generate":
+        assert act_out > 0 and abs(est_out - act_out) <= 0.25 * act_out
+    else:
+        assert est_out == act_out == 0  # a label-scoring server writes no output tokens
+    est_calls, act_calls = c["calls"]
+    assert act_calls == 6 and abs(est_calls - act_calls) <= 0.25 * act_calls  # 2 of 8 rows were in the cache

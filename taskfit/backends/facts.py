@@ -30,7 +30,9 @@ class ModelFacts:
     model_id: str | None  # the cache identity of the model, when it can be known without loading it
     count: Callable[[Iterable[Message]], int]  # prompt tokens of a chat
     remote: bool
-    can_score: bool = True  # label scoring (chat-completions servers cannot)
+    # label scoring; None: not known until the first call (a server whose scoring path is not probed yet)
+    can_score: bool | None = True
+    score_id: str | None = None  # the cache identity of its score calls, where it is not ``model_id``
 
 
 def generic_facts(spec: Any, cache: Any) -> ModelFacts:

@@ -66,10 +66,40 @@ def create(spec: ModelSpec) -> OpenAIBackend:
 
 
 def facts(spec: ModelSpec, cache: Any) -> ModelFacts:
-    """The model's identity without a request; prompt tokens approximated from characters; generation only."""
+    """The model's identity without a request; prompt tokens approximated from characters; whether it scores
+    labels as the probe found (kept in the call cache by the first run), else as the task file names the path,
+    else unknown (None) until the first call probes the server."""
     o = backend_options(spec)
     base = (o.base_url or "").rstrip("/")
-    return ModelFacts(f"openai:{_public_url(base)}:{o.model}", chars, True, can_score=False)
+    model_id = f"openai:{_public_url(base)}:{o.model}"
+    order = _paths(o)
+    if not order:
+        return ModelFacts(model_id, chars, True, can_score=False)
+    key = _probe_key(model_id, o, order)
+    hit = cache.get_many([key]).get(key) if cache is not None else None
+    if hit:
+        probe = ss.Probe(**hit)
+        return ModelFacts(model_id, chars, True, can_score=probe.score_via != "generate",
+                          score_id=_score_id(model_id, o, probe))
+    return ModelFacts(model_id, chars, True, can_score=True if o.score_via != "auto" else None)
+
+
+def _paths(o: Options) -> tuple[str, ...]:
+    """The scoring paths to try: all of them in turn (auto), the one the task file names, or none (generate)."""
+    return tuple(ss.PATHS) if o.score_via == "auto" else (() if o.score_via == "generate" else (o.score_via,))
+
+
+def _score_id(model_id: str, o: Options, p: ss.Probe) -> str:
+    """Cache identity of score calls: the path (and its tokens' source) changes the numbers returned."""
+    extra = {"completions": f":{o.tokenizer or 'server-tokenize'}", "choice": f":{p.choice_field}"}
+    return f"{model_id}:{p.score_via}{extra.get(p.score_via, '')}"
+
+
+def _probe_key(model_id: str, o: Options, order: tuple[str, ...]) -> str:
+    """The call-cache key of a probe's answer: what the backend stores, and what a dry run looks up."""
+    from taskfit.cache import call_key
+
+    return call_key(model_id, "probe", ss.ProbeRequest(tokenizer=o.tokenizer, order=order))
 
 
 class OpenAIBackend:
@@ -157,9 +187,7 @@ class OpenAIBackend:
     @property
     def score_id(self) -> str:
         """Cache identity of score calls: the path (and its tokens' source) changes the numbers returned."""
-        p = self.probe()
-        extra = {"completions": f":{self.options.tokenizer or 'server-tokenize'}", "choice": f":{p.choice_field}"}
-        return f"{self.model_id}:{p.score_via}{extra.get(p.score_via, '')}"
+        return _score_id(self.model_id, self.options, self.probe())
 
     def probe(self) -> ss.Probe:
         """The scoring path: ``score_via`` from the task file, checked; else the first that works on the server."""
@@ -225,14 +253,10 @@ class OpenAIBackend:
         return result
 
     def _order(self) -> tuple[str, ...]:
-        """The paths to try: all of them in turn (auto), the one the task file names, or none (generate)."""
-        via = self.options.score_via
-        return tuple(ss.PATHS) if via == "auto" else (() if via == "generate" else (via,))
+        return _paths(self.options)
 
     def _probe_key(self, order: tuple[str, ...]) -> str:
-        from taskfit.cache import call_key
-
-        return call_key(self.model_id, "probe", ss.ProbeRequest(tokenizer=self.options.tokenizer, order=order))
+        return _probe_key(self.model_id, self.options, order)
 
     def _store_probe(self) -> None:
         from dataclasses import asdict

@@ -57,6 +57,13 @@ def print_estimates(task, estimates: list[Estimate], *, as_json: bool = False, n
     bases = sorted({e.time_basis for e in estimates})
     out.print(f"time per call: {'; '.join(bases)}. Calls already in the cache are free; loops are counted at "
               f"their limits.{' ' + note if note else ''}", highlight=False)
+    for e in estimates:
+        if e.if_generated is not None:
+            g = e.if_generated
+            out.print(f"{e.strategy} x {e.model}: scoring path {e.scoring}; if the server cannot score labels, "
+                      f"it generates instead: {g['calls']:,.0f} calls, {g['tokens_in']:,.0f} tokens in, "
+                      f"{g['tokens_out']:,.0f} tokens out, {_money(g['dollars'])}, {_duration(g['seconds'])}.",
+                      highlight=False)
 
 
 def estimate_before(task: str, strategy, model, split, limit) -> list[Estimate]:

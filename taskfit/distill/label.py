@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import text
-
 from taskfit.backends import Backend
 from taskfit.cache import CallCache
 from taskfit.dataset import Example, read_rows
@@ -153,7 +151,7 @@ def label(task: Task, arm: Arm, rows: list[Example], *, backend: Backend, worksp
     store, cache = workspace.runs, workspace.cache
     mode = resolve_mode(task, backend)
     key = _label_key(task, arm, rows, mode)
-    run = _existing(store, key) or store.create(
+    run = store.latest(key) or store.create(
         key=key, study=f"distill-{key[:8]}", task_name=c.name, task_path=str(task.path), task_hash=task.config_hash,
         data_hash=_rows_hash(rows), strategy=arm.strategy.label(), model=arm.model.label(), model_id=backend.model_id,
         split=SPLIT, n_total=len(rows), versions=package_versions(task.root),
@@ -268,14 +266,8 @@ def _rows_hash(rows: list[Example]) -> str:
 
 
 def _label_key(task: Task, arm: Arm, rows: list[Example], mode: str) -> str:
+    # "demos": labels stored before a teacher's demonstrations left out the row it labels (and copies of its
+    # input) are not reused, so no stored label comes from a prompt that showed the answer
     payload = {"task": task.config_hash, "rows": _rows_hash(rows), "strategy": arm.strategy.model_dump(),
-               "model": arm.model.model_dump(), "mode": mode, "kind": "distill-labels"}
+               "model": arm.model.model_dump(), "mode": mode, "kind": "distill-labels", "demos": "apart"}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def _existing(store: Store, key: str):
-    """The newest labelling run with this key, finished or not (its stored answers are reused)."""
-    with store.eng.connect() as conn:
-        rid = conn.execute(text("SELECT id FROM runs WHERE key = :k ORDER BY created DESC LIMIT 1"),
-                           {"k": key}).scalar()
-    return store.get(rid) if rid else None

@@ -68,19 +68,28 @@ def latest_study_runs(store: Store, task_name: str) -> list[RunRecord]:
     """The finished runs of a task's latest study, one per strategy x model.
 
     A study is one ``taskfit run``/``eval`` invocation. An arm resumed in that invocation keeps the id of the
-    study it started in, so runs of the task finished after the latest study began count as part of it.
+    study it started in, so runs of the task finished after the latest study began count as part of it; a
+    finished run the study reused (same settings: nothing ran again) is one of its runs too.
     """
     runs = [r for r in store.list(limit=1_000_000)
             if r.task_name == task_name and not r.study.startswith(CURVE_STUDY)]
     if not runs:
         raise TaskfitError(f"no runs of task {task_name!r}; see `taskfit runs`")
-    study = runs[0].study  # newest first
-    started = min(r.created for r in runs if r.study == study)
+    by_id = {r.id: r for r in runs}
+    reuses = [(when, study, by_id[rid]) for study, rid, when in store.reused(task_name)
+              if rid in by_id and not study.startswith(CURVE_STUDY)]
+    events = [(r.created, r.study, r) for r in runs] + reuses
+    study = max(events, key=lambda e: e[0])[1]
+    started = min(when for when, s, _ in events if s == study)
+    members = {r.id for _, s, r in events if s == study}
+    last_used = {r.id: r.created for r in runs}
+    for when, _, r in reuses:
+        last_used[r.id] = max(last_used[r.id], when)
     chosen: dict[tuple[str, str], RunRecord] = {}
-    for r in runs:
+    for r in sorted(runs, key=lambda r: -last_used[r.id]):  # the newest use of each strategy x model wins
         if r.status != "done":
             continue
-        if r.study == study or (r.finished or 0) >= started:
+        if r.id in members or (r.finished or 0) >= started:
             chosen.setdefault((r.strategy, r.model), r)
     if not chosen:
         raise TaskfitError(f"the latest study of task {task_name!r} has no finished run yet")

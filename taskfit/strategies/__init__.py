@@ -7,6 +7,7 @@ them with ``taskfit.strategies.options.parse_options``), then add one line to ``
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -41,6 +42,11 @@ class StrategyContext:
     mode: Literal["score", "generate"]
     seed: int = 0
     workspace: Workspace | None = None
+
+    def input_key(self, e: Example) -> str:
+        """A row's input as the model is shown it (its input fields): rows with the same key are one question,
+        so a query's demos leave out every row with its key (``taskfit.selection``)."""
+        return json.dumps([e.fields.get(k) for k in self.task.config.inputs], sort_keys=True, default=str)
 
 
 class Strategy(Protocol):

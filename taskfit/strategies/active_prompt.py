@@ -18,7 +18,7 @@ from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.cot import clean_rationale
 from taskfit.strategies.options import parse_options
 from taskfit.strategies.self_consistency import vote_key
-from taskfit.strategies.steps import ANSWER_TRIGGER, Steps, charge_setup, reason_with_demos
+from taskfit.strategies.steps import ANSWER_TRIGGER, Steps, charge_setup, demos_apart, reason_with_demos
 from taskfit.strategies.zero_shot_cot import ZeroShotCoT, ZeroShotCoTOptions
 from taskfit.taskfile import StrategySpec
 
@@ -91,9 +91,9 @@ class ActivePrompt:
             self.demos, setup = self.build_demos(lm)
             charge_setup(s.traces[examples[0].id], [setup], "demo")
         preds = reason_with_demos(s, self.demos, o.trigger, o.max_tokens, o.answer_trigger)
-        for p in preds:
+        for ex, p in zip(examples, preds, strict=True):
             p.details["demos"] = [{"id": d.id, "disagreement": round(self.uncertainty.get(d.id, 0.0), 3)}
-                                  for d, _ in self.demos]
+                                  for d, _ in demos_apart(self.demos, ex, self.ctx)]
         return preds
 
 

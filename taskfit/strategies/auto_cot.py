@@ -15,7 +15,7 @@ from taskfit.lm import LM
 from taskfit.prompts import render_input
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
-from taskfit.strategies.steps import ANSWER_TRIGGER, Steps, charge_setup, reason_with_demos
+from taskfit.strategies.steps import ANSWER_TRIGGER, Steps, charge_setup, demos_apart, reason_with_demos
 from taskfit.strategies.zero_shot_cot import ZeroShotCoT, ZeroShotCoTOptions
 from taskfit.taskfile import StrategySpec
 
@@ -85,8 +85,8 @@ class AutoCoT:
             self.demos, setup = self.build_demos(lm)
             charge_setup(s.traces[examples[0].id], setup, "demo")
         preds = reason_with_demos(s, self.demos, o.trigger, o.max_tokens, o.answer_trigger)
-        for p in preds:
-            p.details["demos"] = [d.id for d, _ in self.demos]
+        for ex, p in zip(examples, preds, strict=True):
+            p.details["demos"] = [d.id for d, _ in demos_apart(self.demos, ex, self.ctx)]
         return preds
 
 

@@ -55,7 +55,7 @@ class ContrastiveCoT:
             raise TaskfitError("contrastive_cot draws demos from the train split, which this task lacks",
                                field="data.train")
         self.options, self.ctx = options, ctx
-        self.block: str | None = None
+        self.blocks: dict[tuple[str, ...], str] = {}  # demo ids -> their block, built once
 
     def _wrong_answer(self, e: Example, others: list[Example]) -> str:
         labels = self.ctx.task.config.labels
@@ -66,10 +66,15 @@ class ContrastiveCoT:
             return e.target.replace(nums[-1], str(int(float(nums[-1])) + 1), 1)
         return next((o.target for o in others if o.target != e.target), "unknown")
 
-    def build_demos(self, lm: LM) -> tuple[str, list]:
+    def demos_for(self, ex: Example) -> list[Example]:
+        """The first k train rows (or `examples`), none of them the query itself or a row with its input."""
+        o = self.options
+        (demos,) = selection.fixed(self.ctx.train, [ex], o.k, self.ctx.seed, ids=o.examples, same=self.ctx.input_key)
+        return demos
+
+    def build_demos(self, lm: LM, demos: list[Example]) -> tuple[str, list]:
         """The demonstration block (written into the user turn, as in the paper) and the traces it cost."""
         o, parts = self.options, self.ctx.parts
-        (demos,) = selection.fixed(self.ctx.train, [self.ctx.train[0]], o.k, self.ctx.seed, ids=o.examples)
         helper = Steps(demos, lm, self.ctx, o.system)
         if o.rationale_field:
             good = {d.id: clean_rationale(str(d.fields.get(o.rationale_field, ""))) for d in demos}
@@ -91,10 +96,15 @@ class ContrastiveCoT:
     def predict(self, examples: list[Example], lm: LM) -> list[Prediction]:
         o = self.options
         s = Steps(examples, lm, self.ctx, o.system)
-        if self.block is None:
-            self.block, setup = self.build_demos(lm)
-            charge_setup(s.traces[examples[0].id], setup, "demo")
-        user = {i: f"Examples with a correct and a wrong explanation:\n\n{self.block}\n\nNow the task.\n\n{t}"
+        block = {}
+        for ex in examples:  # one block for all but a query among its demos (labelling train rows)
+            demos = self.demos_for(ex)
+            ids = tuple(d.id for d in demos)
+            if ids not in self.blocks:
+                self.blocks[ids], setup = self.build_demos(lm, demos)
+                charge_setup(s.traces[ex.id], setup, "demo")
+            block[ex.id] = self.blocks[ids]
+        user = {i: f"Examples with a correct and a wrong explanation:\n\n{block[i]}\n\nNow the task.\n\n{t}"
                 for i, t in s.task.items()}
         prompts = {i: messages(s.system[i], [("user", u)], "Explanation:") for i, u in user.items()}
         reasoning = {i: t[0].split(WRONG)[0].strip()

@@ -66,11 +66,12 @@ class CoT:
         if not o.k:
             return [[] for _ in examples]
         pick = {"fixed": selection.fixed, "random": selection.random_demos, "balanced": selection.balanced}
+        same = self.ctx.input_key  # no query is its own demo
         if o.selection == "knn":
             chosen = selection.knn(self.ctx.train, examples, o.k, self.ctx.seed,
-                                   text=lambda e: render_input(self.ctx.parts, e))
+                                   text=lambda e: render_input(self.ctx.parts, e), same=same)
         else:
-            chosen = pick[o.selection](self.ctx.train, examples, o.k, self.ctx.seed)
+            chosen = pick[o.selection](self.ctx.train, examples, o.k, self.ctx.seed, same=same)
         field = o.rationale_field
         for demos in chosen:
             for d in demos:

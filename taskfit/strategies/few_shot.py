@@ -37,14 +37,14 @@ class FewShot:
 
     def demos_for(self, examples: list[Example]) -> list[list[Example]]:
         o, ctx = self.options, self.ctx
-        pool, seed = ctx.train, ctx.seed
+        pool, seed, same = ctx.train, ctx.seed, ctx.input_key  # no query is its own demo
         if o.selection == "fixed":
-            return selection.fixed(pool, examples, o.k, seed, ids=o.examples)
+            return selection.fixed(pool, examples, o.k, seed, ids=o.examples, same=same)
         if o.selection == "random":
-            return selection.random_demos(pool, examples, o.k, seed)
+            return selection.random_demos(pool, examples, o.k, seed, same=same)
         if o.selection == "balanced":
-            return selection.balanced(pool, examples, o.k, seed, labels=ctx.task.config.labels)
-        return selection.knn(pool, examples, o.k, seed, text=lambda e: render_input(ctx.parts, e))
+            return selection.balanced(pool, examples, o.k, seed, labels=ctx.task.config.labels, same=same)
+        return selection.knn(pool, examples, o.k, seed, text=lambda e: render_input(ctx.parts, e), same=same)
 
     def prompt(self, ex: Example, demos: list[Example]) -> tuple:
         parts = self.ctx.parts

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from taskfit import selection
 from taskfit.answering import to_prediction
 from taskfit.backends import GenerateRequest
 from taskfit.dataset import Example
@@ -47,7 +48,13 @@ class ProgramOfThought:
             raise TaskfitError("program_of_thought needs a train split for its demonstrations (or set k: 0)",
                                field="data.train")
         self.options, self.ctx = options, ctx
-        self.demos = ctx.train[:options.k]
+
+    def demos_for(self, ex: Example) -> list[Example]:
+        """The first k train rows, none of them the query itself or a row with its input."""
+        if not self.options.k:
+            return []
+        (demos,) = selection.fixed(self.ctx.train, [ex], self.options.k, self.ctx.seed, same=self.ctx.input_key)
+        return demos
 
     def user_turn(self, ex: Example, *, with_instruction: bool) -> str:
         parts = self.ctx.parts
@@ -63,11 +70,12 @@ class ProgramOfThought:
     def prompt(self, ex: Example) -> tuple:
         system = self.options.system or self.ctx.parts.system
         turns: list[tuple[str, str]] = []
-        for i, d in enumerate(self.demos):
+        demos = self.demos_for(ex)
+        for i, d in enumerate(demos):
             # the instruction goes with the first turn only, so every prompt shares the same prefix
             turns += [("user", self.user_turn(d, with_instruction=i == 0)),
                       ("assistant", f"{FENCE}{self.demo_program(d)}\n```")]
-        turns.append(("user", self.user_turn(ex, with_instruction=not self.demos)))
+        turns.append(("user", self.user_turn(ex, with_instruction=not demos)))
         return messages(system and render(system, ex.fields), turns, FENCE if self.options.prefill else "")
 
     def program(self, reply: str) -> str:

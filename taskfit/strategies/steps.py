@@ -7,6 +7,7 @@ import dataclasses
 import re
 from typing import Any
 
+from taskfit import selection
 from taskfit.answering import answer, to_prediction
 from taskfit.backends import GenerateRequest
 from taskfit.dataset import Example
@@ -151,6 +152,14 @@ def demo_chat(parts, demos: list[tuple[Example, str]], ex: Example) -> list[tupl
 def reason_with_demos(s: Steps, demos: list[tuple[Example, str]], trigger: str, max_tokens: int,
                       answer_trigger: str = ANSWER_TRIGGER) -> list[Prediction]:
     """Few-shot chain-of-thought over worked demos: reason after ``trigger``, then the answer step."""
-    prompts = {ex.id: messages(s.system[ex.id], demo_chat(s.ctx.parts, demos, ex), trigger) for ex in s.examples}
+    prompts = {ex.id: messages(s.system[ex.id], demo_chat(s.ctx.parts, demos_apart(demos, ex, s.ctx), ex), trigger)
+               for ex in s.examples}
     reasoning = {i: f"{trigger} {t[0].strip()}" for i, t in s.generate(prompts, "reason", max_tokens).items()}
     return s.finish_after(reasoning, trigger=answer_trigger)
+
+
+def demos_apart(demos: list[tuple[Example, str]], ex: Example, ctx: StrategyContext) -> list[tuple[Example, str]]:
+    """Worked demos less the query itself and rows with its input (demos built once, from the train split,
+    may hold the very row a teacher labels); a query among them gets one demo fewer."""
+    kept = {id(d) for d in selection.apart([d for d, _ in demos], ex, ctx.input_key)}
+    return [(d, reply) for d, reply in demos if id(d) in kept]

@@ -57,7 +57,7 @@ class Structured:
         if o.k and ctx.train:
             pick = {"fixed": selection.fixed, "random": selection.random_demos, "balanced": selection.balanced}[o.selection]
             kwargs = {"labels": ctx.task.config.labels} if o.selection == "balanced" else {}
-            demos = pick(ctx.train, examples, o.k, ctx.seed, **kwargs)
+            demos = pick(ctx.train, examples, o.k, ctx.seed, same=ctx.input_key, **kwargs)  # none is its own demo
         else:
             demos = [[] for _ in examples]
         parts = ctx.parts

@@ -116,7 +116,8 @@ def create_app(workspace: Workspace, token: str | None = None, allowed_hosts: Se
                 request, "leaderboard.html", {"studies": [], "study": None, "rows": []}
             )
         study = study or studies[0]["study"]
-        chosen = [r for r in runs if r.study == study]
+        reused = store.reused_in(study)
+        chosen = [r for r in runs if r.study == study or r.id in reused]
         if not chosen:
             raise HTTPException(404, f"no study {study!r}")
         table = board_rows(workspace, chosen)
@@ -237,7 +238,8 @@ def create_app(workspace: Workspace, token: str | None = None, allowed_hosts: Se
                 request, "queue.html", {"studies": [], "items": [], "task": task}
             )
         study = study or studies[0]["study"]
-        chosen = [r for r in runs if r.study == study]
+        reused = store.reused_in(study)
+        chosen = [r for r in runs if r.study == study or r.id in reused]
         if not chosen:
             raise HTTPException(404, f"no study {study!r}")
         task = chosen[0].task_name
