@@ -243,7 +243,9 @@ def test_named_baselines_are_kept_in_the_database_one_run_per_row(store_workspac
     assert sorted(r.name for r in resolve("main", store_workspace)) == ["few_shot_balanced x fake", "zero_shot x fake"]
     set_baseline(store_workspace, "main", ids[:1])  # set replaces
     assert store_workspace.baselines.get("main").run_ids == ids[:1]
-    again = api.evaluate(make_task(), strategies=["zero_shot"], workspace=store_workspace)
+    # another run of the same row (a changed description makes a new run identity)
+    again = api.evaluate(make_task(description="sentiment, again"), strategies=["zero_shot"],
+                         workspace=store_workspace)
     with pytest.raises(TaskfitError, match="both zero_shot x fake"):
         set_baseline(store_workspace, "two", [board.rows[0].run_id if board.rows[0].strategy == "zero_shot"
                                                else board.rows[1].run_id, again.rows[0].run_id])
