@@ -213,6 +213,8 @@ def evaluate(task: str | Path | Task, strategies: Sequence[StrategyArg] | None =
     """
     ws = workspace or Workspace.open()
     task_obj, dataset = load(task)
+    if dataset.skipped:
+        log(dataset.skipped_note())
     chosen = arms(task_obj, strategies, models)
     if tuned:
         chosen += trained_arms(task_obj, dataset, chosen, workspace=ws, train_limit=train_limit, log=log,

@@ -153,6 +153,8 @@ def validate(task: TaskArg) -> None:
     ds.split(t.config.split)  # the split the study is scored on must have rows
     sizes = ", ".join(f"{k}={len(v)}" for k, v in ds.splits.items() if v)
     out.print(Text.assemble(("ok", "green"), f" {t.config.name}: {sizes}; data hash {ds.hash}"))
+    if ds.skipped:
+        err.print(ds.skipped_note(), style="yellow", highlight=False)
 
 
 @app.command()

@@ -6,6 +6,7 @@ that contains ``{{ 7*7 }}`` is shown verbatim.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -19,6 +20,9 @@ from taskfit.errors import TaskfitError
 from taskfit.taskfile import Task
 
 _env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
+# the default input template shows a JSON object or list field as the JSON the data holds, not as Python's
+# repr of it ({'a': None})
+_env.filters["as_json_text"] = lambda v: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v
 
 
 @lru_cache(maxsize=256)
@@ -66,7 +70,7 @@ def prompt_parts(task: Task) -> PromptParts:
     if output_format is None:
         output_format = f"Answer with exactly one of: {', '.join(c.labels)}." if c.labels else ""
     input_template = p.input_template or "\n".join(
-        f"{name.replace('_', ' ').capitalize()}: {{{{ {name} }}}}" for name in c.inputs)
+        f"{name.replace('_', ' ').capitalize()}: {{{{ {name} | as_json_text }}}}" for name in c.inputs)
     return PromptParts(p.system, p.instruction, output_format, p.answer_prefix, input_template, p.response_prefix)
 
 
