@@ -85,11 +85,11 @@ class Leaderboard:
         return Group(render(self.rows, title=title), Text(self.verdict))
 
     def __str__(self) -> str:
-        from rich.console import Console
+        from taskfit.terminal import console
 
-        console = Console(file=io.StringIO(), width=120, color_system=None)
-        console.print(self)
-        return console.file.getvalue()  # type: ignore[attr-defined]
+        printer = console(file=io.StringIO(), width=120, color_system=None)
+        printer.print(self)
+        return printer.file.getvalue()  # type: ignore[attr-defined]
 
 
 # -- tasks -----------------------------------------------------------------------------------------------

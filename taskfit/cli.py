@@ -8,21 +8,20 @@ import time
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from taskfit.commands.report import LatencyOpt, VolumeOpt
 from taskfit.errors import TaskfitError
+from taskfit.terminal import console, safe_text
 from taskfit.types import PredictionRow
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compare prompt strategies (and, later, fine-tuned models) on your own task, with evidence.")
-# markup=False: task, model and example text is printed as given ("[/INST]" is not a closing tag)
-out = Console(markup=False)
+out = console()
 if not out.is_terminal:  # piped output: long table rows stay on one line (the leaderboard: 120 columns)
-    out = Console(width=200, markup=False)
-err = Console(stderr=True, markup=False)
+    out = console(width=200)
+err = console(stderr=True)
 
 TaskArg = Annotated[str, typer.Argument(help="Path to the task file (YAML).")]
 StrategyOpt = Annotated[list[str] | None, typer.Option("--strategy", "-s", help="Strategy row (or registered name); repeatable.")]
@@ -316,7 +315,7 @@ def main() -> None:
     try:
         app()
     except TaskfitError as e:
-        print(f"error: {e}", file=sys.stderr)  # unwrapped, so file:line stays on one line
+        print(f"error: {safe_text(str(e))}", file=sys.stderr)  # unwrapped, so file:line stays on one line
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted: finished examples are stored; run the same command to resume", style="yellow")
