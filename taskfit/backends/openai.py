@@ -68,6 +68,8 @@ def create(spec: ModelSpec) -> OpenAIBackend:
 def facts(spec: ModelSpec, cache: Any) -> ModelFacts:
     """The model's identity without a request; prompt tokens approximated from characters; generation only."""
     o = backend_options(spec)
+    if o.base_url:  # the id below is a cache key and is printed by the dry run
+        check_url(o.base_url, "models[].base_url")
     base = (o.base_url or "").rstrip("/")
     return ModelFacts(f"openai:{_public_url(base)}:{o.model}", chars, True, can_score=False)
 
