@@ -75,6 +75,18 @@ def test_report_and_optimize_send_no_control_characters(hostile_task, taskfit_ho
     _clean(runner.invoke(app, ["optimizations", opt_id]))
 
 
+@pytest.mark.slow  # init checks the task file it writes: about 12 s
+def test_init_previews_data_without_control_characters(tmp_path, taskfit_home):
+    rows = [{"id": f"r{i}", "text": f"review {i} {HOSTILE}", "label": ["positive", "negative"][i % 2]}
+            for i in range(12)]
+    write_jsonl(tmp_path / "rows.jsonl", rows)
+    # field to predict, inputs, then the goal questions left blank, data may not leave
+    res = CliRunner().invoke(app, ["init", str(tmp_path / "rows.jsonl"), "--out", str(tmp_path / "t.yaml")],
+                             input="label\n\n\n\n\n\nn\n")
+    shown = _clean(res)
+    assert "review 0" in shown and "\\x1b]8;;" in shown  # the rows were shown, with their escapes visible
+
+
 def test_an_error_quoting_data_sends_no_control_characters(make_task, tmp_path, capfd, monkeypatch):
     from taskfit.cli import main
 
