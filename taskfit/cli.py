@@ -153,7 +153,7 @@ def validate(task: TaskArg) -> None:
     sizes = ", ".join(f"{k}={len(v)}" for k, v in ds.splits.items() if v)
     out.print(Text.assemble(("ok", "green"), f" {t.config.name}: {sizes}; data hash {ds.hash}"))
     if ds.skipped:
-        err.print(ds.skipped_note(), style="yellow", highlight=False)
+        err.print(ds.skipped_note(), style="yellow", highlight=False, soft_wrap=True)
 
 
 @app.command()

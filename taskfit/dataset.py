@@ -203,9 +203,9 @@ class Dataset:
         """One line saying how many rows were left out for a missing value, and the first; "" when none."""
         if not self.skipped:
             return ""
-        n = len(self.skipped)
-        return f"skipped {n} row{'s' if n != 1 else ''} with a missing value (data.on_missing: skip), " \
-               f"first: {self.skipped[0]}"
+        n, first = len(self.skipped), self.skipped[0]
+        return (f"skipped {n} row{'s' if n != 1 else ''} with a missing value (data.on_missing: skip); first: "
+                f"{first.file}:{first.line}, field {first.field!r}")
 
     def split(self, name: str) -> list[Example]:
         if name not in self.splits or not self.splits[name]:

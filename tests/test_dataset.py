@@ -113,7 +113,7 @@ def test_on_missing_skip_leaves_rows_out_and_counts_them(make_task, tmp_path, ta
     path = _jsonl_task(make_task, tmp_path, rows, data={"on_missing": "skip"})
     ds = load_dataset(load_task(path))
     assert [ex.id for ex in ds.split("test")] == ["a", "d"] and len(ds.skipped) == 2
-    assert ds.skipped_note().startswith("skipped 2 rows with a missing value") and "rows.jsonl:2" in ds.skipped_note()
+    assert ds.skipped_note().startswith("skipped 2 rows with a missing value") and "rows.jsonl:2, field 'label'" in ds.skipped_note()
     res = CliRunner().invoke(app, ["validate", str(path)])
     assert res.exit_code == 0 and "test=2" in res.output and "skipped 2 rows" in res.output, res.output
     res = CliRunner().invoke(app, ["eval", str(path), "-s", "zero_shot"])
