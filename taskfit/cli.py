@@ -224,7 +224,9 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
     for p in preds[:limit]:
         note = "call failed" if p.failed else ("parse failed" if p.parse_failed else "")
         text = " | ".join(str(v) for v in p.inputs.values())
-        t.add_row(p.example_id, text[:120], p.target[:60], str(p.answer)[:60], f"{p.score:.2f}", str(p.calls), note)
+        # escaped before the table is laid out, so that its columns fit the escapes
+        cells = [safe_text(c) for c in (p.example_id, text[:120], p.target[:60], str(p.answer)[:60])]
+        t.add_row(*cells, f"{p.score:.2f}", str(p.calls), note)
     out.print(t)
     if run.config["model"].get("backend") == "tuned":  # what training changed, on a few examples
         from taskfit.commands.tune import print_before_after
