@@ -207,6 +207,25 @@ class Dataset:
         return (f"skipped {n} row{'s' if n != 1 else ''} with a missing value (data.on_missing: skip); first: "
                 f"{first.file}:{first.line}, field {first.field!r}")
 
+    def require(self, names: set[str], *, skip: bool = False) -> None:
+        """Raise MissingValue for an example whose field in ``names`` is absent, null or NaN (fields a template
+        shows beyond the declared inputs); with ``skip``, leave such examples out and count them instead."""
+        for split, exs in self.splits.items():
+            kept = []
+            for ex in exs:
+                name = next((n for n in sorted(names) if _is_null(ex.fields.get(n))), None)
+                if name is None:
+                    kept.append(ex)
+                    continue
+                file, _, line = ex.source.rpartition(":")
+                e = MissingValue(f"field {name!r}, which a template shows, is "
+                                 f"{_null_name(ex.fields[name]) if name in ex.fields else 'absent'}",
+                                 file=file, line=int(line), field=name)
+                if not skip:
+                    raise e
+                self.skipped.append(e)
+            self.splits[split] = kept
+
     def split(self, name: str) -> list[Example]:
         if name not in self.splits or not self.splits[name]:
             have = [k for k, v in self.splits.items() if v]

@@ -50,8 +50,8 @@ class DataConfig(_Strict):
     shuffle: bool = Field(False, description="Shuffle the rows of each train/dev/test file once, with `seed`, so "
                           "that `limit: N` takes a fair sample of a file sorted by label (`file` is always shuffled).")
     on_missing: Literal["error", "skip"] = Field(
-        "error", description="A row whose output is null, NaN, empty or absent, or whose input field is null or "
-        "NaN: `error` stops with its file, line and field; `skip` leaves it out and `validate`, `eval` and `run` "
+        "error", description="A row whose output is null, NaN, empty or absent, or whose input field (or a field a "
+        "template shows) is null, NaN or absent: `error` stops with its file, line and field; `skip` leaves it out and `validate`, `eval` and `run` "
         "print how many were left out.")
 
     @model_validator(mode="after")

@@ -163,3 +163,20 @@ def test_a_stray_quote_inside_a_csv_value_is_still_read(make_task, tmp_path):
     (tmp_path / "data" / "all.csv").write_text('id,text,label\na,5" screen,positive\n')
     (ex,) = load_dataset(load_task(make_task(data={"test": "data/all.csv"}))).split("test")
     assert ex.fields["text"] == '5" screen'
+
+
+@pytest.mark.parametrize("on_missing", ["error", "skip"])
+def test_a_null_field_that_only_a_template_shows_is_missing_too(make_task, tmp_path, on_missing):
+    from taskfit.study import prepare
+
+    rows = [GOOD.replace('"text"', '"context": "a review", "text"'), '{"id": "b", "text": "dull", "context": null, '
+            '"label": "negative"}', '{"id": "c", "text": "ok", "context": "x", "label": "positive"}']
+    path = _jsonl_task(make_task, tmp_path, rows, data={"on_missing": on_missing},
+                       prompt={"instruction": "Classify the {{ context }}.", "input_template": "{{ text }}"})
+    if on_missing == "error":
+        with pytest.raises(TaskfitError) as e:
+            prepare(path)
+        assert (e.value.line, e.value.field) == (2, "context") and "null" in str(e.value)
+    else:
+        _, ds = prepare(path)
+        assert [ex.id for ex in ds.split("test")] == ["a", "c"] and ds.skipped_note().startswith("skipped 1 row")
