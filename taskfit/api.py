@@ -87,11 +87,11 @@ class Leaderboard:
         return Group(render(self.rows, title=title), Text(self.verdict))
 
     def __str__(self) -> str:
-        from rich.console import Console
+        from taskfit.terminal import console
 
-        console = Console(file=io.StringIO(), width=120, color_system=None)
-        console.print(self)
-        return console.file.getvalue()  # type: ignore[attr-defined]
+        printer = console(file=io.StringIO(), width=120, color_system=None)
+        printer.print(self)
+        return printer.file.getvalue()  # type: ignore[attr-defined]
 
 
 # -- tasks -----------------------------------------------------------------------------------------------
@@ -217,6 +217,8 @@ def evaluate(task: str | Path | Task, strategies: Sequence[StrategyArg] | None =
     stage = Stages()
     with stage("load"):
         task_obj, dataset = load(task)
+        if dataset.skipped:
+            log(dataset.skipped_note())
         chosen = arms(task_obj, strategies, models)
     if tuned:
         kw = {"workspace": ws, "train_limit": train_limit, "log": log, "on_step": on_step}

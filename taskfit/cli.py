@@ -8,21 +8,20 @@ import time
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from taskfit.commands.report import LatencyOpt, VolumeOpt
 from taskfit.errors import TaskfitError
+from taskfit.terminal import console, safe_text
 from taskfit.types import PredictionRow
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compare prompt strategies (and, later, fine-tuned models) on your own task, with evidence.")
-# markup=False: task, model and example text is printed as given ("[/INST]" is not a closing tag)
-out = Console(markup=False)
+out = console()
 if not out.is_terminal:  # piped output: long table rows stay on one line (the leaderboard: 120 columns)
-    out = Console(width=200, markup=False)
-err = Console(stderr=True, markup=False)
+    out = console(width=200)
+err = console(stderr=True)
 
 TaskArg = Annotated[str, typer.Argument(help="Path to the task file (YAML).")]
 StrategyOpt = Annotated[list[str] | None, typer.Option("--strategy", "-s", help="Strategy row (or registered name); repeatable.")]
@@ -169,6 +168,8 @@ def validate(task: TaskArg) -> None:
     ds.split(t.config.split)  # the split the study is scored on must have rows
     sizes = ", ".join(f"{k}={len(v)}" for k, v in ds.splits.items() if v)
     out.print(Text.assemble(("ok", "green"), f" {t.config.name}: {sizes}; data hash {ds.hash}"))
+    if ds.skipped:
+        err.print(ds.skipped_note(), style="yellow", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -239,7 +240,9 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix)
     for p in preds[:limit]:
         note = "call failed" if p.failed else ("parse failed" if p.parse_failed else "")
         text = " | ".join(str(v) for v in p.inputs.values())
-        t.add_row(p.example_id, text[:120], p.target[:60], str(p.answer)[:60], f"{p.score:.2f}", str(p.calls), note)
+        # escaped before the table is laid out, so that its columns fit the escapes
+        cells = [safe_text(c) for c in (p.example_id, text[:120], p.target[:60], str(p.answer)[:60])]
+        t.add_row(*cells, f"{p.score:.2f}", str(p.calls), note)
     out.print(t)
     if run.config["model"].get("backend") == "tuned":  # what training changed, on a few examples
         from taskfit.commands.tune import print_before_after
@@ -330,7 +333,7 @@ def main() -> None:
     try:
         app()
     except TaskfitError as e:
-        print(f"error: {e}", file=sys.stderr)  # unwrapped, so file:line stays on one line
+        print(f"error: {safe_text(str(e))}", file=sys.stderr)  # unwrapped, so file:line stays on one line
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted: finished examples are stored; run the same command to resume", style="yellow")

@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlsplit
 
+from taskfit.errors import TaskfitError
+
 # Query parameter names that carry a key, lowercased with "-" and "_" removed; names ending in one of the
 # suffixes count too (x-api-key, client_secret, sessiontoken, ...).
 _KEY_NAMES = frozenset({"key", "apikey", "auth", "authorization", "bearer", "code", "password", "passwd", "pass",
@@ -22,20 +24,34 @@ MASK = "***"
 
 
 def url_problem(url: str) -> str | None:
-    """Why ``url`` may not be a server URL in a task file, or None. The answer never repeats a secret."""
+    """Why ``url`` may not be a server URL, or None. The answer never repeats any part of the URL: a part
+    that looks harmless may still be a secret."""
+    if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url):  # urlsplit silently drops tabs and newlines
+        return "contains a space or control character"
     try:
         parts = urlsplit(url)
-        _ = parts.port  # raises on a malformed port
-    except ValueError as e:
-        return f"is not a valid URL ({e})"
+        _ = parts.port  # raises on a malformed port (whose message quotes the netloc)
+    except ValueError:
+        return "is not a valid URL (expected http(s)://host[:port]/path)"
     if "@" in parts.netloc:
         return f"holds credentials (user:password@); {HOW_TO}"
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "must start with http:// or https:// and name a host"
     keys = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True) if _is_key_name(name)]
     if keys:
         return f"holds a credential (the query parameter {keys[0]!r}); {HOW_TO}"
-    if parts.query or parts.fragment:
-        return "must not have a query string or fragment: the API path (/chat/completions) is appended to it"
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return ("must not have a query string or fragment: they may carry a credential, and the API path "
+                f"(/chat/completions) is appended to the URL; {HOW_TO}")
+    if re.search(r"[;=]|%3[bd]", parts.path, re.IGNORECASE):  # matrix parameters: /v1;token=...
+        return f"must not have path parameters (;name=value): they may carry a credential; {HOW_TO}"
     return None
+
+
+def check_url(url: str, field: str) -> None:
+    """Raise a TaskfitError naming ``field`` when ``url`` may not be a server URL (see ``url_problem``)."""
+    if problem := url_problem(url):
+        raise TaskfitError(f"{field} {problem}", field=field)
 
 
 def _is_key_name(name: str) -> bool:

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     text = _read_text(path)
     rows: list[tuple[int, dict[str, Any]]] = []
     if path.suffix.lower() == ".csv":
+        _check_quotes_close(text, path)
         reader = csv.DictReader(io.StringIO(text, newline=""))
         try:
             for row in reader:
@@ -66,6 +68,33 @@ def _read_text(path: Path) -> str:
                            "save the file as UTF-8", file=str(path), line=line) from None
 
 
+def _check_quotes_close(text: str, path: Path) -> None:
+    """A quoted CSV value that never closes swallows every later line into one value; the csv module then
+    reports a short row, far from the cause. Name the quote instead."""
+    if text.count('"') % 2 == 0:  # each closed quoted value holds an even number of quote characters
+        return
+    line, col, opened, field_start, quoted, i = 1, 1, (0, 0), True, False, 0
+    while i < len(text):
+        ch = text[i]
+        if quoted and ch == '"':
+            if text.startswith('""', i):  # an escaped quote inside the value
+                i, col = i + 1, col + 1
+            else:
+                quoted = False
+        elif not quoted and ch == '"' and field_start:  # like the csv module, a quote opens only a value
+            quoted, opened = True, (line, col)
+        field_start = not quoted and ch in ",\r\n"
+        if ch == "\n" or (ch == "\r" and not text.startswith("\r\n", i)):
+            line, col = line + 1, 1
+        else:
+            col += 1
+        i += 1
+    if quoted:
+        raise TaskfitError(f"unterminated quote: the quoted value that starts at column {opened[1]} never closes "
+                           "(every later line became part of it); close it with \" or double a quote inside it "
+                           "as \"\"", file=str(path), line=opened[0])
+
+
 def _check_csv_row(row: dict[str | None, Any], n_columns: int, path: Path, line: int) -> None:
     """A row must have one value per header column: DictReader pads short rows with None (which would become
     the text "None") and collects extra values under the key None."""
@@ -78,12 +107,24 @@ def _check_csv_row(row: dict[str | None, Any], n_columns: int, path: Path, line:
     raise TaskfitError(f"row has {n} values but the header has {n_columns} columns", file=str(path), line=line)
 
 
+class MissingValue(TaskfitError):
+    """A row without a value the task needs (its output, or an input field); ``data.on_missing: skip`` drops
+    such rows instead of stopping."""
+
+
 def to_example(task: Task, path: Path, lineno: int, row: dict[str, Any]) -> Example:
+    """The row as an example; raises MissingValue, naming the file, line and field, for an absent or null
+    input or output (and an empty output), so that no prompt shows "None" and no answer is scored against it."""
     c = task.config
-    for name in [*c.inputs, c.output] + ([c.aliases] if c.aliases else []):
+    check_inputs(task, path, lineno, row)
+    for name in [c.output] + ([c.aliases] if c.aliases else []):
         if name not in row:
-            raise TaskfitError(f"missing field {name!r} (row has: {', '.join(row) or 'nothing'})",
+            raise MissingValue(f"missing field {name!r} (row has: {', '.join(row) or 'nothing'})",
                                file=str(path), line=lineno, field=name)
+    if _is_null(row[c.output]) or not _as_text(row[c.output]).strip():
+        raise MissingValue(f"output field {c.output!r} is {_null_name(row[c.output])}: every row needs the "
+                           "expected answer (`data.on_missing: skip` leaves such rows out)", file=str(path),
+                           line=lineno, field=c.output)
     target = _as_text(row[c.output])
     answers = [target]
     if c.aliases:
@@ -91,12 +132,40 @@ def to_example(task: Task, path: Path, lineno: int, row: dict[str, Any]) -> Exam
         if not isinstance(extra, list):
             raise TaskfitError(f"field {c.aliases!r} must be a list of accepted answers", file=str(path),
                                line=lineno, field=c.aliases)
+        if any(_is_null(a) for a in extra):
+            raise MissingValue(f"field {c.aliases!r} holds a null answer", file=str(path), line=lineno,
+                               field=c.aliases)
         answers += [_as_text(a) for a in extra if _as_text(a) not in answers]
     if c.labels and target not in c.labels:
         raise TaskfitError(f"{c.output}={target!r} is not one of the task's labels {c.labels}",
                            file=str(path), line=lineno, field=c.output)
-    row_id = str(row.get(c.data.id_field, f"{path.stem}-{lineno}"))
-    return Example(id=row_id, fields=row, target=target, answers=tuple(answers), source=f"{path}:{lineno}")
+    return Example(id=row_id(task, path, lineno, row), fields=row, target=target, answers=tuple(answers), source=f"{path}:{lineno}")
+
+
+def check_inputs(task: Task, path: Path, lineno: int, row: dict[str, Any]) -> None:
+    """Raise MissingValue for an input field that is absent, null or NaN."""
+    for name in task.config.inputs:
+        if name not in row:
+            raise MissingValue(f"missing field {name!r} (row has: {', '.join(row) or 'nothing'})",
+                               file=str(path), line=lineno, field=name)
+        if _is_null(row[name]):
+            raise MissingValue(f"input field {name!r} is {_null_name(row[name])}", file=str(path), line=lineno,
+                               field=name)
+
+
+def row_id(task: Task, path: Path, lineno: int, row: dict[str, Any]) -> str:
+    """The row's id field, or file stem and line when it has none (or a null one)."""
+    given = row.get(task.config.data.id_field)
+    return f"{path.stem}-{lineno}" if _is_null(given) else str(given)
+
+
+def _is_null(v: Any) -> bool:
+    """JSON null, or NaN (JSON ``NaN``): Python would print either as text ("None", "nan")."""
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _null_name(v: Any) -> str:
+    return "null" if v is None else "NaN" if _is_null(v) else "empty"
 
 
 def _as_text(v: Any) -> str:
@@ -105,12 +174,57 @@ def _as_text(v: Any) -> str:
     return json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else str(v)
 
 
+def examples(task: Task, path: Path, rows: list[tuple[int, dict[str, Any]]], skipped: list[MissingValue]
+             ) -> list[Example]:
+    """``rows`` as examples; with ``data.on_missing: skip`` a row missing a value is left out and its error
+    appended to ``skipped``."""
+    out = []
+    for lineno, row in rows:
+        try:
+            out.append(to_example(task, path, lineno, row))
+        except MissingValue as e:
+            if task.config.data.on_missing != "skip":
+                raise
+            skipped.append(e)
+    if rows and not out:
+        raise TaskfitError(f"every row misses a value (the first: {skipped[0]})", file=str(path))
+    return out
+
+
 class Dataset:
     """The task's splits, loaded once. ``hash`` fingerprints every row of every split."""
 
-    def __init__(self, splits: dict[str, list[Example]], digest: str):
+    def __init__(self, splits: dict[str, list[Example]], digest: str, skipped: list[MissingValue] | None = None):
         self.splits = splits
         self.hash = digest
+        self.skipped = skipped or []  # rows left out under data.on_missing: skip, each with why
+
+    def skipped_note(self) -> str:
+        """One line saying how many rows were left out for a missing value, and the first; "" when none."""
+        if not self.skipped:
+            return ""
+        n, first = len(self.skipped), self.skipped[0]
+        return (f"skipped {n} row{'s' if n != 1 else ''} with a missing value (data.on_missing: skip); first: "
+                f"{first.file}:{first.line}, field {first.field!r}")
+
+    def require(self, names: set[str], *, skip: bool = False) -> None:
+        """Raise MissingValue for an example whose field in ``names`` is absent, null or NaN (fields a template
+        shows beyond the declared inputs); with ``skip``, leave such examples out and count them instead."""
+        for split, exs in self.splits.items():
+            kept = []
+            for ex in exs:
+                name = next((n for n in sorted(names) if _is_null(ex.fields.get(n))), None)
+                if name is None:
+                    kept.append(ex)
+                    continue
+                file, _, line = ex.source.rpartition(":")
+                e = MissingValue(f"field {name!r}, which a template shows, is "
+                                 f"{_null_name(ex.fields[name]) if name in ex.fields else 'absent'}",
+                                 file=file, line=int(line), field=name)
+                if not skip:
+                    raise e
+                self.skipped.append(e)
+            self.splits[split] = kept
 
     def split(self, name: str) -> list[Example]:
         if name not in self.splits or not self.splits[name]:
@@ -123,22 +237,23 @@ def load_dataset(task: Task) -> Dataset:
     c = task.config.data
     h = hashlib.sha256()
     splits: dict[str, list[Example]] = {"train": [], "dev": [], "test": []}
+    skipped: list[MissingValue] = []
     if c.file:
         path = task.resolve(c.file)
         rows = _nonempty(read_rows(path), path)
         h.update(path.read_bytes())
-        examples = [to_example(task, path, n, r) for n, r in rows]
+        rows_kept = examples(task, path, rows, skipped)
         ratios = c.split or _default_ratios()
-        order = list(range(len(examples)))
+        order = list(range(len(rows_kept)))
         random.Random(c.seed).shuffle(order)
         n_train = round(ratios.train * len(order))
         n_dev = round(ratios.dev * len(order))
         for name, idx in (("train", order[:n_train]), ("dev", order[n_train:n_train + n_dev]),
                           ("test", order[n_train + n_dev:])):
-            splits[name] = [examples[i] for i in sorted(idx)]
+            splits[name] = [rows_kept[i] for i in sorted(idx)]
             if getattr(ratios, name) > 0 and not idx:
                 raise TaskfitError(f"split {name!r} has ratio {getattr(ratios, name):g} but gets 0 of "
-                                   f"{len(examples)} rows; add rows or change `split`", file=str(path),
+                                   f"{len(rows_kept)} rows; add rows or change `split`", file=str(path),
                                    field="data.split")
     else:
         for name in ("train", "dev", "test"):
@@ -147,12 +262,12 @@ def load_dataset(task: Task) -> Dataset:
                 path = task.resolve(rel)
                 rows = _nonempty(read_rows(path), path)
                 h.update(name.encode() + path.read_bytes())
-                splits[name] = [to_example(task, path, n, r) for n, r in rows]
+                splits[name] = examples(task, path, rows, skipped)
                 if c.shuffle:
                     h.update(b"shuffled")
                     random.Random(f"{c.seed}:{name}").shuffle(splits[name])
     _check_unique_ids(splits)
-    return Dataset(splits, h.hexdigest()[:16])
+    return Dataset(splits, h.hexdigest()[:16], skipped)
 
 
 def _check_unique_ids(splits: dict[str, list[Example]]) -> None:
@@ -181,12 +296,13 @@ def rows_dataset(task: Task) -> Dataset:
     """The splits of a task built from rows in memory, checked like rows read from a file."""
     h = hashlib.sha256()
     splits: dict[str, list[Example]] = {"train": [], "dev": [], "test": []}
+    skipped: list[MissingValue] = []
     for split, given in (task.rows or {}).items():
         where = Path(f"{split}-rows")  # errors read "test-rows:3: missing field 'label'"
         for i, row in enumerate(given, start=1):
             if not isinstance(row, dict):
                 raise TaskfitError(f"expected a mapping, got {type(row).__name__}", file=str(where), line=i)
-        splits[split] = [to_example(task, where, i, row) for i, row in enumerate(given, start=1)]
+        splits[split] = examples(task, where, list(enumerate(given, start=1)), skipped)
         h.update(split.encode() + json.dumps(given, sort_keys=True, default=str).encode())
     _check_unique_ids(splits)
-    return Dataset(splits, h.hexdigest()[:16])
+    return Dataset(splits, h.hexdigest()[:16], skipped)

@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from taskfit.compare import Comparison, Flip, RowResults, compare, pair
+from taskfit.terminal import safe_text
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ FLIPS_SHOWN = 10  # per row and direction in the Markdown summary: a comment sta
 
 def _cell(value: object, width: int = 120) -> str:
     """Model text in one Markdown table cell: one line, no pipes or markup, control characters escaped."""
-    s = re.sub(r"\s+", " ", printable(str(value))).strip()
+    s = re.sub(r"\s+", " ", safe_text(str(value))).strip()
     s = s if len(s) <= width else s[: width - 1] + "…"
     return re.sub(r"([\\`*_|<>\[\]])", r"\\\1", s)
 
@@ -133,20 +134,11 @@ def junit(result: GateResult, suite: str = "taskfit check") -> str:
                        failures=str(sum(not r.passed for r in result.rows)), errors="0")
     for r in result.rows:
         c = r.comparison
-        case = ET.SubElement(ts, "testcase", classname=suite, name=printable(r.name))
+        case = ET.SubElement(ts, "testcase", classname=suite, name=safe_text(r.name))
         out = ET.SubElement(case, "system-out")
-        out.text = printable(c.summary())
+        out.text = safe_text(c.summary())
         if not r.passed:
-            fail = ET.SubElement(case, "failure", message=printable("; ".join(r.failures)), type="regression")
-            fail.text = printable("\n".join([c.summary(), *(f"right -> wrong: {f.example_id}" for f in c.worse)]))
+            fail = ET.SubElement(case, "failure", message=safe_text("; ".join(r.failures)), type="regression")
+            fail.text = safe_text("\n".join([c.summary(), *(f"right -> wrong: {f.example_id}" for f in c.worse)]))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters (escape sequences, NUL...) shown as ``\\xNN``: model text printed to a
-    terminal or written to XML cannot move the cursor, recolour the screen or break the file."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

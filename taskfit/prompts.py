@@ -6,6 +6,7 @@ that contains ``{{ 7*7 }}`` is shown verbatim.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -19,6 +20,9 @@ from taskfit.errors import TaskfitError
 from taskfit.taskfile import Task
 
 _env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
+# the default input template shows a JSON object or list field as the JSON the data holds, not as Python's
+# repr of it ({'a': None})
+_env.filters["as_json_text"] = lambda v: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v
 
 
 @lru_cache(maxsize=256)
@@ -26,8 +30,9 @@ def _compile(source: str):
     return _env.from_string(source)
 
 
-def check_template(source: str, fields: set[str], where: str, task_path: str | None = None) -> None:
-    """Fail early when ``source`` is not valid Jinja2 or references a field rows do not have."""
+def check_template(source: str, fields: set[str], where: str, task_path: str | None = None) -> set[str]:
+    """Fail early when ``source`` is not valid Jinja2 or references a field rows do not have; returns the
+    fields it uses."""
     try:
         names = meta.find_undeclared_variables(_env.parse(source))
     except TemplateSyntaxError as e:
@@ -38,6 +43,7 @@ def check_template(source: str, fields: set[str], where: str, task_path: str | N
         raise TaskfitError(f"{where}: template references field(s) {', '.join(repr(m) for m in missing)} "
                            f"that the data does not have (fields: {', '.join(sorted(fields))})",
                            file=task_path, field=where)
+    return names
 
 
 def render(source: str, variables: dict[str, Any], where: str = "template") -> str:
@@ -66,23 +72,25 @@ def prompt_parts(task: Task) -> PromptParts:
     if output_format is None:
         output_format = f"Answer with exactly one of: {', '.join(c.labels)}." if c.labels else ""
     input_template = p.input_template or "\n".join(
-        f"{name.replace('_', ' ').capitalize()}: {{{{ {name} }}}}" for name in c.inputs)
+        f"{name.replace('_', ' ').capitalize()}: {{{{ {name} | as_json_text }}}}" for name in c.inputs)
     return PromptParts(p.system, p.instruction, output_format, p.answer_prefix, input_template, p.response_prefix)
 
 
-def validate_templates(task: Task, fields: set[str]) -> None:
-    """Check every template the task file declares against the fields its rows have."""
+def validate_templates(task: Task, fields: set[str]) -> set[str]:
+    """Check every template the task file declares against the fields its rows have; returns the fields
+    they use."""
     c = task.config
     parts = prompt_parts(task)
     where = str(task.path)
-    check_template(parts.input_template, fields, "prompt.input_template", where)
-    check_template(parts.instruction, fields, "prompt.instruction", where)
+    used = check_template(parts.input_template, fields, "prompt.input_template", where)
+    used |= check_template(parts.instruction, fields, "prompt.instruction", where)
     if parts.system:
-        check_template(parts.system, fields, "prompt.system", where)
+        used |= check_template(parts.system, fields, "prompt.system", where)
     for i, s in enumerate(c.strategies):
         for key, value in s.options.items():
             if isinstance(value, str) and "{{" in value:
-                check_template(value, fields, f"strategies[{i}].{key}", where)
+                used |= check_template(value, fields, f"strategies[{i}].{key}", where)
+    return used
 
 
 def render_input(parts: PromptParts, ex: Example) -> str:

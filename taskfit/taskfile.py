@@ -50,6 +50,10 @@ class DataConfig(_Strict):
     id_field: str = Field("id", description="Field holding a row id; the line number is used when absent.")
     shuffle: bool = Field(False, description="Shuffle the rows of each train/dev/test file once, with `seed`, so "
                           "that `limit: N` takes a fair sample of a file sorted by label (`file` is always shuffled).")
+    on_missing: Literal["error", "skip"] = Field(
+        "error", description="A row whose output is null, NaN, empty or absent, or whose input field (or a field a "
+        "template shows) is null, NaN or absent: `error` stops with its file, line and field; `skip` leaves it out and `validate`, `eval` and `run` "
+        "print how many were left out.")
 
     @model_validator(mode="after")
     def _one_layout(self) -> DataConfig:

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from taskfit.cli import app
 from taskfit.compare import ExampleResult, RowResults, compare
-from taskfit.gate import Criteria, failures, judge, junit, markdown, printable
+from taskfit.gate import Criteria, failures, judge, junit, markdown
+from taskfit.terminal import safe_text as printable
 
 N = 15  # examples per class: enough for McNemar to call 15 flips significant
 

@@ -61,6 +61,67 @@ def test_credentials_in_base_url_are_refused_by_the_backend():
         OpenAIBackend(ModelSpec(backend="openai", base_url="http://127.0.0.1:1/v1?api_key=abc", model="m"))
 
 
+URL_SECRET = "SEMI-88-secret"
+# every part of a URL that can carry a credential, each holding URL_SECRET
+CREDENTIAL_URLS = [
+    f"http://127.0.0.1:9/v1;token={URL_SECRET}",  # a matrix parameter
+    f"http://127.0.0.1:9/v1;{URL_SECRET}",
+    f"http://127.0.0.1:9/v1%3Btoken={URL_SECRET}",
+    f"http://127.0.0.1:9/v1/auth={URL_SECRET}",
+    f"http://127.0.0.1:9;token={URL_SECRET}/v1",  # in the authority
+    f"http://127.0.0.1:9/v1?x={URL_SECRET}",  # a query parameter without a key-like name
+    f"http://127.0.0.1:9/v1?token={URL_SECRET}",
+    f"http://127.0.0.1:9/v1#{URL_SECRET}",  # a fragment
+    f"http://user:{URL_SECRET}@127.0.0.1:9/v1",  # userinfo
+    f"127.0.0.1:9/v1;{URL_SECRET}",  # no scheme
+    f"ftp://127.0.0.1:9/{URL_SECRET}",
+    f"http://127.0.0.1:9/v1\t;{URL_SECRET}",  # urlsplit drops the tab
+]
+
+
+@pytest.mark.parametrize("url", CREDENTIAL_URLS)
+def test_every_credential_shape_in_a_url_is_refused_without_repeating_it(url):
+    from taskfit.credentials import url_problem
+
+    problem = url_problem(url)
+    assert problem and URL_SECRET not in problem
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000/v1", "https://api.openai.com/v1", "http://[::1]:8000/v1/",
+                                 "https://example.test/openai/deployments/gpt-4o-mini"])
+def test_plain_server_urls_are_accepted(url):
+    from taskfit.credentials import url_problem
+
+    assert url_problem(url) is None
+
+
+@pytest.mark.parametrize("url", CREDENTIAL_URLS)
+def test_a_credential_in_any_url_reaches_no_store_and_no_output(make_task, taskfit_home, url):
+    """The task file's model rows (and nested ones: a tuned model's server), and `tune --provider --base-url`:
+    each is refused with how to pass a key instead, and the secret is in no stored file and no output."""
+    from typer.testing import CliRunner
+
+    from taskfit.cli import app
+
+    seen = []
+    for models in ([{"backend": "openai", "name": "remote", "base_url": url, "model": "m"}],
+                   [{"backend": "scripted", "name": "fake"}, {"backend": "tuned", "serve_via": {"base_url": url}}]):
+        path = make_task(models=models, strategies=["zero_shot"])
+        for args in (["validate", str(path)], ["eval", str(path), "--json"]):
+            res = CliRunner().invoke(app, args)
+            seen.append(res.output + str(res.exception))
+            assert isinstance(res.exception, TaskfitError) and "base_url" in str(res.exception), seen[-1]
+    res = CliRunner().invoke(app, ["tune", str(make_task()), "--provider", "openai", "-m", "gpt-x",
+                                   "--base-url", url, "--no-evaluate"], env={"OPENAI_API_KEY": "k"})
+    seen.append(res.output + str(res.exception))
+    assert isinstance(res.exception, TaskfitError) and "base_url" in str(res.exception), seen[-1]
+    # how to pass a key instead, unless the URL is not a URL at all
+    assert all(any(why in s for why in ("api_key_env", "not a valid URL", "must start with http", "control character"))
+               for s in seen), seen
+    assert URL_SECRET not in "\n".join(seen)
+    assert not _files_containing(taskfit_home, URL_SECRET)
+
+
 class _EchoKeyServer(BaseHTTPRequestHandler):
     """Answers like a chat server; a message containing "FAIL" gets a 401 whose body echoes the credentials,
     as real servers do ("Incorrect API key provided: sk-...")."""

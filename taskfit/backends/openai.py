@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from taskfit.backends import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult, backend_options
 from taskfit.backends import server_scoring as ss
 from taskfit.backends.facts import ModelFacts, chars
-from taskfit.credentials import redact, url_problem
+from taskfit.credentials import check_url, redact
 from taskfit.errors import ModelCallError, TaskfitError
 from taskfit.taskfile import ModelSpec
 
@@ -70,6 +70,8 @@ def facts(spec: ModelSpec, cache: Any) -> ModelFacts:
     labels as the probe found (kept in the call cache by the first run), else as the task file names the path,
     else unknown (None) until the first call probes the server."""
     o = backend_options(spec)
+    if o.base_url:  # the id below is a cache key and is printed by the dry run
+        check_url(o.base_url, "models[].base_url")
     base = (o.base_url or "").rstrip("/")
     model_id = f"openai:{_public_url(base)}:{o.model}"
     order = _paths(o)
@@ -113,11 +115,7 @@ class OpenAIBackend:
         if not o.base_url:
             raise TaskfitError("the openai backend needs models[].base_url, e.g. http://127.0.0.1:8000/v1",
                                field="models[].base_url")
-        if not o.base_url.startswith(("http://", "https://")):
-            raise TaskfitError(f"models[].base_url must start with http:// or https:// "
-                               f"(got {o.base_url!r})", field="models[].base_url")
-        if problem := url_problem(o.base_url):
-            raise TaskfitError(f"models[].base_url {problem}", field="models[].base_url")
+        check_url(o.base_url, "models[].base_url")
         if not o.model:
             raise TaskfitError("the openai backend needs models[].model, the model name sent to the server",
                                field="models[].model")

@@ -2,7 +2,8 @@
 
 Each module exposes ``register(app)``, which adds its commands to the Typer app; ``taskfit.cli`` calls it
 for every module listed in ``COMMANDS``. (Modules get the app passed in rather than importing
-``taskfit.cli``, which also runs as ``python -m taskfit.cli``.) Print with ``rich.console.Console()``.
+``taskfit.cli``, which also runs as ``python -m taskfit.cli``.) Print with ``taskfit.terminal.console()``,
+which never sends control characters from model output or data to the terminal.
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from taskfit.commands import workspace
+from taskfit.terminal import console
 
 
 def register(app: typer.Typer) -> None:
@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
             counts = [int(s) for s in sizes.split(",") if s.strip()]
         except ValueError:
             raise TaskfitError(f"--sizes {sizes!r}: give comma-separated row counts, e.g. 50,100,200") from None
-        err = Console(stderr=True)
+        err = console(stderr=True, markup=True)
         t, dataset = prepare(task)
         spec = tuning_row(t, tuning)
         ws = workspace()
@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
                               "points": [{"size": p.size, **_point(p.row), "vs_reference": p.vs_reference}
                                          for p in lc.points]}, indent=2, default=list))
             return
-        console = Console()
+        printer = console(markup=True)
         table = Table(title=f"Learning curve: {lc.recipe} on {t.config.name} ({data.metric}, "
                       f"{lc.points[0].row.n} test rows)", title_justify="left")
         for col in ("labelled rows", "score [95% CI]", "vs best prompt", "p", "training", "run"):
@@ -76,10 +76,10 @@ def register(app: typer.Typer) -> None:
         if lc.reference is not None:
             table.caption = (f"best prompt row: {lc.reference.strategy} x {lc.reference.model} "
                              f"{score_text(lc.reference)}; p: McNemar or paired bootstrap, * < 0.05")
-        console.print(table)
-        console.print(lc.statement(), highlight=False)
+        printer.print(table)
+        printer.print(lc.statement(), highlight=False)
         if report:
-            console.print(f"report: {save(data, workspace=ws)}", highlight=False)
+            printer.print(f"report: {save(data, workspace=ws)}", highlight=False)
 
 
 def _point(row) -> dict:

@@ -7,14 +7,14 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from taskfit.errors import TaskfitError
+from taskfit.terminal import console
 
-out = Console()
+out = console(markup=True)
 if not out.is_terminal:
-    out = Console(width=200)
-err = Console(stderr=True)
+    out = console(width=200, markup=True)
+err = console(stderr=True, markup=True)
 
 TaskArg = Annotated[str, typer.Argument(help="Path to the task file (YAML).")]
 

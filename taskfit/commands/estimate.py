@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import json
 
-from rich.console import Console
 from rich.table import Table
 
 from taskfit.commands import workspace
 from taskfit.estimate import Estimate, compare_runs, estimate_study
+from taskfit.terminal import console
 
 # markup=False: strategy and model names are printed as given ("fake[/x]" is not a closing tag)
-out = Console(markup=False)
+out = console()
 if not out.is_terminal:
-    out = Console(width=200, markup=False)
-err = Console(stderr=True, markup=False)
+    out = console(width=200)
+err = console(stderr=True)
 
 
 def _money(x: float) -> str:

@@ -10,22 +10,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from taskfit.commands import workspace
 from taskfit.errors import TaskfitError
+from taskfit.terminal import console
 
-out = Console(markup=False, highlight=False, soft_wrap=True)  # one line per summary or flip: CI logs are grepped
-err = Console(stderr=True, markup=False, highlight=False)
+out = console(highlight=False, soft_wrap=True)  # one line per summary or flip: CI logs are grepped
+err = console(stderr=True, highlight=False)
 
 USAGE_ERROR = 2  # exit code of a bad reference or option; 1 is kept for "the gate failed"
 
 
 def _flip_lines(title: str, flips, limit: int, option: str) -> None:
     """Flips with their inputs, both answers and the gold answer; model text escaped for the terminal."""
-    from taskfit.gate import printable
+    from taskfit.terminal import safe_text as printable
 
     if not flips:
         return

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-out = Console()
+from taskfit.terminal import console, safe_text
+
+out = console(markup=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -41,8 +42,8 @@ def register(app: typer.Typer) -> None:
             for r in p.rows[:3]:
                 t.add_row(*[str(r.get(f, ""))[:120] for f in p.fields])
             out.print(t)
-            chosen = typer.prompt("Field to predict", default=p.output)
-            ins = typer.prompt("Input fields (comma-separated)", default=",".join(i for i in p.inputs if i != chosen))
+            chosen = _ask_text("Field to predict", p.output)
+            ins = _ask_text("Input fields (comma-separated)", ",".join(i for i in p.inputs if i != chosen))
             p = propose(data_file, chosen, [s.strip() for s in ins.split(",") if s.strip()])
             if p.labels:
                 out.print(f"{len(p.labels)} labels: {', '.join(p.labels[:20])}{' ...' if len(p.labels) > 20 else ''}")
@@ -57,6 +58,11 @@ def register(app: typer.Typer) -> None:
         path = write_task(p, goals, out_path)
         out.print(f"[green]wrote[/green] {path} ({p.metric}, {len(p.labels) if p.labels else 'no'} labels); "
                   f"next: taskfit run {path} --dry-run", highlight=False)
+
+
+def _ask_text(question: str, default: str) -> str:
+    # the default comes from the data file's header: shown through safe_text, never sent raw to the terminal
+    return typer.prompt(f"{question} [{safe_text(default)}]", default=default, show_default=False)
 
 
 def _ask_float(question: str, default: float | None) -> float | None:

@@ -7,17 +7,17 @@ import time
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from taskfit.commands import workspace
 from taskfit.errors import TaskfitError
+from taskfit.terminal import console
 
-out = Console(markup=False)  # prompts, names and model text are printed as given, never read as markup
+out = console()  # prompts, names and model text are printed as given, never read as markup
 if not out.is_terminal:
-    out = Console(width=200, markup=False)
-err = Console(stderr=True, markup=False)
+    out = console(width=200)
+err = console(stderr=True)
 
 
 def _progress_line(event: dict) -> str | None:

@@ -7,10 +7,10 @@ from dataclasses import asdict
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from taskfit.commands import workspace
+from taskfit.terminal import console
 
 VolumeOpt = Annotated[
     str | None,
@@ -89,10 +89,10 @@ def register(app: typer.Typer) -> None:
 
         data = report_data(workspace(), targets or [], volume=parse_volume_option(volume),
                            latency_p50_ms=latency_p50_ms, baseline=baseline)
-        console = Console(markup=False)
-        console.print(cost_table(data.recommendation))
-        console.print(data.recommendation.text, highlight=False)
-        console.print(f"report: {save(data, out, workspace=workspace())}", highlight=False)
+        printer = console()
+        printer.print(cost_table(data.recommendation))
+        printer.print(data.recommendation.text, highlight=False)
+        printer.print(f"report: {save(data, out, workspace=workspace())}", highlight=False)
 
     @app.command("judge-check")
     def judge_check(
@@ -208,4 +208,4 @@ def register(app: typer.Typer) -> None:
         table.add_row(f"flip rate ({cal.repeat})", f"{cal.flip_rate:.3f}")
         table.add_row("judged correct / gold correct", f"{cal.judge_positive:.2f} / {cal.human_positive:.2f}")
         table.add_row("unreadable verdicts", str(cal.unreadable))
-        Console(markup=False).print(table)
+        console().print(table)

@@ -32,8 +32,9 @@ def register(app: typer.Typer) -> None:
             "loopback names are accepted.")] = None,
     ) -> None:
         """Serve the chosen configuration as an OpenAI-compatible server (chat completions, models, health)."""
-        from rich.console import Console
         from rich.text import Text
+
+        from taskfit.terminal import console
 
         token = token or os.environ.get(TOKEN_ENV) or None
         if not is_loopback(host) and not token:
@@ -48,7 +49,7 @@ def register(app: typer.Typer) -> None:
         from taskfit.serve.log import RequestLog
         from taskfit.serve.pipeline import build_pipeline
 
-        err = Console(stderr=True, markup=False)  # names are printed as given, never read as markup
+        err = console(stderr=True)  # names are printed as given, never read as markup
         err.print("loading task, data and model...", style="dim")
         ws = workspace()
         pipeline = build_pipeline(ws, run_id=run, task_path=task, strategy=strategy, model=model)

@@ -7,12 +7,12 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from taskfit.commands import workspace
+from taskfit.terminal import console
 
-out = Console(markup=False)
-err = Console(stderr=True, markup=False)
+out = console()
+err = console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -97,9 +97,9 @@ def register(app: typer.Typer) -> None:
             print(json.dumps([r.to_json() for r in board], indent=2))
             return
         # piped output: as wide as `taskfit eval` prints its leaderboard (a Console caps print widths at its own)
-        console = out if out.is_terminal else Console(markup=False, width=300 if wide else 120)
-        console.print(render(board, title=f"{name} and its shrunk copies", wide=wide))
-        console.print(verdict(board), highlight=False)
+        printer = out if out.is_terminal else console(width=300 if wide else 120)
+        printer.print(render(board, title=f"{name} and its shrunk copies", wide=wide))
+        printer.print(verdict(board), highlight=False)
         for model_name, change, p in against_parent(ws, records[0], records[1:]):
             test = "no shared examples" if p is None else f"p = {p:.3f}" + (" *" if p < 0.05 else "")
-            console.print(f"{model_name}: {change:+.3f} against {name} ({test})", highlight=False)
+            printer.print(f"{model_name}: {change:+.3f} against {name} ({test})", highlight=False)

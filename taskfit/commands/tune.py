@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from taskfit.commands import workspace
+from taskfit.terminal import console
 
-out = Console(markup=False)  # names and model text are printed as given, never read as markup
-err = Console(stderr=True, markup=False)
+out = console()  # names and model text are printed as given, never read as markup
+err = console(stderr=True)
 
 TaskArg = Annotated[str, typer.Argument(help="Path to the task file (YAML).")]
 

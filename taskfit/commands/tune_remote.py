@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rich.console import Console
-
 from taskfit.commands import workspace
+from taskfit.terminal import console
 
-out = Console(markup=False)
-err = Console(stderr=True, markup=False)
+out = console()
+err = console(stderr=True)
 
 
 def remote_spec(task, options: dict[str, Any]):

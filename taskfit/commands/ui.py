@@ -39,9 +39,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve the review web app: runs, leaderboard, traces, diffs, human labels and the review queue."""
         import uvicorn
-        from rich.console import Console
 
         from taskfit.commands import workspace
+        from taskfit.terminal import console
         from taskfit.ui.app import create_app
 
         if token == "generate":
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         ws = workspace()
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
-        Console(stderr=True).print(
+        console(stderr=True, markup=True).print(
             f"taskfit ui on {url} (database {ws.describe()}); Ctrl-C stops it", highlight=False
         )
         uvicorn.run(create_app(ws, token=token, allowed_hosts=allow_host or ()), host=host, port=port,

@@ -15,7 +15,7 @@ from typing import Any
 
 from taskfit.backends import Backend
 from taskfit.cache import CallCache
-from taskfit.dataset import Example, read_rows
+from taskfit.dataset import Example, MissingValue, check_inputs, read_rows, row_id
 from taskfit.errors import TaskfitError
 from taskfit.lm import LM
 from taskfit.metrics import build_metric, score_batch
@@ -95,13 +95,14 @@ def load_unlabeled(task: Task) -> list[Example]:
     c = task.config
     out = []
     for lineno, row in read_rows(path):
-        for name in c.inputs:
-            if name not in row:
-                raise TaskfitError(f"missing input field {name!r} (row has: {', '.join(row) or 'nothing'})",
-                                   file=str(path), line=lineno, field=name)
-        row_id = str(row.get(c.data.id_field, f"{path.stem}-{lineno}"))
-        out.append(Example(id=row_id, fields={k: row[k] for k in row if k != c.output}, target="",
-                           source=f"{path}:{lineno}"))
+        try:
+            check_inputs(task, path, lineno, row)
+        except MissingValue:
+            if c.data.on_missing == "skip":
+                continue
+            raise
+        out.append(Example(id=row_id(task, path, lineno, row), fields={k: row[k] for k in row if k != c.output},
+                           target="", source=f"{path}:{lineno}"))
     return out
 
 

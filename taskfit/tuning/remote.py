@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskfit.credentials import redact, url_problem
+from taskfit.credentials import check_url, redact
 from taskfit.dataset import Example
 from taskfit.errors import TaskfitError
 from taskfit.provenance import package_versions
@@ -136,10 +136,7 @@ def client_for(spec: RemoteSpec):
         import openai
     except ImportError as e:
         raise TaskfitError("remote fine-tuning needs the openai client: pip install 'taskfit[remote]'") from e
-    if not spec.base_url.startswith(("http://", "https://")):
-        raise TaskfitError(f"base_url must start with http:// or https:// (got {spec.base_url!r})", field="base_url")
-    if problem := url_problem(spec.base_url):
-        raise TaskfitError(f"base_url {problem}", field="base_url")
+    check_url(spec.base_url, "base_url")
     key = os.environ.get(spec.api_key_env)
     if not key:
         raise TaskfitError(f"the API key is read from ${spec.api_key_env}, which is not set", field="api_key_env")
@@ -159,6 +156,7 @@ def tune_remote(task: Task, train_examples: list[Example], spec: RemoteSpec, *, 
                 ) -> TuneRecord:
     """Upload, create (or re-attach to) and follow the job ``spec`` describes; returns its record, whose
     status is done, failed or cancelled."""
+    check_url(spec.base_url, "base_url")  # before the spec is stored with the job's record
     data = training_file(task, list(train_examples), spec)
     key = job_key(spec, data)
     rec = store.by_key(key)
