@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from taskfit.commands.export import TrackingUriOpt, TrackOpt
 from taskfit.commands.report import LatencyOpt, VolumeOpt
 from taskfit.errors import TaskfitError
 from taskfit.types import PredictionRow
@@ -46,7 +47,7 @@ def _root(db: Annotated[str | None, typer.Option(
 
 def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, *, with_tuning: bool = False,
            train_limit: int | None = None, report: bool = False, wide: bool = False, volume: str | None = None,
-           latency_p50_ms: float | None = None) -> None:
+           latency_p50_ms: float | None = None, track: str | None = None, tracking_uri: str | None = None) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -58,8 +59,10 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
 
     from taskfit import api
     from taskfit.commands import workspace
+    from taskfit.commands.export import end_tracking, start_tracking
     from taskfit.leaderboard import render
 
+    tracker = start_tracking(track, tracking_uri)  # connected before the first model call
     bars: dict[str, int] = {}
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -87,10 +90,12 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
 
         board = api.evaluate(task, strategy, model, split=split, limit=limit, workspace=workspace(),
                              tuned=with_tuning, train_limit=train_limit, progress=on_progress,
-                             log=lambda m: err.print(m, style="dim", highlight=False), on_step=on_step)
+                             log=lambda m: err.print(m, style="dim", highlight=False), on_step=on_step,
+                             on_run=tracker.on_run if tracker else None)
     show_after(estimates, [(r.strategy, r.model, r.run_id) for r in board.rows])
     if as_json:
         print(json.dumps(board.to_json(), indent=2))
+        end_tracking(tracker)
         return
     width = None if out.is_terminal else 300 if wide else 120
     out.print(render(board.rows, title=f"{title}: {board.task} ({board.metric})", wide=wide), width=width)
@@ -110,6 +115,7 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
         for lc in data.curves:  # the task file's `curve:` entries, each with from how many rows it matches
             out.print(lc.statement(), highlight=False, width=width)
         out.print(f"report: {save(data, workspace=workspace())}", highlight=False)
+    end_tracking(tracker)
     err.print(f"finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions", style="dim")
 
 
@@ -120,7 +126,7 @@ def run(task: TaskArg, limit: LimitOpt = None,
         train_limit: Annotated[int | None, typer.Option(help="Train each tuned model on at most N train rows "
                                                         "(a quick look; a different model than the full run).")] = None,
         wide: WideOpt = False, dry_run: DryRunOpt = False, volume: VolumeOpt = None,
-        latency_p50_ms: LatencyOpt = None) -> None:
+        latency_p50_ms: LatencyOpt = None, track: TrackOpt = None, tracking_uri: TrackingUriOpt = None) -> None:
     """Run the study the task file declares (every strategy x model, and its tuned models) and print the
     leaderboard."""
     if dry_run:
@@ -129,19 +135,21 @@ def run(task: TaskArg, limit: LimitOpt = None,
         return print_estimate(task, None, None, None, limit, note="Fine-tuned rows are not included: "
                               "`taskfit plan` predicts their training time and memory." if tune else "")
     _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit, report=True,
-           wide=wide, volume=volume, latency_p50_ms=latency_p50_ms)
+           wide=wide, volume=volume, latency_p50_ms=latency_p50_ms, track=track, tracking_uri=tracking_uri)
 
 
 @app.command("eval")
 def eval_(task: TaskArg, strategy: StrategyOpt = None, model: ModelOpt = None, split: SplitOpt = None,
           limit: LimitOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON.")] = False,
-          wide: WideOpt = False, dry_run: DryRunOpt = False) -> None:
+          wide: WideOpt = False, dry_run: DryRunOpt = False, track: TrackOpt = None,
+          tracking_uri: TrackingUriOpt = None) -> None:
     """Evaluate strategies x models on a split and print one leaderboard."""
     if dry_run:
         from taskfit.commands.estimate import dry_run as print_estimate
 
         return print_estimate(task, strategy, model, split, limit, as_json=as_json)
-    _study(task, strategy, model, split, limit, as_json, "Leaderboard", wide=wide)
+    _study(task, strategy, model, split, limit, as_json, "Leaderboard", wide=wide, track=track,
+           tracking_uri=tracking_uri)
 
 
 @app.command()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from taskfit.workspace import Workspace
 
-COMMANDS = ["tune", "optimize", "serve", "report", "ui", "distill", "curve", "init", "shrink"]
+COMMANDS = ["tune", "optimize", "serve", "report", "ui", "distill", "curve", "init", "shrink", "export"]
 
 _invocation: dict[str, Any] = {}  # this invocation's --db and its workspace, set by the root callback
 
