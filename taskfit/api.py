@@ -293,5 +293,6 @@ def export_mlflow(targets: Sequence[str] | Leaderboard = (), *, tracking_uri: st
     from taskfit.tracking import open_tracker
 
     ws = workspace or Workspace.open()
+    tracker = open_tracker("mlflow", ws, tracking_uri=tracking_uri)  # a missing mlflow is the first thing said
     runs = list(targets.runs) if isinstance(targets, Leaderboard) else resolve_targets(ws.runs, list(targets))
-    return open_tracker("mlflow", ws, tracking_uri=tracking_uri).export(runs)
+    return tracker.export(runs)

@@ -317,6 +317,8 @@ def main() -> None:
     # models are local folders, .gguf files or the bundled ones: a name that is not on disk must not turn
     # into a download (HF_HUB_OFFLINE=0 lets transformers reach the hub again)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # MLflow writes a "View run" line per finished run to stdout, which `--json` keeps for the rows
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     try:

@@ -12,7 +12,7 @@ from taskfit.commands import workspace
 from taskfit.errors import TaskfitError
 
 if TYPE_CHECKING:
-    from taskfit.tracking.mlflow import MlflowTracker
+    from taskfit.tracking.mlflow import MlflowTracker, TaskExport
 
 err = Console(stderr=True, markup=False)
 
@@ -42,8 +42,13 @@ def end_tracking(tracker: MlflowTracker | None) -> None:
     if tracker.error:
         raise TaskfitError(f"exporting to MLflow at {tracker.tracking_uri} failed ({tracker.error}); the runs "
                            "are stored: `taskfit export mlflow TASK` sends them")
-    for done in tracker.exports:
-        err.print(f"mlflow: {done.summary()}", highlight=False)
+    say(tracker.exports)
+
+
+def say(exports: list[TaskExport]) -> None:
+    """One line per task: how many rows went where."""
+    for done in exports:
+        err.print(f"mlflow: {done.summary()}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -61,5 +66,4 @@ def register(app: typer.Typer) -> None:
         nested run per leaderboard row (params, metrics, predictions table). Exporting again updates them."""
         from taskfit import api
 
-        for done in api.export_mlflow(targets or [], tracking_uri=tracking_uri, workspace=workspace()):
-            err.print(f"mlflow: {done.summary()}", highlight=False)
+        say(api.export_mlflow(targets or [], tracking_uri=tracking_uri, workspace=workspace()))

@@ -52,7 +52,7 @@ class ExportedRun:
 
     run_id: str  # taskfit's
     mlflow_run_id: str
-    created: bool  # False: the MLflow run of an earlier export, updated
+    created: bool  # by this tracker; False: the MLflow run of an earlier export, updated
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,7 @@ class MlflowTracker:
         self.exports: list[TaskExport] = []  # the latest export's
         self.error: str | None = None  # why the latest export as a study went failed, if it did
         self._finished: dict[str, RunRecord] = {}
+        self._created: set[str] = set()  # MLflow runs this tracker made (a study's first arm, updated later)
 
     def export(self, runs: Sequence[RunRecord]) -> list[TaskExport]:
         """Export finished ``runs``, one experiment per task, and return what was written."""
@@ -188,6 +189,8 @@ class MlflowTracker:
                 "strategy": row.strategy, "model": row.model}
         found, new = self._open(experiment_id, "row", RUN_TAG, run.id, run.created, tags)
         mlflow_id = found.info.run_id
+        if new:
+            self._created.add(mlflow_id)
         tune = self.workspace.tunes.get(row.tune["id"]) if row.tune and row.tune.get("id") else None
         self._log(found, run_params(run, tune.spec if tune else None), row_metrics(row), tags,
                   at=run.finished or run.created)
@@ -201,7 +204,7 @@ class MlflowTracker:
             self.client.log_artifacts(mlflow_id, str(tune.folder), ADAPTER)
         if new:
             self.client.set_terminated(mlflow_id, "FINISHED", end_time=int((run.finished or run.created) * 1000))
-        return ExportedRun(run.id, mlflow_id, new)
+        return ExportedRun(run.id, mlflow_id, mlflow_id in self._created)
 
     def _log(self, run: Run, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str],
              at: float | None = None) -> None:
