@@ -179,16 +179,17 @@ def _check_rows(uri: str, experiment: str, board_rows: list[dict]) -> tuple:
         for key in ("n", "score", "ci_low", "ci_high", "latency_p50_ms", "tokens_in", "tokens_out", "calls",
                     "cache_hits", "cost_per_1k", "time_per_1k_s", "parse_fail_rate", "failed"):
             assert _same_number(metrics[key], float(r[key])), key
-        if r["p_vs_best"] is None:
-            assert "p_vs_best" not in metrics
+        if r["p_vs_best"] is None:  # left out, or NaN where an earlier export had a value
+            assert math.isnan(metrics.get("p_vs_best", math.nan))
         else:
             assert _same_number(metrics["p_vs_best"], r["p_vs_best"])
         for name, value in r["metrics"].items():
             assert _same_number(metrics[f"metrics.{metric_key(name)}"], value)
-        # and nothing else: every metric logged is a number of the row
-        numbers = {k: v for k, v in r.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        assert set(metrics) == set(numbers) | {f"metrics.{metric_key(k)}" for k in r["metrics"]} | \
-            {k for k in metrics if k.startswith("tune.")}
+        # and nothing else: every metric with a value is a number of the row
+        numbers = {k for k, v in r.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        logged = {k for k, v in metrics.items() if not math.isnan(v)}
+        assert logged == numbers | {f"metrics.{metric_key(k)}" for k in r["metrics"]} | \
+            {k for k in logged if k.startswith("tune.")}
         assert got.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert got.data.tags["strategy"] == r["strategy"] and got.data.tags["model"] == r["model"]
         assert got.info.status == "FINISHED"
@@ -263,6 +264,33 @@ def test_track_mlflow_on_eval_exports_each_row_as_it_finishes(mlflow_server, mak
     live = api.evaluate(make_task(name="tiny_live"), workspace=workspace, on_run=on_run)
     assert seen == [1, 2] and tracker.error is None
     _check_rows(mlflow_server, "tiny_live", live.to_json())
+
+
+@pytest.mark.slow
+def test_a_wider_export_updates_each_rows_comparison_with_the_best(mlflow_server, make_task, workspace, tmp_path,
+                                                                   monkeypatch):
+    import yaml
+
+    from taskfit import api
+    from taskfit.leaderboard import rows
+
+    monkeypatch.chdir(tmp_path)
+    flat = {"backend": "scripted", "name": "flat", "script": {"default": "hmm"}}  # every label ties: 'negative'
+    models = yaml.safe_load(make_task().read_text())["models"]
+    board = api.evaluate(make_task(name="tiny_wider", models=[*models, flat]), workspace=workspace)
+    best_id = board.rows[0].run_id
+    others = [r for r in board.runs if r.id != best_id]
+    api.export_mlflow([r.id for r in others], tracking_uri=mlflow_server, workspace=workspace)
+    narrow = {r.run_id: r.p_vs_best for r in rows(workspace, others)}
+    api.export_mlflow(board, tracking_uri=mlflow_server, workspace=workspace)
+    wide = {r.run_id: r.p_vs_best for r in board.rows}
+    # a row's p vs best fell once the better row joined: the lower, later value is the one MLflow shows
+    assert any(narrow[k] is not None and wide[k] < narrow[k] for k in narrow)
+    _check_rows(mlflow_server, "tiny_wider", board.to_json())
+    # exported alone, the worst row is the best of one: its p vs best has no value any more
+    worst = board.rows[-1].run_id
+    api.export_mlflow([worst], tracking_uri=mlflow_server, workspace=workspace)
+    assert math.isnan(_rows_in_mlflow(mlflow_server, "tiny_wider")[1][worst].data.metrics["p_vs_best"])
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import tempfile
 import time
@@ -192,8 +193,7 @@ class MlflowTracker:
         if new:
             self._created.add(mlflow_id)
         tune = self.workspace.tunes.get(row.tune["id"]) if row.tune and row.tune.get("id") else None
-        self._log(found, run_params(run, tune.spec if tune else None), row_metrics(row), tags,
-                  at=run.finished or run.created)
+        self._log(found, run_params(run, tune.spec if tune else None), row_metrics(row), tags)
         have = {a.path for a in self.client.list_artifacts(mlflow_id)}
         if PREDICTIONS not in have:
             preds = self.workspace.runs.predictions(run.id, with_trace=False)
@@ -206,16 +206,18 @@ class MlflowTracker:
             self.client.set_terminated(mlflow_id, "FINISHED", end_time=int((run.finished or run.created) * 1000))
         return ExportedRun(run.id, mlflow_id, mlflow_id in self._created)
 
-    def _log(self, run: Run, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str],
-             at: float | None = None) -> None:
+    def _log(self, run: Run, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str]) -> None:
         """Log what changed: params MLflow does not have yet (a param cannot change), metrics whose value
-        differs, every tag."""
+        differs, every tag. A metric that has no value now (the p vs best of a row that became the best) is
+        logged as NaN: MLflow cannot delete one, and its old value would be wrong."""
         from mlflow.entities import Metric, Param, RunTag
 
         old_params, old_metrics = run.data.params, run.data.metrics
         ps = [Param(k, _param_value(v)) for k, v in params.items() if v is not None and k not in old_params]
-        stamp = int((at or time.time()) * 1000)
-        ms = [Metric(k, v, stamp, 0) for k, v in metrics.items() if old_metrics.get(k) != v]
+        # now, not the run's time: of two values at one step and time, MLflow shows the larger as the latest
+        stamp = int(time.time() * 1000)
+        gone = {k: math.nan for k, v in old_metrics.items() if k not in metrics and not math.isnan(v)}
+        ms = [Metric(k, v, stamp, 0) for k, v in {**metrics, **gone}.items() if old_metrics.get(k) != v]
         ts = [RunTag(k, v) for k, v in tags.items()]
         for i in range(0, max(len(ps), len(ms), len(ts)), BATCH):
             self.client.log_batch(run.info.run_id, metrics=ms[i:i + BATCH], params=ps[i:i + BATCH],
