@@ -68,7 +68,7 @@ class TaskExport:
 
     def summary(self) -> str:
         new = sum(r.created for r in self.runs)
-        return (f"{self.task}: {len(self.runs)} rows ({new} new, {len(self.runs) - new} updated) in experiment "
+        return (f"{self.task}: {len(self.runs)} row{'s' * (len(self.runs) != 1)} ({new} new, {len(self.runs) - new} updated) in experiment "
                 f"{self.task!r} (id {self.experiment_id}) at {self.tracking_uri}, parent run {self.parent_run_id}")
 
 
@@ -91,7 +91,7 @@ class MlflowTracker:
         self.workspace = workspace
         self.client, self.tracking_uri = connect(tracking_uri)
         self.exports: list[TaskExport] = []  # the latest export's
-        self.error: str | None = None  # why the latest export as a study went failed, if it did
+        self.error: str | None = None  # why the latest export during a study failed, if it did
         self._finished: dict[str, RunRecord] = {}
         self._created: set[str] = set()  # MLflow runs this tracker made (a study's first arm, updated later)
 
@@ -163,7 +163,7 @@ class MlflowTracker:
         tags = {"mlflow.runName": f"{name} study {newest.study}", "taskfit.task": name,
                 "recommendation": data.recommendation.choice,
                 "mlflow.note.content": data.recommendation.text}  # the run's description in the MLflow UI
-        run, new = self._open(experiment_id, "study", STUDY_TAG, newest.study, min(r.created for r in runs), tags)
+        run, _ = self._open(experiment_id, "study", STUDY_TAG, newest.study, min(r.created for r in runs), tags)
         params = {"task": name, "task_hash": newest.task_hash, "data_hash": newest.data_hash,
                   "split": newest.split, "metric": data.metric, "git_commit": newest.versions.get("git_commit")}
         self._log(run, params, {}, tags)
@@ -178,9 +178,7 @@ class MlflowTracker:
         # each row's run.json keeps the configuration it ran with
         if task_file.is_file() and hashlib.sha256(task_file.read_bytes()).hexdigest()[:16] == newest.task_hash:
             self.client.log_artifact(run.info.run_id, str(task_file), "task")
-        if new:
-            self.client.set_terminated(run.info.run_id, "FINISHED",
-                                       end_time=int(max(r.finished or r.created for r in runs) * 1000))
+        self._finish(run, max(r.finished or r.created for r in runs))
         return run.info.run_id
 
     def _row(self, experiment_id: str, parent: str, row: ReportRow, run: RunRecord, *,
@@ -202,9 +200,13 @@ class MlflowTracker:
                                          "versions": run.versions}, "run.json")
         if tune is not None and tune.folder.is_dir() and ADAPTER not in have:
             self.client.log_artifacts(mlflow_id, str(tune.folder), ADAPTER)
-        if new:
-            self.client.set_terminated(mlflow_id, "FINISHED", end_time=int((run.finished or run.created) * 1000))
+        self._finish(found, run.finished or run.created)
         return ExportedRun(run.id, mlflow_id, mlflow_id in self._created)
+
+    def _finish(self, run: Run, at: float) -> None:
+        """Mark the MLflow run finished, last: one an interrupted export left running is finished by the next."""
+        if run.info.status != "FINISHED":
+            self.client.set_terminated(run.info.run_id, "FINISHED", end_time=int(at * 1000))
 
     def _log(self, run: Run, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str]) -> None:
         """Log what changed: params MLflow does not have yet (a param cannot change), metrics whose value
