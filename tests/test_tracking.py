@@ -269,6 +269,26 @@ def test_track_mlflow_on_eval_exports_each_row_as_it_finishes(mlflow_server, mak
 
 
 @pytest.mark.slow
+def test_track_mlflow_on_optimize_exports_its_test_split_rows(mlflow_server, make_task, taskfit_home, workspace,
+                                                              tmp_path):
+    from taskfit.leaderboard import rows
+
+    train = [{"id": f"t{i}", "text": t, "label": y} for i, (t, y) in
+             enumerate([("a great film", "positive"), ("terrible acting", "negative")] * 10)]
+    path = make_task(name="tiny_optimized", strategies=["zero_shot"])
+    (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    res = subprocess.run(TASKFIT + ["optimize", str(path), "--budget", "40", "--strategies", "zero_shot,few_shot",
+                                    "--track", "mlflow", "--tracking-uri", mlflow_server], capture_output=True,
+                         text=True, env={**os.environ, "TASKFIT_HOME": str(taskfit_home)}, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    opt_id = res.stdout.split("--strategy optimized:")[1].split()[0]
+    runs = [r for r in workspace.runs.list() if r.study == f"optimize-{opt_id}"]
+    board = [r.to_json() for r in rows(workspace, runs)]
+    assert {r["strategy"] for r in board} == {f"optimized:{opt_id}", "zero_shot"}
+    _check_rows(mlflow_server, "tiny_optimized", board)
+
+
+@pytest.mark.slow
 def test_a_wider_export_updates_each_rows_comparison_with_the_best(mlflow_server, make_task, workspace, tmp_path,
                                                                    monkeypatch):
     import yaml
