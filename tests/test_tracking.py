@@ -282,7 +282,8 @@ def test_track_mlflow_on_optimize_exports_its_test_split_rows(mlflow_server, mak
                          text=True, env={**os.environ, "TASKFIT_HOME": str(taskfit_home)}, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     opt_id = res.stdout.split("--strategy optimized:")[1].split()[0]
-    runs = [r for r in workspace.runs.list() if r.study == f"optimize-{opt_id}"]
+    # in the order they ran: of two tied rows, the leaderboard's best is the first
+    runs = sorted((r for r in workspace.runs.list() if r.study == f"optimize-{opt_id}"), key=lambda r: r.created)
     board = [r.to_json() for r in rows(workspace, runs)]
     assert {r["strategy"] for r in board} == {f"optimized:{opt_id}", "zero_shot"}
     _check_rows(mlflow_server, "tiny_optimized", board)
