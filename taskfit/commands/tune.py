@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
         from taskfit.study import prepare
         from taskfit.tuning.distributed import is_main_process
 
-        tracker = start_tracking(track, tracking_uri) if evaluate and not cancel else None
+        tracker = start_tracking(track, tracking_uri)  # exports the tuned model's evaluation, when it runs
         if preferences and preferences != "review":
             preferences = str(Path(preferences).resolve())
         if provider:
