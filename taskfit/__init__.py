@@ -20,15 +20,15 @@ __version__ = "0.1.0"
 # names exported here, imported on first use: `import taskfit` (and the command line's start) stays fast
 _EXPORTS = {
     "evaluate": "taskfit.api", "tune": "taskfit.api", "optimize": "taskfit.api", "report": "taskfit.api",
-    "check": "taskfit.api", "diff": "taskfit.api",
+    "check": "taskfit.api", "diff": "taskfit.api", "export_mlflow": "taskfit.api",
     "Leaderboard": "taskfit.api", "Task": "taskfit.taskfile", "Workspace": "taskfit.workspace",
     "LeaderboardRow": "taskfit.types", "PredictionRow": "taskfit.types", "TaskfitError": "taskfit.errors",
 }
 __all__ = ["Leaderboard", "LeaderboardRow", "PredictionRow", "Task", "TaskfitError", "Workspace", "__version__",
-           "check", "diff", "evaluate", "optimize", "report", "tune"]
+           "check", "diff", "evaluate", "export_mlflow", "optimize", "report", "tune"]
 
 if TYPE_CHECKING:
-    from taskfit.api import Leaderboard, check, diff, evaluate, optimize, report, tune
+    from taskfit.api import Leaderboard, check, diff, evaluate, export_mlflow, optimize, report, tune
     from taskfit.errors import TaskfitError
     from taskfit.taskfile import Task
     from taskfit.types import LeaderboardRow, PredictionRow

@@ -29,6 +29,7 @@ from taskfit.leaderboard import render, rows, verdict
 from taskfit.runner import Arm, ProgressFn
 from taskfit.runner import evaluate as run_arms
 from taskfit.stages import Stages, StageTime
+from taskfit.store import RunRecord
 from taskfit.study import curve_points, distilled, prepare, select_arms, tuned_arms, with_teachers
 from taskfit.taskfile import ModelSpec, StrategySpec, Task, TaskConfig
 from taskfit.types import LeaderboardRow
@@ -202,7 +203,8 @@ def evaluate(task: str | Path | Task, strategies: Sequence[StrategyArg] | None =
              models: Sequence[ModelArg] | None = None, *, split: str | None = None, limit: int | None = None,
              workspace: Workspace | None = None, tuned: bool = False, train_limit: int | None = None,
              progress: ProgressFn | None = None, log: Callable[[str], None] = lambda s: None,
-             on_step: Callable[[str, dict[str, float]], None] | None = None) -> Leaderboard:
+             on_step: Callable[[str, dict[str, float]], None] | None = None,
+             on_run: Callable[[RunRecord], None] | None = None) -> Leaderboard:
     """Evaluate strategies x models on a split and return the leaderboard.
 
     Args:
@@ -212,6 +214,8 @@ def evaluate(task: str | Path | Task, strategies: Sequence[StrategyArg] | None =
         workspace: where runs, the call cache and tuned models live (default ``Workspace.open()``).
         tuned: also train (or reuse) the task's ``tuning:`` models, its ``distill:`` students and the sizes of
             its ``curve:`` entries, and put them on the leaderboard.
+        on_run: called with each arm's stored run as it finishes, e.g. ``MlflowTracker(ws).on_run`` (export as
+            the study goes; see docs/tracking.md).
     """
     ws = workspace or Workspace.open()
     stage = Stages()
@@ -231,7 +235,7 @@ def evaluate(task: str | Path | Task, strategies: Sequence[StrategyArg] | None =
     limit = task_obj.config.limit if limit is None else (limit or None)
     with stage("evaluation"):
         records = run_arms(task_obj, dataset, chosen, split=split or task_obj.config.split, limit=limit,
-                           workspace=ws, progress=progress)
+                           workspace=ws, progress=progress, on_run=on_run)
         table = with_teachers(task_obj, rows(ws, records), ws)
     return Leaderboard(table, task=task_obj.config.name, metric=task_obj.config.metrics[0].name, runs=records,
                        stages=stage.times)
@@ -339,3 +343,20 @@ def check(task: str | Path | Task | None, baseline: str, candidate: str | None =
             cand += [run_results(ws, run) for run in board.runs]
     return judge(base, cand, criteria or Criteria())
 
+def export_mlflow(targets: Sequence[str] | Leaderboard = (), *, tracking_uri: str | None = None,
+                  workspace: Workspace | None = None):
+    """Export stored runs to MLflow (needs ``taskfit[mlflow]``) and return one ``TaskExport`` per task: an
+    experiment per task, a parent run per study, a nested run per leaderboard row. Exporting again updates
+    the same MLflow runs.
+
+    Args:
+        targets: a leaderboard, or task files, task names or run ids (none: the latest study).
+        tracking_uri: where to (default: ``$MLFLOW_TRACKING_URI``, else MLflow's default local store).
+    """
+    from taskfit.report.data import resolve_targets
+    from taskfit.tracking import open_tracker
+
+    ws = workspace or Workspace.open()
+    tracker = open_tracker("mlflow", ws, tracking_uri=tracking_uri)  # a missing mlflow is the first thing said
+    runs = list(targets.runs) if isinstance(targets, Leaderboard) else resolve_targets(ws.runs, list(targets))
+    return tracker.export(runs)

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from taskfit.commands.export import TrackingUriOpt, TrackOpt
 from taskfit.commands.report import LatencyOpt, VolumeOpt
 from taskfit.errors import TaskfitError
 from taskfit.terminal import console, safe_text
@@ -45,7 +46,8 @@ def _root(db: Annotated[str | None, typer.Option(
 
 def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, *, with_tuning: bool = False,
            train_limit: int | None = None, report: bool = False, wide: bool = False, volume: str | None = None,
-           latency_p50_ms: float | None = None, per_example: bool = False) -> None:
+           latency_p50_ms: float | None = None, per_example: bool = False, track: str | None = None,
+           tracking_uri: str | None = None) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -57,9 +59,11 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
 
     from taskfit import api
     from taskfit.commands import workspace
+    from taskfit.commands.export import end_tracking, start_tracking
     from taskfit.leaderboard import render
     from taskfit.stages import Stages
 
+    tracker = start_tracking(track, tracking_uri)  # connected before the first model call
     bars: dict[str, int] = {}
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -87,15 +91,18 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
 
         board = api.evaluate(task, strategy, model, split=split, limit=limit, workspace=workspace(),
                              tuned=with_tuning, train_limit=train_limit, progress=on_progress,
-                             log=lambda m: err.print(m, style="dim", highlight=False), on_step=on_step)
+                             log=lambda m: err.print(m, style="dim", highlight=False), on_step=on_step,
+                             on_run=tracker.on_run if tracker else None)
     show_after(estimates, [(r.strategy, r.model, r.run_id) for r in board.rows])
     if as_json:
         if per_example:  # what `taskfit check --baseline FILE` needs without the store
             from taskfit.baselines import saved_rows
 
             print(json.dumps(saved_rows(workspace(), board.runs), indent=2, ensure_ascii=False))
+            end_tracking(tracker)
             return
         print(json.dumps(board.to_json(), indent=2))
+        end_tracking(tracker)
         return
     width = None if out.is_terminal else 300 if wide else 120
     out.print(render(board.rows, title=f"{title}: {board.task} ({board.metric})", wide=wide), width=width)
@@ -119,6 +126,7 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
         with stages("report"):
             path = save(data, workspace=workspace())
         out.print(f"report: {path}", highlight=False)
+    end_tracking(tracker)
     err.print(f"finished in {time.perf_counter() - started:.0f} s; `taskfit show RUN` lists the predictions", style="dim")
     if with_tuning:  # a study: where its time went
         err.print(f"stage times (wall, and this process's CPU): {stages.text()}", style="dim", highlight=False)
@@ -131,7 +139,7 @@ def run(task: TaskArg, limit: LimitOpt = None,
         train_limit: Annotated[int | None, typer.Option(help="Train each tuned model on at most N train rows "
                                                         "(a quick look; a different model than the full run).")] = None,
         wide: WideOpt = False, dry_run: DryRunOpt = False, volume: VolumeOpt = None,
-        latency_p50_ms: LatencyOpt = None) -> None:
+        latency_p50_ms: LatencyOpt = None, track: TrackOpt = None, tracking_uri: TrackingUriOpt = None) -> None:
     """Run the study the task file declares (every strategy x model, and its tuned models) and print the
     leaderboard."""
     if dry_run:
@@ -140,7 +148,7 @@ def run(task: TaskArg, limit: LimitOpt = None,
         return print_estimate(task, None, None, None, limit, note="Fine-tuned rows are not included: "
                               "`taskfit plan` predicts their training time and memory." if tune else "")
     _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit, report=True,
-           wide=wide, volume=volume, latency_p50_ms=latency_p50_ms)
+           wide=wide, volume=volume, latency_p50_ms=latency_p50_ms, track=track, tracking_uri=tracking_uri)
 
 
 @app.command("eval")
@@ -148,7 +156,8 @@ def eval_(task: TaskArg, strategy: StrategyOpt = None, model: ModelOpt = None, s
           limit: LimitOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON.")] = False,
           wide: WideOpt = False, dry_run: DryRunOpt = False,
           per_example: Annotated[bool, typer.Option("--per-example", help="With --json: add each row's per-example "
-                                                    "results (a baseline file for `taskfit check`).")] = False) -> None:
+                                                    "results (a baseline file for `taskfit check`).")] = False,
+          track: TrackOpt = None, tracking_uri: TrackingUriOpt = None) -> None:
     """Evaluate strategies x models on a split and print one leaderboard."""
     if dry_run:
         from taskfit.commands.estimate import dry_run as print_estimate
@@ -156,7 +165,8 @@ def eval_(task: TaskArg, strategy: StrategyOpt = None, model: ModelOpt = None, s
         return print_estimate(task, strategy, model, split, limit, as_json=as_json)
     if per_example and not as_json:
         raise TaskfitError("--per-example adds to the --json output: pass --json too")
-    _study(task, strategy, model, split, limit, as_json, "Leaderboard", wide=wide, per_example=per_example)
+    _study(task, strategy, model, split, limit, as_json, "Leaderboard", wide=wide, per_example=per_example,
+           track=track, tracking_uri=tracking_uri)
 
 
 @app.command()
@@ -328,6 +338,8 @@ def main() -> None:
     # models are local folders, .gguf files or the bundled ones: a name that is not on disk must not turn
     # into a download (HF_HUB_OFFLINE=0 lets transformers reach the hub again)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # MLflow writes a "View run" line per finished run to stdout, which `--json` keeps for the rows
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     try:

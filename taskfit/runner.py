@@ -107,13 +107,14 @@ def resolve_mode(task: Task, backend: Backend) -> str:
 
 def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit: int | None, workspace: Workspace,
              pool: BackendPool | None = None, progress: ProgressFn | None = None,
-             study: str | None = None) -> list[RunRecord]:
+             study: str | None = None, on_run: Callable[[RunRecord], None] | None = None) -> list[RunRecord]:
     """Run every arm on ``split`` (first ``limit`` rows), storing runs, predictions and model calls in
-    ``workspace``, and return the finished run records."""
+    ``workspace``, and return the finished run records; ``on_run`` is called with each as it finishes (an
+    experiment tracker exports it)."""
     if pool is None:  # a pool of its own is closed when the arms are done
         with _closing(BackendPool(workspace)) as own:
             return evaluate(task, dataset, arms, split=split, limit=limit, workspace=workspace, pool=own,
-                            progress=progress, study=study)
+                            progress=progress, study=study, on_run=on_run)
     store: Store = workspace.runs
     study = study or uuid.uuid4().hex[:8]
     examples = dataset.split(split)[:limit] if limit else dataset.split(split)
@@ -154,6 +155,8 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
         if run.status != "done":
             store.finish(run.id)
         records.append(store.get(run.id))
+        if on_run:
+            on_run(records[-1])
     return records
 
 

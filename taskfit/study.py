@@ -16,6 +16,7 @@ from taskfit.strategies import strategies
 from taskfit.taskfile import ModelSpec, StrategySpec, Task, load_task, strategy_shorthand
 
 if TYPE_CHECKING:
+    from taskfit.store import RunRecord
     from taskfit.workspace import Workspace
 
 
@@ -89,7 +90,7 @@ def run_study(task_path: str | Path, *, workspace: Workspace, strategy_names: li
               split: str | None = None, limit: int | None = None, progress: ProgressFn | None = None,
               with_tuning: bool = False, train_limit: int | None = None, log: Callable[[str], None] = lambda s: None,
               on_step: Callable[[str, dict[str, float]], None] | None = None,
-              ) -> tuple[Task, list[LeaderboardRow]]:
+              on_run: Callable[[RunRecord], None] | None = None) -> tuple[Task, list[LeaderboardRow]]:
     """Evaluate the chosen strategy x model arms (and, ``with_tuning``, the task's fine-tuned models), keeping
     runs, predictions, model calls and tuned models in ``workspace``."""
     task, dataset = prepare(task_path)
@@ -99,7 +100,7 @@ def run_study(task_path: str | Path, *, workspace: Workspace, strategy_names: li
                              on_step=on_step)
     limit = task.config.limit if limit is None else (limit or None)  # --limit 0: every row
     records = evaluate(task, dataset, arms, split=split or task.config.split, limit=limit, workspace=workspace,
-                       progress=progress)
+                       progress=progress, on_run=on_run)
     return task, with_teachers(task, rows(workspace, records), workspace)
 
 

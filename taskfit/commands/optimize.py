@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from taskfit.commands import workspace
+from taskfit.commands.export import TrackingUriOpt, TrackOpt, end_tracking, start_tracking
 from taskfit.errors import TaskfitError
 from taskfit.terminal import console
 
@@ -112,6 +113,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the saved result as JSON.")] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expected calls, tokens, dollars and "
                                               "time, then stop: no model is loaded and no call is made.")] = False,
+        track: TrackOpt = None, tracking_uri: TrackingUriOpt = None,
     ) -> None:
         """Search for a better prompt within a call budget, then compare it with zero-shot on the test split."""
         from taskfit.optimize.run import optimize as run_optimize
@@ -128,6 +130,7 @@ def register(app: typer.Typer) -> None:
             from taskfit.estimate import estimate_optimize
             task_obj, estimates = estimate_optimize(task, workspace().cache, config, model=model, limit=limit)
             return print_estimates(task_obj, estimates, as_json=as_json)
+        tracker = start_tracking(track, tracking_uri)  # the test split's two rows, as each finishes
         started = time.perf_counter()
 
         def on_event(event: dict) -> None:
@@ -140,13 +143,15 @@ def register(app: typer.Typer) -> None:
                 err.print(f"test split: {arm.name} {done}/{total} rows", highlight=False)
 
         outcome = run_optimize(task, config, workspace=workspace(), model=model, teacher=teacher, limit=limit,
-                               progress=on_event, test_progress=on_test)
+                               progress=on_event, test_progress=on_test, on_run=tracker.on_run if tracker else None)
         if as_json:
             print(json.dumps(outcome.record.__dict__, indent=2, default=str))
+            end_tracking(tracker)
             return
         print_record(outcome.record)
         out.print(f"Use it: taskfit eval {task} --strategy optimized:{outcome.record.id}  "
                   f"(wall time {time.perf_counter() - started:.0f} s)", highlight=False)
+        end_tracking(tracker)
 
     @app.command()
     def optimizations(

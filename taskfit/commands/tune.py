@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from taskfit.commands import workspace
+from taskfit.commands.export import TrackingUriOpt, TrackOpt, end_tracking, start_tracking
 from taskfit.terminal import console
 
 out = console()  # names and model text are printed as given, never read as markup
@@ -79,11 +80,13 @@ def register(app: typer.Typer) -> None:
         suffix: Annotated[str | None, typer.Option(help="--provider: suffix of the tuned model's name.")] = None,
         poll_s: Annotated[float | None, typer.Option(help="--provider: seconds between status polls.")] = None,
         cancel: Annotated[bool, typer.Option(help="--provider: cancel the running job for these settings.")] = False,
+        track: TrackOpt = None, tracking_uri: TrackingUriOpt = None,
     ) -> None:
         """Fine-tune a model on the task's train split, store it as tuned:<id>, and score it."""
         from taskfit.study import prepare
         from taskfit.tuning.distributed import is_main_process
 
+        tracker = start_tracking(track, tracking_uri)  # exports the tuned model's evaluation, when it runs
         if preferences and preferences != "review":
             preferences = str(Path(preferences).resolve())
         if provider:
@@ -95,7 +98,8 @@ def register(app: typer.Typer) -> None:
                 "poll_s": poll_s, "epochs": int(epochs) if epochs else None, "batch_size": batch_size,
                 "train_limit": train_limit, "seed": seed,
                 "method": "dpo" if objective == "dpo" else None}, cancel=cancel,
-                evaluate=evaluate, limit=limit)
+                evaluate=evaluate, limit=limit, on_run=tracker.on_run if tracker else None)
+            end_tracking(tracker)
             return
         from taskfit.tuning.tune import tune as run_tune
 
@@ -111,7 +115,8 @@ def register(app: typer.Typer) -> None:
             return
         print_tune(rec)
         if evaluate and rec.status == "done":
-            _evaluate(task, rec, spec, limit)
+            _evaluate(task, rec, spec, limit, on_run=tracker.on_run if tracker else None)
+            end_tracking(tracker)
 
     @app.command()
     def plan(
@@ -259,14 +264,14 @@ def _err(predicted: float, measured: float) -> str:
     return f"{100 * (predicted - measured) / measured:+.0f}%" if measured else "n/a"
 
 
-def _evaluate(task: str, rec, spec, limit: int | None) -> None:
+def _evaluate(task: str, rec, spec, limit: int | None, on_run=None) -> None:
     from taskfit.leaderboard import render
     from taskfit.study import prepare, run_study
     from taskfit.tuning.tune import Job
 
     row = Job.strategy_for(prepare(task)[0], spec)
     _, table = run_study(task, workspace=workspace(), strategy_names=[row.label()],
-                         model_names=[f"tuned:{rec.id}"], limit=limit)
+                         model_names=[f"tuned:{rec.id}"], limit=limit, on_run=on_run)
     out.print(render(table, title=f"tuned:{rec.id} on the task's split"))
     out.print(json.dumps({"score": table[0].score, "ci": [table[0].ci_low, table[0].ci_high],
                           "run_id": table[0].run_id}))

@@ -26,7 +26,8 @@ def remote_spec(task, options: dict[str, Any]):
     return RemoteSpec(**{k: v for k, v in base.items() if v is not None})
 
 
-def run(task_path: str, options: dict[str, Any], *, cancel: bool, evaluate: bool, limit: int | None) -> None:
+def run(task_path: str, options: dict[str, Any], *, cancel: bool, evaluate: bool, limit: int | None,
+        on_run=None) -> None:
     from taskfit.errors import TaskfitError
     from taskfit.study import prepare
     from taskfit.tuning.remote import cancel_remote, job_key, training_file, tune_remote
@@ -54,10 +55,10 @@ def run(task_path: str, options: dict[str, Any], *, cancel: bool, evaluate: bool
     out.print(f"tuned:{rec.id} {r['fine_tuned_model']}: {r['trained_tokens'] or 0:,} trained tokens, "
               f"${r['train_cost_usd']:.4f}, {r['train_time_s']:.0f} s (job {r['job_id']})")
     if evaluate:
-        _evaluate(task, dataset, rec, limit)
+        _evaluate(task, dataset, rec, limit, on_run)
 
 
-def _evaluate(task, dataset, rec, limit: int | None) -> None:
+def _evaluate(task, dataset, rec, limit: int | None, on_run=None) -> None:
     from taskfit.leaderboard import render, rows
     from taskfit.runner import Arm, evaluate
     from taskfit.tuning.remote import model_spec, strategy_row
@@ -65,7 +66,7 @@ def _evaluate(task, dataset, rec, limit: int | None) -> None:
     ws = workspace()
     arm = Arm(strategy_row(task, rec.spec["strategy"]), model_spec(rec))
     limit = task.config.limit if limit is None else (limit or None)
-    records = evaluate(task, dataset, [arm], split=task.config.split, limit=limit, workspace=ws)
+    records = evaluate(task, dataset, [arm], split=task.config.split, limit=limit, workspace=ws, on_run=on_run)
     table = rows(ws, records)
     out.print(render(table, title=f"{arm.model.label()} on the task's split"))
     out.print(json.dumps({"score": table[0].score, "ci": [table[0].ci_low, table[0].ci_high],

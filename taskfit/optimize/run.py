@@ -4,6 +4,7 @@ then (and only then) score the winner and the zero-shot baseline once on the tes
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from taskfit.taskfile import StrategySpec
 from taskfit.types import LeaderboardRow
 
 if TYPE_CHECKING:
+    from taskfit.store import RunRecord
     from taskfit.workspace import Workspace
 
 
@@ -32,7 +34,7 @@ class Outcome:
 def optimize(task_path: str | Path, config: OptimizeConfig, *, workspace: Workspace, model: str | None = None,
              teacher: str | None = None,
              limit: int | None = None, progress: Progress | None = None, test_progress: ProgressFn | None = None,
-             pool: BackendPool | None = None) -> Outcome:
+             pool: BackendPool | None = None, on_run: Callable[[RunRecord], None] | None = None) -> Outcome:
     """Search, save, then compare with the baseline on the first ``limit`` test rows (the task's limit by default)."""
     task, dataset = prepare(task_path)
     model_spec = select_arms(task, ["zero_shot"], [model] if model else None)[0].model
@@ -70,7 +72,7 @@ def optimize(task_path: str | Path, config: OptimizeConfig, *, workspace: Worksp
     arms = [Arm(optimized, model_spec), Arm(StrategySpec(name="zero_shot"), model_spec)]
     limit = task.config.limit if limit is None else (limit or None)
     records = evaluate(task, dataset, arms, split="test", limit=limit, workspace=workspace, pool=pool,
-                       progress=test_progress, study=f"optimize-{record.id}")
+                       progress=test_progress, study=f"optimize-{record.id}", on_run=on_run)
     table = rows(workspace, records)
     by_strategy = {r.strategy: r for r in table}
     test = {"winner": by_strategy[optimized.label()], "baseline": by_strategy["zero_shot"]}
