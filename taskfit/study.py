@@ -28,7 +28,8 @@ def prepare(task_path: str | Path | Task) -> tuple[Task, Dataset]:
     for exs in dataset.splits.values():
         if exs:
             fields |= set(exs[0].fields)
-    validate_templates(task, fields or set(task.config.inputs))
+    scored = dataset.splits.get(task.config.split) or next((exs for exs in dataset.splits.values() if exs), [])
+    validate_templates(task, fields or set(task.config.inputs), scored[0] if scored else None)
     return task, dataset
 
 
