@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2 import ChainableUndefined, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError
 
 from taskfit.backends import Message
@@ -19,15 +19,15 @@ from taskfit.errors import TaskfitError
 from taskfit.taskfile import MAX_TEMPLATE_CHARS, Task
 from taskfit.template_sandbox import environment, render_bounded
 
-_env = environment()
+_env = environment
 # What a template's own code may raise while it renders (`{{ 1 / 0 }}`, `{{ text + 1 }}`): the task file's
 # fault, reported as such. SecurityError (an unsafe attribute, a size or loop limit) is a TemplateError.
 TEMPLATE_FAULTS = (TemplateError, ArithmeticError, TypeError, ValueError, LookupError, RecursionError)
 
 
 @lru_cache(maxsize=256)
-def _compile(source: str, strict: bool = True):
-    return environment(strict).from_string(source)
+def _compile(source: str):
+    return _env.from_string(source)
 
 
 def check_template(source: str, fields: set[str], where: str, task_path: str | None = None,
@@ -52,11 +52,11 @@ def check_template(source: str, fields: set[str], where: str, task_path: str | N
 
 
 def render(source: str, variables: dict[str, Any], where: str = "template", *, row: str | None = None,
-           max_chars: int = MAX_TEMPLATE_CHARS, strict: bool = True) -> str:
+           max_chars: int = MAX_TEMPLATE_CHARS) -> str:
     """``source`` rendered over ``variables`` in the template sandbox; what goes wrong in the template is a
     TaskfitError naming ``where`` and the ``row`` (e.g. ``data/test.jsonl:7``)."""
     try:
-        return render_bounded(_compile(source, strict), variables, max_chars)
+        return render_bounded(_compile(source), variables, max_chars)
     except TEMPLATE_FAULTS as e:
         what = "refused by the template sandbox" if isinstance(e, SecurityError) else "the template failed"
         message = getattr(e, "message", None) or str(e) or type(e).__name__
@@ -96,9 +96,12 @@ def validate_templates(task: Task, fields: set[str], sample: Example | None = No
         line = task.line_of(*loc)
         check_template(source, fields, where, str(task.path), line)
         if sample is not None:
-            try:  # names a strategy gives its template besides the row's fields render as empty here
-                render(source, sample.fields, where, row=sample.source, max_chars=task.config.prompt.max_chars,
-                       strict=False)
+            # names a strategy gives its template besides the row's fields (`steps`, ...) render as blanks
+            others = {name: ChainableUndefined(name=name)
+                      for name in meta.find_undeclared_variables(_env.parse(source)) - set(sample.fields)}
+            try:
+                render(source, {**others, **sample.fields}, where, row=sample.source,
+                       max_chars=task.config.prompt.max_chars)
             except TaskfitError as e:
                 raise TaskfitError(str(e), file=str(task.path), line=line, field=where) from None
 

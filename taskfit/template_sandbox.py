@@ -18,16 +18,16 @@ import string
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import lru_cache, wraps
+from functools import wraps
 from typing import Any
 
-from jinja2 import ChainableUndefined, StrictUndefined, nodes
+from jinja2 import StrictUndefined, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import _PassArg
 from jinja2.visitor import NodeTransformer
 
-MAX_LOOP_STEPS = 1_000_000  # loop iterations in one render, every loop together (about a second of work)
+MAX_LOOP_STEPS = 100_000  # loop iterations in one render, every loop together (jinja2's MAX_RANGE for one range)
 MAX_INT_BITS = 10_000  # integers ``*`` and ``**`` may make: about 3,000 digits
 
 
@@ -158,7 +158,7 @@ _ESTIMATES: dict[str, Callable[..., float]] = {
 }
 
 
-def _estimate(name: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+def _estimate(name: str, args: list[Any], kwargs: dict[str, Any], label: str) -> None:
     estimate = _ESTIMATES.get(name)
     if estimate is None:
         return
@@ -166,18 +166,19 @@ def _estimate(name: str, args: list[Any], kwargs: dict[str, Any]) -> None:
         size = estimate(*args, **kwargs)
     except TypeError:  # arguments the function itself will refuse
         return
-    _refuse(f"{name}()", size)
+    _refuse(label, size)
 
 
-def _check_result(name: str, value: Any) -> Any:
+def _check_result(label: str, value: Any) -> Any:
     if isinstance(value, str):
-        _refuse(f"{name}()", len(value))
+        _refuse(label, len(value))
     return value
 
 
 def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` with its output estimated before it runs and measured after."""
     skip = 1 if _PassArg.from_obj(func) else 0  # the context or environment jinja2 passes first
+    label = f"the filter {name}"
 
     @wraps(func)  # keeps jinja2's pass_context / pass_environment mark
     def bounded(*args: Any, **kwargs: Any) -> Any:
@@ -185,12 +186,12 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         if name == "join" and rest:
             rest[0] = list(rest[0])  # materialised once, for the estimate and the join
             sep = rest[1] if len(rest) > 1 else kwargs.get("d", "")
-            _refuse("join", _joined_size(rest[0], sep))
+            _refuse(label, _joined_size(rest[0], sep))
         elif name == "format" and rest:
             _check_printf(str(rest[0]), rest[1:])
         else:
-            _estimate(name, rest, kwargs)
-        return _check_result(name, func(*head, *rest, **kwargs))
+            _estimate(name, rest, kwargs, label)
+        return _check_result(label, func(*head, *rest, **kwargs))
 
     return bounded
 
@@ -245,9 +246,9 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
                 _check_format(subject, [*args, *kwargs.values(), *(
                     args[0].values() if name == "format_map" and args and isinstance(args[0], dict) else ())])
             else:
-                _estimate(name, [subject, *args], kwargs)
+                _estimate(name, [subject, *args], kwargs, f"{name}()")
         result = super().call(__context, __obj, *args, **kwargs)
-        return _check_result(name or "a call", result)
+        return _check_result(f"{name or 'a call'}()", result)
 
     def bounded_iter(self, iterable: Iterable[Any]) -> Iterator[Any]:
         state = _current.get() or _Render(0)
@@ -278,9 +279,5 @@ def render_bounded(template: Any, variables: dict[str, Any], max_chars: int) -> 
         _current.reset(token)
 
 
-@lru_cache(maxsize=2)
-def environment(strict: bool = True) -> BoundedEnvironment:
-    """The environment templates render in; ``strict=False`` renders a missing name as empty (for probing
-    a template against a sample row that lacks some of the names it may be given)."""
-    return BoundedEnvironment(undefined=StrictUndefined if strict else ChainableUndefined,
-                              keep_trailing_newline=False, autoescape=False)
+# Missing names raise (StrictUndefined): a template that names a field a row lacks is an error, not a blank.
+environment = BoundedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
