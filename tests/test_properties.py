@@ -16,6 +16,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sandbox_programs import ESCAPES, PROGRAMS
+from template_probes import HUGE_TEMPLATES, UNSAFE_TEMPLATES
 
 from taskfit.dataset import Example, load_dataset, read_rows
 from taskfit.errors import TaskfitError
@@ -31,6 +32,7 @@ from taskfit.parsing import (
     parse_regex,
     parse_text,
 )
+from taskfit.prompts import render
 from taskfit.sandbox import ALLOWED_ATTRIBUTES, _refusal, extract_code
 from taskfit.taskfile import ParseConfig, load_task
 
@@ -255,3 +257,28 @@ def test_sandbox_refuses_escapes_wherever_they_sit(code, wrapper, nest):
 def test_sandbox_allows_model_programs_wherever_they_sit(program, wrapper):
     code = _wrap(wrapper, program[0])
     assert _refusal(code) is None, code
+
+
+# ---- the template sandbox ----
+
+TEMPLATE_PIECES = ["{{ ", " }}", "{% for i in range(", ") %}", "{% endfor %}", "'ab'", "text", " * ", " ~ ", " + ",
+                   "10**6", "1000", "|center(", "|join(", "|list", "|indent(", ".replace('a', ", ".center(", ")",
+                   "(", "[", "]", ",", " % ", "'%9d'", "'{:>99}'.format(", "__class__", ".", "|attr(", "loop.index",
+                   "{% set ns = namespace(s='x') %}", "{% set ns.s = ns.s ~ ns.s %}", "|wordwrap(", "|tojson(",
+                   "'{0.__class__}'.format(", "**", "{% macro m() %}", "{% endmacro %}", "m()", "lipsum", "cycler"]
+TEMPLATE_LIMIT = 10_000
+
+
+@FAST
+@example(source=HUGE_TEMPLATES[0])
+@given(source=st.lists(st.sampled_from(TEMPLATE_PIECES), max_size=16).map("".join)
+       | st.sampled_from(HUGE_TEMPLATES + UNSAFE_TEMPLATES))
+def test_any_template_renders_within_the_limit_or_is_refused(source):
+    """Whatever a task file's template holds, rendering gives text within the limit or a TaskfitError."""
+    try:
+        out = render(source, {"text": "abc"}, "prompt.input_template", max_chars=TEMPLATE_LIMIT)
+    except TaskfitError as e:
+        assert str(e).startswith("prompt.input_template: ")
+        return
+    assert len(out) <= TEMPLATE_LIMIT
+    assert source not in HUGE_TEMPLATES + UNSAFE_TEMPLATES
