@@ -24,7 +24,6 @@ from typing import Any
 from jinja2 import StrictUndefined, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import _PassArg
 from jinja2.visitor import NodeTransformer
 
 MAX_LOOP_STEPS = 100_000  # loop iterations in one render, every loop together (jinja2's MAX_RANGE for one range)
@@ -177,7 +176,8 @@ def _check_result(label: str, value: Any) -> Any:
 
 def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` with its output estimated before it runs and measured after."""
-    skip = 1 if _PassArg.from_obj(func) else 0  # the context or environment jinja2 passes first
+    # the context, eval context or environment jinja2 passes first to a filter marked with pass_*
+    skip = 1 if getattr(func, "jinja_pass_arg", None) else 0
     label = f"the filter {name}"
 
     @wraps(func)  # keeps jinja2's pass_context / pass_environment mark

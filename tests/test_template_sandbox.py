@@ -109,3 +109,25 @@ def test_cli_reports_a_template_on_one_line(make_task, tmp_path, taskfit_home):
     res = _taskfit(["eval", str(path), "--strategy", "zero_shot"], taskfit_home)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith("error: prompt.input_template: refused by the template")
+
+
+ORDINARY = ("{% for x in items %}{{ loop.index }}/{{ loop.length }}{{ '!' if loop.last }} {% endfor %}|"
+            "{% for x in items if x > 1 %}{{ x }}{% else %}none{% endfor %}|{{ items|map('string')|join(', ') }}|"
+            "{{ names|selectattr('a')|map(attribute='a')|list }}|{{ text|title|trim|default('z') }}|"
+            "{{ items|length }} {{ 2.567|round(1) }} {{ '3'|int + 1 }}|{{ text ~ '-' ~ items[0] }}|"
+            "{% macro m(v) %}<{{ v }}>{% endmacro %}{{ m(text) }}|{% set b %}block {{ text }}{% endset %}{{ b }}|"
+            "{% raw %}{{ x }}{% endraw %}|{{ '%5.1f' % 2.25 }}|{{ '{:>5}'.format('a') }}|{{ 'x'.upper() * 3 }}|"
+            "{% for k, v in d|dictsort %}{{ k }}={{ v }} {% endfor %}|{{ d|tojson }}|{{ text|wordwrap(5) }}|"
+            "{{ text|indent(2, true) }}|{{ text|replace('o', '0') }}|{{ text|center(15) }}|{{ text|batch(3)|list }}|"
+            "{{ 'Review: ' + text }}|{% for n in tree recursive %}{{ n.name }}{% if n.kids %}({{ loop(n.kids) }})"
+            "{% endif %}{% endfor %}")
+
+
+def test_ordinary_templates_render_as_jinja2_renders_them():
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    variables = {"items": [1, 2, 3], "names": [{"a": 1}, {"a": 0}], "text": "hello world", "d": {"b": 2, "a": 1},
+                 "tree": [{"name": "a", "kids": [{"name": "b", "kids": []}]}]}
+    plain = SandboxedEnvironment(undefined=StrictUndefined).from_string(ORDINARY).render(**variables)
+    assert render(ORDINARY, variables) == plain and "a(b)" in plain
