@@ -30,10 +30,10 @@ def _compile(source: str):
     return _env.from_string(source)
 
 
-def check_template(source: str, fields: set[str], where: str, task_path: str | None = None,
+def check_template(source: str, fields: set[str] | None, where: str, task_path: str | None = None,
                    line: int | None = None) -> None:
-    """Fail early when ``source`` is not valid Jinja2, references a field rows do not have, or reads a
-    private attribute (which the sandbox refuses on every row)."""
+    """Fail early when ``source`` is not valid Jinja2, reads a private attribute (which the sandbox refuses
+    on every row) or references a field rows do not have (``fields=None``: names are not checked)."""
     try:
         tree = _env.parse(source)
     except TemplateSyntaxError as e:
@@ -44,7 +44,7 @@ def check_template(source: str, fields: set[str], where: str, task_path: str | N
         if isinstance(attr, str) and attr.startswith("_"):
             raise TaskfitError(f"{where}: the template reads {attr!r} on its line {node.lineno}, an unsafe "
                                "attribute the template sandbox refuses", file=task_path, line=line, field=where)
-    missing = sorted(meta.find_undeclared_variables(tree) - fields)
+    missing = sorted(meta.find_undeclared_variables(tree) - fields) if fields is not None else []
     if missing:
         raise TaskfitError(f"{where}: template references field(s) {', '.join(repr(m) for m in missing)} "
                            f"that the data does not have (fields: {', '.join(sorted(fields))})",
@@ -92,11 +92,11 @@ def prompt_parts(task: Task) -> PromptParts:
 def validate_templates(task: Task, fields: set[str], sample: Example | None = None) -> None:
     """Check every template the task file declares against the fields its rows have, then render each once
     over ``sample`` (a row of the data), so an unsafe access or an oversized output is found before any call."""
-    for source, where, loc in _declared_templates(task):
+    for source, where, loc, of_rows in _declared_templates(task):
         line = task.line_of(*loc)
-        check_template(source, fields, where, str(task.path), line)
+        check_template(source, fields if of_rows else None, where, str(task.path), line)
         if sample is not None:
-            # names a strategy gives its template besides the row's fields (`steps`, ...) render as blanks
+            # names the sample row lacks, or that a strategy gives its template (a chain's `steps`), are blanks
             others = {name: ChainableUndefined(name=name)
                       for name in meta.find_undeclared_variables(_env.parse(source)) - set(sample.fields)}
             try:
@@ -106,18 +106,24 @@ def validate_templates(task: Task, fields: set[str], sample: Example | None = No
                 raise TaskfitError(str(e), file=str(task.path), line=line, field=where) from None
 
 
-def _declared_templates(task: Task) -> list[tuple[str, str, tuple]]:
-    """(template, its key, where it sits in the file) for every template of the task file."""
+def _declared_templates(task: Task) -> list[tuple[str, str, tuple, bool]]:
+    """(template, its key, where it sits in the file, whether it renders over a row's fields alone) for every
+    template of the task file: the prompt's, and any strategy option that holds Jinja2, however nested (a
+    chain's steps render over the row and the earlier steps' outputs)."""
     parts = prompt_parts(task)
     p = ("prompt",)
-    out = [(parts.input_template, "prompt.input_template", (*p, "input_template")),
-           (parts.instruction, "prompt.instruction", (*p, "instruction"))]
+    out = [(parts.input_template, "prompt.input_template", (*p, "input_template"), True),
+           (parts.instruction, "prompt.instruction", (*p, "instruction"), True)]
     if parts.system:
-        out.append((parts.system, "prompt.system", (*p, "system")))
-    for i, s in enumerate(task.config.strategies):
-        for key, value in s.options.items():
-            if isinstance(value, str) and ("{{" in value or "{%" in value):
-                out.append((value, f"strategies[{i}].{key}", ("strategies", i, key)))
+        out.append((parts.system, "prompt.system", (*p, "system"), True))
+    pending: list[tuple[tuple, Any]] = [(("strategies", i), s.options) for i, s in enumerate(task.config.strategies)]
+    while pending:
+        loc, value = pending.pop(0)
+        if isinstance(value, str) and ("{{" in value or "{%" in value):
+            where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in loc).lstrip(".")
+            out.append((value, where, loc, len(loc) == 3))
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        pending += [((*loc, k), v) for k, v in items]
     return out
 
 

@@ -67,6 +67,18 @@ def test_validate_checks_a_strategy_templates_size(make_task):
     assert e.value.field == "strategies[0].query_template" and "over the limit" in str(e.value)
 
 
+@pytest.mark.parametrize(("prompt", "message"), [
+    ("{{ text }} {{ 'a' * 10**9 }}", "over the limit"),
+    ("{{ steps.draft.__class__ }}", "unsafe attribute"),
+])
+def test_validate_checks_a_chain_steps_templates(make_task, prompt, message):
+    steps = [{"name": "draft", "prompt": "Review: {{ text }}"}, {"name": "final", "prompt": prompt}]
+    path = make_task(strategies=[{"name": "chain", "steps": steps}])
+    with pytest.raises(TaskfitError) as e:
+        prepare(path)
+    assert e.value.field == "strategies[0].steps[1].prompt" and message in str(e.value)
+
+
 def _task_with_a_bad_row(make_task, tmp_path, bad: dict, **prompt):
     """40 rows; row 36 (line 36 of the file) is ``bad``, so the first chunk of rows is done before it."""
     path = make_task(inputs=["text", "key"], prompt={"instruction": "Classify.", **prompt})
