@@ -1,8 +1,10 @@
 """Running a small untrusted Python program (a model's answer as code) and reading its result.
 
-Two layers. A static check refuses imports, dunder names and attributes, frame/generator introspection
-attributes and the builtins that reach files or the interpreter (``open``, ``eval``, ``getattr``, ...).
-What passes runs in a fresh interpreter (``python -I -S`` on this file: no site-packages, no user path)
+Two layers. A static check is an allow-list: listed statement and expression types only (no import, class,
+with, async), attribute reads only from the public methods and data of numbers, strings, containers,
+fractions and ``math`` (a keyword of a class pattern, ``case str(format=f)``, counts as one), no builtin the
+child does not provide (``open``, ``eval``, ``getattr``, ``type``, ``vars``, ...), no dunder identifiers, and
+``str.format`` only on a literal template whose fields are plain names. What passes runs in a fresh interpreter (``python -I -S`` on this file: no site-packages, no user path)
 with only safe builtins, a pre-imported ``math`` and ``Fraction``, an address-space limit (RLIMIT_AS),
 no file writes (RLIMIT_FSIZE 0), a CPU limit and a wall-clock alarm; the parent kills it if it overruns.
 
@@ -12,6 +14,7 @@ This module runs as the child too, so it imports nothing outside the standard li
 from __future__ import annotations
 
 import ast
+import builtins
 import json
 import math
 import os
@@ -25,26 +28,45 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-FORBIDDEN_NAMES = frozenset({
-    "open", "exec", "eval", "compile", "__import__", "input", "globals", "locals", "vars", "getattr",
-    "setattr", "delattr", "breakpoint", "exit", "quit", "help", "memoryview",
-})
-# Attributes that walk from an ordinary object to frames and their globals, i.e. out of the sandbox
-# (RestrictedPython's INSPECT_ATTRIBUTES); none of them starts with "_".
-FORBIDDEN_ATTRIBUTES = frozenset({
-    "tb_frame", "tb_next", "co_code", "f_back", "f_builtins", "f_code", "f_globals", "f_locals", "f_trace",
-    "gi_frame", "gi_code", "gi_yieldfrom", "cr_await", "cr_frame", "cr_code", "cr_origin", "ag_code",
-    "ag_frame",
-})
-FORMAT_METHODS = frozenset({"format", "format_map"})  # attribute lookups hide in their templates' field names
-_FORMATTER = string.Formatter()
 SAFE_BUILTINS = (
     "abs", "all", "any", "bin", "bool", "chr", "dict", "divmod", "enumerate", "filter", "float", "format",
     "frozenset", "hex", "int", "isinstance", "iter", "len", "list", "map", "max", "min", "next", "oct", "ord",
     "pow", "range", "repr", "reversed", "round", "set", "slice", "sorted", "str", "sum", "tuple", "zip",
-    "ArithmeticError", "Exception", "IndexError", "KeyError", "OverflowError", "StopIteration", "TypeError",
-    "ValueError", "ZeroDivisionError",
+    "ArithmeticError", "AssertionError", "Exception", "IndexError", "KeyError", "LookupError", "OverflowError",
+    "RuntimeError", "StopIteration", "TypeError", "ValueError", "ZeroDivisionError",
 )
+# What a program may name besides its own variables: the safe builtins, print and the two pre-imported names.
+# Any other builtin (type, getattr, vars, open, object, super, ...) is refused by name unless the program binds
+# that name itself; the child's builtins hold only SAFE_BUILTINS either way.
+PROVIDED_NAMES = frozenset({*SAFE_BUILTINS, "print", "math", "Fraction"})
+BUILTIN_NAMES = frozenset(dir(builtins))
+# The attributes a program may read: the public methods and data of the values it can make (numbers, strings,
+# bytes, containers, ranges, slices, fractions) and the math module's functions and constants, plus an
+# exception's args. Everything else is refused, which covers dunders, frames, generators and code objects
+# (RestrictedPython's policy: no underscore names, attribute access only to what is known to be harmless).
+_VALUE_TYPES = (str, bytes, int, float, complex, bool, list, tuple, dict, set, frozenset, range, slice, Fraction)
+ALLOWED_ATTRIBUTES = frozenset(
+    {name for t in _VALUE_TYPES for name in dir(t) if not name.startswith("_")}
+    | {name for name in dir(math) if not name.startswith("_")} | {"args"})
+# str.format and format_map look up the attributes and items named in their template's fields
+# ('{0.__globals__}'): allowed only as `<literal>.format`, whose fields the check reads.
+FORMAT_METHODS = frozenset({"format", "format_map"})
+_FORMATTER = string.Formatter()
+# The statements and expressions a program may contain. Not here: import, class, with, async, await,
+# try/except* and type parameters; a node type a newer Python adds is refused until it is listed.
+ALLOWED_NODES = (
+    ast.Module, ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.While, ast.If, ast.Break,
+    ast.Continue, ast.Pass, ast.Return, ast.FunctionDef, ast.Lambda, ast.arguments, ast.arg, ast.keyword,
+    ast.Try, ast.ExceptHandler, ast.Raise, ast.Assert, ast.Delete, ast.Global, ast.Nonlocal, ast.Yield,
+    ast.YieldFrom, ast.BinOp, ast.BoolOp, ast.UnaryOp, ast.Compare, ast.Call, ast.IfExp, ast.NamedExpr, ast.Name,
+    ast.Constant, ast.JoinedStr, ast.FormattedValue, ast.List, ast.Tuple, ast.Set, ast.Dict, ast.ListComp,
+    ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.comprehension, ast.Subscript, ast.Slice, ast.Starred,
+    ast.Attribute, ast.Match, ast.match_case, ast.MatchValue, ast.MatchSingleton, ast.MatchSequence,
+    ast.MatchStar, ast.MatchMapping, ast.MatchClass, ast.MatchAs, ast.MatchOr,
+    ast.operator, ast.unaryop, ast.boolop, ast.cmpop, ast.expr_context,
+)
+_NODE_NAMES = {ast.Import: "imports", ast.ImportFrom: "imports", ast.ClassDef: "class definitions",
+               ast.With: "with statements", ast.AsyncWith: "with statements"}
 GRACE_S = 1.0  # parent-side slack over timeout_s for interpreter start; the child's own alarm fires first
 TIMEOUT_EXIT = 124  # the child's exit status when its wall-clock alarm fires
 MAX_STDOUT = 10_000  # characters of printed output kept
@@ -135,31 +157,82 @@ def _parsable_prefix(lines: list[str]) -> str:
 
 
 def _refusal(code: str) -> str | None:
-    """Why ``code`` may not run, or None. Checked before any process starts."""
+    """Why ``code`` may not run, or None. Checked before any process starts.
+
+    An allow-list: every node must be of a listed type, every attribute read (``x.attr``, or a keyword of a
+    class pattern, ``case str(attr=v)``, which binds the attribute without an attribute node) must be a
+    listed one, and a name must be the program's own or a provided one.
+    """
     try:
         tree = ast.parse(code)
     except SyntaxError as e:
         return f"syntax error: {e.msg} (line {e.lineno})"
     except (ValueError, RecursionError, MemoryError) as e:  # null bytes, absurd nesting
         return f"syntax error: {type(e).__name__}: {e}"
-    for node in ast.walk(tree):
-        line = getattr(node, "lineno", "?")
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            return f"imports are not allowed (line {line})"
-        if isinstance(node, ast.ClassDef):
-            return f"class definitions are not allowed (line {line})"
-        if isinstance(node, ast.Name) and (node.id.startswith("__") or node.id in FORBIDDEN_NAMES):
-            return f"name {node.id!r} is not allowed (line {line})"
-        attrs = [node.attr] if isinstance(node, ast.Attribute) else []
-        if isinstance(node, ast.MatchClass):  # `case int(__class__=c)` reads an attribute too
-            attrs = list(node.kwd_attrs)
-        for attr in attrs:
-            if attr.startswith("_") or attr in FORBIDDEN_ATTRIBUTES:
-                return f"attribute {attr!r} is not allowed (line {line})"
-        if isinstance(node, ast.Attribute) and node.attr in FORMAT_METHODS:
-            problem = _format_problem(node.value)
+    nodes = list(ast.walk(tree))
+    bound = {name for node in nodes for name in _bound_names(node)}
+    # constructs first, then names, then attributes: `__import__("os").system` is refused for its name
+    for check in (_node_problem, lambda node: _name_problem(node, bound), _attribute_problem):
+        for node in nodes:
+            problem = check(node)
             if problem:
-                return f"{problem} (line {line})"
+                return f"{problem} (line {getattr(node, 'lineno', '?')})"
+    return None
+
+
+def _node_problem(node: ast.AST) -> str | None:
+    if isinstance(node, ALLOWED_NODES):
+        return None
+    return f"{_NODE_NAMES.get(type(node), f'{type(node).__name__} nodes')} are not allowed"
+
+
+def _name_problem(node: ast.AST, bound: set[str]) -> str | None:
+    """A dunder identifier anywhere, or a builtin the sandbox does not provide (unless the program binds it)."""
+    names = _bound_names(node)
+    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+        if node.id in BUILTIN_NAMES and node.id not in PROVIDED_NAMES and node.id not in bound:
+            return f"name {node.id!r} is not allowed"
+        names = [node.id]
+    for name in names:
+        if name.startswith("__"):
+            return f"name {name!r} is not allowed"
+    return None
+
+
+def _bound_names(node: ast.AST) -> list[str]:
+    """The identifiers ``node`` binds or declares (assignment targets, definitions, parameters, captures)."""
+    if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+        return [node.id]
+    if isinstance(node, ast.FunctionDef):
+        return [node.name]
+    if isinstance(node, ast.arg):
+        return [node.arg]
+    if isinstance(node, ast.ExceptHandler | ast.MatchAs | ast.MatchStar) and node.name:
+        return [node.name]
+    if isinstance(node, ast.MatchMapping) and node.rest:
+        return [node.rest]
+    if isinstance(node, ast.Global | ast.Nonlocal):
+        return list(node.names)
+    if isinstance(node, ast.keyword) and node.arg:  # a keyword argument names a parameter
+        return [node.arg]
+    return []
+
+
+def _attribute_problem(node: ast.AST) -> str | None:
+    """Why an attribute ``node`` reads, writes or binds is refused, or None."""
+    if isinstance(node, ast.MatchClass):
+        for attr in node.kwd_attrs:  # `case str(format=f)` binds str.format to f with no attribute node
+            if attr not in ALLOWED_ATTRIBUTES or attr in FORMAT_METHODS:
+                return f"attribute {attr!r} is not allowed in a class pattern"
+        return None
+    if not isinstance(node, ast.Attribute):
+        return None
+    if node.attr not in ALLOWED_ATTRIBUTES:
+        return f"attribute {node.attr!r} is not allowed"
+    if not isinstance(node.ctx, ast.Load):
+        return f"assigning or deleting attribute {node.attr!r} is not allowed"
+    if node.attr in FORMAT_METHODS:
+        return _format_problem(node.value)
     return None
 
 
@@ -227,8 +300,6 @@ def _execute(source: str, printed: Any, memory_mb: int) -> tuple[str | None, str
     def safe_print(*args: Any, sep: str | None = " ", end: str | None = "\n", **_: Any) -> None:
         sep = " " if sep is None else str(sep)
         printed.write(sep.join(str(a) for a in args) + ("\n" if end is None else str(end)))
-
-    import builtins
 
     namespace: dict[str, Any] = {
         "__builtins__": {**{name: getattr(builtins, name) for name in SAFE_BUILTINS}, "print": safe_print},

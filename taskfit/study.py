@@ -29,7 +29,8 @@ def prepare(task_path: str | Path | Task) -> tuple[Task, Dataset]:
     for exs in dataset.splits.values():
         if exs:
             fields |= set(exs[0].fields)
-    used = validate_templates(task, fields or set(task.config.inputs))
+    scored = dataset.splits.get(task.config.split) or next((exs for exs in dataset.splits.values() if exs), [])
+    used = validate_templates(task, fields or set(task.config.inputs), scored[0] if scored else None)
     # the inputs were checked as each row was read; a template may also show other fields of the row
     dataset.require(used - set(task.config.inputs), skip=task.config.data.on_missing == "skip")
     return task, dataset

@@ -64,6 +64,9 @@ class DataConfig(_Strict):
         return self
 
 
+MAX_TEMPLATE_CHARS = 1_000_000  # characters of one rendered template: about 250,000 tokens, past most context windows
+
+
 class PromptConfig(_Strict):
     instruction: str = Field("", description="What to do, as one paragraph (Jinja2; fields of the row available).")
     input_template: str | None = Field(
@@ -75,6 +78,9 @@ class PromptConfig(_Strict):
         None, description="How to answer. Default for a label set: 'Answer with exactly one of: ...'.")
     response_prefix: str = Field(
         "", description="Opening words of the model's reply (prefill), e.g. 'Sentiment:'; the answer continues it.")
+    max_chars: int = Field(
+        MAX_TEMPLATE_CHARS, ge=1, description="Most characters one rendered template (input, instruction, system, a "
+        "strategy's template) may produce; a row past it is an error naming the template and the row.")
 
 
 class MetricSpec(_Strict):
@@ -293,6 +299,11 @@ class Task:
         self.legacy_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
         self.metric_objects: dict[str, Any] = {}  # metrics given as Python objects (Task.from_rows)
         self.rows: dict[str, list[dict[str, Any]]] | None = None  # rows in memory by split; None: data files
+        self.yaml_root: yaml.Node | None = None  # the file's node tree, for the line of a key in an error
+
+    def line_of(self, *loc: Any) -> int | None:
+        """The line in the task file of the value at ``loc`` (keys and list indexes), when known."""
+        return _line_of(self.yaml_root, loc)
 
     @classmethod
     def from_rows(cls, rows: list[dict[str, Any]], **fields: Any) -> Task:
@@ -332,6 +343,7 @@ def load_task(path: str | Path) -> Task:
                            line=_line_of(root, e.errors()[0]["loc"])) from None
     _check_urls(raw, root, path)
     task = Task(config, path, text)
+    task.yaml_root = root
     # the registries are consulted here, when a task is prepared, not when this module is imported
     from taskfit.plugins import check_task
 

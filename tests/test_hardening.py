@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import serving, write_jsonl
+from sandbox_programs import FORMAT_ESCAPES
 
 from taskfit.dataset import load_dataset
 from taskfit.errors import TaskfitError
@@ -312,15 +313,7 @@ def test_a_few_yaml_aliases_still_load(make_task):
 # ---- the program sandbox ----
 
 
-@pytest.mark.parametrize("code", [
-    "answer = '{0.__globals__[os].environ}'.format(print)",
-    "answer = '{x.__class__}'.format_map({'x': 1})",
-    "answer = str.format('{0.__class__}', 1)",
-    "t = '{0.real.__class__}'\nanswer = t.format(1)",
-    "answer = '{0[0].__class__}'.format([1])",
-    "answer = '{:{0.__class__}}'.format(1)",
-    "f = '{0.__class__}'.format\nanswer = f(1)",
-])
+@pytest.mark.parametrize("code", FORMAT_ESCAPES)
 def test_sandbox_refuses_attribute_lookups_in_format_strings(code):
     from taskfit.sandbox import run_program
 

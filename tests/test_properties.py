@@ -15,6 +15,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from sandbox_programs import ESCAPES, PROGRAMS
+from template_probes import HUGE_TEMPLATES, UNSAFE_TEMPLATES
 
 from taskfit.dataset import Example, load_dataset, read_rows
 from taskfit.errors import TaskfitError
@@ -30,7 +32,8 @@ from taskfit.parsing import (
     parse_regex,
     parse_text,
 )
-from taskfit.sandbox import _refusal, extract_code
+from taskfit.prompts import render
+from taskfit.sandbox import ALLOWED_ATTRIBUTES, _refusal, extract_code
 from taskfit.taskfile import ParseConfig, load_task
 
 # Fixed seed and no example database: the tier is fast, repeatable and writes nothing into the checkout.
@@ -189,7 +192,8 @@ def test_metrics(prediction, target, others, which):
 
 CODE_PIECES = ["x", "answer", " = ", "1", "'{0}'", "'{0.__class__}'", "'{:{0.real}}'", ".format", ".format_map",
                "(", ")", "[", "]", "{", "}", ":", ",", "f'{x}'", "print", "__import__", "getattr", "\n", "    ",
-               "def f", "lambda", "import os", "case", "match x", "str", ".", "__globals__", "'{'", "\\", "#"]
+               "def f", "lambda", "import os", "case", "match x", "str", ".", "__globals__", "'{'", "\\", "#",
+               "case str(format=f)", "case int(real=r)", "format=", "type", "vars", "object", ".mro", "=f"]
 
 
 @FAST
@@ -197,10 +201,14 @@ CODE_PIECES = ["x", "answer", " = ", "1", "'{0}'", "'{0.__class__}'", "'{:{0.rea
 def test_sandbox_check(code):
     refusal = _refusal(code)
     assert refusal is None or isinstance(refusal, str) and refusal
-    if refusal is None:  # what passes parses, and names no dunder
-        names = [n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(ast.parse(code))
-                 if isinstance(n, ast.Name | ast.Attribute)]
-        assert not any(name.startswith("__") for name in names)
+    if refusal is None:  # what passes parses, names no dunder and reads only allowed attributes
+        nodes = list(ast.walk(ast.parse(code)))
+        assert not any(n.id.startswith("__") for n in nodes if isinstance(n, ast.Name))
+        attrs = [n.attr for n in nodes if isinstance(n, ast.Attribute)]
+        attrs += [a for n in nodes if isinstance(n, ast.MatchClass) for a in n.kwd_attrs]
+        assert set(attrs) <= ALLOWED_ATTRIBUTES
+        assert not any(a in ("format", "format_map") for n in nodes if isinstance(n, ast.MatchClass)
+                       for a in n.kwd_attrs)
     assert isinstance(extract_code(code), str)
 
 
@@ -217,3 +225,60 @@ def test_sandbox_refuses_every_format_field_lookup(field, shape):
 def test_sandbox_allows_plain_format_fields(field, spec):
     code = "answer = '{FIELD} and {{}}'.format(1, 2, w=3, **{})".replace("FIELD", field + spec)
     assert _refusal(code) is None
+
+
+# Statement contexts a program may put anything in: a refusal must not depend on where the code sits.
+WRAPPERS = ["{}", "x = 1\n{}", "def f():\n{}", "if x:\n{}", "for i in range(2):\n{}", "while False:\n{}",
+            "try:\n{}\nexcept Exception:\n    pass", "match x:\n    case _:\n{}", "def f(n=1):\n    def g():\n{}"]
+
+
+def _wrap(wrapper: str, code: str) -> str:
+    depth = 0 if wrapper == "{}" or wrapper.startswith("x = 1") else 4 * wrapper.count(":\n")
+    if "except" in wrapper:
+        depth = 4
+    body = "\n".join(" " * depth + line for line in code.splitlines())
+    return wrapper.format(body)
+
+
+@pytest.mark.parametrize("code", ESCAPES)
+def test_sandbox_refuses_every_escape(code):
+    assert "not allowed" in (_refusal(code) or "")
+
+
+@FAST
+@given(code=st.sampled_from(ESCAPES), wrapper=st.sampled_from(WRAPPERS), nest=st.sampled_from(WRAPPERS))
+def test_sandbox_refuses_escapes_wherever_they_sit(code, wrapper, nest):
+    program = _wrap(nest, _wrap(wrapper, code))
+    assert "not allowed" in (_refusal(program) or ""), program
+
+
+@FAST
+@given(program=st.sampled_from(PROGRAMS), wrapper=st.sampled_from(WRAPPERS))
+def test_sandbox_allows_model_programs_wherever_they_sit(program, wrapper):
+    code = _wrap(wrapper, program[0])
+    assert _refusal(code) is None, code
+
+
+# ---- the template sandbox ----
+
+TEMPLATE_PIECES = ["{{ ", " }}", "{% for i in range(", ") %}", "{% endfor %}", "'ab'", "text", " * ", " ~ ", " + ",
+                   "10**6", "1000", "|center(", "|join(", "|list", "|indent(", ".replace('a', ", ".center(", ")",
+                   "(", "[", "]", ",", " % ", "'%9d'", "'{:>99}'.format(", "__class__", ".", "|attr(", "loop.index",
+                   "{% set ns = namespace(s='x') %}", "{% set ns.s = ns.s ~ ns.s %}", "|wordwrap(", "|tojson(",
+                   "'{0.__class__}'.format(", "**", "{% macro m() %}", "{% endmacro %}", "m()", "lipsum", "cycler"]
+TEMPLATE_LIMIT = 10_000
+
+
+@FAST
+@example(source=HUGE_TEMPLATES[0])
+@given(source=st.lists(st.sampled_from(TEMPLATE_PIECES), max_size=16).map("".join)
+       | st.sampled_from(HUGE_TEMPLATES + UNSAFE_TEMPLATES))
+def test_any_template_renders_within_the_limit_or_is_refused(source):
+    """Whatever a task file's template holds, rendering gives text within the limit or a TaskfitError."""
+    try:
+        out = render(source, {"text": "abc"}, "prompt.input_template", max_chars=TEMPLATE_LIMIT)
+    except TaskfitError as e:
+        assert str(e).startswith("prompt.input_template: ")
+        return
+    assert len(out) <= TEMPLATE_LIMIT
+    assert source not in HUGE_TEMPLATES + UNSAFE_TEMPLATES

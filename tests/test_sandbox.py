@@ -1,6 +1,7 @@
 """The program sandbox: each refusal, the time and memory limits, how a result is read, code extraction."""
 
 import pytest
+from sandbox_programs import ESCAPES, PROGRAMS
 
 from taskfit.sandbox import extract_code, run_program
 
@@ -24,10 +25,30 @@ def test_refuses_before_running(code, message):
     assert res.elapsed_ms < 50  # refused by the static check: no process was started
 
 
+@pytest.mark.parametrize("code", ESCAPES)
+def test_escape_corpus_is_refused_before_running(code):
+    res = run_program(code)
+    assert res.value is None and "not allowed" in res.error and res.elapsed_ms < 50, res
+
+
+def test_class_pattern_cannot_bind_str_format():
+    # `case str(format=f)` binds str.format without an attribute node; f(print) would read the child's globals
+    code = ("match '{0.__globals__[sys].modules[os].environ} {0.__globals__[sys].executable}':\n"
+            "    case str(format=f):\n        answer = f(print)")
+    res = run_program(code)
+    assert res.value is None and res.error == "attribute 'format' is not allowed in a class pattern (line 2)"
+
+
+@pytest.mark.parametrize(("code", "value"), PROGRAMS)
+def test_programs_a_model_writes_still_run(code, value):
+    res = run_program(code)
+    assert res.error is None and res.value == value
+
+
 def test_runtime_builtins_are_restricted():
-    # names the static check lets through still find no file or interpreter access at run time
-    res = run_program("answer = type(1)")
-    assert res.value is None and res.error.startswith("NameError") and "(line 1)" in res.error
+    # a builtin name the program binds in another scope passes the static check, and still finds nothing
+    res = run_program("def f(type):\n    return type\nanswer = type(1)")
+    assert res.value is None and res.error.startswith("NameError") and "(line 3)" in res.error
 
 
 def test_time_limit_stops_an_endless_loop():

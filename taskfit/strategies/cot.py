@@ -12,7 +12,7 @@ from taskfit import selection
 from taskfit.dataset import Example
 from taskfit.errors import TaskfitError
 from taskfit.lm import LM
-from taskfit.prompts import messages, render, render_input, user_turn
+from taskfit.prompts import messages, render_input, render_row, user_turn
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
 from taskfit.strategies.steps import reasoned_replies
@@ -90,7 +90,7 @@ class CoT:
                 demo_ex = Example(id="demo", fields=fields, target="", answers=())
                 turns += [("user", user_turn(parts, demo_ex, with_instruction=i == 0)), ("assistant", reply)]
             turns.append(("user", user_turn(parts, ex, with_instruction=not demos)))
-            out.append(messages(system and render(system, ex.fields), turns))
+            out.append(messages(system and render_row(parts, system, ex, "prompt.system"), turns))
         return out
 
     def predict(self, examples: list[Example], lm: LM) -> list[Prediction]:

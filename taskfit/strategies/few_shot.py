@@ -11,7 +11,7 @@ from taskfit.answering import answer, answer_text
 from taskfit.dataset import Example
 from taskfit.errors import TaskfitError
 from taskfit.lm import LM
-from taskfit.prompts import messages, render, render_input, user_turn
+from taskfit.prompts import messages, render_input, render_row, user_turn
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
 from taskfit.taskfile import StrategySpec
@@ -49,10 +49,10 @@ class FewShot:
     def prompt(self, ex: Example, demos: list[Example]) -> tuple:
         parts = self.ctx.parts
         system = self.options.system or parts.system
-        system = system and render(system, ex.fields)
+        system = system and render_row(parts, system, ex, "prompt.system")
         if self.options.format == "inline":
             shots = "\n\n".join(f"{render_input(parts, d)}\n{parts.answer_prefix or 'Answer:'} {d.target}" for d in demos)
-            instruction = render(parts.instruction, ex.fields) if parts.instruction else ""
+            instruction = render_row(parts, parts.instruction, ex, "prompt.instruction") if parts.instruction else ""
             body = "\n\n".join(x for x in [instruction, "Examples:\n\n" + shots, user_turn(parts, ex, with_instruction=False)] if x)
             return messages(system, [("user", body)], parts.response_prefix)
         turns: list[tuple[str, str]] = []

@@ -15,7 +15,7 @@ from taskfit.backends import GenerateRequest
 from taskfit.dataset import Example
 from taskfit.errors import TaskfitError
 from taskfit.lm import LM, Trace
-from taskfit.prompts import messages, render, render_input
+from taskfit.prompts import messages, render_input, render_row
 from taskfit.sandbox import SandboxResult, extract_code, run_program
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
@@ -58,7 +58,7 @@ class ProgramOfThought:
 
     def user_turn(self, ex: Example, *, with_instruction: bool) -> str:
         parts = self.ctx.parts
-        instruction = render(parts.instruction, ex.fields, "prompt.instruction") if with_instruction else ""
+        instruction = render_row(parts, parts.instruction, ex, "prompt.instruction") if with_instruction else ""
         return "\n\n".join(x for x in [instruction, render_input(parts, ex), REQUEST] if x)
 
     def demo_program(self, demo: Example) -> str:
@@ -76,7 +76,7 @@ class ProgramOfThought:
             turns += [("user", self.user_turn(d, with_instruction=i == 0)),
                       ("assistant", f"{FENCE}{self.demo_program(d)}\n```")]
         turns.append(("user", self.user_turn(ex, with_instruction=not demos)))
-        return messages(system and render(system, ex.fields), turns, FENCE if self.options.prefill else "")
+        return messages(system and render_row(self.ctx.parts, system, ex, "prompt.system"), turns, FENCE if self.options.prefill else "")
 
     def program(self, reply: str) -> str:
         # a prefilled reply continues the open fence; a reply that opens its own fence is read as it is

@@ -10,7 +10,7 @@ from taskfit.answering import answer
 from taskfit.dataset import Example
 from taskfit.errors import TaskfitError
 from taskfit.lm import LM
-from taskfit.prompts import messages, render, render_input, user_turn
+from taskfit.prompts import messages, render_input, render_row, user_turn
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
 from taskfit.taskfile import StrategySpec
@@ -56,18 +56,18 @@ class Rag:
     def query(self, ex: Example) -> str:
         o = self.options
         if o.query_template:
-            return render(o.query_template, ex.fields, "rag.query_template")
+            return render_row(self.ctx.parts, o.query_template, ex, "rag.query_template")
         return render_input(self.ctx.parts, ex)
 
     def prompt(self, ex: Example, passages: list[Document]) -> tuple:
         parts, o = self.ctx.parts, self.options
         system = o.system or parts.system
         context = "\n".join(f"[{i}] {d.passage()}" for i, d in enumerate(passages, start=1))
-        instruction = render(o.instruction, ex.fields, "rag.instruction") if o.instruction else ""
+        instruction = render_row(parts, o.instruction, ex, "rag.instruction") if o.instruction else ""
         # the task's own instruction stays with the input: it says what form the answer takes, which the
         # rag instruction (where the facts come from) does not
         body = "\n\n".join(x for x in [instruction, "Context:\n" + context, user_turn(parts, ex)] if x)
-        return messages(system and render(system, ex.fields), [("user", body)], parts.response_prefix)
+        return messages(system and render_row(parts, system, ex, "prompt.system"), [("user", body)], parts.response_prefix)
 
     def predict(self, examples: list[Example], lm: LM) -> list[Prediction]:
         from taskfit.retrieval import recall_at_k

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from taskfit.dataset import Example
 from taskfit.lm import LM
-from taskfit.prompts import messages, render, user_turn
+from taskfit.prompts import messages, render_row, user_turn
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
 from taskfit.strategies.steps import reasoned_replies
@@ -30,7 +30,7 @@ class Rationale:
         """No reply prefix: the reply is the reasoning, which ends with the answer."""
         parts = self.ctx.parts
         system = self.options.system or parts.system
-        return messages(system and render(system, ex.fields), [("user", user_turn(parts, ex))])
+        return messages(system and render_row(parts, system, ex, "prompt.system"), [("user", user_turn(parts, ex))])
 
     def predict(self, examples: list[Example], lm: LM) -> list[Prediction]:
         return reasoned_replies([self.prompt(ex) for ex in examples], self.options.max_tokens, lm, self.ctx)

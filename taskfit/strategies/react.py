@@ -24,7 +24,7 @@ from taskfit.backends import GenerateRequest, GenerateResult, Message
 from taskfit.dataset import Example
 from taskfit.errors import TaskfitError
 from taskfit.lm import LM, Trace
-from taskfit.prompts import render, user_turn
+from taskfit.prompts import render_row, user_turn
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
 from taskfit.taskfile import StrategySpec
@@ -121,7 +121,7 @@ class React:
     def _messages(self, ex: Example, mode: str) -> list[Message]:
         parts = self.ctx.parts
         system = self.options.system or parts.system
-        system = system and render(system, ex.fields, "strategies.system")
+        system = system and render_row(parts, system, ex, "prompt.system")
         if mode == "text":
             first = next(iter(self.tools.values()))
             protocol = TEXT_PROTOCOL.format(tools="\n\n".join(_describe(t) for t in self.tools.values()),

@@ -8,7 +8,7 @@ from taskfit.answering import to_prediction
 from taskfit.backends import GenerateRequest
 from taskfit.dataset import Example
 from taskfit.lm import LM, Trace
-from taskfit.prompts import messages, render, user_turn
+from taskfit.prompts import messages, render_row, user_turn
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
 from taskfit.taskfile import StrategySpec
@@ -45,7 +45,7 @@ class SelfRefine:
         stop = tuple(c.stop)
         traces = {ex.id: Trace() for ex in examples}
         task_text = {ex.id: user_turn(parts, ex) for ex in examples}
-        sys_for = {ex.id: system and render(system, ex.fields) for ex in examples}
+        sys_for = {ex.id: system and render_row(parts, system, ex, "prompt.system") for ex in examples}
 
         def call(ids, prompts, step, tokens, stops=stop):
             reqs = [GenerateRequest(messages(sys_for[i], [("user", p)]), max_tokens=tokens, stop=stops) for i, p in zip(ids, prompts, strict=True)]

@@ -12,7 +12,7 @@ from taskfit.answering import answer, to_prediction
 from taskfit.backends import GenerateRequest
 from taskfit.dataset import Example
 from taskfit.lm import LM, Trace
-from taskfit.prompts import messages, render, user_turn
+from taskfit.prompts import messages, render_row, user_turn
 from taskfit.strategies import Prediction, StrategyContext
 
 ANSWER_TRIGGER = "Therefore, the answer is"
@@ -27,7 +27,7 @@ class Steps:
         self.traces = {ex.id: Trace() for ex in examples}
         self.failed: set[str] = set()
         system = system or ctx.parts.system
-        self.system = {ex.id: system and render(system, ex.fields) for ex in examples}
+        self.system = {ex.id: system and render_row(ctx.parts, system, ex, "prompt.system") for ex in examples}
         self.task = {ex.id: user_turn(ctx.parts, ex) for ex in examples}
 
     def task_in(self, template: str) -> dict[str, str]:

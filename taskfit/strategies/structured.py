@@ -11,7 +11,7 @@ from taskfit import selection
 from taskfit.answering import answer
 from taskfit.dataset import Example
 from taskfit.lm import LM
-from taskfit.prompts import messages, render, render_input, structured_prompt, user_turn
+from taskfit.prompts import messages, render_input, render_row, structured_prompt, user_turn
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
 from taskfit.taskfile import StrategySpec
@@ -38,12 +38,12 @@ class Structured:
 
     def system_prompt(self, ex: Example, demos: list[Example]) -> str:
         o, parts, c = self.options, self.ctx.parts, self.ctx.task.config
-        objective = o.objective or c.description or (render(parts.instruction, ex.fields) if parts.instruction else "")
+        objective = o.objective or c.description or (render_row(parts, parts.instruction, ex, "prompt.instruction") if parts.instruction else "")
         if o.persona:
             objective = f"You are {o.persona}. Your task: {objective}".strip()
         instructions = o.instructions
         if instructions is None and parts.instruction:
-            instructions = render(parts.instruction, ex.fields)
+            instructions = render_row(parts, parts.instruction, ex, "prompt.instruction")
         output_format = o.output_format or parts.output_format
         shots = "\n\n".join(f"{render_input(parts, d)}\nOutput: {d.target}" for d in demos)
         return structured_prompt({

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from taskfit.dataset import Example
 from taskfit.lm import LM
-from taskfit.prompts import render, render_input
+from taskfit.prompts import render_input, render_row
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
 from taskfit.strategies.steps import Steps, with_details
@@ -34,7 +34,7 @@ class System2Attention:
     def predict(self, examples: list[Example], lm: LM) -> list[Prediction]:
         o, parts = self.options, self.ctx.parts
         s = Steps(examples, lm, self.ctx, o.system)
-        instruction = {ex.id: render(parts.instruction, ex.fields) if parts.instruction else "" for ex in examples}
+        instruction = {ex.id: render_row(parts, parts.instruction, ex, "prompt.instruction") if parts.instruction else "" for ex in examples}
         rewritten = s.ask({ex.id: o.rewrite_prompt.format(instruction=instruction[ex.id], input=render_input(parts, ex))
                            for ex in examples}, "rewrite", o.rewrite_tokens)
         user = {}

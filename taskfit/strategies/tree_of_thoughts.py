@@ -13,7 +13,7 @@ from taskfit.answering import answer
 from taskfit.backends import GenerateRequest, ScoreRequest
 from taskfit.dataset import Example
 from taskfit.lm import LM, Trace
-from taskfit.prompts import messages, render, user_turn
+from taskfit.prompts import messages, render_row, user_turn
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
 from taskfit.taskfile import StrategySpec
@@ -41,7 +41,7 @@ class TreeOfThoughts:
 
     def _task(self, ex: Example) -> tuple[str | None, str]:
         parts = self.ctx.parts
-        return parts.system and render(parts.system, ex.fields), user_turn(parts, ex)
+        return parts.system and render_row(parts, parts.system, ex, "prompt.system"), user_turn(parts, ex)
 
     def predict(self, examples: list[Example], lm: LM) -> list[Prediction]:
         o = self.options

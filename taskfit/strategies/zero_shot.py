@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict
 from taskfit.answering import answer
 from taskfit.dataset import Example
 from taskfit.lm import LM
-from taskfit.prompts import messages, render, user_turn
+from taskfit.prompts import messages, render_row, user_turn
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
 from taskfit.taskfile import StrategySpec
@@ -30,7 +30,7 @@ class ZeroShot:
     def prompt(self, ex: Example) -> tuple:
         parts = self.ctx.parts
         system = self.options.system or parts.system
-        return messages(system and render(system, ex.fields), [("user", user_turn(parts, ex))], parts.response_prefix)
+        return messages(system and render_row(parts, system, ex, "prompt.system"), [("user", user_turn(parts, ex))], parts.response_prefix)
 
 
 Options = ZeroShotOptions  # the keys a `strategies:` row may set, checked when the task is loaded

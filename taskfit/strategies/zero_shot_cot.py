@@ -10,7 +10,7 @@ from taskfit.answering import answer
 from taskfit.backends import GenerateRequest
 from taskfit.dataset import Example
 from taskfit.lm import LM, Trace
-from taskfit.prompts import messages, render, user_turn
+from taskfit.prompts import messages, render_row, user_turn
 from taskfit.strategies import Prediction, StrategyContext
 from taskfit.strategies.options import parse_options
 from taskfit.taskfile import StrategySpec
@@ -33,7 +33,7 @@ class ZeroShotCoT:
     def _turns(self, ex: Example) -> tuple[str | None, list[tuple[str, str]]]:
         parts = self.ctx.parts
         system = self.options.system or parts.system
-        return system and render(system, ex.fields), [("user", user_turn(parts, ex))]
+        return system and render_row(parts, system, ex, "prompt.system"), [("user", user_turn(parts, ex))]
 
     def reasoning_prompts(self, examples: list[Example]) -> list[tuple]:
         return [messages(*self._turns(ex), self.options.trigger) for ex in examples]
