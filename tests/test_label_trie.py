@@ -1,13 +1,14 @@
 """Label scoring over a token trie with a tree attention mask gives the log-likelihoods of one row per label
-(the row scorer, ``HFBackend._score_rows``), on a tiny random Llama built in code with SmolLM2's tokenizer."""
+(the row scorer, ``HFBackend._score_rows``), on a tiny random Llama built in code."""
 
-import json
+import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from taskfit.backends import ScoreRequest, label_trie
+from taskfit.backends import label_trie
 
 ROOT = Path(__file__).resolve().parents[1]
 BANKING77 = ROOT / "examples/banking77"
@@ -19,22 +20,29 @@ def banking77_labels() -> list[str]:
     return yaml.safe_load((BANKING77 / "task.yaml").read_text())["labels"]
 
 
+def word_ids(texts: list[str], vocab: dict[str, int]) -> list[list[int]]:
+    """Each text as word and underscore ids: intents that share leading words share leading tokens."""
+    return [[vocab.setdefault(w, len(vocab)) for w in re.findall(r"[A-Za-z?]+|_|\S", t)] for t in texts]
+
+
 @pytest.fixture(scope="module")
 def tiny():
-    """A 2-layer Llama (4 heads, 2 kv heads) with random weights, behind the in-process backend."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    """A 2-layer Llama (4 heads, 2 kv heads) with random weights and a small vocabulary, behind the
+    in-process backend; token ids are given to it directly."""
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from taskfit import bundled
     from taskfit.backends.hf import HFBackend
     from taskfit.taskfile import ModelSpec
 
-    tok = AutoTokenizer.from_pretrained(bundled.smollm2_dir())
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         tie_word_embeddings=True, initializer_range=0.5,
-                                         pad_token_id=tok.pad_token_id or 0))
-    return HFBackend(Path("."), ModelSpec(backend="hf", device="cpu"), model=model, tokenizer=tok, model_id="tiny")
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, initializer_range=0.5))
+    tokenizer = SimpleNamespace(pad_token_id=0, chat_template=None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model's many small ops cost more in thread hand-offs than they compute
+    yield HFBackend(Path("."), ModelSpec(backend="hf", device="cpu"), model=model, tokenizer=tokenizer,
+                    model_id="tiny")
+    torch.set_num_threads(threads)
 
 
 def test_the_trie_shares_leading_tokens_and_puts_parents_first():
@@ -69,30 +77,28 @@ def test_trie_scores_equal_one_row_per_label(tiny, monkeypatch):
     pass and in many small ones (the cache then grows by each pass's nodes)."""
     from taskfit.backends import hf
 
-    labels = [" " + lab for lab in banking77_labels()]
-    conts = [tiny.tokenizer(c, add_special_tokens=False)["input_ids"] for c in labels]
-    texts = ["Message: I still have not received my new card, I ordered over a week ago.\nIntent:",
-             "Message: Why was I charged a fee for my card payment? " * 6 + "\nIntent:", "Intent:"]
-    prompts = [tiny.tokenizer(t)["input_ids"] for t in texts]
-    assert len(prompts[1]) > 2 * hf.MIN_SHARED_PREFIX and len(prompts[2]) < hf.MIN_SHARED_PREFIX
+    vocab = {"<pad>": 0}
+    conts = word_ids([" " + lab for lab in banking77_labels()], vocab)
+    texts = ["Message : I still have not received my new card , I ordered over a week ago . Intent :",
+             "Message : Why was I charged a fee for my card payment ? " * 4 + "Intent :", "Intent :"]
+    prompts = word_ids(texts, vocab)
+    assert len(prompts[2]) < hf.MIN_SHARED_PREFIX < len(prompts[0]) and len(vocab) < 512
+    inner = len(label_trie.build(conts).inner)
+    assert inner < sum(len(c) - 1 for c in conts)  # shared leading words run once, not once per label
+    positions: list[int] = []
+    hook = tiny.model.get_decoder().register_forward_pre_hook(
+        lambda _m, _a, kw: positions.append(kw["input_ids"].shape[1]), with_kwargs=True)
     for cells in (hf.SCORE_PASS_CELLS, 2000):
         monkeypatch.setattr(hf, "SCORE_PASS_CELLS", cells)
         for prompt in prompts:
+            tiny._prefix_cache.clear()
+            positions.clear()
             with torch.inference_mode():
                 trie = tiny._score_continuations(0, prompt, conts)
+                assert sum(positions) == len(prompt) + inner  # the prompt once, each shared prefix once
+                assert (len(positions) > 3) == (cells == 2000)  # bounded passes; else the prompt, then one
                 rows = tiny._score_rows(0, prompt, conts)
             assert trie.token_counts == rows.token_counts and trie.tokens_in == rows.tokens_in
             assert max(abs(a - b) for a, b in zip(trie.logprobs, rows.logprobs, strict=True)) < 1e-4
-            assert len(set(rows.logprobs)) > 70  # the labels are told apart
-
-
-def test_score_requests_go_through_the_trie(tiny, monkeypatch):
-    from taskfit.backends.hf import HFBackend
-
-    calls = []
-    real = HFBackend._trie_logprobs
-    monkeypatch.setattr(HFBackend, "_trie_logprobs", lambda self, *a: calls.append(1) or real(self, *a))
-    reqs = [ScoreRequest(({"role": "user", "content": json.dumps(i)},), ("card_arrival", "card_linking", "top_up"))
-            for i in range(2)]
-    res = tiny.score(reqs)
-    assert len(calls) == 2 and all(len(r.logprobs) == 3 for r in res)
+            assert len(set(rows.logprobs)) == 77  # the labels are told apart
+    hook.remove()
