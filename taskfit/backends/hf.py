@@ -1,8 +1,9 @@
 """Local models with transformers, on CPU or GPU: batched generation and label log-likelihood scoring.
 
 Scoring runs the prompt once per example (single-token continuations are read off the last position; longer
-ones are appended to the prompt) and reuses the KV cache of the token prefix that a batch shares (the system
-prompt and a fixed few-shot block), so that prefix is computed once per run instead of once per example.
+ones follow the prompt as a token trie, each distinct label prefix computed once: label_trie.py) and reuses
+the KV cache of the token prefix that a batch shares (the system prompt and a fixed few-shot block), so that
+prefix is computed once per run instead of once per example.
 Latency per request is the batch's wall time divided by its size (throughput cost, not time-to-first-token).
 """
 
