@@ -101,4 +101,13 @@ def test_trie_scores_equal_one_row_per_label(tiny, monkeypatch):
             assert trie.token_counts == rows.token_counts and trie.tokens_in == rows.tokens_in
             assert max(abs(a - b) for a, b in zip(trie.logprobs, rows.logprobs, strict=True)) < 1e-4
             assert len(set(rows.logprobs)) == 77  # the labels are told apart
+    # a prompt a few tokens longer than a cached one runs only those tokens before its labels
+    longer = prompts[1] + prompts[0][:5]
+    with torch.inference_mode():
+        tiny._score_continuations(0, prompts[1], conts)
+        positions.clear()
+        trie = tiny._score_continuations(0, longer, conts)
+        assert sum(positions) == 6 + inner
+        rows = tiny._score_rows(0, longer, conts)
+    assert max(abs(a - b) for a, b in zip(trie.logprobs, rows.logprobs, strict=True)) < 1e-4
     hook.remove()
