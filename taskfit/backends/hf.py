@@ -269,8 +269,8 @@ class HFBackend:
             children.setdefault(parent, []).append(node)
         base = self.model.get_decoder()
         node_lp = [0.0] * len(trie.tokens)
-        for start, end in label_trie.passes(len(trie.inner), len(prompt), len(stem), SCORE_PASS_CELLS):
-            stem_rows = len(stem) if start == 0 else 0
+        for k, (start, end) in enumerate(label_trie.passes(len(trie.inner), len(prompt), len(stem), SCORE_PASS_CELLS)):
+            stem_rows = len(stem) if k == 0 else 0  # a first pass may hold the stem alone: (0, 0)
             nodes = trie.inner[start:end]
             ids = (stem if stem_rows else []) + [trie.tokens[n] for n in nodes]
             positions = (list(range(cached, len(prompt))) if stem_rows else []) + [len(prompt) - 1 + trie.depths[n] for n in nodes]
