@@ -25,10 +25,6 @@ class LabelTrie:
     ends: list[int]  # each continuation's last node
     inner: list[int]  # nodes with children, in order: the only ones that need a forward position
 
-    @property
-    def max_depth(self) -> int:
-        return max(self.depths, default=0)
-
 
 def build(conts: list[list[int]]) -> LabelTrie:
     """The trie of ``conts`` (each non-empty); identical continuations end on the same node."""
