@@ -106,3 +106,30 @@ def test_local_folder_and_gguf_paths_load_the_same_model(smollm):
     assert from_folder.model_id.split(":")[2:] == from_gguf.model_id.split(":")[2:] == smollm.model_id.split(":")[2:]
     req = [ScoreRequest(({"role": "user", "content": "Is 2 bigger than 1?"},), ("Yes", "No"))]
     assert from_gguf.score(req)[0].logprobs == pytest.approx(smollm.score(req)[0].logprobs, abs=1e-4)
+
+
+def test_banking77_labels_score_the_same_through_the_trie_and_one_row_each(smollm, monkeypatch):
+    """Few-shot Banking77 prompts (4 random demonstrations from examples/banking77) and its 77 intent names:
+    the label trie with a tree attention mask gives each row's log-likelihoods."""
+    from taskfit.answering import label_continuations
+    from taskfit.backends.hf import HFBackend
+    from taskfit.dataset import load_dataset
+    from taskfit.prompts import prompt_parts
+    from taskfit.strategies import StrategyContext
+    from taskfit.strategies.few_shot import FewShot, FewShotOptions
+    from taskfit.taskfile import load_task
+
+    task = load_task(ROOT / "examples/banking77/task.yaml")
+    data = load_dataset(task)
+    parts = prompt_parts(task)
+    few_shot = FewShot(FewShotOptions(k=4, selection="random"),
+                       StrategyContext(task=task, parts=parts, train=data.split("train"), mode="score"))
+    queries = data.split("test")[:2]
+    conts = tuple(c for _, c in label_continuations(task.config, parts.response_prefix))
+    reqs = [ScoreRequest(few_shot.prompt(q, d), conts) for q, d in zip(queries, few_shot.demos_for(queries), strict=True)]
+    trie = smollm.score(reqs)
+    monkeypatch.setattr(HFBackend, "_scores_trees", lambda self, length: False)
+    rows = smollm.score(reqs)
+    for a, b in zip(trie, rows, strict=True):
+        assert a.tokens_in > 200 and a.token_counts == b.token_counts
+        assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True)) < 1e-4

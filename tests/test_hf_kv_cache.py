@@ -28,7 +28,7 @@ def test_a_cached_prefix_then_a_continuation_warns_nothing_and_matches_one_pass(
     assert torch.allclose(rest.last_hidden_state, whole.last_hidden_state[:, 4:], atol=1e-5)
 
 
-def test_many_labels_after_a_long_prompt_are_scored_in_passes_of_bounded_size():
+def test_many_labels_after_a_long_prompt_are_scored_in_row_passes_of_bounded_size():
     """Each pass copies the shared prompt's keys and values once per row: rows x prompt tokens stay bounded."""
     from types import SimpleNamespace
 
@@ -44,6 +44,6 @@ def test_many_labels_after_a_long_prompt_are_scored_in_passes_of_bounded_size():
     labels = [[7, 8, k] for k in range(77)]
     for prompt_len, most in ((100, 64), (900, SCORE_PASS_TOKENS // 900), (40_000, 1)):
         passes.clear()
-        res = HFBackend._score_continuations(fake, 0, list(range(prompt_len)), labels)
+        res = HFBackend._score_rows(fake, 0, list(range(prompt_len)), labels)
         assert res.logprobs == [-3.0] * 77 and sum(passes) == 77
         assert max(passes) == most

@@ -1,8 +1,9 @@
 """Local models with transformers, on CPU or GPU: batched generation and label log-likelihood scoring.
 
 Scoring runs the prompt once per example (single-token continuations are read off the last position; longer
-ones are appended to the prompt) and reuses the KV cache of the token prefix that a batch shares (the system
-prompt and a fixed few-shot block), so that prefix is computed once per run instead of once per example.
+ones follow the prompt as a token trie, each distinct label prefix computed once: label_trie.py) and reuses
+the KV cache of the token prefix that a batch shares (the system prompt and a fixed few-shot block), so that
+prefix is computed once per run instead of once per example.
 Latency per request is the batch's wall time divided by its size (throughput cost, not time-to-first-token).
 """
 
@@ -23,6 +24,7 @@ from taskfit.backends import (
     ScoreRequest,
     ScoreResult,
     backend_options,
+    label_trie,
 )
 from taskfit.backends.facts import ModelFacts, chars
 from taskfit.errors import TaskfitError
@@ -35,6 +37,9 @@ MIN_SHARED_PREFIX = 16  # below this many tokens a shared-prefix cache costs mor
 # rows x prompt tokens in one pass of label continuations: the shared prompt's keys and values are copied
 # once per row in that pass (77 intent names after a 900-token few-shot prompt took 18 GB in one pass of 64)
 SCORE_PASS_TOKENS = 16_384
+# queries x keys in one pass of a label trie (batch 1, no copy of the prompt per label): the attention scores,
+# heads x cells floats, stay near 150 MB for SmolLM2's 9 heads (77 intents after 900 tokens need 0.2 M cells)
+SCORE_PASS_CELLS = 1 << 22
 
 
 class Options(BaseModel):
@@ -229,9 +234,76 @@ class HFBackend:
                                          latency_ms=elapsed_ms)
         return results  # type: ignore[return-value]
 
-    def _score_continuations(self, _i: int, prompt: list[int], conts: list[list[int]]) -> ScoreResult:
-        """One example with multi-token continuations: rows share the whole prompt, so the shared-prefix cache
-        covers it and each row only runs its continuation."""
+    def _score_continuations(self, i: int, prompt: list[int], conts: list[list[int]]) -> ScoreResult:
+        """One example with multi-token continuations: the prompt once, then the continuations' token trie in
+        one sequence with a tree attention mask, so leading tokens that labels share are computed once."""
+        if not self._scores_trees(len(prompt) + max(len(c) for c in conts)):
+            return self._score_rows(i, prompt, conts)
+        t0 = time.perf_counter()
+        logps = self._trie_logprobs(prompt, label_trie.build(conts))
+        return ScoreResult(logprobs=logps, token_counts=[len(c) for c in conts], tokens_in=len(prompt),
+                           latency_ms=(time.perf_counter() - t0) * 1000)
+
+    def _scores_trees(self, length: int) -> bool:
+        """Whether the model takes a tree attention mask as given: a 4D mask goes unchanged to sdpa and eager
+        attention (flash kernels take none), and a sliding window would cut what the mask allows."""
+        if self.plain_forward:  # PEFT's virtual tokens sit in front of the prompt: the mask would not cover them
+            return False
+        config = self.model.config
+        window = getattr(config, "sliding_window", None)
+        return getattr(config, "_attn_implementation", None) in ("sdpa", "eager") and (window is None or length <= window)
+
+    def _trie_logprobs(self, prompt: list[int], trie: label_trie.LabelTrie) -> list[float]:
+        """Each continuation's summed log-probability after ``prompt``, the trie's inner nodes run in passes of
+        bounded size on top of the prompt's KV cache (which grows by each pass's nodes)."""
+        from transformers import DynamicCache
+
+        cached = len(prompt) - 1  # the last prompt token predicts every first label token: it runs here
+        if cached >= MIN_SHARED_PREFIX:
+            cached, past = self._shared_prefix(tuple(prompt[:cached]), 1)
+        else:
+            cached, past = 0, DynamicCache(config=self.model.config)
+        stem = prompt[cached:]
+        children: dict[int, list[int]] = {}
+        for node, parent in enumerate(trie.parents):
+            children.setdefault(parent, []).append(node)
+        base = self.model.get_decoder()
+        node_lp = [0.0] * len(trie.tokens)
+        for k, (start, end) in enumerate(label_trie.passes(len(trie.inner), len(prompt), len(stem), SCORE_PASS_CELLS)):
+            stem_rows = len(stem) if k == 0 else 0  # a first pass may hold the stem alone: (0, 0)
+            nodes = trie.inner[start:end]
+            ids = (stem if stem_rows else []) + [trie.tokens[n] for n in nodes]
+            positions = (list(range(cached, len(prompt))) if stem_rows else []) + [len(prompt) - 1 + trie.depths[n] for n in nodes]
+            mask = label_trie.tree_mask(trie, range(start, end), len(prompt), stem_rows, self.model.dtype)
+            out = base(input_ids=torch.tensor([ids], device=self.device),
+                       position_ids=torch.tensor([positions], device=self.device),
+                       attention_mask=mask.to(self.device), use_cache=True, **{kv_cache_arg(base): past})
+            past = out[kv_cache_arg(base)]
+            # the positions whose logits are read: the prompt's last token (first pass), then each inner node
+            sources = ([-1] if stem_rows else []) + nodes
+            hidden = out.last_hidden_state[0, stem_rows - 1:] if stem_rows else out.last_hidden_state[0]
+            flat = [(r, child) for r, src in enumerate(sources) for child in children.get(src, [])]
+            rows_idx = torch.tensor([r for r, _ in flat], device=self.device)
+            tok_idx = torch.tensor([trie.tokens[c] for _, c in flat], device=self.device)
+            for (_, child), lp in zip(flat, self._token_logprobs(hidden[rows_idx], tok_idx), strict=True):
+                node_lp[child] = lp
+        path_lp = [0.0] * len(trie.tokens)
+        for node, parent in enumerate(trie.parents):  # a parent comes before its children
+            path_lp[node] = node_lp[node] + (path_lp[parent] if parent >= 0 else 0.0)
+        return [path_lp[e] for e in trie.ends]
+
+    def _token_logprobs(self, hidden: torch.Tensor, tok_idx: torch.Tensor) -> list[float]:
+        """log p(token) after each of ``hidden``'s rows: only the positions read go through the
+        (large-vocabulary) output layer."""
+        logits = self.model.get_output_embeddings()(hidden).float()
+        softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        return torch.log_softmax(logits, dim=-1).gather(1, tok_idx[:, None])[:, 0].tolist()
+
+    def _score_rows(self, _i: int, prompt: list[int], conts: list[list[int]]) -> ScoreResult:
+        """One example with multi-token continuations, one row per continuation: rows share the whole prompt,
+        so the shared-prefix cache covers it and each row only runs its continuation."""
         t0 = time.perf_counter()
         logps: list[float] = []
         # continuation rows are short: batch many at once, as many as the prompt's length leaves room for
@@ -270,11 +342,7 @@ class HFBackend:
         rows_idx = torch.tensor([f[0] for f in flat], device=self.device)
         pos_idx = torch.tensor([f[1] for f in flat], device=self.device)
         tok_idx = torch.tensor([f[2] for f in flat], device=self.device)
-        logits = self.model.get_output_embeddings()(hidden[rows_idx, pos_idx]).float()
-        softcap = getattr(self.model.config, "final_logit_softcapping", None)
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        lp = torch.log_softmax(logits, dim=-1).gather(1, tok_idx[:, None])[:, 0].tolist()
+        lp = self._token_logprobs(hidden[rows_idx, pos_idx], tok_idx)
         out_lp: list[list[float]] = []
         n = 0
         for ts in targets:
