@@ -18,12 +18,18 @@ FEW_LABELS = 10  # up to here demos are balanced per label; beyond, the nearest 
 TUNE_CLASSIFY_ROWS = 200  # train rows from which a fine-tuned classifier row is proposed
 TUNE_SFT_ROWS = 1000  # train rows from which a fine-tuned generator row is proposed
 CALIBRATE_LABELS = 20  # label sets up to this size are scored with contextual calibration
-TUNE_MINUTES = 15  # a proposed fine-tuned row trains on as many rows as take about this long on CPU
+TUNE_MINUTES = 20  # a proposed fine-tuned row trains on as many rows as take about this much CPU time
 ENCODER_MAX_LENGTH = 512  # MiniLM's position limit
 SFT_MAX_LENGTH = 1024  # prompt + answer for the bundled 135M model
-# CPU seconds per input token per epoch, measured on this project's 2-core machine (see TuningPlan's callers)
-MINILM_S_PER_TOKEN = 0.002
-SMOLLM_S_PER_TOKEN = 0.02
+# CPU seconds of training (`taskfit tune`'s train_cpu_s on this project's 2-core machine). MiniLM, every weight:
+# 84 s for one epoch of 200 grading rows (21,500 tokens as estimated here, 13 steps of 16 rows) and about 840 s
+# for three epochs of 2,000 SST-2 rows (108,000 tokens, 375 steps) give a cost per token and per step.
+MINILM_S_PER_TOKEN = 0.003
+MINILM_S_PER_STEP = 1.35  # AdamW over 22.7M weights
+# SmolLM2-135M with LoRA: about 540 s for 400 SST-2 rows of about 72 prompt tokens each
+SMOLLM_S_PER_TOKEN = 0.019
+SFT_PROMPT_TOKENS = 30  # chat template and output format around the instruction and the input
+BATCH_ROWS = 16  # `tuning[].batch_size`'s default
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -68,6 +74,7 @@ class Proposal:
     labels: list[str] | None
     metric: str
     left_out: dict[str, str] = field(default_factory=dict)  # field -> why it is not an input
+    kept: dict[str, str] = field(default_factory=dict)  # input named by the user -> why it would have been left out
     describe: str = ""  # the user's sentence saying what the task is
     instruction: str = ""  # the prompt's instruction (default: composed from the pieces)
 
@@ -113,7 +120,7 @@ def leave_out_reason(name: str, values: list[Any]) -> str | None:
     when it is a plausible input. A field with one value in every row stays: a prompt may need it as context."""
     present = [v for v in values if v is not None and v != ""]
     if not present:
-        return "empty in every row"
+        return "is empty in every row"
     kinds = {_structured(v) for v in present} - {None}
     if kinds:
         kind = "a list" if "list" in kinds else "an object"
@@ -141,22 +148,21 @@ def propose(path: Path, output: str | None = None, inputs: list[str] | None = No
     for name in [output, *(inputs or [])]:
         if name not in fields:
             raise TaskfitError(f"{path}: no field {name!r} (fields: {', '.join(fields)})")
-    left_out: dict[str, str] = {}
+    reasons = {f: why for f in fields if f != output and (why := leave_out_reason(f, [r.get(f) for r in rows]))}
     if not inputs:
-        for f in fields:
-            if f != output and (reason := leave_out_reason(f, [r.get(f) for r in rows])):
-                left_out[f] = reason
-        inputs = [f for f in fields if f != output and f not in left_out]
+        inputs = [f for f in fields if f != output and f not in reasons]
         if not inputs:
-            why = "; ".join(f"{f}: {r}" for f, r in left_out.items())
+            why = "; ".join(f"{f}: {r}" for f, r in reasons.items())
             raise TaskfitError(f"{path}: no field looks like an input ({why}); name one with --input FIELD")
+    left_out = {f: why for f, why in reasons.items() if f not in inputs}
+    kept = {f: why for f, why in reasons.items() if f in inputs}
     values = [str(r.get(output, "")) for r in rows]
     if all(_is_number(v) for v in values) and detect_labels(values) is None:
         labels, metric = None, "numeric"
     else:
         labels = detect_labels(values)
         metric = "accuracy" if labels else "token_f1"
-    p = Proposal(path, rows, inputs, output, labels, metric, left_out, describe.strip())
+    p = Proposal(path, rows, inputs, output, labels, metric, left_out, kept, describe.strip())
     p.instruction = compose_instruction(p)
     return p
 
@@ -250,13 +256,13 @@ class TuningPlan:
     max_length: int
     p95_tokens: int  # estimated tokens of the 95th-percentile input
     longer: float  # share of inputs longer than max_length (cut)
-    minutes: float  # estimated training time on CPU for `rows`
+    minutes: float  # estimated CPU time of training on `rows`
     minutes_all: float  # ... for every train row
 
     def note(self) -> str:
         """One line for the terminal before anyone starts a long training."""
         rows = f"{self.rows:,} train rows" if self.rows == self.of_rows else f"{self.rows:,} of {self.of_rows:,} train rows"
-        line = f"tuning {self.name}: about {_minutes(self.minutes)} of CPU training on {rows}"
+        line = f"tuning {self.name}: about {_minutes(self.minutes)} of CPU time to train on {rows}"
         if self.rows < self.of_rows:
             line += f" (all rows: about {_minutes(self.minutes_all)}; raise `train_limit` to use them)"
         return line
@@ -270,20 +276,22 @@ def tuning_plan(p: Proposal, n_train: int) -> TuningPlan | None:
     """A classifier for a label set, an sft row for free text, when the train rows are enough; capped to about
     TUNE_MINUTES of estimated CPU training."""
     if p.labels and n_train >= TUNE_CLASSIFY_ROWS:
-        name, limit, per_token, epochs = "minilm+full", ENCODER_MAX_LENGTH, MINILM_S_PER_TOKEN, 3
+        name, limit, per_token, per_step, epochs, extra = ("minilm+full", ENCODER_MAX_LENGTH, MINILM_S_PER_TOKEN,
+                                                           MINILM_S_PER_STEP, 3, 0)
         entry: dict[str, Any] = {"name": name, "method": "full", "objective": "classify", "model": "minilm",
                                  "epochs": epochs}
     elif not p.labels and n_train >= TUNE_SFT_ROWS:
-        name, limit, per_token, epochs = "smollm2+lora-sft", SFT_MAX_LENGTH, SMOLLM_S_PER_TOKEN, 1
+        name, limit, per_token, per_step, epochs = "smollm2+lora-sft", SFT_MAX_LENGTH, SMOLLM_S_PER_TOKEN, 0.0, 1
+        extra = -(-len(p.instruction) // 4) + SFT_PROMPT_TOKENS  # the sft row is trained on the whole prompt
         entry = {"name": name, "method": "lora", "objective": "sft", "model": "bundled"}
     else:
         return None
-    tokens = input_tokens(p)
+    tokens = [t + extra for t in input_tokens(p)]
     p95 = tokens[min(len(tokens) - 1, int(0.95 * len(tokens)))]
     max_length = max(64, min(limit, -(-(p95 + 16) // 32) * 32))  # + room for special tokens and the answer
     longer = sum(t > max_length for t in tokens) / len(tokens)
     mean = sum(min(t, max_length) for t in tokens) / len(tokens)
-    per_row = epochs * mean * per_token / 60
+    per_row = epochs * (mean * per_token + per_step / BATCH_ROWS) / 60  # CPU minutes
     rows = n_train
     if per_row * n_train > TUNE_MINUTES:
         rows = max(TUNE_CLASSIFY_ROWS, int(TUNE_MINUTES / per_row) // 100 * 100)
@@ -318,6 +326,7 @@ def task_yaml(p: Proposal, goals: Goals, task_dir: Path, name: str) -> str:
         lines.append(f"description: {json.dumps(p.describe)}")
     lines += [f"inputs: {json.dumps(p.inputs)}",
               *[f"# {f} left out: {why}" for f, why in p.left_out.items()],
+              *[f"# {f} is an input as asked, though it {why}" for f, why in p.kept.items()],
               f"output: {json.dumps(p.output)}"]
     if p.labels:
         lines.append(f"labels: {json.dumps(p.labels)}   # {len(p.labels)} labels: answers are scored, never parsed")
@@ -388,7 +397,7 @@ def tuning_lines(plan: TuningPlan) -> list[str]:
             f"  - {{{entry}}}",
             f"    # max_length {plan.max_length}: 95% of inputs are up to about {plan.p95_tokens} tokens "
             f"(at 4 characters a token){cut}",
-            f"    # training: about {_minutes(plan.minutes)} on CPU for {plan.rows:,} rows{rest}; a GPU is far faster"]
+            f"    # training: about {_minutes(plan.minutes)} of CPU time for {plan.rows:,} rows{rest}; a GPU is far faster"]
 
 
 def train_rows(p: Proposal) -> int:

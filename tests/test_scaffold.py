@@ -178,7 +178,8 @@ def test_a_description_and_named_inputs_are_taken_as_given(grading_folder, tmp_p
     assert res.exit_code == 0, res.output
     text = out.read_text()
     config = yaml.safe_load(text)
-    assert config["inputs"] == ["question", "question_id", "student_answer"] and "left out" not in text
+    assert config["inputs"] == ["question", "question_id", "student_answer"] and "# id left out: looks like" in text
+    assert "# question_id is an input as asked, though it looks like an identifier (its name;" in text
     assert config["description"] == "grade a pupil's answer against the teacher's"
     assert config["prompt"]["instruction"] == "Grade a pupil's answer against the teacher's."
     assert config["prompt"]["input_template"].splitlines()[1] == "Question id: {{ question_id }}"
@@ -208,7 +209,7 @@ def test_a_big_train_split_is_capped_to_the_training_time(tmp_path):
     p = propose(data)
     plan = tuning_plan(p, 4000)
     assert plan.rows < 4000 and plan.entry["train_limit"] == plan.rows and plan.of_rows == 4000
-    assert plan.minutes <= TUNE_MINUTES < plan.minutes_all
+    assert plan.minutes <= TUNE_MINUTES < plan.minutes_all and plan.entry["epochs"] == 3
     assert plan.max_length == 288 and "raise `train_limit`" in plan.note()
 
 
