@@ -77,6 +77,8 @@ class Proposal:
     kept: dict[str, str] = field(default_factory=dict)  # input named by the user -> why it would have been left out
     describe: str = ""  # the user's sentence saying what the task is
     instruction: str = ""  # the prompt's instruction (default: composed from the pieces)
+    instruction_note: str = ""  # where the instruction came from, when not composed here
+    interview: list[tuple[str, str]] = field(default_factory=list)  # the model's questions and the answers
 
     @property
     def fields(self) -> list[str]:
@@ -375,8 +377,10 @@ def task_yaml(p: Proposal, goals: Goals, task_dir: Path, name: str) -> str:
 
 def prompt_lines(p: Proposal) -> list[str]:
     """The task file's `prompt:` block: the instruction, a labelled input template, the reply's prefix."""
-    how = "from your description" if p.describe else "from the field names and labels (--describe says it in your words)"
-    lines = ["prompt:", f"  instruction: {json.dumps(p.instruction)}   # {how}"]
+    how = p.instruction_note or ("from your description" if p.describe else
+                                 "from the field names and labels (--describe says it in your words)")
+    lines = ["prompt:", *[f"  # asked: {q} answered: {a}" for q, a in p.interview],
+             f"  instruction: {json.dumps(p.instruction)}   # {how}"]
     template = input_template(p.inputs)
     if template:
         lines += ["  input_template: |-   # one labelled line per input", *[f"    {t}" for t in template.split("\n")]]

@@ -231,8 +231,11 @@ def test_the_model_interviews_the_user_and_drafts_the_instruction(grading_folder
     assert res.exit_code == 0, res.output
     assert "Who grades these answers?" in res.output and "What should the grader ignore?" in res.output
     assert "I ask because" not in res.output  # one question at a time, its first line
-    instruction = yaml.safe_load(out.read_text())["prompt"]["instruction"]
+    text = out.read_text()
+    instruction = yaml.safe_load(text)["prompt"]["instruction"]
     assert instruction.startswith("As a science teacher, mark the student answer correct")
+    assert "  # asked: Who grades these answers? answered: a science teacher\n" in text
+    assert "# drafted by scripted:" in text and "from the answers above" in text
     sent = [json.loads(line) for line in calls.read_text().splitlines()]
     assert len(sent) == 3 and all(c["kind"] == "generate" for c in sent)
     assert "My draft instruction: Decide whether the student answer is correct" in sent[0]["prompt"]

@@ -89,8 +89,12 @@ def _ask_instruction(p, describe: str | None, model: str | None) -> None:
         ws = workspace()
         lm = LM(build_backend(model_spec(model or "bundled"), ws), ws.cache)
         out.print("Answer each question (blank: no more questions).")
-        p.instruction = interview(lm, p, lambda q: typer.prompt(q, default="", show_default=False)).instruction
-    p.instruction = typer.prompt("Instruction", default=p.instruction).strip() or p.instruction
+        talk = interview(lm, p, lambda q: typer.prompt(q, default="", show_default=False))
+        p.instruction, p.instruction_note = talk.instruction, f"drafted by {lm.model_id} from the answers above"
+        p.interview = list(zip(talk.questions, talk.answers, strict=True))
+    edited = typer.prompt("Instruction", default=p.instruction).strip()
+    if edited and edited != p.instruction:
+        p.instruction, p.instruction_note = edited, "as written at `taskfit init`"
 
 
 def _ask_float(question: str, default: float | None) -> float | None:
