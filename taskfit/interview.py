@@ -41,7 +41,7 @@ def model_spec(value: str) -> ModelSpec:
         try:
             spec = ModelSpec.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
             backend_options(spec)  # the backend's own keys, checked before any call
-        except (ValidationError, yaml.YAMLError) as e:
+        except (ValidationError, yaml.YAMLError, TaskfitError) as e:
             raise TaskfitError(f"not a model entry: {e}", file=str(path)) from None
         return spec
     return ModelSpec(backend="hf", path=value)

@@ -11,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from taskfit.cli import app
+from taskfit.errors import TaskfitError
 from taskfit.scaffold import detect_labels, propose
 from taskfit.study import prepare
 
@@ -261,3 +262,14 @@ def test_an_interview_ends_with_a_draft_after_the_last_question(grading_folder):
     assert result.instruction == "Grade kindly."
     silent = interview(lm, propose(grading_folder / "train.jsonl"), lambda q: "")  # a blank answer ends it
     assert len(silent.questions) == 1 and silent.instruction == "Grade kindly."
+
+
+def test_an_interviewer_file_that_is_not_a_model_entry_names_the_file(grading_folder, tmp_path, taskfit_home):
+    model = tmp_path / "interviewer.yaml"
+    model.write_text("backend: scripted\nscritp: {default: hi}\n")
+    out = tmp_path / "task.yaml"
+    res = CliRunner().invoke(app, ["init", str(grading_folder / "train.jsonl"), "--out", str(out), "--model",
+                                   str(model)], input="\n\n\ny\n")
+    assert res.exit_code != 0 and not out.exists()
+    assert isinstance(res.exception, TaskfitError)  # the command line prints it without a traceback
+    assert str(res.exception).startswith(f"{model}: not a model entry") and "scritp" in str(res.exception)
