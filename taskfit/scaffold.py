@@ -126,7 +126,7 @@ def leave_out_reason(name: str, values: list[Any]) -> str | None:
     kinds = {_structured(v) for v in present} - {None}
     if kinds:
         kind = "a list" if "list" in kinds else "an object"
-        return f"holds {kind} in each row, not text (--input {name} shows it as JSON)"
+        return f"holds {kind} in each row, not text (--input {name} keeps it)"
     distinct = len({str(v) for v in present})
     share = f"{distinct / len(present):.0%} unique"
     if _ID_NAME.search(name.lower()) or _ID_CAMEL.search(name):
