@@ -18,18 +18,16 @@ FEW_LABELS = 10  # up to here demos are balanced per label; beyond, the nearest 
 TUNE_CLASSIFY_ROWS = 200  # train rows from which a fine-tuned classifier row is proposed
 TUNE_SFT_ROWS = 1000  # train rows from which a fine-tuned generator row is proposed
 CALIBRATE_LABELS = 20  # label sets up to this size are scored with contextual calibration
-TUNE_MINUTES = 20  # a proposed fine-tuned row trains on as many rows as take about this much CPU time
+TUNE_MINUTES = 10  # a proposed fine-tuned row trains on as many rows as take about this much CPU time
 ENCODER_MAX_LENGTH = 512  # MiniLM's position limit
 SFT_MAX_LENGTH = 1024  # prompt + answer for the bundled 135M model
-# CPU seconds of training (`taskfit tune`'s train_cpu_s on this project's 2-core machine). MiniLM, every weight:
-# 84 s for one epoch of 200 grading rows (21,500 tokens as estimated here, 13 steps of 16 rows) and about 840 s
-# for three epochs of 2,000 SST-2 rows (108,000 tokens, 375 steps) give a cost per token and per step.
-MINILM_S_PER_TOKEN = 0.003
-MINILM_S_PER_STEP = 1.35  # AdamW over 22.7M weights
-# SmolLM2-135M with LoRA: about 540 s for 400 SST-2 rows of about 72 prompt tokens each
-SMOLLM_S_PER_TOKEN = 0.019
+# CPU seconds of training per token (as estimated here) and epoch, one thread (OMP_NUM_THREADS=1), measured with
+# `taskfit tune`'s train_cpu_s: MiniLM with every weight trained, 61 s for 3 epochs of 200 grading rows
+# (21,500 tokens an epoch; 258 s of wall time on a machine shared with other jobs)
+MINILM_S_PER_TOKEN = 0.00095
+# SmolLM2-135M with LoRA, sft: 36 s for one epoch of 40 grading rows (5,300 tokens with the prompt around them)
+SMOLLM_S_PER_TOKEN = 0.007
 SFT_PROMPT_TOKENS = 30  # chat template and output format around the instruction and the input
-BATCH_ROWS = 16  # `tuning[].batch_size`'s default
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -278,12 +276,11 @@ def tuning_plan(p: Proposal, n_train: int) -> TuningPlan | None:
     """A classifier for a label set, an sft row for free text, when the train rows are enough; capped to about
     TUNE_MINUTES of estimated CPU training."""
     if p.labels and n_train >= TUNE_CLASSIFY_ROWS:
-        name, limit, per_token, per_step, epochs, extra = ("minilm+full", ENCODER_MAX_LENGTH, MINILM_S_PER_TOKEN,
-                                                           MINILM_S_PER_STEP, 3, 0)
+        name, limit, per_token, epochs, extra = "minilm+full", ENCODER_MAX_LENGTH, MINILM_S_PER_TOKEN, 3, 0
         entry: dict[str, Any] = {"name": name, "method": "full", "objective": "classify", "model": "minilm",
                                  "epochs": epochs}
     elif not p.labels and n_train >= TUNE_SFT_ROWS:
-        name, limit, per_token, per_step, epochs = "smollm2+lora-sft", SFT_MAX_LENGTH, SMOLLM_S_PER_TOKEN, 0.0, 1
+        name, limit, per_token, epochs = "smollm2+lora-sft", SFT_MAX_LENGTH, SMOLLM_S_PER_TOKEN, 1
         extra = -(-len(p.instruction) // 4) + SFT_PROMPT_TOKENS  # the sft row is trained on the whole prompt
         entry = {"name": name, "method": "lora", "objective": "sft", "model": "bundled"}
     else:
@@ -293,7 +290,7 @@ def tuning_plan(p: Proposal, n_train: int) -> TuningPlan | None:
     max_length = max(64, min(limit, -(-(p95 + 16) // 32) * 32))  # + room for special tokens and the answer
     longer = sum(t > max_length for t in tokens) / len(tokens)
     mean = sum(min(t, max_length) for t in tokens) / len(tokens)
-    per_row = epochs * (mean * per_token + per_step / BATCH_ROWS) / 60  # CPU minutes
+    per_row = epochs * mean * per_token / 60  # CPU minutes
     rows = n_train
     if per_row * n_train > TUNE_MINUTES:
         rows = max(TUNE_CLASSIFY_ROWS, int(TUNE_MINUTES / per_row) // 100 * 100)
@@ -401,7 +398,8 @@ def tuning_lines(plan: TuningPlan) -> list[str]:
             f"  - {{{entry}}}",
             f"    # max_length {plan.max_length}: 95% of inputs are up to about {plan.p95_tokens} tokens "
             f"(at 4 characters a token){cut}",
-            f"    # training: about {_minutes(plan.minutes)} of CPU time for {plan.rows:,} rows{rest}; a GPU is far faster"]
+            f"    # training: about {_minutes(plan.minutes)} of CPU time (one thread) for {plan.rows:,} rows{rest}; "
+            "a machine shared with other jobs takes longer, a GPU far less"]
 
 
 def train_rows(p: Proposal) -> int:
