@@ -19,9 +19,11 @@ from taskfit.taskfile import ModelSpec
 
 MAX_QUESTIONS = 3  # enough to learn the purpose, the edge cases and the audience; more tires the user
 DONE = "INSTRUCTION:"  # how the model says it knows enough, followed by its draft
+ASKING = "Question:"  # the reply is prefilled with it: a small model otherwise answers instead of asking
 SYSTEM = ("You help write the instruction of a prompt that a language model will follow on every row of a "
-          "data set. You do not know the task yet: ask the user one short question at a time about what "
+          "data set. You do not know the task yet: you ask the user one short question at a time about what "
           f"you need to know. When you know enough, reply with {DONE} followed by the instruction.")
+NEXT = "Ask me your next question."
 
 
 @dataclass
@@ -54,7 +56,8 @@ def _opening(p: Proposal) -> str:
     labels = f" (one of: {', '.join(p.labels[:20])})" if p.labels else ""
     return (f"Each row has: {', '.join(readable(f) for f in p.inputs)}. The model must give the "
             f"{readable(p.output)}{labels}.\nExample rows:\n" + "\n".join(f"- {s}" for s in shown) +
-            f"\nMy draft instruction: {p.instruction}\nAsk me your first question.")
+            f"\nMy draft instruction: {p.instruction}\nAsk me one short question about the task, to learn what "
+            "the instruction should say.")
 
 
 def _first_line(text: str) -> str:
@@ -76,7 +79,7 @@ def interview(lm: LM, p: Proposal, ask: Callable[[str], str], max_questions: int
         return out.texts[0] if out.texts else ""
 
     for _ in range(max_questions):
-        text = reply()
+        text = reply(ASKING)
         if DONE.lower() in text.lower():
             result.instruction = text[text.lower().index(DONE.lower()) + len(DONE):].strip()
             break
@@ -86,7 +89,7 @@ def interview(lm: LM, p: Proposal, ask: Callable[[str], str], max_questions: int
         answer = ask(question).strip()
         result.questions.append(question)
         result.answers.append(answer)
-        turns += [("assistant", question), ("user", answer or "Nothing more.")]
+        turns += [("assistant", f"{ASKING} {question}"), ("user", f"{answer}\n\n{NEXT}" if answer else "Nothing more.")]
         if not answer:
             break
     if not result.instruction:

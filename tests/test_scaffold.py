@@ -222,7 +222,7 @@ def test_the_model_interviews_the_user_and_drafts_the_instruction(grading_folder
         "Spelling does not matter": "INSTRUCTION: As a science teacher, mark the student answer correct when it "
                                     "states the reference answer's idea, whatever the spelling.",
         "a science teacher": "What should the grader ignore?",
-        "Ask me your first question": "Who grades these answers?\nI ask because the tone depends on it."}}},
+        "Ask me one short question": "Who grades these answers?\nI ask because the tone depends on it."}}},
         sort_keys=False))
     out = tmp_path / "task.yaml"
     # field, inputs, no sentence, interview: yes, two answers, accept the draft, no goals, data stays here
@@ -248,17 +248,19 @@ def test_an_interview_ends_with_a_draft_after_the_last_question(grading_folder):
     from taskfit.backends.scripted import ScriptedBackend
     from taskfit.cache import CallCache
     from taskfit.db import connect
-    from taskfit.interview import MAX_QUESTIONS, interview
+    from taskfit.interview import ASKING, DONE, MAX_QUESTIONS, interview
     from taskfit.lm import LM
 
-    def reply(request):  # asks until it is told to write, then writes (after the prefilled "INSTRUCTION:")
+    def reply(request):  # continues the prefilled reply: a question, or the draft after "INSTRUCTION:"
         last = request.messages[-1]
-        return " Grade kindly." if last["role"] == "assistant" else f"Question {len(request.messages)}?"
+        assert last["role"] == "assistant" and last["content"] in (ASKING, DONE)
+        return " Grade kindly." if last["content"] == DONE else f" Number {len(request.messages)}?"
 
     lm = LM(ScriptedBackend({}, reply=reply), CallCache(connect("sqlite://")))
     asked = []
     result = interview(lm, propose(grading_folder / "train.jsonl"), lambda q: asked.append(q) or "yes")
     assert len(result.questions) == len(asked) == MAX_QUESTIONS and result.answers == ["yes"] * MAX_QUESTIONS
+    assert asked == ["Number 3?", "Number 5?", "Number 7?"]  # system, opening (+ question, answer) each time
     assert result.instruction == "Grade kindly."
     silent = interview(lm, propose(grading_folder / "train.jsonl"), lambda q: "")  # a blank answer ends it
     assert len(silent.questions) == 1 and silent.instruction == "Grade kindly."
