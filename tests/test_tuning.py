@@ -64,7 +64,8 @@ def _tune(workspace, task_path, **spec):
 
     task, ds = prepare(task_path)
     spec.setdefault("forgetting", False)
-    return tune(task, ds.split("train"), TuneSpec(**spec), store=workspace.tunes), task, ds
+    log = spec.pop("log", lambda line: None)
+    return tune(task, ds.split("train"), TuneSpec(**spec), store=workspace.tunes, log=log), task, ds
 
 
 def _score(workspace, task_path, rec):
@@ -208,8 +209,12 @@ def test_method_objective_mismatch_is_a_clear_error(tune_task, tiny_models, work
 
 
 def test_plan_parts_add_up_and_are_stored_with_the_measurement(tune_task, tiny_models, workspace):
-    rec, _, _ = _tune(workspace, tune_task(), method="lora", model=str(tiny_models["llama"]), max_steps=2)
+    logs: list[str] = []
+    rec, _, _ = _tune(workspace, tune_task(), method="lora", model=str(tiny_models["llama"]), max_steps=2,
+                      log=logs.append)
     plan = rec.result["plan"]
+    started = next(line for line in logs if line.startswith("training "))  # the planned time, before training
+    assert started.endswith(f"; planned {plan['total_time_s']:.0f} s")
     parts = ("weights_mb", "gradients_mb", "optimizer_mb", "activations_mb", "logits_mb", "runtime_mb")
     assert plan["peak_mem_mb"] == pytest.approx(sum(plan[p] for p in parts))
     assert plan["optimizer_mb"] == pytest.approx(2 * plan["gradients_mb"])  # fp32 grads, two fp32 moments

@@ -90,8 +90,10 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore,
         store.update(rec.id, result)
 
     steps = total_steps(len(data.rows), job.config)
+    planned = result["plan"]["total_time_s"]  # said before a long training starts, not after
     log(f"training {trainable:,} of {total:,} parameters for {steps} steps on {job.device.type}"
-        + (f" x {n} processes" if (n := distributed.processes()) > 1 else ""))
+        + (f" x {n} processes" if (n := distributed.processes()) > 1 else "")
+        + (f"; planned {planned / 60:.0f} min" if planned >= 60 else f"; planned {planned:.0f} s"))
     res = train(model, data.rows, job.config, pad_id=data.tokenizer.pad_token_id, device=job.device,
                 checkpoint_dir=rec.folder / "checkpoints", on_step=on_step, stop_after=stop_after)
     result.update(steps_done=res.steps, steps_total=steps)
