@@ -31,6 +31,9 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the expected c
 SplitOpt = Annotated[str | None, typer.Option(help="Split to score: train, dev or test (default: the task's).")]
 LimitOpt = Annotated[int | None, typer.Option(help="Score only the first N rows of the split (0: all rows, "
                                                     "overriding the task file's limit).")]
+ShardOpt = Annotated[str | None, typer.Option(
+    "--shard", help="Score only shard I of N of the rows (I/N, 0-based, by a hash of each example id): one "
+    "job of many; `taskfit merge-stores` combines the shards' stores (docs/cluster.md).")]
 WideOpt = Annotated[bool, typer.Option("--wide", help="One leaderboard table with every column (wider than 120).")]
 
 
@@ -45,7 +48,7 @@ def _root(db: Annotated[str | None, typer.Option(
 
 def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, *, with_tuning: bool = False,
            train_limit: int | None = None, report: bool = False, wide: bool = False, volume: str | None = None,
-           latency_p50_ms: float | None = None, per_example: bool = False) -> None:
+           latency_p50_ms: float | None = None, per_example: bool = False, shard: str | None = None) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -87,7 +90,8 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
 
         board = api.evaluate(task, strategy, model, split=split, limit=limit, workspace=workspace(),
                              tuned=with_tuning, train_limit=train_limit, progress=on_progress,
-                             log=lambda m: err.print(m, style="dim", highlight=False), on_step=on_step)
+                             log=lambda m: err.print(m, style="dim", highlight=False), on_step=on_step,
+                             shard=shard)
     show_after(estimates, [(r.strategy, r.model, r.run_id) for r in board.rows])
     if as_json:
         if per_example:  # what `taskfit check --baseline FILE` needs without the store
@@ -131,7 +135,7 @@ def run(task: TaskArg, limit: LimitOpt = None,
         train_limit: Annotated[int | None, typer.Option(help="Train each tuned model on at most N train rows "
                                                         "(a quick look; a different model than the full run).")] = None,
         wide: WideOpt = False, dry_run: DryRunOpt = False, volume: VolumeOpt = None,
-        latency_p50_ms: LatencyOpt = None) -> None:
+        latency_p50_ms: LatencyOpt = None, shard: ShardOpt = None) -> None:
     """Run the study the task file declares (every strategy x model, and its tuned models) and print the
     leaderboard."""
     if dry_run:
@@ -139,14 +143,15 @@ def run(task: TaskArg, limit: LimitOpt = None,
 
         return print_estimate(task, None, None, None, limit, note="Fine-tuned rows are not included: "
                               "`taskfit plan` predicts their training time and memory." if tune else "")
-    _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit, report=True,
-           wide=wide, volume=volume, latency_p50_ms=latency_p50_ms)
+    # a shard's report would describe a part of the rows: the report belongs to the merged store
+    _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit,
+           report=shard is None, wide=wide, volume=volume, latency_p50_ms=latency_p50_ms, shard=shard)
 
 
 @app.command("eval")
 def eval_(task: TaskArg, strategy: StrategyOpt = None, model: ModelOpt = None, split: SplitOpt = None,
           limit: LimitOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON.")] = False,
-          wide: WideOpt = False, dry_run: DryRunOpt = False,
+          wide: WideOpt = False, dry_run: DryRunOpt = False, shard: ShardOpt = None,
           per_example: Annotated[bool, typer.Option("--per-example", help="With --json: add each row's per-example "
                                                     "results (a baseline file for `taskfit check`).")] = False) -> None:
     """Evaluate strategies x models on a split and print one leaderboard."""
@@ -156,7 +161,8 @@ def eval_(task: TaskArg, strategy: StrategyOpt = None, model: ModelOpt = None, s
         return print_estimate(task, strategy, model, split, limit, as_json=as_json)
     if per_example and not as_json:
         raise TaskfitError("--per-example adds to the --json output: pass --json too")
-    _study(task, strategy, model, split, limit, as_json, "Leaderboard", wide=wide, per_example=per_example)
+    _study(task, strategy, model, split, limit, as_json, "Leaderboard", wide=wide, per_example=per_example,
+           shard=shard)
 
 
 @app.command()

@@ -1,0 +1,119 @@
+"""Sharded runs (`--shard I/N`) and `taskfit merge-stores`: N jobs with N stores give, merged, the leaderboard
+of one unsharded run, and the merged run is reused by `taskfit eval` like one."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from taskfit.cli import app
+from taskfit.errors import TaskfitError
+from taskfit.shard import Shard, shard_of
+
+TIMED = ("latency_p50_ms", "time_per_1k_s")  # measured per call: not the same on two runs of anything
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def board(*args) -> list[dict]:
+    res = cli(*args, "--json")
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout[res.stdout.index("[\n"):])
+
+
+def db(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def task(make_task, tmp_path):
+    return make_task(models=[{"backend": "scripted", "name": "fake", "script": {
+        "scores": {"great": {"positive": -0.1, "negative": -3.0}, "terrible": {"positive": -3.0, "negative": -0.2}},
+        "replies": {"great": "Positive.", "terrible": "negative"}, "default": "hmm",
+        "call_log": str(tmp_path / "calls.log")}}])
+
+
+def calls(tmp_path: Path) -> int:
+    log = tmp_path / "calls.log"
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def without(rows: list[dict], *keys: str) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in keys} for r in rows]
+
+
+def test_shard_of_is_a_stable_partition():
+    ids = [f"r{i}" for i in range(200)]
+    shards = [Shard(i, 3) for i in range(3)]
+    assert all(sum(s.owns(x) for s in shards) == 1 for x in ids)  # every row in exactly one shard
+    assert {shard_of(x, 3) for x in ids} == {0, 1, 2}
+    assert shard_of("r7", 3) == shard_of("r7", 3)  # by id alone: adding rows moves no row
+    with pytest.raises(TaskfitError, match="0 <= I < N"):
+        Shard.parse("2/2")
+
+
+def test_merged_shards_give_the_unsharded_leaderboard(task, tmp_path):
+    whole = board("--db", db(tmp_path / "whole.db"), "eval", task)
+    a = board("--db", db(tmp_path / "a.db"), "eval", task, "--shard", "0/2")
+    b = board("--db", db(tmp_path / "b.db"), "eval", task, "--shard", "1/2")
+    assert [r["n"] for r in a] != [8, 8] and sum(r["n"] for r in a + b) == 16  # each shard scored part of the rows
+
+    merged = tmp_path / "merged.db"
+    res = cli("--db", db(merged), "merge-stores", tmp_path / "a.db", tmp_path / "b.db")
+    assert res.exit_code == 0, res.output
+    assert res.output.count("combined shards into run") == 2
+    sent = calls(tmp_path)
+    again = board("--db", db(merged), "eval", task)
+    assert calls(tmp_path) == sent  # the merged run is reused: not one model call
+    # scores, CIs, n, p-values, tokens, calls: the same; the run ids differ (the merged run is another record)
+    assert without(again, "run_id", *TIMED) == without(whole, "run_id", *TIMED)
+    assert {r["run_id"] for r in again}.isdisjoint(r["run_id"] for r in whole)
+
+    before = sqlite3.connect(merged).execute("SELECT COUNT(*) FROM predictions").fetchone()
+    res = cli("--db", db(merged), "merge-stores", tmp_path / "a.db", tmp_path / "b.db")  # merging twice
+    assert res.exit_code == 0, res.output
+    assert "combined" not in res.output and "runs: 0 added, 4 already here" in res.output
+    assert sqlite3.connect(merged).execute("SELECT COUNT(*) FROM predictions").fetchone() == before
+
+
+def test_a_shard_run_is_not_the_complete_run(task, tmp_path):
+    store = db(tmp_path / "one.db")
+    (part,) = board("--db", store, "eval", task, "--strategy", "zero_shot", "--shard", "0/2")
+    (whole,) = board("--db", store, "eval", task, "--strategy", "zero_shot")
+    assert whole["n"] == 8 and part["n"] < 8 and whole["run_id"] != part["run_id"]
+    config = json.loads(sqlite3.connect(tmp_path / "one.db").execute(
+        "SELECT config FROM runs WHERE id = ?", (part["run_id"],)).fetchone()[0])
+    assert config["shard"]["index"] == 0 and config["shard"]["count"] == 2
+
+
+def test_a_missing_shard_is_named_and_nothing_is_combined(task, tmp_path):
+    board("--db", db(tmp_path / "a.db"), "eval", task, "--strategy", "zero_shot", "--shard", "0/2")
+    res = cli("--db", db(tmp_path / "merged.db"), "merge-stores", tmp_path / "a.db")
+    assert res.exit_code == 0, res.output
+    assert "shard(s) 1/2 not here" in res.output and "combined" not in res.output
+
+
+def test_a_conflicting_duplicate_is_refused_naming_the_run(task, tmp_path):
+    (row,) = board("--db", db(tmp_path / "a.db"), "eval", task, "--strategy", "zero_shot", "--shard", "0/2")
+    copy = tmp_path / "copy.db"
+    with sqlite3.connect(tmp_path / "a.db") as src, sqlite3.connect(copy) as conn:
+        src.backup(conn)
+        conn.execute("UPDATE runs SET split = 'dev' WHERE id = ?", (row["run_id"],))
+    merged = tmp_path / "merged.db"
+    assert cli("--db", db(merged), "merge-stores", tmp_path / "a.db").exit_code == 0
+    res = cli("--db", db(merged), "merge-stores", copy)
+    assert res.exit_code != 0
+    assert f"run {row['run_id']}" in str(res.exception) and "different split" in str(res.exception)
+
+
+def test_a_store_that_is_not_there_is_named(workspace, tmp_path):
+    from taskfit.store_merge import merge_stores
+
+    with pytest.raises(TaskfitError, match="nope.db: no such store"):
+        merge_stores(workspace, [str(tmp_path / "nope.db")])
