@@ -15,8 +15,8 @@ import json
 import math
 import os
 import random
-import time
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
