@@ -117,3 +117,15 @@ def test_a_store_that_is_not_there_is_named(workspace, tmp_path):
 
     with pytest.raises(TaskfitError, match="nope.db: no such store"):
         merge_stores(workspace, [str(tmp_path / "nope.db")])
+
+
+def test_shards_sharing_one_database_combine_without_a_store_to_import(task, tmp_path):
+    shared = db(tmp_path / "shared.db")
+    for i in range(3):
+        board("--db", shared, "eval", task, "--strategy", "zero_shot", "--shard", f"{i}/3")
+    res = cli("--db", shared, "merge-stores")
+    assert res.exit_code == 0, res.output
+    assert res.output.count("combined shards into run") == 1
+    sent = calls(tmp_path)
+    (row,) = board("--db", shared, "eval", task, "--strategy", "zero_shot")
+    assert row["n"] == 8 and calls(tmp_path) == sent
