@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,6 +171,10 @@ def _place_tuned_folders(dst: Connection, tunes: list[dict[str, Any]], folder: P
         dst.execute(text("UPDATE tunes SET artifact_dir = :d WHERE id = :id"), {"d": str(here), "id": row["id"]})
 
 
+def _digest(parts: Iterable[str]) -> str:
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:8]
+
+
 def _combine_shards(dst: Connection, result: MergeResult) -> None:
     """Build the complete run of every configuration whose shards are all here and finished."""
     groups: dict[str, dict[int, dict[str, Any]]] = {}
@@ -194,13 +198,15 @@ def _combine_shards(dst: Connection, result: MergeResult) -> None:
                                 "not here (or not finished); merge their stores to complete the run")
             continue
         parts = [shards[i] for i in range(count)]
-        # the same shards give the same complete run in any workspace, so merged stores merge again cleanly
-        run_id = hashlib.sha256(" ".join(p["id"] for p in parts).encode()).hexdigest()[:8]
+        # the same shards give the same complete run in any workspace, so merged stores merge again cleanly;
+        # the complete runs of one array of jobs (the same shard studies) form one study, which starts when its
+        # last shard finished: `taskfit report` finds it as the latest study, without the shard runs
+        run_id = _digest(p["id"] for p in parts)
         config = json.loads(first["config"])
         del config["shard"]
-        complete = {**first, "id": run_id, "key": key, "config": json.dumps(config),
-                    "created": max(p["created"] for p in parts), "finished": max(p["finished"] or 0 for p in parts),
-                    "n_total": sum(p["n_total"] for p in parts)}
+        done = max(p["finished"] or p["created"] for p in parts)
+        complete = {**first, "id": run_id, "key": key, "config": json.dumps(config), "created": done, "finished": done,
+                    "study": _digest(sorted({p["study"] for p in parts})), "n_total": sum(p["n_total"] for p in parts)}
         dst.execute(text(f"INSERT INTO runs ({', '.join(complete)}) VALUES ({', '.join(':' + c for c in complete)})"),
                     complete)
         pcols = _columns(dst, "predictions")

@@ -74,6 +74,13 @@ def test_merged_shards_give_the_unsharded_leaderboard(task, tmp_path):
     # scores, CIs, n, p-values, tokens, calls: the same; the run ids differ (the merged run is another record)
     assert without(again, "run_id", *TIMED) == without(whole, "run_id", *TIMED)
     assert {r["run_id"] for r in again}.isdisjoint(r["run_id"] for r in whole)
+    # the report's latest study is the combined runs, not a shard's
+    from taskfit.report.data import latest_study_runs
+    from taskfit.workspace import Workspace
+
+    ws = Workspace.open(tmp_path / "unused", url=db(merged))
+    assert sorted(r.id for r in latest_study_runs(ws.runs, "tiny")) == sorted(r["run_id"] for r in again)
+    ws.close()
 
     before = sqlite3.connect(merged).execute("SELECT COUNT(*) FROM predictions").fetchone()
     res = cli("--db", db(merged), "merge-stores", tmp_path / "a.db", tmp_path / "b.db")  # merging twice
@@ -129,3 +136,30 @@ def test_shards_sharing_one_database_combine_without_a_store_to_import(task, tmp
     sent = calls(tmp_path)
     (row,) = board("--db", shared, "eval", task, "--strategy", "zero_shot")
     assert row["n"] == 8 and calls(tmp_path) == sent
+
+
+@pytest.mark.slow  # four `taskfit` processes
+def test_the_shard_merge_example_in_docs_cluster_runs(task, tmp_path):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    block = re.search(r"```bash\n(.*?)```", (root / "docs/cluster.md").read_text(), re.S).group(1)
+    shard_line, *rest = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    shim = tmp_path / "bin" / "taskfit"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m taskfit.cli "$@"\n')
+    shim.chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim.parent}:{os.environ['PATH']}", "PYTHONPATH": str(root)}
+    env.pop("TASKFIT_HOME", None)
+    shards = subprocess.run(["bash", "-ec", f"N=2; for I in 0 1; do {shard_line}; done"], cwd=task.parent, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert shards.returncode == 0, shards.stderr
+    sent = calls(tmp_path)
+    merged = subprocess.run(["bash", "-ec", "\n".join(rest)], cwd=task.parent, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert merged.returncode == 0, merged.stderr
+    assert "combined shards into run" in merged.stdout and "Leaderboard" in merged.stdout
+    assert calls(tmp_path) == sent  # the merged runs were reused
