@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy.engine import make_url
 
+from taskfit import db
 from taskfit.errors import TaskfitError
 
 if TYPE_CHECKING:
@@ -67,10 +69,6 @@ def open_source(location: str) -> tuple[Engine, Path | None, str]:
     """A store to merge from: a SQLite file, a workspace folder (its taskfit.db) or a SQLAlchemy URL.
     Returns the engine (migrated to this version's schema), the folder its tuned models sit in, and a name
     for messages."""
-    from sqlalchemy.engine import make_url
-
-    from taskfit import db
-
     if "://" in location:
         return db.connect(location), None, make_url(location).render_as_string(hide_password=True)
     path = Path(location).expanduser()
@@ -103,18 +101,25 @@ def merge_stores(workspace: Workspace, sources: list[str]) -> MergeResult:
 
 
 def _merge_table(src: Connection, dst: Connection, table: Table, source: str,
-                 result: MergeResult) -> list[dict[str, Any]]:
-    """Copy ``table``'s new rows from ``src`` to ``dst``; refuse a row whose key ``dst`` holds with other content."""
+                 result: MergeResult) -> list[tuple[Any, ...]]:
+    """Copy ``table``'s new rows from ``src`` to ``dst`` and return their keys; refuse a row whose key ``dst``
+    holds with other content."""
     cols = [c for c in _columns(dst, table.name) if c in set(_columns(src, table.name))]
     where = " AND ".join(f"{k} = :{k}" for k in table.key)
     lookup = text(f"SELECT {', '.join(cols)} FROM {table.name} WHERE {where}")
-    added: list[dict[str, Any]] = []
+    insert = text(f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})")
+    added: list[tuple[Any, ...]] = []
+    pending: list[dict[str, Any]] = []
     skipped = 0
     for row in src.execute(text(f"SELECT {', '.join(cols)} FROM {table.name}")).mappings():
         row = dict(row)
         mine = dst.execute(lookup, {k: row[k] for k in table.key}).mappings().first()
         if mine is None:
-            added.append(row)
+            added.append(tuple(row[k] for k in table.key))
+            pending.append(row)
+            if len(pending) == 500:  # predictions carry traces: a large store is copied a chunk at a time
+                dst.execute(insert, pending)
+                pending.clear()
             continue
         differ = [c for c in cols if c not in table.volatile and not _same(table.name, c, mine[c], row[c])]
         if differ:
@@ -122,9 +127,8 @@ def _merge_table(src: Connection, dst: Connection, table: Table, source: str,
                                f"{', '.join(differ)}; nothing was merged (the two stores disagree about it: "
                                "keep one, or merge into a fresh workspace)")
         skipped += 1
-    if added:
-        dst.execute(text(f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})"),
-                    added)
+    if pending:
+        dst.execute(insert, pending)
     result.added[table.name] = result.added.get(table.name, 0) + len(added)
     result.skipped[table.name] = result.skipped.get(table.name, 0) + skipped
     return added
@@ -148,22 +152,20 @@ def _same(table: str, column: str, a: Any, b: Any) -> bool:
 
 
 def _columns(conn: Connection, table: str) -> list[str]:
-    from sqlalchemy import inspect
-
     return [c["name"] for c in inspect(conn).get_columns(table)]
 
 
-def _place_tuned_folders(dst: Connection, tunes: list[dict[str, Any]], folder: Path | None, mine: Path,
+def _place_tuned_folders(dst: Connection, tunes: list[tuple[Any, ...]], folder: Path | None, mine: Path,
                          result: MergeResult) -> None:
-    """A tuned model's files: where its record points if that folder is here (a shared file system), else
-    copied from the source workspace's ``tuned/<id>`` into this workspace's."""
-    for row in tunes:
-        if Path(row["artifact_dir"]).is_dir():
-            continue
-        there = folder / "tuned" / row["id"] if folder is not None else None
-        if there is None or not there.is_dir():
-            result.notes.append(f"tuned:{row['id']}: its files are not at {row['artifact_dir']}; copy that folder "
-                                "here before evaluating the model")
+    """The files of the tuned models just imported, copied into this workspace's ``tuned/<id>`` (from where the
+    record points, else from the source workspace's ``tuned/<id>``): a job's scratch folder may go once merged."""
+    for (tid,) in tunes:
+        row = dst.execute(text("SELECT id, artifact_dir FROM tunes WHERE id = :id"), {"id": tid}).mappings().one()
+        there = next((p for p in (Path(row["artifact_dir"]), folder / "tuned" / tid if folder else None)
+                      if p is not None and p.is_dir()), None)
+        if there is None:
+            result.notes.append(f"tuned:{tid}: its files are neither at {row['artifact_dir']} nor in the source "
+                                f"store's tuned/ folder; copy them to {mine / tid} before evaluating the model")
             continue
         here = mine / row["id"]
         if not here.exists():

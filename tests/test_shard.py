@@ -163,3 +163,47 @@ def test_the_shard_merge_example_in_docs_cluster_runs(task, tmp_path):
     assert merged.returncode == 0, merged.stderr
     assert "combined shards into run" in merged.stdout and "Leaderboard" in merged.stdout
     assert calls(tmp_path) == sent  # the merged runs were reused
+
+
+def _tuned(ws, folder_file: str = "adapter.safetensors"):
+    rec = ws.tunes.create(key="k1", task_name="tiny", task_path="task.yaml", method="lora", objective="sft",
+                          base_model="bundled", data_hash="d", seed=0, spec={"method": "lora"}, versions={})
+    (rec.folder / folder_file).write_text("weights")
+    ws.tunes.finish(rec.id, {"train_time_s": 1.0})
+    return rec
+
+
+def test_tuned_models_come_with_their_folders(tmp_path):
+    from taskfit.store_merge import merge_stores
+    from taskfit.workspace import Workspace
+
+    job, home = Workspace.open(tmp_path / "job"), Workspace.open(tmp_path / "home")
+    rec = _tuned(job)
+    result = merge_stores(home, [str(job.root)])  # a workspace folder: its taskfit.db and its tuned/
+    mine = home.tunes.get(rec.id)
+    assert result.added["tunes"] == 1 and mine.result == {"train_time_s": 1.0}
+    assert mine.folder == home.root / "tuned" / rec.id and (mine.folder / "adapter.safetensors").read_text() == "weights"
+    assert merge_stores(home, [str(job.root / "taskfit.db")]).skipped["tunes"] == 1  # again: nothing changes
+    job.close()
+    home.close()
+
+
+def test_a_cached_call_with_another_answer_is_refused(tmp_path):
+    from sqlalchemy import text
+
+    from taskfit.store_merge import merge_stores
+    from taskfit.workspace import Workspace
+
+    stores = [Workspace.open(tmp_path / name) for name in ("a", "b")]
+    for ws, answer, ms in zip(stores, ("yes", "no"), (10.0, 20.0), strict=True):
+        with ws.engine.begin() as conn:
+            for key, reply in (("same", "yes"), ("other", answer)):
+                conn.execute(text("INSERT INTO calls VALUES (:k, 'openai:m', 'generate', '{}', :r, 0)"),
+                             {"k": key, "r": json.dumps({"texts": [reply], "latency_ms": ms})})
+    a, b = stores
+    with pytest.raises(TaskfitError, match=r"cached call other.*\(model openai:m, generate\).*different response"):
+        merge_stores(a, [str(b.root)])
+    with a.engine.connect() as conn:  # refused before anything was written
+        assert conn.execute(text("SELECT COUNT(*) FROM calls")).scalar_one() == 2
+    for ws in stores:
+        ws.close()
