@@ -207,3 +207,20 @@ def test_a_cached_call_with_another_answer_is_refused(tmp_path):
         assert conn.execute(text("SELECT COUNT(*) FROM calls")).scalar_one() == 2
     for ws in stores:
         ws.close()
+
+
+def test_run_with_a_shard_scores_its_part_and_leaves_the_report_to_the_merged_store(task, tmp_path, monkeypatch):
+    home = tmp_path / "job"
+    monkeypatch.setenv("TASKFIT_HOME", str(home))
+    res = cli("--db", db(tmp_path / "job.db"), "run", task, "--shard", "1/2", "--no-tune")
+    assert res.exit_code == 0, res.output
+    with sqlite3.connect(tmp_path / "job.db") as conn:
+        totals = {n for (n,) in conn.execute("SELECT n_total FROM runs")}
+        shards = {json.loads(c)["shard"]["index"] for (c,) in conn.execute("SELECT config FROM runs")}
+    assert totals == {8 - sum(Shard(0, 2).owns(f"r{i}") for i in range(8))} and shards == {1}
+    assert "report:" not in res.output and not (home / "reports").exists()
+
+
+def test_a_bad_shard_is_an_error_naming_the_option(task, tmp_path):
+    res = cli("--db", db(tmp_path / "x.db"), "eval", task, "--shard", "3/2")
+    assert res.exit_code != 0 and "--shard '3/2'" in str(res.exception)
