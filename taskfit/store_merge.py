@@ -212,7 +212,7 @@ def _combine_shards(dst: Connection, result: MergeResult) -> None:
         dst.execute(text(f"INSERT INTO runs ({', '.join(complete)}) VALUES ({', '.join(':' + c for c in complete)})"),
                     complete)
         pcols = _columns(dst, "predictions")
-        selected = ", ".join(":run" if c == "run_id" else c for c in pcols)
+        selected = ", ".join("CAST(:run AS TEXT)" if c == "run_id" else c for c in pcols)
         for p in parts:
             dst.execute(text(f"INSERT INTO predictions ({', '.join(pcols)}) SELECT {selected} FROM predictions "
                              "WHERE run_id = :src"), {"run": run_id, "src": p["id"]})
