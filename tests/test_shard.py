@@ -224,3 +224,16 @@ def test_run_with_a_shard_scores_its_part_and_leaves_the_report_to_the_merged_st
 def test_a_bad_shard_is_an_error_naming_the_option(task, tmp_path):
     res = cli("--db", db(tmp_path / "x.db"), "eval", task, "--shard", "3/2")
     assert res.exit_code != 0 and "--shard '3/2'" in str(res.exception)
+
+
+def test_shards_merge_into_any_database(task, tmp_path, store_url):
+    """The merged store may be PostgreSQL (a team's store): the combined run is reused there too."""
+    whole = board("--db", db(tmp_path / "whole.db"), "eval", task, "--strategy", "zero_shot")
+    for i in range(2):
+        board("--db", db(tmp_path / f"{i}.db"), "eval", task, "--strategy", "zero_shot", "--shard", f"{i}/2")
+    res = cli("--db", store_url, "merge-stores", tmp_path / "0.db", tmp_path / "1.db")
+    assert res.exit_code == 0, res.output
+    sent = calls(tmp_path)
+    merged = board("--db", store_url, "eval", task, "--strategy", "zero_shot")
+    assert calls(tmp_path) == sent
+    assert without(merged, "run_id", *TIMED) == without(whole, "run_id", *TIMED)
