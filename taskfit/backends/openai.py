@@ -7,6 +7,9 @@ task file (``models[].score_via``); a server with none falls back to generate-an
 
 Native tool calling: a request's ``tools`` are sent as the ``tools`` field and the reply's ``tool_calls``
 come back parsed; assistant messages with ``tool_calls`` and ``tool`` messages are sent exactly as given.
+
+Replicas: ``base_url`` may list several servers of the same model. Each request goes to the least busy one with
+a free slot (``concurrency`` per replica); one that fails there after its retries moves to another replica.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ class Options(BaseModel):
         return [u.rstrip("/") for u in given]
 
 
-def _check_urls(o: Options) -> list[str]:
+def _replica_urls(o: Options) -> list[str]:
     """Every replica URL through the credential check; the list (a duplicate would double a replica's load)."""
     urls = o.urls
     for i, url in enumerate(urls):
@@ -88,6 +91,7 @@ def _model_id(urls: list[str], model: str | None) -> str:
     cache as long as that server stays first."""
     return f"openai:{_public_url(urls[0] if urls else '')}:{model}"
 
+
 def create(spec: ModelSpec) -> OpenAIBackend:
     """Build the backend from a task file's model entry; raises TaskfitError on bad settings."""
     return OpenAIBackend(spec)
@@ -99,7 +103,7 @@ def facts(spec: ModelSpec, cache: Any) -> ModelFacts:
     else unknown (None) until the first call probes the server."""
     o = backend_options(spec)
     # the id below is a cache key and is printed by the dry run
-    model_id = _model_id(_check_urls(o), o.model)
+    model_id = _model_id(_replica_urls(o), o.model)
     order = _paths(o)
     if not order:
         return ModelFacts(model_id, chars, True, can_score=False)
@@ -152,7 +156,7 @@ class OpenAIBackend:
         if not o.urls:
             raise TaskfitError("the openai backend needs models[].base_url, e.g. http://127.0.0.1:8000/v1",
                                field="models[].base_url")
-        urls = _check_urls(o)
+        urls = _replica_urls(o)
         if not o.model:
             raise TaskfitError("the openai backend needs models[].model, the model name sent to the server",
                                field="models[].model")
