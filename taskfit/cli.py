@@ -188,8 +188,10 @@ def runs(limit: Annotated[int, typer.Option(help="How many recent runs.")] = 30)
     for col in ("run", "created", "task", "strategy", "model", "split", "rows", "status"):
         t.add_column(col)
     for r in store.list(limit):
+        shard = r.config.get("shard")  # a shard's rows are a part of the split: say which
+        part = f" (shard {shard['index']}/{shard['count']})" if shard else ""
         t.add_row(r.id, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)), r.task_name, r.strategy, r.model,
-                  r.split, f"{store.progress(r.id)}/{r.n_total}", r.status)
+                  r.split, f"{store.progress(r.id)}/{r.n_total}{part}", r.status)
     out.print(t)
     tunes = workspace().tunes.list(limit)
     if tunes:

@@ -97,6 +97,8 @@ def test_a_shard_run_is_not_the_complete_run(task, tmp_path):
     config = json.loads(sqlite3.connect(tmp_path / "one.db").execute(
         "SELECT config FROM runs WHERE id = ?", (part["run_id"],)).fetchone()[0])
     assert config["shard"]["index"] == 0 and config["shard"]["count"] == 2
+    listing = cli("--db", store, "runs")
+    assert f"{part['n']}/{part['n']} (shard 0/2)" in listing.stdout and "8/8 " in listing.stdout
 
 
 def test_a_missing_shard_is_named_and_nothing_is_combined(task, tmp_path):
