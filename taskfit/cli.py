@@ -13,6 +13,7 @@ from rich.text import Text
 
 from taskfit.commands.report import LatencyOpt, VolumeOpt
 from taskfit.errors import TaskfitError
+from taskfit.shard import Shard
 from taskfit.terminal import console, safe_text
 from taskfit.types import PredictionRow
 
@@ -63,6 +64,7 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
     from taskfit.leaderboard import render
     from taskfit.stages import Stages
 
+    shard_part = Shard.parse(shard) if shard else None  # a bad --shard stops here, before anything is loaded
     bars: dict[str, int] = {}
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -80,7 +82,7 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
 
         from taskfit.commands.estimate import estimate_before, show_after
 
-        estimates = estimate_before(task, strategy, model, split, limit)
+        estimates = estimate_before(task, strategy, model, split, limit, shard_part)
         err.print("loading task, data and models...", style="dim")
 
         def on_step(name, p):
@@ -91,7 +93,7 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
         board = api.evaluate(task, strategy, model, split=split, limit=limit, workspace=workspace(),
                              tuned=with_tuning, train_limit=train_limit, progress=on_progress,
                              log=lambda m: err.print(m, style="dim", highlight=False), on_step=on_step,
-                             shard=shard)
+                             shard=shard_part)
     show_after(estimates, [(r.strategy, r.model, r.run_id) for r in board.rows])
     if as_json:
         if per_example:  # what `taskfit check --baseline FILE` needs without the store
@@ -142,7 +144,8 @@ def run(task: TaskArg, limit: LimitOpt = None,
         from taskfit.commands.estimate import dry_run as print_estimate
 
         return print_estimate(task, None, None, None, limit, note="Fine-tuned rows are not included: "
-                              "`taskfit plan` predicts their training time and memory." if tune else "")
+                              "`taskfit plan` predicts their training time and memory." if tune else "",
+                              shard=Shard.parse(shard) if shard else None)
     # a shard's report would describe a part of the rows: the report belongs to the merged store
     _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit,
            report=shard is None, wide=wide, volume=volume, latency_p50_ms=latency_p50_ms, shard=shard)
@@ -158,7 +161,8 @@ def eval_(task: TaskArg, strategy: StrategyOpt = None, model: ModelOpt = None, s
     if dry_run:
         from taskfit.commands.estimate import dry_run as print_estimate
 
-        return print_estimate(task, strategy, model, split, limit, as_json=as_json)
+        return print_estimate(task, strategy, model, split, limit, as_json=as_json,
+                              shard=Shard.parse(shard) if shard else None)
     if per_example and not as_json:
         raise TaskfitError("--per-example adds to the --json output: pass --json too")
     _study(task, strategy, model, split, limit, as_json, "Leaderboard", wide=wide, per_example=per_example,

@@ -239,3 +239,12 @@ def test_shards_merge_into_any_database(task, tmp_path, store_url):
     merged = board("--db", store_url, "eval", task, "--strategy", "zero_shot")
     assert calls(tmp_path) == sent
     assert without(merged, "run_id", *TIMED) == without(whole, "run_id", *TIMED)
+
+
+def test_the_dry_run_of_a_shard_counts_its_rows(task, tmp_path):
+    owned = sum(Shard(0, 2).owns(f"r{i}") for i in range(8))
+    res = cli("--db", db(tmp_path / "x.db"), "eval", task, "--strategy", "zero_shot", "--dry-run", "--shard", "0/2",
+              "--json")
+    assert res.exit_code == 0, res.output
+    (estimate,) = json.loads(res.stdout[res.stdout.index("[\n"):])
+    assert estimate["n"] == owned < 8
