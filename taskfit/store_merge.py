@@ -82,22 +82,32 @@ def open_source(location: str) -> tuple[Engine, Path | None, str]:
 
 def merge_stores(workspace: Workspace, sources: list[str]) -> MergeResult:
     """Import every store in ``sources`` into ``workspace``, then combine complete sets of shard runs.
-    Raises TaskfitError naming the store and the row on a conflicting duplicate; nothing is written then."""
+    Raises TaskfitError naming the store and the row on a conflicting duplicate; nothing is written then (the
+    tuned models' folders copied before it stay, unreferenced)."""
     result = MergeResult()
     target = workspace.engine
-    for location in sources:
-        eng, folder, name = open_source(location)
-        try:
-            if str(eng.url) == str(target.url):
-                raise TaskfitError(f"{name} is this workspace's own database: nothing to merge")
-            with target.begin() as dst, eng.connect() as src:
-                copies = [_merge_table(src, dst, t, name, result) for t in TABLES]
-                _place_tuned_folders(dst, copies[1], folder, workspace.root / "tuned", result)
-        finally:
+    opened: list[tuple[Engine, Path | None, str]] = []
+    try:
+        for location in sources:  # every store is found before anything is read
+            opened.append(open_source(location))
+            if _same_database(opened[-1][0], target):
+                raise TaskfitError(f"{opened[-1][2]} is this workspace's own database: nothing to merge")
+        with target.begin() as dst:  # one transaction: a conflict in any store leaves the workspace as it was
+            for eng, folder, name in opened:
+                with eng.connect() as src:
+                    added = {t.name: _merge_table(src, dst, t, name, result) for t in TABLES}
+                _place_tuned_folders(dst, added["tunes"], folder, workspace.root / "tuned", result)
+            _combine_shards(dst, result)
+    finally:
+        for eng, _, _ in opened:
             eng.dispose()
-    with target.begin() as dst:
-        _combine_shards(dst, result)
     return result
+
+
+def _same_database(a: Engine, b: Engine) -> bool:
+    if a.url.get_backend_name() == b.url.get_backend_name() == "sqlite":
+        return Path(a.url.database or "").resolve() == Path(b.url.database or "").resolve()
+    return a.url.render_as_string(hide_password=True) == b.url.render_as_string(hide_password=True)
 
 
 def _merge_table(src: Connection, dst: Connection, table: Table, source: str,

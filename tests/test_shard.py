@@ -248,3 +248,18 @@ def test_the_dry_run_of_a_shard_counts_its_rows(task, tmp_path):
     assert res.exit_code == 0, res.output
     (estimate,) = json.loads(res.stdout[res.stdout.index("[\n"):])
     assert estimate["n"] == owned < 8
+
+
+def test_two_stores_that_disagree_merge_nothing_and_a_store_is_not_merged_into_itself(task, tmp_path):
+    (row,) = board("--db", db(tmp_path / "a.db"), "eval", task, "--strategy", "zero_shot", "--shard", "0/2")
+    copy = tmp_path / "copy.db"
+    with sqlite3.connect(tmp_path / "a.db") as src, sqlite3.connect(copy) as conn:
+        src.backup(conn)
+        conn.execute("UPDATE predictions SET answer = 'other' WHERE run_id = ?", (row["run_id"],))
+    merged = tmp_path / "merged.db"
+    res = cli("--db", db(merged), "merge-stores", tmp_path / "a.db", copy)
+    assert res.exit_code != 0 and f"of run {row['run_id']}" in str(res.exception)
+    assert "different answer" in str(res.exception)
+    assert sqlite3.connect(merged).execute("SELECT COUNT(*) FROM runs").fetchone() == (0,)  # not even a.db's
+    res = cli("--db", db(tmp_path / "a.db"), "merge-stores", tmp_path / "a.db")
+    assert res.exit_code != 0 and "this workspace's own database" in str(res.exception)
