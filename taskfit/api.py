@@ -28,6 +28,7 @@ from taskfit.errors import TaskfitError
 from taskfit.leaderboard import render, rows, verdict
 from taskfit.runner import Arm, ProgressFn
 from taskfit.runner import evaluate as run_arms
+from taskfit.shard import Shard
 from taskfit.stages import Stages, StageTime
 from taskfit.store import RunRecord
 from taskfit.study import curve_points, distilled, prepare, select_arms, tuned_arms, with_teachers
@@ -204,7 +205,7 @@ def evaluate(task: str | Path | Task, strategies: Sequence[StrategyArg] | None =
              workspace: Workspace | None = None, tuned: bool = False, train_limit: int | None = None,
              progress: ProgressFn | None = None, log: Callable[[str], None] = lambda s: None,
              on_step: Callable[[str, dict[str, float]], None] | None = None,
-             on_run: Callable[[RunRecord], None] | None = None) -> Leaderboard:
+             on_run: Callable[[RunRecord], None] | None = None, shard: Shard | str | None = None) -> Leaderboard:
     """Evaluate strategies x models on a split and return the leaderboard.
 
     Args:
@@ -213,10 +214,13 @@ def evaluate(task: str | Path | Task, strategies: Sequence[StrategyArg] | None =
         split: train, dev or test (default: the task's). limit: first N rows (0: all; default: the task's).
         workspace: where runs, the call cache and tuned models live (default ``Workspace.open()``).
         tuned: also train (or reuse) the task's ``tuning:`` models, its ``distill:`` students and the sizes of
-            its ``curve:`` entries, and put them on the leaderboard.
+            its ``curve:`` entries, and put them on the leaderboard (trained in this process unless stored).
         on_run: called with each arm's stored run as it finishes, e.g. ``MlflowTracker(ws).on_run`` (export as
             the study goes; see docs/tracking.md).
+        shard: score only this shard of the rows (``Shard`` or ``"I/N"``); ``taskfit merge-stores`` combines
+            the shards' stores into the complete runs.
     """
+    shard = Shard.parse(shard) if isinstance(shard, str) else shard
     ws = workspace or Workspace.open()
     stage = Stages()
     with stage("load"):
@@ -235,7 +239,7 @@ def evaluate(task: str | Path | Task, strategies: Sequence[StrategyArg] | None =
     limit = task_obj.config.limit if limit is None else (limit or None)
     with stage("evaluation"):
         records = run_arms(task_obj, dataset, chosen, split=split or task_obj.config.split, limit=limit,
-                           workspace=ws, progress=progress, on_run=on_run)
+                           workspace=ws, progress=progress, on_run=on_run, shard=shard)
         table = with_teachers(task_obj, rows(ws, records), ws)
     return Leaderboard(table, task=task_obj.config.name, metric=task_obj.config.metrics[0].name, runs=records,
                        stages=stage.times)

@@ -14,6 +14,7 @@ from rich.text import Text
 from taskfit.commands.export import TrackingUriOpt, TrackOpt
 from taskfit.commands.report import LatencyOpt, VolumeOpt
 from taskfit.errors import TaskfitError
+from taskfit.shard import Shard
 from taskfit.terminal import console, safe_text
 from taskfit.types import PredictionRow
 
@@ -32,6 +33,9 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the expected c
 SplitOpt = Annotated[str | None, typer.Option(help="Split to score: train, dev or test (default: the task's).")]
 LimitOpt = Annotated[int | None, typer.Option(help="Score only the first N rows of the split (0: all rows, "
                                                     "overriding the task file's limit).")]
+ShardOpt = Annotated[str | None, typer.Option(
+    "--shard", help="Score only shard I of N of the rows (I/N, 0-based, by a hash of each example id): one "
+    "job of many; `taskfit merge-stores` combines the shards' stores (docs/cluster.md).")]
 WideOpt = Annotated[bool, typer.Option("--wide", help="One leaderboard table with every column (wider than 120).")]
 
 
@@ -47,7 +51,7 @@ def _root(db: Annotated[str | None, typer.Option(
 def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, *, with_tuning: bool = False,
            train_limit: int | None = None, report: bool = False, wide: bool = False, volume: str | None = None,
            latency_p50_ms: float | None = None, per_example: bool = False, track: str | None = None,
-           tracking_uri: str | None = None) -> None:
+           tracking_uri: str | None = None, shard: str | None = None) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -63,6 +67,7 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
     from taskfit.leaderboard import render
     from taskfit.stages import Stages
 
+    shard_part = Shard.parse(shard) if shard else None  # a bad --shard stops here, before anything is loaded
     tracker = start_tracking(track, tracking_uri)  # connected before the first model call
     bars: dict[str, int] = {}
     started = time.perf_counter()
@@ -81,7 +86,7 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
 
         from taskfit.commands.estimate import estimate_before, show_after
 
-        estimates = estimate_before(task, strategy, model, split, limit)
+        estimates = estimate_before(task, strategy, model, split, limit, shard_part)
         err.print("loading task, data and models...", style="dim")
 
         def on_step(name, p):
@@ -92,7 +97,7 @@ def _study(task: str, strategy, model, split, limit, as_json: bool, title: str, 
         board = api.evaluate(task, strategy, model, split=split, limit=limit, workspace=workspace(),
                              tuned=with_tuning, train_limit=train_limit, progress=on_progress,
                              log=lambda m: err.print(m, style="dim", highlight=False), on_step=on_step,
-                             on_run=tracker.on_run if tracker else None)
+                             on_run=tracker.on_run if tracker else None, shard=shard_part)
     show_after(estimates, [(r.strategy, r.model, r.run_id) for r in board.rows])
     if as_json:
         if per_example:  # what `taskfit check --baseline FILE` needs without the store
@@ -139,22 +144,26 @@ def run(task: TaskArg, limit: LimitOpt = None,
         train_limit: Annotated[int | None, typer.Option(help="Train each tuned model on at most N train rows "
                                                         "(a quick look; a different model than the full run).")] = None,
         wide: WideOpt = False, dry_run: DryRunOpt = False, volume: VolumeOpt = None,
-        latency_p50_ms: LatencyOpt = None, track: TrackOpt = None, tracking_uri: TrackingUriOpt = None) -> None:
+        latency_p50_ms: LatencyOpt = None, shard: ShardOpt = None, track: TrackOpt = None,
+        tracking_uri: TrackingUriOpt = None) -> None:
     """Run the study the task file declares (every strategy x model, and its tuned models) and print the
     leaderboard."""
     if dry_run:
         from taskfit.commands.estimate import dry_run as print_estimate
 
         return print_estimate(task, None, None, None, limit, note="Fine-tuned rows are not included: "
-                              "`taskfit plan` predicts their training time and memory." if tune else "")
-    _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit, report=True,
-           wide=wide, volume=volume, latency_p50_ms=latency_p50_ms, track=track, tracking_uri=tracking_uri)
+                              "`taskfit plan` predicts their training time and memory." if tune else "",
+                              shard=Shard.parse(shard) if shard else None)
+    # a shard's report would describe a part of the rows: the report belongs to the merged store
+    _study(task, None, None, None, limit, False, "Study", with_tuning=tune, train_limit=train_limit,
+           report=shard is None, wide=wide, volume=volume, latency_p50_ms=latency_p50_ms, shard=shard,
+           track=track, tracking_uri=tracking_uri)
 
 
 @app.command("eval")
 def eval_(task: TaskArg, strategy: StrategyOpt = None, model: ModelOpt = None, split: SplitOpt = None,
           limit: LimitOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON.")] = False,
-          wide: WideOpt = False, dry_run: DryRunOpt = False,
+          wide: WideOpt = False, dry_run: DryRunOpt = False, shard: ShardOpt = None,
           per_example: Annotated[bool, typer.Option("--per-example", help="With --json: add each row's per-example "
                                                     "results (a baseline file for `taskfit check`).")] = False,
           track: TrackOpt = None, tracking_uri: TrackingUriOpt = None) -> None:
@@ -162,11 +171,12 @@ def eval_(task: TaskArg, strategy: StrategyOpt = None, model: ModelOpt = None, s
     if dry_run:
         from taskfit.commands.estimate import dry_run as print_estimate
 
-        return print_estimate(task, strategy, model, split, limit, as_json=as_json)
+        return print_estimate(task, strategy, model, split, limit, as_json=as_json,
+                              shard=Shard.parse(shard) if shard else None)
     if per_example and not as_json:
         raise TaskfitError("--per-example adds to the --json output: pass --json too")
     _study(task, strategy, model, split, limit, as_json, "Leaderboard", wide=wide, per_example=per_example,
-           track=track, tracking_uri=tracking_uri)
+           track=track, tracking_uri=tracking_uri, shard=shard)
 
 
 @app.command()
@@ -192,8 +202,10 @@ def runs(limit: Annotated[int, typer.Option(help="How many recent runs.")] = 30)
     for col in ("run", "created", "task", "strategy", "model", "split", "rows", "status"):
         t.add_column(col)
     for r in store.list(limit):
+        shard = r.config.get("shard")  # a shard's rows are a part of the split: say which
+        part = f" (shard {shard['index']}/{shard['count']})" if shard else ""
         t.add_row(r.id, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)), r.task_name, r.strategy, r.model,
-                  r.split, f"{store.progress(r.id)}/{r.n_total}", r.status)
+                  r.split, f"{store.progress(r.id)}/{r.n_total}{part}", r.status)
     out.print(t)
     tunes = workspace().tunes.list(limit)
     if tunes:

@@ -30,6 +30,7 @@ from taskfit.cache import CallCache, call_key
 from taskfit.dataset import Dataset, Example
 from taskfit.lm import LM, Trace
 from taskfit.prompts import prompt_parts
+from taskfit.shard import Shard
 from taskfit.strategies import StrategyContext, strategies
 from taskfit.taskfile import ModelSpec, StrategySpec, Task
 from taskfit.types import PredictionRow
@@ -276,9 +277,11 @@ def _add(est: Estimate, trace: Trace) -> None:
 
 
 def estimate_arms(task: Task, dataset: Dataset, arms: list, *, split: str, limit: int | None,
-                  cache: CallCache) -> list[Estimate]:
-    """One estimate per strategy x model arm on the first ``limit`` rows of ``split`` (as ``evaluate`` runs)."""
+                  cache: CallCache, shard: Shard | None = None) -> list[Estimate]:
+    """One estimate per strategy x model arm on the first ``limit`` rows of ``split`` (of those, ``shard``'s),
+    as ``evaluate`` runs."""
     examples = dataset.split(split)[:limit] if limit else dataset.split(split)
+    examples = [ex for ex in examples if shard is None or shard.owns(ex.id)]
     train = dataset.splits.get("train", [])
     return [estimate_examples(task, examples, a.strategy, a.model, cache, train=train) for a in arms]
 
@@ -294,14 +297,15 @@ def actual_from_predictions(rows: list[PredictionRow]) -> dict[str, float]:
 
 def estimate_study(task_path: str, cache: CallCache, *, strategy_names: list[str] | None = None,
                    model_names: list[str] | None = None, split: str | None = None,
-                   limit: int | None = None) -> tuple[Task, list[Estimate]]:
+                   limit: int | None = None, shard: Shard | None = None) -> tuple[Task, list[Estimate]]:
     """The estimate of ``taskfit eval`` with the same arguments (``limit`` None: the task's; 0: every row)."""
     from taskfit.study import prepare, select_arms
 
     task, dataset = prepare(task_path)
     arms = select_arms(task, strategy_names, model_names)
     limit = task.config.limit if limit is None else (limit or None)
-    return task, estimate_arms(task, dataset, arms, split=split or task.config.split, limit=limit, cache=cache)
+    return task, estimate_arms(task, dataset, arms, split=split or task.config.split, limit=limit, cache=cache,
+                               shard=shard)
 
 
 # -- estimate and actual, side by side -------------------------------------------------------------------------

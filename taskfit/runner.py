@@ -5,7 +5,8 @@ configuration less the keys that change no prediction (``taskfile.NOT_IDENTITY``
 the data, the strategy and model settings, the split and the limit. Running the same command again reuses the
 finished run with that key (no model call, no new run); after a crash it resumes the unfinished one: finished
 examples are not predicted again and finished model calls come from the cache, so the resumed run ends with
-the same predictions as an uninterrupted one.
+the same predictions as an uninterrupted one. A run of one shard of the rows (``taskfit.shard``) has an
+identity of its own, derived from the complete run's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from taskfit.lm import LM
 from taskfit.metrics import Scored, build_metric, score_batch
 from taskfit.prompts import prompt_parts
 from taskfit.provenance import package_versions
+from taskfit.shard import Shard
 from taskfit.store import RunRecord, Store
 from taskfit.strategies import StrategyContext, strategies
 from taskfit.taskfile import ModelSpec, StrategySpec, Task
@@ -107,17 +109,20 @@ def resolve_mode(task: Task, backend: Backend) -> str:
 
 def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit: int | None, workspace: Workspace,
              pool: BackendPool | None = None, progress: ProgressFn | None = None,
-             study: str | None = None, on_run: Callable[[RunRecord], None] | None = None) -> list[RunRecord]:
-    """Run every arm on ``split`` (first ``limit`` rows), storing runs, predictions and model calls in
-    ``workspace``, and return the finished run records; ``on_run`` is called with each as it finishes (an
-    experiment tracker exports it)."""
+             study: str | None = None, on_run: Callable[[RunRecord], None] | None = None,
+             shard: Shard | None = None) -> list[RunRecord]:
+    """Run every arm on ``split`` (first ``limit`` rows; of those, only ``shard``'s), storing runs, predictions
+    and model calls in ``workspace``, and return the finished run records; ``on_run`` is called with each as it
+    finishes (an experiment tracker exports it)."""
     if pool is None:  # a pool of its own is closed when the arms are done
         with _closing(BackendPool(workspace)) as own:
             return evaluate(task, dataset, arms, split=split, limit=limit, workspace=workspace, pool=own,
-                            progress=progress, study=study, on_run=on_run)
+                            progress=progress, study=study, on_run=on_run, shard=shard)
     store: Store = workspace.runs
     study = study or uuid.uuid4().hex[:8]
     examples = dataset.split(split)[:limit] if limit else dataset.split(split)
+    # (position in the split, example): a shard keeps the positions, so merged shards list rows in split order
+    numbered = [(i, ex) for i, ex in enumerate(examples) if shard is None or shard.owns(ex.id)]
     c = task.config
     metric_fns = [(m.name, task.metric_objects.get(m.name) or build_metric(m.name, m.options, workspace))
                   for m in c.metrics]
@@ -127,22 +132,25 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
         lm = LM(backend, workspace.cache)
         mode = resolve_mode(task, backend)
         key = run_key(task, dataset, arm, split, limit, mode)
-        legacy = run_key(task, dataset, arm, split, limit, mode, legacy=True)
+        # shard runs have no legacy identity: they did not exist when it was the rule
+        legacy = run_key(task, dataset, arm, split, limit, mode, legacy=True) if shard is None else None
+        sharding = {} if shard is None else {"shard": shard.record(key)}
+        key = key if shard is None else shard.key(key)
         # the same settings scored before: a finished run is reused as it is, an unfinished one resumed
         run = store.latest(key, legacy=legacy, study=study) or store.create(
             key=key, study=study, task_name=c.name, task_path=str(task.path), task_hash=task.config_hash,
             data_hash=dataset.hash, strategy=arm.strategy.label(), model=arm.model.label(), model_id=backend.model_id,
-            split=split, n_total=len(examples), versions=package_versions(task.root),
+            split=split, n_total=len(numbered), versions=package_versions(task.root),
             config={"task": c.model_dump(), "strategy": arm.strategy.model_dump(), "model": arm.model.model_dump(),
                     "mode": mode, "limit": limit, "backend": backend.describe(),
-                    "binary": bool(metric_fns[0][1].binary)})
+                    "binary": bool(metric_fns[0][1].binary), **sharding})
         ctx = StrategyContext(task=task, parts=prompt_parts(task), train=dataset.splits.get("train", []), mode=mode,
                               seed=c.data.seed, workspace=workspace)
         strategy = strategies.get(arm.strategy.name)(arm.strategy, ctx)
         done = store.done_ids(run.id)
-        todo = [(i, ex) for i, ex in enumerate(examples) if ex.id not in done]
+        todo = [(i, ex) for i, ex in numbered if ex.id not in done]
         if progress:
-            progress(arm, len(done), len(examples))
+            progress(arm, len(done), len(numbered))
         for start in range(0, len(todo), CHUNK):
             chunk = todo[start:start + CHUNK]
             exs = [ex for _, ex in chunk]
@@ -151,7 +159,7 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
             store.add_predictions([_row(run.id, i, ex, p, {name: s[k] for name, s in scored.items()}, c.inputs)
                                    for k, ((i, ex), p) in enumerate(zip(chunk, preds, strict=True))])
             if progress:
-                progress(arm, len(done) + start + len(chunk), len(examples))
+                progress(arm, len(done) + start + len(chunk), len(numbered))
         if run.status != "done":
             store.finish(run.id)
         records.append(store.get(run.id))

@@ -420,7 +420,11 @@ def _check_urls(raw: Any, root: yaml.Node | None, path: Path, loc: tuple[Any, ..
 
     items = raw.items() if isinstance(raw, dict) else enumerate(raw) if isinstance(raw, list) else ()
     for k, v in items:
-        if k == "base_url" and isinstance(v, str) and (problem := url_problem(v)):
-            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in (*loc, k)).lstrip(".")
-            raise TaskfitError(f"{where} {problem}", file=str(path), line=_line_of(root, (*loc, k)), field=where)
+        # one URL, or a list of replicas (an openai model's base_url): each one is checked
+        urls = [((*loc, k), v)] if isinstance(v, str) else [((*loc, k, i), u) for i, u in enumerate(v)
+                                                            if isinstance(u, str)] if isinstance(v, list) else []
+        for at, url in urls if k == "base_url" else ():
+            if problem := url_problem(url):
+                where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in at).lstrip(".")
+                raise TaskfitError(f"{where} {problem}", file=str(path), line=_line_of(root, at), field=where)
         _check_urls(v, root, path, (*loc, k))

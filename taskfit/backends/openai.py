@@ -7,6 +7,9 @@ task file (``models[].score_via``); a server with none falls back to generate-an
 
 Native tool calling: a request's ``tools`` are sent as the ``tools`` field and the reply's ``tool_calls``
 come back parsed; assistant messages with ``tool_calls`` and ``tool`` messages are sent exactly as given.
+
+Replicas: ``base_url`` may list several servers of the same model. Each request goes to the least busy one with
+a free slot (``concurrency`` per replica); one that fails there after its retries moves to another replica.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import json
 import math
 import os
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,13 +36,17 @@ from taskfit.errors import ModelCallError, TaskfitError
 from taskfit.taskfile import ModelSpec
 
 _EXCERPT_CHARS = 300
+REPLICA_REST_S = 30.0  # a replica that failed a request gets no new one for this long while others are up
 
 
 class Options(BaseModel):
     """``backend: openai``: any OpenAI-compatible chat completions server."""
 
     model_config = ConfigDict(extra="forbid")
-    base_url: str | None = Field(None, description="Server URL, e.g. http://127.0.0.1:8000/v1.")
+    base_url: str | list[str] | None = Field(
+        None, description="Server URL, e.g. http://127.0.0.1:8000/v1, or a list of replicas serving the same "
+        "model (requests are spread over them, `concurrency` each; a request that fails on one moves to another; "
+        "the first URL names the model in the call cache).")
     model: str | None = Field(None, description="Model name sent to the server.")
     api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
     headers_env: dict[str, str] = Field(
@@ -59,6 +68,29 @@ class Options(BaseModel):
     def label(self) -> str:
         return self.model or "openai"
 
+    @property
+    def urls(self) -> list[str]:
+        """The replicas' URLs, without trailing slashes; [] when none is given."""
+        given = [self.base_url] if isinstance(self.base_url, str) else list(self.base_url or [])
+        return [u.rstrip("/") for u in given]
+
+
+def _replica_urls(o: Options) -> list[str]:
+    """Every replica URL through the credential check; the list (a duplicate would double a replica's load)."""
+    urls = o.urls
+    for i, url in enumerate(urls):
+        check_url(url, "models[].base_url" if isinstance(o.base_url, str) else f"models[].base_url[{i}]")
+    if len(set(urls)) != len(urls):
+        raise TaskfitError("models[].base_url lists the same URL twice", field="models[].base_url")
+    return urls
+
+
+def _model_id(urls: list[str], model: str | None) -> str:
+    """The model's identity in the call cache: the first URL, whichever replica answers. Replicas serve the same
+    model, so a cached answer holds for all of them; a study that grows from one server to several keeps its
+    cache as long as that server stays first."""
+    return f"openai:{_public_url(urls[0] if urls else '')}:{model}"
+
 
 def create(spec: ModelSpec) -> OpenAIBackend:
     """Build the backend from a task file's model entry; raises TaskfitError on bad settings."""
@@ -70,10 +102,8 @@ def facts(spec: ModelSpec, cache: Any) -> ModelFacts:
     labels as the probe found (kept in the call cache by the first run), else as the task file names the path,
     else unknown (None) until the first call probes the server."""
     o = backend_options(spec)
-    if o.base_url:  # the id below is a cache key and is printed by the dry run
-        check_url(o.base_url, "models[].base_url")
-    base = (o.base_url or "").rstrip("/")
-    model_id = f"openai:{_public_url(base)}:{o.model}"
+    # the id below is a cache key and is printed by the dry run
+    model_id = _model_id(_replica_urls(o), o.model)
     order = _paths(o)
     if not order:
         return ModelFacts(model_id, chars, True, can_score=False)
@@ -104,6 +134,17 @@ def _probe_key(model_id: str, o: Options, order: tuple[str, ...]) -> str:
     return call_key(model_id, "probe", ss.ProbeRequest(tokenizer=o.tokenizer, order=order))
 
 
+@dataclass(eq=False)
+class Replica:
+    """One server behind the model, with its own connections and how busy it is."""
+
+    base_url: str
+    client: httpx.Client
+    in_flight: int = 0
+    sent: int = 0  # requests handed to it: ties go to the one that got fewer, so idle replicas share the load
+    down_until: float = 0.0  # time.monotonic() until which it is passed over after a failed request
+
+
 class OpenAIBackend:
     """Chat completions over HTTP with bounded concurrency and retries; failures become error results."""
 
@@ -112,10 +153,10 @@ class OpenAIBackend:
 
     def __init__(self, spec: ModelSpec, *, backoff_s: float = 0.5, max_backoff_s: float = 60.0):
         self.options = o = backend_options(spec)
-        if not o.base_url:
+        if not o.urls:
             raise TaskfitError("the openai backend needs models[].base_url, e.g. http://127.0.0.1:8000/v1",
                                field="models[].base_url")
-        check_url(o.base_url, "models[].base_url")
+        urls = _replica_urls(o)
         if not o.model:
             raise TaskfitError("the openai backend needs models[].model, the model name sent to the server",
                                field="models[].model")
@@ -136,11 +177,10 @@ class OpenAIBackend:
             headers[header] = os.environ[env]
         self._secrets = [v for v in (api_key, *headers.values()) if v]  # masked in error texts: servers echo them
         self.spec = spec
-        self.batch_size = o.concurrency * 4  # keep every connection busy between cache commits
-        self.base_url = o.base_url.rstrip("/")
+        self.batch_size = o.concurrency * len(urls) * 4  # keep every connection busy between cache commits
+        self.base_url = urls[0]
         self.model = o.model
-        self.url = f"{self.base_url}/chat/completions"
-        self.model_id = f"openai:{_public_url(self.base_url)}:{self.model}"
+        self.model_id = _model_id(urls, self.model)
         self._shown_url = f"{_public_url(self.base_url)}/chat/completions"  # for error messages
         self._probe: ss.Probe | None = None  # the scoring path, found on first need
         self._probe_cached = False
@@ -149,20 +189,24 @@ class OpenAIBackend:
         self.backoff_s = backoff_s  # base delay; attempt k waits about backoff_s * 2**k
         self.max_backoff_s = max_backoff_s  # cap on any single wait, Retry-After included
         self._rng = random.Random()  # jitter only; it must not share or disturb the seeded global RNG
-        # One pooled client for all threads; the pool is sized so no worker ever waits on a connection.
-        self._client = httpx.Client(
+        # one pooled client per replica, for all threads; sized so no worker ever waits on a connection
+        self._replicas = [Replica(url, httpx.Client(
             timeout=o.timeout_s, headers=headers,
-            limits=httpx.Limits(max_connections=o.concurrency, max_keepalive_connections=o.concurrency))
+            limits=httpx.Limits(max_connections=o.concurrency, max_keepalive_connections=o.concurrency)))
+            for url in urls]
+        self._free = threading.Condition()  # a replica's slot came free
+        self._client = self._replicas[0].client  # the first server's: what an adapter server is asked
 
     def describe(self) -> dict[str, Any]:
         """Settings worth recording with a run; the API key itself is never included."""
         s, o = self.spec, self.options
         p = self._probe
-        return {"backend": "openai", "base_url": _public_url(self.base_url), "model": self.model,
+        urls = [_public_url(r.base_url) for r in self._replicas]
+        return {"backend": "openai", "base_url": urls[0] if len(urls) == 1 else urls, "model": self.model,
                 "api_key_env": o.api_key_env, "headers_env": o.headers_env, "concurrency": o.concurrency,
                 "timeout_s": o.timeout_s, "max_retries": o.max_retries, "backoff_s": self.backoff_s,
                 "price_in_per_1m": s.price_in_per_1m, "price_out_per_1m": s.price_out_per_1m,
-                "server": _public_url(self.base_url), "tokenizer": o.tokenizer,
+                "server": ", ".join(urls), "tokenizer": o.tokenizer,
                 "score_via": p.score_via if p else None, "score_via_reason": redact(p.why(), self._secrets) if p else None,
                 "choice_field": p.choice_field if p else None}
 
@@ -227,7 +271,7 @@ class OpenAIBackend:
                                       f"({self.probe().why()}); check supports_score first")
         if not requests:
             return []
-        workers = min(self.options.concurrency, len(requests))
+        workers = min(self.options.concurrency * len(self._replicas), len(requests))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="taskfit-openai") as pool:
             return list(pool.map(self._score_one, requests))
 
@@ -286,13 +330,14 @@ class OpenAIBackend:
         """Run every request (at most ``concurrency`` in flight); results come back in input order."""
         if not requests:
             return []
-        workers = min(self.options.concurrency, len(requests))
+        workers = min(self.options.concurrency * len(self._replicas), len(requests))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="taskfit-openai") as pool:
             return list(pool.map(self._generate_one, requests))
 
     def close(self) -> None:
         """Release pooled connections."""
-        self._client.close()
+        for r in self._replicas:
+            r.client.close()
 
     def __enter__(self) -> OpenAIBackend:
         return self
@@ -303,7 +348,7 @@ class OpenAIBackend:
     def _generate_one(self, req: GenerateRequest) -> GenerateResult:
         start = time.perf_counter()
         try:
-            data = self._post(_payload(self.model, req))
+            data = self._post_to("chat/completions", _payload(self.model, req))
             result = _parse(data)
         except ModelCallError as e:
             result = GenerateResult(texts=[], error=redact(str(e), self._secrets))
@@ -315,22 +360,54 @@ class OpenAIBackend:
 
     def _post_to(self, path: str, payload: dict[str, Any]) -> Any:
         """POST to ``path`` under base_url (``completions``), or, for "/"-rooted paths (``/tokenize``), under the
-        server's root (base_url without its trailing /v1)."""
-        if path.startswith("/"):
-            root = self.base_url.removesuffix("/v1")
-            return self._post(payload, url=root + path, shown=_public_url(root) + path)
-        return self._post(payload, url=f"{self.base_url}/{path}", shown=f"{_public_url(self.base_url)}/{path}")
+        server's root (base_url without its trailing /v1), on the least busy replica; a request that fails
+        there after its retries (no connection, time-outs, 5xx) moves to the next replica."""
+        tried: list[Replica] = []
+        while True:
+            replica = self._acquire(tried)
+            root = replica.base_url.removesuffix("/v1") if path.startswith("/") else replica.base_url + "/"
+            try:
+                return self._post(replica.client, payload, url=root + path, shown=_public_url(root) + path)
+            except ss.Refused:  # the request itself is wrong: another replica would refuse it too
+                raise
+            except ModelCallError:
+                replica.down_until = time.monotonic() + REPLICA_REST_S
+                tried.append(replica)
+                if len(tried) == len(self._replicas):
+                    raise
+            finally:
+                self._release(replica)
 
-    def _post(self, payload: dict[str, Any], *, url: str | None = None, shown: str | None = None) -> Any:
+    def _acquire(self, tried: list[Replica]) -> Replica:
+        """A replica not ``tried`` yet with a free slot (``concurrency`` each): the least busy of those that
+        have not failed lately (if all have, any), waiting for a slot when all are busy."""
+        with self._free:
+            while True:
+                left = [r for r in self._replicas if r not in tried]
+                now = time.monotonic()
+                up = [r for r in left if r.down_until <= now] or left
+                free = [r for r in up if r.in_flight < self.options.concurrency]
+                if free:
+                    replica = min(free, key=lambda r: (r.in_flight, r.sent))
+                    replica.in_flight += 1
+                    replica.sent += 1
+                    return replica
+                self._free.wait()
+
+    def _release(self, replica: Replica) -> None:
+        with self._free:
+            replica.in_flight -= 1
+            self._free.notify()
+
+    def _post(self, client: httpx.Client, payload: dict[str, Any], *, url: str, shown: str) -> Any:
         """POST with retries; returns the decoded JSON body or raises ModelCallError (``Refused`` for a 4xx)."""
-        url = url or self.url
-        where = f"POST {shown or self._shown_url}"
+        where = f"POST {shown}"
         attempts = self.options.max_retries + 1
         for attempt in range(attempts):
             last = attempt == attempts - 1
             tried = f"after {attempt + 1} attempt{'s' if attempt else ''}"
             try:
-                resp = self._client.post(url, json=payload)
+                resp = client.post(url, json=payload)
             except httpx.TimeoutException as e:
                 if last:
                     raise ModelCallError(f"{where}: timed out {tried} "

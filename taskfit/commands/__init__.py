@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from taskfit.workspace import Workspace
 
-COMMANDS = ["tune", "optimize", "serve", "report", "ui", "distill", "curve", "init", "shrink", "gate", "export"]
+COMMANDS = ["tune", "optimize", "serve", "report", "ui", "distill", "curve", "init", "shrink", "gate", "export",
+            "merge_stores"]
 
 _invocation: dict[str, Any] = {}  # this invocation's --db and its workspace, set by the root callback
 

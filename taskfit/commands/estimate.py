@@ -9,6 +9,7 @@ from rich.table import Table
 
 from taskfit.commands import workspace
 from taskfit.estimate import Estimate, compare_runs, estimate_study
+from taskfit.shard import Shard
 from taskfit.terminal import console
 
 # markup=False: strategy and model names are printed as given ("fake[/x]" is not a closing tag)
@@ -42,10 +43,11 @@ def render(estimates: list[Estimate], title: str) -> Table:
     return t
 
 
-def dry_run(task: str, strategy, model, split, limit, *, as_json: bool = False, note: str = "") -> None:
-    """Print the estimate of a study; no model is loaded and no call is made."""
+def dry_run(task: str, strategy, model, split, limit, *, as_json: bool = False, note: str = "",
+            shard: Shard | None = None) -> None:
+    """Print the estimate of a study (of one ``shard`` of its rows); no model is loaded and no call is made."""
     task_obj, estimates = estimate_study(task, workspace().cache, strategy_names=strategy, model_names=model,
-                                         split=split, limit=limit)
+                                         split=split, limit=limit, shard=shard)
     print_estimates(task_obj, estimates, as_json=as_json, note=note)
 
 
@@ -66,11 +68,11 @@ def print_estimates(task, estimates: list[Estimate], *, as_json: bool = False, n
                       highlight=False)
 
 
-def estimate_before(task: str, strategy, model, split, limit) -> list[Estimate]:
+def estimate_before(task: str, strategy, model, split, limit, shard: Shard | None = None) -> list[Estimate]:
     """The estimate of a real run, kept to set beside its actual figures; none when it cannot be made."""
     try:
         return estimate_study(task, workspace().cache, strategy_names=strategy, model_names=model,
-                              split=split, limit=limit)[1]
+                              split=split, limit=limit, shard=shard)[1]
     except Exception as e:  # noqa: BLE001 - the estimate is a by-product: it is reported, never a reason to stop
         err.print(f"no cost estimate: {type(e).__name__}: {e}", style="dim", markup=False)
         return []

@@ -20,7 +20,8 @@ def remote_spec(task, options: dict[str, Any]):
     base: dict[str, Any] = {}
     row = next((m for m in task.config.models if m.backend == "openai" and m.model == options.get("model")), None)
     if row is not None:
-        base = {"base_url": row.base_url, "api_key_env": row.api_key_env, "price_in_per_1m": row.price_in_per_1m,
+        url = row.base_url if not isinstance(row.base_url, list) else row.base_url[0]  # replicas: one API
+        base = {"base_url": url, "api_key_env": row.api_key_env, "price_in_per_1m": row.price_in_per_1m,
                 "price_out_per_1m": row.price_out_per_1m}
     base.update({k: v for k, v in options.items() if v is not None})
     return RemoteSpec(**{k: v for k, v in base.items() if v is not None})

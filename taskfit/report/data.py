@@ -130,7 +130,8 @@ def _run_facts(run: RunRecord) -> dict[str, Any]:
     model = run.config.get("model", {})
     backend = run.config.get("backend", {})
     strategy = run.config.get("strategy", {}).get("name", run.strategy)
-    host = urlparse(model.get("base_url") or "").hostname
+    urls = model.get("base_url") or ""
+    host = urlparse(urls if isinstance(urls, str) else urls[0]).hostname  # replicas: the first names the place
     local = model.get("backend") != "openai" or host in LOOPBACK_HOSTS
     facts: dict[str, Any] = {
         "on_premise": local,
