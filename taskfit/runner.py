@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from contextlib import closing as _closing
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from taskfit.workspace import Workspace
 
 CHUNK = 32  # examples per commit: a kill loses at most this much work (its model calls stay cached)
+logger = logging.getLogger("taskfit.runner")
 
 
 @dataclass(frozen=True)
@@ -121,30 +123,34 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
         lm = LM(backend, workspace.cache)
         mode = resolve_mode(task, backend)
         key = run_key(task, dataset, arm, split, limit, mode)
-        run = store.resumable(key) or store.create(
+        claim = store.claim(
             key=key, study=study, task_name=c.name, task_path=str(task.path), task_hash=task.config_hash,
             data_hash=dataset.hash, strategy=arm.strategy.label(), model=arm.model.label(), model_id=backend.model_id,
             split=split, n_total=len(examples), versions=package_versions(task.root),
             config={"task": c.model_dump(), "strategy": arm.strategy.model_dump(), "model": arm.model.model_dump(),
                     "mode": mode, "limit": limit, "backend": backend.describe(),
                     "binary": bool(metric_fns[0][1].binary)})
+        run = claim.run
+        if claim.note:
+            logger.warning("%s: %s", arm.name, claim.note)
         ctx = StrategyContext(task=task, parts=prompt_parts(task), train=dataset.splits.get("train", []), mode=mode,
                               seed=c.data.seed, workspace=workspace)
         strategy = strategies.get(arm.strategy.name)(arm.strategy, ctx)
-        done = store.done_ids(run.id)
-        todo = [(i, ex) for i, ex in enumerate(examples) if ex.id not in done]
-        if progress:
-            progress(arm, len(done), len(examples))
-        for start in range(0, len(todo), CHUNK):
-            chunk = todo[start:start + CHUNK]
-            exs = [ex for _, ex in chunk]
-            preds = strategy.predict(exs, lm)
-            scored = {name: score_batch(fn, [p.answer for p in preds], exs) for name, fn in metric_fns}
-            store.add_predictions([_row(run.id, i, ex, p, {name: s[k] for name, s in scored.items()}, c.inputs)
-                                   for k, ((i, ex), p) in enumerate(zip(chunk, preds, strict=True))])
+        with store.holding(claim):
+            done = store.done_ids(run.id)
+            todo = [(i, ex) for i, ex in enumerate(examples) if ex.id not in done]
             if progress:
-                progress(arm, len(done) + start + len(chunk), len(examples))
-        store.finish(run.id)
+                progress(arm, len(done), len(examples))
+            for start in range(0, len(todo), CHUNK):
+                chunk = todo[start:start + CHUNK]
+                exs = [ex for _, ex in chunk]
+                preds = strategy.predict(exs, lm)
+                scored = {name: score_batch(fn, [p.answer for p in preds], exs) for name, fn in metric_fns}
+                store.add_predictions([_row(run.id, i, ex, p, {name: s[k] for name, s in scored.items()}, c.inputs)
+                                       for k, ((i, ex), p) in enumerate(zip(chunk, preds, strict=True))], claim)
+                if progress:
+                    progress(arm, len(done) + start + len(chunk), len(examples))
+            store.finish(run.id, claim)
         records.append(store.get(run.id))
     return records
 
