@@ -26,6 +26,7 @@ from taskfit.serve.config import MemoryConfig, RetentionConfig
 from taskfit.serve.log import RequestLog
 from taskfit.serve.memory import ConversationMemory
 from taskfit.serve.retention import Retention
+from taskfit.serve.server import TIMEOUT_REPLY
 
 ADVERSARIAL = {  # each about 1 MB: plain text, one long word, '@'-heavy and dot-heavy text, digit runs
     "words": "('lorem ipsum dolor sit amet ' * 40_000)[:1_000_000]",
@@ -121,6 +122,43 @@ def test_a_stalled_body_gets_408(tmp_path, workspace):
             except TimeoutError:
                 pytest.fail("a client that stops sending its body holds the connection open")
     assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in answer
+
+
+def test_a_client_sending_headers_slowly_is_cut_off_while_others_are_served(tmp_path, workspace):
+    with running(_pipeline(workspace, _qa_task(tmp_path, serve={"header_timeout_s": 0.5}))) as url:
+        port = int(url.split(":")[2].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            started, answer = time.monotonic(), b""
+            try:
+                while time.monotonic() - started < 8:  # one more header byte every 0.2 s: never a whole request
+                    slow.sendall(b"a")
+                    assert httpx.post(f"{url}/chat/completions", json=CHAT, timeout=5).status_code == 200
+                    slow.settimeout(0.2)
+                    try:
+                        part = slow.recv(4096)
+                    except TimeoutError:
+                        continue
+                    answer += part
+                    if not part:
+                        break
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # closed while we were still sending
+            held = time.monotonic() - started
+        assert held < 2, f"a client sending its headers slowly held the connection for {held:.1f} s"
+        assert answer in (b"", TIMEOUT_REPLY) or answer.startswith(b"HTTP/1.1 408")
+        # a kept-alive connection idle for longer than the bound between two requests is still served
+        body = json.dumps(CHAT).encode()
+        request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as kept:
+            for pause in (0.8, 0):
+                kept.sendall(request)
+                reply = b""
+                while b'"taskfit"' not in reply:
+                    reply += kept.recv(4096)
+                assert reply.startswith(b"HTTP/1.1 200")
+                time.sleep(pause)
 
 
 # -- Host and Origin checks (DNS rebinding) -------------------------------------------------------------
