@@ -145,10 +145,30 @@ def test_a_live_writers_run_is_left_alone_a_taken_over_writer_stops(store_url, m
         second.close()
 
 
+FIELDS = dict(study="s", task_name="t", task_path="p", task_hash="h", data_hash="d", strategy="s", model="m",
+              model_id=None, split="test", n_total=1, config={}, versions={})
+
+
+def test_a_held_lease_is_renewed_in_the_background_and_given_up_at_the_end(store_url):
+    from taskfit.store import Store
+
+    ws = Workspace.open("unused", url=store_url)
+    try:
+        store = Store(ws.engine, lease_s=0.4)
+        mine = store.claim("k", **FIELDS)
+        with store.holding(mine):
+            time.sleep(1.0)  # two and a half leases: still ours only because it was renewed meanwhile
+            other = Store(ws.engine, lease_s=0.4).claim("k", **FIELDS)
+            assert other.run.id != mine.run.id and "another live process is writing run" in other.note
+        again = store.claim("k", **FIELDS)  # given up when the block ended: the next writer takes it at once
+        assert again.run.id == mine.run.id and again.note == f"resuming run {mine.run.id}: it was stopped before it finished"
+    finally:
+        ws.close()
+
+
 def test_of_processes_racing_for_one_dead_run_exactly_one_gets_it(store_url):
     ws = Workspace.open("unused", url=store_url)
-    fields = dict(study="s", task_name="t", task_path="p", task_hash="h", data_hash="d", strategy="s", model="m",
-                  model_id=None, split="test", n_total=1, config={}, versions={})
+    fields = FIELDS
     dead = ws.runs.create(key="k", **fields, owner="elsewhere:1:x", heartbeat=0.0).id
     ws.close()
     barrier, won = FORK.Barrier(4), FORK.Queue()
