@@ -311,9 +311,10 @@ def test_the_request_log_keeps_any_error_short(workspace):
     assert len(row["input"]) < 10_100
 
 
-def test_the_log_summary_is_aggregated_without_loading_rows(workspace):
+def test_the_log_summary_is_aggregated_without_loading_rows(store_workspace):
     import random
 
+    workspace = store_workspace  # SQLite, and PostgreSQL where the test server is set
     rng = random.Random(0)
     req = {"strategy": "s", "model": "m", "status": 200, "stream": 0, "queue_ms": 0.0, "calls": 1,
            "cache_hits": 0, "tool_calls": 0, "input": "x" * 5_000}  # 3000 rows of 5 kB: 15 MB if loaded
