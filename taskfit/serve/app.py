@@ -207,8 +207,8 @@ def _problems(e: ValidationError) -> str:
 
 
 def _json_content_type(request: Request) -> None:
-    """Refuse a body not declared as JSON: a web page may send text/plain to any address without asking
-    (a CORS "simple request"), so accepting it would let any site use a loopback server."""
+    """Refuse a body not declared as JSON, as OpenAI's API does: a web page may send text/plain to any
+    address without a CORS preflight, so accepting it leaves the Origin check as the only guard."""
     kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if kind != "application/json" and not (kind.startswith("application/") and kind.endswith("+json")):
         raise _Fail(415, f"the request body must be sent as Content-Type: application/json, not "
