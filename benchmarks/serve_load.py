@@ -89,9 +89,10 @@ def run_side(pipeline: Any, prompts: list[str], args: argparse.Namespace) -> dic
     import uvicorn
 
     from taskfit.serve.app import create_app
+    from taskfit.serve.server import uvicorn_config
 
     app = create_app(pipeline)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, pipeline.config, "127.0.0.1", 0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

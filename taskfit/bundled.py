@@ -59,16 +59,23 @@ def converted_gguf(gguf_path: Path) -> Path:
     if (out / "model.safetensors").exists() and (out / "config.json").exists():
         return out
     import sys
+    from unittest import mock
 
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import modeling_gguf_pytorch_utils as gguf_loading
+    from transformers.utils import logging as hf_logging
 
     print(f"converting {gguf_path.name} to safetensors once (about 30 s); cached in {out}", file=sys.stderr)
 
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    # transformers' GGUF reader draws its "Converting and de-quantizing GGUF tensors" bar with tqdm directly,
+    # past its own progress-bar switch (off in the CLI through HF_HUB_DISABLE_PROGRESS_BARS): route it
+    # through that switch, so the bar shows exactly where transformers' other bars do
+    with mock.patch.object(gguf_loading, "tqdm", hf_logging.tqdm):
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     state = model.state_dict()
     if getattr(model.config, "tie_word_embeddings", False):
         state.pop("lm_head.weight", None)  # shared with the embeddings; safetensors rejects shared storage

@@ -1,7 +1,8 @@
 """Content-addressed cache of model calls: key = hash(model id, call kind, parameters, exact prompt).
 
 The cache is also the audit log (every request and response is kept) and the resume point: a killed run
-repeats no model call it had finished.
+repeats no model call it had finished. The key hashes the whole request, so lookups are exact whatever its
+size; the stored copy of a huge field (a 1 MB prompt) is its start, length and hash (``stored_request``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from sqlalchemy import Engine, text
 
 from taskfit.db import upsert
 
+FIELD_CHARS = 20_000  # a request field whose JSON is longer is stored as its start, length and hash
+
 
 def call_key(model_id: str, kind: str, request: Any) -> str:
     fields = asdict(request)
@@ -24,6 +27,20 @@ def call_key(model_id: str, kind: str, request: Any) -> str:
     payload = json.dumps({"model": model_id, "kind": kind, "request": fields}, sort_keys=True,
                          ensure_ascii=False, default=list)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def stored_request(request: Any) -> str:
+    """The JSON kept in ``calls.request``: the request, each field longer than FIELD_CHARS (as JSON) replaced
+    by ``{"truncated": true, "chars": n, "sha256": ..., "start": first FIELD_CHARS characters}``.
+
+    Small fields (max_tokens, n, temperature...) stay as they are: the estimator reads them back."""
+    fields = asdict(request)
+    for name, value in fields.items():
+        encoded = json.dumps(value, ensure_ascii=False, default=list)
+        if len(encoded) > FIELD_CHARS:
+            fields[name] = {"truncated": True, "chars": len(encoded),
+                            "sha256": hashlib.sha256(encoded.encode()).hexdigest(), "start": encoded[:FIELD_CHARS]}
+    return json.dumps(fields, ensure_ascii=False, default=list)
 
 
 class CallCache:
@@ -48,7 +65,7 @@ class CallCache:
         now = time.time()
         with self.eng.begin() as conn:
             upsert(conn, "calls", [{"key": k, "model_id": m, "kind": kind, "created": now,
-                                    "request": json.dumps(asdict(req), ensure_ascii=False, default=list),
+                                    "request": stored_request(req),
                                     "response": json.dumps(resp, ensure_ascii=False)}
                                    for k, m, kind, req, resp in dict((r[0], r) for r in rows).values()],
                    key=("key",))

@@ -207,6 +207,11 @@ MIGRATIONS: list[tuple[str, str | tuple[str, ...]]] = [
             created REAL NOT NULL,
             PRIMARY KEY (study, run_id)
         )"""),
+    # a running run's lease: the process writing it (host:pid:token) and when it last said it is alive, so a
+    # second process on the same configuration resumes only a run whose writer is gone
+    ("016_run_leases", ("ALTER TABLE runs ADD COLUMN owner TEXT", "ALTER TABLE runs ADD COLUMN heartbeat REAL")),
+    # the request log's summary counts outcomes and reads latency percentiles through this index
+    ("017_requests_outcome_index", "CREATE INDEX requests_outcome ON requests (task_name, outcome, latency_ms)"),
 ]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from contextlib import closing as _closing
@@ -26,7 +27,7 @@ from taskfit.metrics import Scored, build_metric, score_batch
 from taskfit.prompts import prompt_parts
 from taskfit.provenance import package_versions
 from taskfit.shard import Shard
-from taskfit.store import RunRecord, Store
+from taskfit.store import Claim, RunRecord, Store
 from taskfit.strategies import StrategyContext, strategies
 from taskfit.taskfile import ModelSpec, StrategySpec, Task
 from taskfit.types import PredictionRow
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from taskfit.workspace import Workspace
 
 CHUNK = 32  # examples per commit: a kill loses at most this much work (its model calls stay cached)
+logger = logging.getLogger("taskfit.runner")
 
 
 @dataclass(frozen=True)
@@ -136,17 +138,39 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
         legacy = run_key(task, dataset, arm, split, limit, mode, legacy=True) if shard is None else None
         sharding = {} if shard is None else {"shard": shard.record(key)}
         key = key if shard is None else shard.key(key)
-        # the same settings scored before: a finished run is reused as it is, an unfinished one resumed
-        run = store.latest(key, legacy=legacy, study=study) or store.create(
+        # the same settings scored before: a finished run is reused as it is; an unfinished one is resumed when
+        # its writer is gone (its lease, Store.claim), else this process starts a run of its own
+        found = store.latest(key, legacy=legacy, study=study)
+        fields = dict(
             key=key, study=study, task_name=c.name, task_path=str(task.path), task_hash=task.config_hash,
             data_hash=dataset.hash, strategy=arm.strategy.label(), model=arm.model.label(), model_id=backend.model_id,
             split=split, n_total=len(numbered), versions=package_versions(task.root),
             config={"task": c.model_dump(), "strategy": arm.strategy.model_dump(), "model": arm.model.model_dump(),
                     "mode": mode, "limit": limit, "backend": backend.describe(),
                     "binary": bool(metric_fns[0][1].binary), **sharding})
-        ctx = StrategyContext(task=task, parts=prompt_parts(task), train=dataset.splits.get("train", []), mode=mode,
-                              seed=c.data.seed, workspace=workspace)
-        strategy = strategies.get(arm.strategy.name)(arm.strategy, ctx)
+        if found is not None and found.status == "done":
+            run = found
+            if progress:
+                progress(arm, len(store.done_ids(run.id)), len(numbered))
+        else:
+            ctx = StrategyContext(task=task, parts=prompt_parts(task), train=dataset.splits.get("train", []),
+                                  mode=mode, seed=c.data.seed, workspace=workspace)
+            strategy = strategies.get(arm.strategy.name)(arm.strategy, ctx)
+            run = _score(store, store.claim(**fields), arm, numbered, strategy, lm, metric_fns, c.inputs, progress)
+        records.append(store.get(run.id))
+        if on_run:
+            on_run(records[-1])
+    return records
+
+
+def _score(store: Store, claim: Claim, arm: Arm, numbered: list[tuple[int, Example]], strategy: Any, lm: LM,
+           metric_fns: list[tuple[str, Any]], inputs: list[str], progress: ProgressFn | None) -> RunRecord:
+    """Score the rows ``claim``'s run still lacks, chunk by chunk (each chunk committed: the resume point),
+    holding the run's lease throughout; then mark the run finished."""
+    run = claim.run
+    if claim.note:
+        logger.warning("%s: %s", arm.name, claim.note)
+    with store.holding(claim):
         done = store.done_ids(run.id)
         todo = [(i, ex) for i, ex in numbered if ex.id not in done]
         if progress:
@@ -156,16 +180,12 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
             exs = [ex for _, ex in chunk]
             preds = strategy.predict(exs, lm)
             scored = {name: score_batch(fn, [p.answer for p in preds], exs) for name, fn in metric_fns}
-            store.add_predictions([_row(run.id, i, ex, p, {name: s[k] for name, s in scored.items()}, c.inputs)
-                                   for k, ((i, ex), p) in enumerate(zip(chunk, preds, strict=True))])
+            store.add_predictions([_row(run.id, i, ex, p, {name: s[k] for name, s in scored.items()}, inputs)
+                                   for k, ((i, ex), p) in enumerate(zip(chunk, preds, strict=True))], claim)
             if progress:
                 progress(arm, len(done) + start + len(chunk), len(numbered))
-        if run.status != "done":
-            store.finish(run.id)
-        records.append(store.get(run.id))
-        if on_run:
-            on_run(records[-1])
-    return records
+        store.finish(run.id, claim)
+    return run
 
 
 def _row(run_id: str, idx: int, ex: Example, p, scored: dict[str, Scored], inputs: list[str]) -> PredictionRow:

@@ -1,10 +1,21 @@
-"""Runs and their per-example predictions, in SQLite: everything a leaderboard or a review needs, kept."""
+"""Runs and their per-example predictions, in SQLite: everything a leaderboard or a review needs, kept.
+
+A running run has one writer. It holds the run's lease (``runs.owner``, ``runs.heartbeat``), taken with a
+conditional UPDATE and refreshed while it works; a second process with the same configuration resumes the
+run only once that lease is dead (expired, or its process gone from this host), and otherwise starts its own.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
 from typing import Any
@@ -12,7 +23,11 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from taskfit.db import upsert
+from taskfit.errors import TaskfitError
 from taskfit.types import Footprint, PredictionRow
+
+LEASE_S = 120.0  # a lease not refreshed for this long belongs to a dead writer; refreshed every LEASE_S / 4
+logger = logging.getLogger("taskfit.store")
 
 
 @dataclass
@@ -34,6 +49,21 @@ class RunRecord:
     n_total: int
     config: dict[str, Any]
     versions: dict[str, Any]
+    owner: str | None = None  # the writer holding the lease while the run is running (host:pid:token)
+    heartbeat: float | None = None  # when it last renewed the lease
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run this process now writes, and what it says about how it got it (None for a plain new run)."""
+
+    run: RunRecord
+    owner: str
+    note: str | None
+
+
+class LeaseLost(TaskfitError):
+    """Another process took over the run (this one stopped renewing its lease in time)."""
 
 
 PREDICTION_COLUMNS = ("run_id", "idx", "example_id", "inputs", "target", "output", "answer", "parse_failed", "failed",
@@ -43,8 +73,9 @@ JSON_COLUMNS = {"inputs", "metrics", "trace", "scoring"}
 
 
 class Store:
-    def __init__(self, eng: Engine):
+    def __init__(self, eng: Engine, lease_s: float = LEASE_S):
         self.eng = eng
+        self.lease_s = lease_s
 
     def latest(self, key: str, *, legacy: str | None = None, study: str | None = None) -> RunRecord | None:
         """The newest run with this configuration, finished or not. Runs stored under the ``legacy`` key (the
@@ -76,6 +107,73 @@ class Store:
         """Ids of the finished runs ``study`` reused (its own runs carry its id)."""
         with self.eng.connect() as conn:
             return {r[0] for r in conn.execute(text("SELECT run_id FROM study_runs WHERE study = :s"), {"s": study})}
+    def claim(self, key: str, **fields: Any) -> Claim:
+        """The run this process writes for configuration ``key``: the newest unfinished one whose writer is
+        gone (its lease taken over atomically), else a new run created with ``fields`` and leased to us."""
+        me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        now = time.time()
+        with self.eng.connect() as conn:
+            found = conn.execute(text("SELECT id, owner, heartbeat FROM runs WHERE key = :k AND status = 'running' "
+                                      "ORDER BY created DESC"), {"k": key}).all()
+        busy = []
+        for run_id, owner, heartbeat in found:
+            why = self._dead(owner, heartbeat, now)
+            if why is None:
+                busy.append(f"{run_id} (writer {owner})")
+                continue
+            # compare-and-set on the lease we saw: of processes racing for one dead run, exactly one wins
+            with self.eng.begin() as conn:
+                won = conn.execute(text(
+                    "UPDATE runs SET owner = :me, heartbeat = :now WHERE id = :id AND status = 'running' "
+                    "AND COALESCE(owner, '') = :seen AND COALESCE(heartbeat, 0) = :beat"),
+                    {"me": me, "now": now, "id": run_id, "seen": owner or "", "beat": heartbeat or 0}).rowcount
+            if won == 1:
+                return Claim(self.get(run_id), me, f"resuming run {run_id}: {why}")  # type: ignore[arg-type]
+            busy.append(f"{run_id} (taken over by another process just now)")
+        run = self.create(key=key, **fields, owner=me, heartbeat=now)
+        note = (f"starting run {run.id}: another live process is writing run {', '.join(busy)} of this "
+                "configuration") if busy else None
+        return Claim(run, me, note)
+
+    def _dead(self, owner: str | None, heartbeat: float | None, now: float) -> str | None:
+        """Why the lease (owner, heartbeat) no longer protects its run, or None while its writer lives."""
+        if owner is None or heartbeat is None:
+            return "it was stopped before it finished"
+        if now - heartbeat > self.lease_s:
+            return f"its writer {owner} has not renewed its lease for {now - heartbeat:.0f} s"
+        host, _, rest = owner.partition(":")
+        pid = rest.partition(":")[0]
+        # a writer on this host that was killed (kill -9, a crash) is seen at once, not after the lease expires
+        if host == socket.gethostname() and pid.isdigit() and not _process_alive(int(pid)):
+            return f"its writer {owner} is no longer running"
+        return None
+
+    @contextmanager
+    def holding(self, claim: Claim) -> Iterator[None]:
+        """Renew ``claim``'s lease in a background thread until the block ends, then give it up (a run left
+        unfinished is resumed at once by the next process)."""
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(self.lease_s / 4):
+                try:
+                    with self.eng.begin() as conn:
+                        _renew(conn, claim)
+                except LeaseLost:
+                    return  # the next chunk's write says so
+                except Exception:  # a database hiccup: the next renewal tries again, well within the lease
+                    logger.exception("could not renew the lease on run %s", claim.run.id)
+
+        thread = threading.Thread(target=renew, name=f"lease-{claim.run.id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            with self.eng.begin() as conn:
+                conn.execute(text("UPDATE runs SET owner = NULL, heartbeat = NULL WHERE id = :id AND owner = :me"),
+                             {"id": claim.run.id, "me": claim.owner})
 
     def create(self, **fields: Any) -> RunRecord:
         run_id = uuid.uuid4().hex[:8]
@@ -90,21 +188,28 @@ class Store:
         with self.eng.begin() as conn:
             conn.execute(text("UPDATE runs SET model_id = :m WHERE id = :id"), {"m": model_id, "id": run_id})
 
-    def finish(self, run_id: str) -> None:
+    def finish(self, run_id: str, claim: Claim | None = None) -> None:
+        """Mark the run done; with ``claim``, only while its lease is still ours."""
         with self.eng.begin() as conn:
-            conn.execute(text("UPDATE runs SET status = 'done', finished = :t WHERE id = :id"),
-                         {"t": time.time(), "id": run_id})
+            if claim is not None:
+                _renew(conn, claim)
+            conn.execute(text("UPDATE runs SET status = 'done', finished = :t, owner = NULL, heartbeat = NULL "
+                              "WHERE id = :id"), {"t": time.time(), "id": run_id})
 
     def done_ids(self, run_id: str) -> set[str]:
         with self.eng.connect() as conn:
             return {r[0] for r in conn.execute(text("SELECT example_id FROM predictions WHERE run_id = :r"), {"r": run_id})}
 
-    def add_predictions(self, rows: list[PredictionRow]) -> None:
+    def add_predictions(self, rows: list[PredictionRow], claim: Claim | None = None) -> None:
+        """Store ``rows``; with ``claim``, in the same transaction as renewing its lease, so nothing is
+        written once another process has taken the run over (LeaseLost)."""
         if not rows:
             return
         encoded = [{k: json.dumps(v, ensure_ascii=False) if k in JSON_COLUMNS else v
                     for k, v in ((k, getattr(r, k)) for k in PREDICTION_COLUMNS)} for r in rows]
         with self.eng.begin() as conn:  # one transaction per chunk: a kill loses at most the chunk in flight
+            if claim is not None:
+                _renew(conn, claim)
             upsert(conn, "predictions", encoded, key=("run_id", "example_id"))
 
     def predictions(self, run_id: str, with_trace: bool = True) -> list[PredictionRow]:
@@ -148,6 +253,25 @@ class Store:
     def progress(self, run_id: str) -> int:
         with self.eng.connect() as conn:
             return conn.execute(text("SELECT COUNT(*) FROM predictions WHERE run_id = :r"), {"r": run_id}).scalar_one()
+
+
+def _renew(conn: Any, claim: Claim) -> None:
+    """Refresh ``claim``'s lease, or raise LeaseLost when the run is no longer ours."""
+    held = conn.execute(text("UPDATE runs SET heartbeat = :now WHERE id = :id AND owner = :me AND status = 'running'"),
+                        {"now": time.time(), "id": claim.run.id, "me": claim.owner}).rowcount
+    if held != 1:
+        raise LeaseLost(f"run {claim.run.id} was taken over by another process (this one did not renew its lease "
+                        "in time); stopping, with the examples finished so far stored")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def _run(row: Any) -> RunRecord:

@@ -159,3 +159,33 @@ def test_tune_and_optimization_records_round_trip(store_workspace):
     got = ws.optimizations.get(opt.id[:5])
     assert got.status == "done" and got.report == {"gap": 0.1} and got.candidates == [{"key": "c0"}]
     assert got.created == pytest.approx(opt.created, abs=1e-3)  # a full-precision timestamp on both databases
+
+
+def test_huge_prompts_are_stored_bounded_and_looked_up_exactly(store_workspace):
+    import json
+
+    from taskfit.backends import GenerateRequest
+    from taskfit.cache import call_key
+    from taskfit.estimate import measure
+
+    cache = store_workspace.cache
+    big = "lorem ipsum " * 100_000  # 1.2 MB
+    reqs = [GenerateRequest(({"role": "user", "content": big + end},), max_tokens=12) for end in ("A", "B")]
+    keys = [call_key("m", "generate", r) for r in reqs]
+    assert keys[0] != keys[1]  # the key hashes the whole prompt: the same start with another end is another call
+    cache.put_many([(k, "m", "generate", r, {"texts": [end], "tokens_in": 9, "tokens_out": 3, "latency_ms": 1.0})
+                    for k, r, end in zip(keys, reqs, "AB", strict=True)])
+    assert {k: v["texts"] for k, v in cache.get_many(keys).items()} == {keys[0]: ["A"], keys[1]: ["B"]}
+    with store_workspace.engine.connect() as conn:
+        stored = [json.loads(r[0]) for r in conn.execute(text("SELECT request FROM calls ORDER BY key"))]
+    for row in stored:
+        assert len(json.dumps(row)) < 50_000
+        assert row["messages"]["truncated"] and row["messages"]["chars"] > 1_200_000
+        assert row["max_tokens"] == 12 and row["stop"] == [] and row["tools"] == []
+    assert stored[0]["messages"]["sha256"] != stored[1]["messages"]["sha256"]
+    assert measure(cache, "m").fill == {12: 0.25}  # the estimator still reads the stored parameters
+    small = GenerateRequest(({"role": "user", "content": "hi"},))
+    cache.put_many([("k", "m", "generate", small, {"texts": ["x"]})])
+    with store_workspace.engine.connect() as conn:
+        kept = json.loads(conn.execute(text("SELECT request FROM calls WHERE key = 'k'")).scalar_one())
+    assert kept["messages"] == [{"role": "user", "content": "hi"}]  # small requests are kept whole

@@ -212,3 +212,17 @@ def test_bundled_model_tuned_merged_and_exported_scores_like_its_source(workspac
         assert agree >= 0.95
         assert diff < {"f16": 0.05, "q8_0": 0.25}[p]
         assert size_mb(copies[p]) < 0.6 * size_mb(merged)
+
+
+@pytest.mark.slow  # converts a GGUF in a fresh command-line process
+def test_the_command_line_converts_a_gguf_without_a_progress_bar(tune_task, exported, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TASKFIT_HOME": str(tmp_path / "home"), "TASKFIT_MODEL_CACHE": str(tmp_path / "cache")}
+    res = subprocess.run([sys.executable, "-m", "taskfit", "eval", str(tune_task()), "--model",
+                          str(exported["f32"]), "--limit", "1"], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "converting model.gguf to safetensors once" in res.stderr  # the conversion did run here
+    assert "GGUF tensors" not in res.stderr and "it/s]" not in res.stderr, res.stderr

@@ -29,6 +29,7 @@ from taskfit.serve.batching import BatchingBackend
 from taskfit.serve.log import RequestLog
 from taskfit.serve.memory import trim
 from taskfit.serve.pipeline import Pipeline, build_pipeline
+from taskfit.serve.server import uvicorn_config
 from taskfit.study import run_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def running(pipeline: Pipeline, token: str | None = None, **kw: Any) -> Iterator
     """Serve ``pipeline`` with uvicorn on a free loopback port in a thread; yields the /v1 base URL."""
     app = create_app(pipeline, token=token, log=RequestLog(pipeline.memory.eng), **kw)
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, pipeline.config, "127.0.0.1", port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 20

@@ -3,6 +3,7 @@ conversation ids, bounded reads and retention of what the server stores."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from taskfit.serve.config import MemoryConfig, RetentionConfig
 from taskfit.serve.log import RequestLog
 from taskfit.serve.memory import ConversationMemory
 from taskfit.serve.retention import Retention
+from taskfit.serve.server import TIMEOUT_REPLY
 
 ADVERSARIAL = {  # each about 1 MB: plain text, one long word, '@'-heavy and dot-heavy text, digit runs
     "words": "('lorem ipsum dolor sit amet ' * 40_000)[:1_000_000]",
@@ -120,6 +122,43 @@ def test_a_stalled_body_gets_408(tmp_path, workspace):
             except TimeoutError:
                 pytest.fail("a client that stops sending its body holds the connection open")
     assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in answer
+
+
+def test_a_client_sending_headers_slowly_is_cut_off_while_others_are_served(tmp_path, workspace):
+    with running(_pipeline(workspace, _qa_task(tmp_path, serve={"header_timeout_s": 0.5}))) as url:
+        port = int(url.split(":")[2].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            started, answer = time.monotonic(), b""
+            try:
+                while time.monotonic() - started < 8:  # one more header byte every 0.2 s: never a whole request
+                    slow.sendall(b"a")
+                    assert httpx.post(f"{url}/chat/completions", json=CHAT, timeout=5).status_code == 200
+                    slow.settimeout(0.2)
+                    try:
+                        part = slow.recv(4096)
+                    except TimeoutError:
+                        continue
+                    answer += part
+                    if not part:
+                        break
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # closed while we were still sending
+            held = time.monotonic() - started
+        assert held < 2, f"a client sending its headers slowly held the connection for {held:.1f} s"
+        assert answer in (b"", TIMEOUT_REPLY) or answer.startswith(b"HTTP/1.1 408")
+        # a kept-alive connection idle for longer than the bound between two requests is still served
+        body = json.dumps(CHAT).encode()
+        request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as kept:
+            for pause in (0.8, 0):
+                kept.sendall(request)
+                reply = b""
+                while b'"taskfit"' not in reply:
+                    reply += kept.recv(4096)
+                assert reply.startswith(b"HTTP/1.1 200")
+                time.sleep(pause)
 
 
 # -- Host and Origin checks (DNS rebinding) -------------------------------------------------------------
@@ -246,3 +285,81 @@ def test_batch_statistics_do_not_grow_forever():
     finally:
         backend.close()
     assert 0 < len(backend.batches) <= 1000 and sum(backend.batches) == len(backend.batches)
+
+
+# -- bounded errors and an aggregated log summary ------------------------------------------------------------
+
+def test_thousands_of_invalid_messages_get_a_short_error_and_log_row(tmp_path, workspace):
+    bad = json.dumps({"model": "qa", "messages": [{"role": "x", "content": ""}] * 38_000}, separators=(",", ":"))
+    assert 900_000 < len(bad) < 1_000_000  # every one of 38,000 messages has a bad role
+    with running(_pipeline(workspace, _qa_task(tmp_path))) as url:
+        res = httpx.post(f"{url}/chat/completions", content=bad, headers={"content-type": "application/json"},
+                         timeout=60)
+    assert res.status_code == 400 and len(res.content) < 4_000, len(res.content)
+    message = res.json()["error"]["message"]
+    assert message.startswith("invalid request: 38000 problems, the first 5: messages.0.role:")
+    (row,) = RequestLog(workspace.engine).recent()
+    assert row["outcome"] == "bad_request" and len(row["error"]) < 4_000
+
+
+def test_the_request_log_keeps_any_error_short(workspace):
+    log = RequestLog(workspace.engine)
+    log.add({"id": "r", "created": 1.0, "task_name": "qa", "strategy": "s", "model": "m", "status": 502,
+             "outcome": "model_error", "latency_ms": 1.0, "error": "e" * 3_000_000, "input": "i" * 50_000})
+    (row,) = log.recent()
+    assert len(row["error"]) < 2_100 and row["error"].endswith("(3000000 characters)")
+    assert len(row["input"]) < 10_100
+
+
+def test_the_log_summary_is_aggregated_without_loading_rows(store_workspace):
+    import random
+
+    workspace = store_workspace  # SQLite, and PostgreSQL where the test server is set
+    rng = random.Random(0)
+    req = {"strategy": "s", "model": "m", "status": 200, "stream": 0, "queue_ms": 0.0, "calls": 1,
+           "cache_hits": 0, "tool_calls": 0, "input": "x" * 5_000}  # 3000 rows of 5 kB: 15 MB if loaded
+    rows = [{**req, "id": f"r{i}", "created": float(i), "task_name": "qa" if i % 4 else "other",
+             "outcome": rng.choice(["ok", "ok", "ok", "refused", "bad_request"]),
+             "latency_ms": rng.uniform(1, 1000), "tokens_in": i % 7, "tokens_out": i % 5} for i in range(3000)]
+    _insert(workspace, "requests", rows)
+    log = RequestLog(workspace.engine)
+    tracemalloc.start()
+    try:
+        summary = log.summary(task_name="qa")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, f"summary() held {peak} bytes"
+    mine = [r for r in rows if r["task_name"] == "qa"]
+    ok = sorted(r["latency_ms"] for r in mine if r["outcome"] == "ok")
+    outcomes: dict[str, int] = {}
+    for r in mine:
+        outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
+    assert summary == {"requests": len(mine), "outcomes": outcomes, "latency_p50_ms": ok[int(0.5 * len(ok))],
+                       "latency_p99_ms": ok[int(0.99 * len(ok))], "tokens_in": sum(r["tokens_in"] for r in mine),
+                       "tokens_out": sum(r["tokens_out"] for r in mine)}
+    assert log.summary()["requests"] == 3000
+    assert RequestLog(workspace.engine).summary(task_name="none")["latency_p50_ms"] is None
+
+
+# -- what a request must be ---------------------------------------------------------------------------------
+
+def test_nan_sampling_values_and_a_non_json_body_are_refused(tmp_path, workspace):
+    with running(_pipeline(workspace, _qa_task(tmp_path))) as url:
+        for field, value in (("temperature", "NaN"), ("temperature", "Infinity"), ("top_p", "NaN"),
+                             ("temperature", "3")):
+            body = json.dumps(CHAT)[:-1] + f', "{field}": {value}}}'  # NaN and Infinity: not JSON, but parsed
+            res = httpx.post(f"{url}/chat/completions", content=body, headers={"content-type": "application/json"})
+            assert res.status_code == 400, (field, value)
+            assert field in res.json()["error"]["message"] and res.json()["error"]["type"] == "invalid_request_error"
+        ok = httpx.post(f"{url}/chat/completions", json={**CHAT, "temperature": 0.7, "top_p": 1})
+        assert ok.status_code == 200
+        for kind in ("text/plain", "application/x-www-form-urlencoded", None):
+            headers = {"content-type": kind} if kind else {}
+            res = httpx.post(f"{url}/chat/completions", content=json.dumps(CHAT), headers=headers)
+            assert res.status_code == 415, kind
+            error = res.json()["error"]
+            assert error["code"] == "unsupported_media_type" and "application/json" in error["message"]
+        charset = httpx.post(f"{url}/chat/completions", content=json.dumps(CHAT),
+                             headers={"content-type": "application/json; charset=utf-8"})
+        assert charset.status_code == 200

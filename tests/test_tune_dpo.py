@@ -88,6 +88,8 @@ def reviewed(make_task, workspace):
     return task, pairs
 
 
+# transformers renamed TRL's default `gradient_checkpointing` to `activation_checkpointing`: no warning per run
+@pytest.mark.filterwarnings("error:`gradient_checkpointing` is deprecated:FutureWarning")
 def test_review_choices_and_their_exported_jsonl_both_train(reviewed, workspace, tiny_models, tmp_path):
     """Source (a): the review app's choices in the workspace; source (b): the same pairs exported as JSONL.
     Both train an adapter that is stored and scored like every tuned model."""

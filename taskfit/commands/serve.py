@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
         from taskfit.serve.app import create_app
         from taskfit.serve.log import RequestLog
         from taskfit.serve.pipeline import build_pipeline
+        from taskfit.serve.server import uvicorn_config
 
         err = console(stderr=True)  # names are printed as given, never read as markup
         err.print("loading task, data and model...", style="dim")
@@ -57,4 +58,5 @@ def register(app: typer.Typer) -> None:
         err.print(Text.assemble("serving ", (pipeline.arm.name, "bold"), f" of {pipeline.task.config.name} as model ",
                                 (pipeline.model_name, "bold"), f" on http://{host}:{port}/v1"
                                 f"{' (bearer token required)' if token else ''}"), highlight=False)
-        uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+        uvicorn.Server(uvicorn_config(app_, pipeline.config, host, port, log_level="warning",
+                                      timeout_graceful_shutdown=5)).run()

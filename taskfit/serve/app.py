@@ -21,13 +21,14 @@ from starlette.requests import ClientDisconnect
 
 from taskfit.errors import TaskfitError
 from taskfit.netguard import HostGuard
-from taskfit.serve.log import RequestLog
+from taskfit.serve.log import ERROR_CHARS, RequestLog, cut
 from taskfit.serve.pipeline import BadRequest, ChatOutput, Pipeline
 from taskfit.serve.schema import CONVERSATION_ID, ChatRequest, chunks, completion, error_body
 from taskfit.serve.vetting import Refused
 
 CONVERSATION_HEADER = "X-Conversation-Id"
-LOG_TEXT_CHARS = 10_000  # the request log keeps this much of an input or reply, so each row stays small
+SHOWN_PROBLEMS = 5  # an invalid request's error names this many of its problems and counts the rest
+PROBLEM_CHARS = 200  # of each problem's text (a message can quote a whole field)
 logger = logging.getLogger("taskfit.serve")
 
 
@@ -70,7 +71,8 @@ def create_app(pipeline: Pipeline, token: str | None = None, log: RequestLog | N
 
     def fail(e: _Fail) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
-        return JSONResponse(error_body(str(e), e.kind, e.code), status_code=e.status, headers=headers)
+        return JSONResponse(error_body(cut(str(e), ERROR_CHARS), e.kind, e.code), status_code=e.status,
+                            headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -113,6 +115,7 @@ def create_app(pipeline: Pipeline, token: str | None = None, log: RequestLog | N
                                "strategy": pipeline.arm.strategy.label(), "model": pipeline.arm.model.label()}
         try:
             authorize(request)
+            _json_content_type(request)
             body = await _body(request, cfg.max_body_bytes, cfg.body_timeout_s)
             req = await anyio.to_thread.run_sync(ChatRequest.model_validate_json, body)  # a 1 MB parse: off the loop
             if req.model != pipeline.model_name:
@@ -127,13 +130,13 @@ def create_app(pipeline: Pipeline, token: str | None = None, log: RequestLog | N
             queued = time.perf_counter()
             out = await anyio.to_thread.run_sync(_answer, pipeline, req, row, queued, limiter=limiter["threads"])
         except _Fail as e:
-            row.update(status=e.status, outcome=e.outcome, error=str(e))
+            row.update(status=e.status, outcome=e.outcome, error=str(e))  # the log cuts it as the reply does
             return fail(e)
         except ClientDisconnect:  # nobody to answer: logged, not a server error
             row.update(status=400, outcome="client_disconnected", error="the client left before sending the body")
             return fail(_Fail(400, "the client left before sending the body"))
         except ValidationError as e:
-            msg = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors())
+            msg = _problems(e)
             row.update(status=400, outcome="bad_request", error=msg)
             return fail(_Fail(400, f"invalid request: {msg}"))
         except Exception as e:
@@ -172,7 +175,7 @@ def _answer(pipeline: Pipeline, req: ChatRequest, row: dict[str, Any], queued: f
     except BadRequest as e:
         raise _Fail(400, str(e)) from None
     if pipeline.config.log_content:
-        row["input"] = _cut(chat.user_text)
+        row["input"] = chat.user_text  # the request log stores it cut
     try:
         out = pipeline.answer(chat)
     except TaskfitError as e:  # e.g. a JSON input whose values the task's templates cannot render
@@ -186,14 +189,30 @@ def _answer(pipeline: Pipeline, req: ChatRequest, row: dict[str, Any], queued: f
         raise _Fail(502, "the model call failed; the server log and the request log have the details", "server_error", "model_error",
                     "model_error")
     if pipeline.config.log_content:
-        row["output"] = _cut(out.content if out.content is not None else json.dumps(out.tool_calls))
+        row["output"] = out.content if out.content is not None else json.dumps(out.tool_calls)
     if out.finish_reason == "content_filter":
         row["outcome"] = "output_refused"
     return out
 
 
-def _cut(text: str) -> str:
-    return text if len(text) <= LOG_TEXT_CHARS else f"{text[:LOG_TEXT_CHARS]}... ({len(text)} characters)"
+def _problems(e: ValidationError) -> str:
+    """An invalid request's problems, summarised: how many, and the first few (38,000 bad messages made a
+    3 MB error body, stored whole in the request log)."""
+    errors = e.errors(include_url=False, include_input=False)
+    shown = "; ".join(cut(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}", PROBLEM_CHARS)
+                      for err in errors[:SHOWN_PROBLEMS])
+    if len(errors) <= SHOWN_PROBLEMS:
+        return shown
+    return f"{len(errors)} problems, the first {SHOWN_PROBLEMS}: {shown}"
+
+
+def _json_content_type(request: Request) -> None:
+    """Refuse a body not declared as JSON, as OpenAI's API does: a web page may send text/plain to any
+    address without a CORS preflight, so accepting it leaves the Origin check as the only guard."""
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != "application/json" and not (kind.startswith("application/") and kind.endswith("+json")):
+        raise _Fail(415, f"the request body must be sent as Content-Type: application/json, not "
+                    f"{cut(kind, 100) or 'none'}", code="unsupported_media_type", outcome="bad_request")
 
 
 def _log(log: RequestLog, row: dict[str, Any]) -> None:

@@ -81,6 +81,9 @@ class ServeConfig(_Strict):
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
     body_timeout_s: float = Field(30.0, gt=0, description="A request body not fully received within this many "
                                   "seconds gets 408 (a slow or stalled client must not hold a connection).")
+    header_timeout_s: float = Field(10.0, gt=0, description="A connection whose request headers are not complete "
+                                    "within this many seconds (of opening, or of the previous reply) gets 408 and "
+                                    "is closed.")
     max_batch: int = Field(32, ge=1, description="Local models: most model requests merged into one batch.")
     batch_window_ms: float = Field(5.0, ge=0, description="Local models: how long an idle model waits for more "
                                    "requests to batch with the first.")

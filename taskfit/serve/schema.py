@@ -58,6 +58,11 @@ class StreamOptions(_Open):
     include_usage: bool = False
 
 
+def _finite(low: float, high: float) -> Any:
+    # NaN passes every range check (all comparisons with it are false) and JSON parsers accept it: refused here
+    return Field(None, ge=low, le=high, allow_inf_nan=False)
+
+
 class ChatRequest(_Open):
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
@@ -68,6 +73,12 @@ class ChatRequest(_Open):
     n: int = Field(1, ge=1, le=1)  # one choice: the served pipeline is deterministic per request
     conversation_id: str | None = Field(None, pattern=CONVERSATION_ID,
                                         description="1-200 of A-Z a-z 0-9 . _ : -")
+    # OpenAI's sampling fields: the served configuration decides decoding, but a value OpenAI would refuse
+    # (out of range, NaN, infinite) is refused here too rather than silently ignored
+    temperature: float | None = _finite(0, 2)
+    top_p: float | None = _finite(0, 1)
+    presence_penalty: float | None = _finite(-2, 2)
+    frequency_penalty: float | None = _finite(-2, 2)
 
 
 def completion(rid: str, model: str, content: str | None, tool_calls: list[dict[str, Any]], finish_reason: str,

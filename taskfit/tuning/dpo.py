@@ -91,6 +91,19 @@ def self_generated(examples, prompt_fn, backend, metric, parse: Callable[[str], 
 PROGRESS = "taskfit_progress.json"  # beside each checkpoint: the curve so far and the training time spent
 
 
+def checkpointing_arg(config_cls: type) -> dict[str, bool]:
+    """TRL's trainer configs turn activation checkpointing on through ``gradient_checkpointing``, which
+    transformers now names ``activation_checkpointing`` (warning with a FutureWarning on every config built
+    with the old name alone): the same setting under the name the installed version takes."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    if "activation_checkpointing" not in names:
+        return {}
+    default = next(f.default for f in dataclasses.fields(config_cls) if f.name == "gradient_checkpointing")
+    return {"activation_checkpointing": bool(default)}
+
+
 def train_dpo(model, tokenizer, pairs: list[Pair], *, output_dir: Path, lr: float, beta: float,
               loss_type: str, batch_size: int, epochs: float, max_steps: int | None, max_length: int, seed: int,
               save_steps: int = 50, stop_after: int | None = None,
@@ -142,7 +155,7 @@ def train_dpo(model, tokenizer, pairs: list[Pair], *, output_dir: Path, lr: floa
         per_device_train_batch_size=batch_size, num_train_epochs=epochs, max_steps=max_steps or -1,
         max_length=max_length, seed=seed, logging_steps=1, save_strategy="steps", save_steps=save_steps,
         save_total_limit=1, report_to=[], use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
-        dataloader_num_workers=0)
+        dataloader_num_workers=0, **checkpointing_arg(DPOConfig))
     trainer = DPOTrainer(model=model, args=config, train_dataset=ds, processing_class=tokenizer,
                          callbacks=[Progress()])
     trainer.remove_callback(PrinterCallback)  # progress goes through on_step

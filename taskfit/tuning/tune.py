@@ -36,8 +36,11 @@ from taskfit.tuning.store import TuneRecord, TuneStore, save_weights, write_json
 from taskfit.tuning.train import enable_checkpointing, release_free_memory, rss_bytes, total_steps, train
 
 TASK_TYPE = {"sft": "CAUSAL_LM", "pretrain": "CAUSAL_LM", "classify": "SEQ_CLS"}
-# PEFT 0.21 still reads transformers' deprecated `is_gradient_checkpointing`; the warning says nothing to a user
+# PEFT 0.21 still reads transformers' deprecated `is_gradient_checkpointing`, and TRL 1.16's DPO trainer calls
+# its deprecated `gradient_checkpointing_disable`/`_enable` around every reference pass
+# (trl/models/utils.py, disable_gradient_checkpointing): the warnings say nothing a user can act on
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+warnings.filterwarnings("ignore", message="`gradient_checkpointing_(disable|enable)` is deprecated", category=FutureWarning)
 # dpo's keys were TuneSpec fields before the dpo objective owned them; every identity still carries them (their
 # defaults, for the other objectives) so that models trained before keep their key and are not trained again
 IDENTITY_DEFAULTS = dpo.Options().model_dump()
