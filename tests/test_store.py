@@ -135,7 +135,12 @@ def test_a_live_writers_run_is_left_alone_a_taken_over_writer_stops(store_url, m
         writer.join(60)
         assert len(errors) == 1 and f"run {live} was taken over by another process" in str(errors[0])
         assert _runs(store_url)[live] == ("running", 3)
-        (resumed,) = _evaluate(second, path)  # that lease has expired: the run is resumed
+        (reused,) = _evaluate(second, path)  # a finished run of the configuration is reused as it is
+        assert reused.id == own.id and _runs(store_url)[live] == ("running", 3)
+        with second.engine.begin() as conn:  # without it, the run whose lease expired is resumed
+            conn.execute(text("DELETE FROM predictions WHERE run_id = :id"), {"id": own.id})
+            conn.execute(text("DELETE FROM runs WHERE id = :id"), {"id": own.id})
+        (resumed,) = _evaluate(second, path)
         assert resumed.id == live and _runs(store_url)[live] == ("done", 8)
         assert "its writer elsewhere:1:x has not renewed its lease for 3600 s" in caplog.text
     finally:
