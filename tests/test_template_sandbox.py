@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tracemalloc
+from pathlib import Path
 
 import pytest
 from conftest import write_jsonl
@@ -143,3 +144,22 @@ def test_ordinary_templates_render_as_jinja2_renders_them():
                  "tree": [{"name": "a", "kids": [{"name": "b", "kids": []}]}]}
     plain = SandboxedEnvironment(undefined=StrictUndefined).from_string(ORDINARY).render(**variables)
     assert render(ORDINARY, variables) == plain and "a(b)" in plain
+
+
+def test_eval_reports_a_refused_template_once(tmp_path, monkeypatch):
+    """The cost estimate made before a run does not print the task file's fault a second time."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from taskfit.cli import app
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "ci"
+    shutil.copytree(root, tmp_path / "ci")
+    task = tmp_path / "ci" / "task.yaml"
+    task.write_text(task.read_text().replace('input_template: "Review: {{ text }}"',
+                                             "input_template: \"{{ 'a' * 10**9 }}\""))
+    monkeypatch.setenv("TASKFIT_HOME", str(tmp_path / "home"))
+    res = CliRunner().invoke(app, ["eval", str(task)])
+    assert res.exit_code != 0
+    assert "no cost estimate" not in res.output

@@ -8,6 +8,7 @@ import json
 from rich.table import Table
 
 from taskfit.commands import workspace
+from taskfit.errors import TaskfitError
 from taskfit.estimate import Estimate, compare_runs, estimate_study
 from taskfit.shard import Shard
 from taskfit.terminal import console
@@ -73,6 +74,8 @@ def estimate_before(task: str, strategy, model, split, limit, shard: Shard | Non
     try:
         return estimate_study(task, workspace().cache, strategy_names=strategy, model_names=model,
                               split=split, limit=limit, shard=shard)[1]
+    except TaskfitError:  # a fault of the task file: the run that follows stops on it and says so, once
+        return []
     except Exception as e:  # noqa: BLE001 - the estimate is a by-product: it is reported, never a reason to stop
         err.print(f"no cost estimate: {type(e).__name__}: {e}", style="dim", markup=False)
         return []
