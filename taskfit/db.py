@@ -207,6 +207,21 @@ MIGRATIONS: list[tuple[str, str | tuple[str, ...]]] = [
             created REAL NOT NULL,
             PRIMARY KEY (study, run_id)
         )"""),
+    # seconds per token of a local model's forward pass, decode step or training step, measured once per model,
+    # device and thread count (taskfit.calibration): costs price a row's work with them, not its wall time
+    ("016_unit_costs", """
+        CREATE TABLE unit_costs (
+            model_id TEXT NOT NULL,
+            device TEXT NOT NULL,
+            threads INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            seconds_per_token REAL NOT NULL,
+            spread REAL NOT NULL,
+            repeats INTEGER NOT NULL,
+            batch TEXT NOT NULL,
+            created REAL NOT NULL,
+            PRIMARY KEY (model_id, device, threads, kind)
+        )"""),
 ]
 
 
