@@ -127,8 +127,8 @@ TUNE_KEYS = ("id", "method", "method_used", "objective", "base_model", "train_ti
              "trainable_params", "total_params", "trainable_pct", "adapter_mb", "curve", "plan", "measured",
              "forgetting", "device", "tokens_per_s", "fallback", "distill",  # distill: teacher, labelling cost
              "rows",  # rows: a learning-curve point's train size
-             "provider", "fine_tuned_model", "trained_tokens", "train_cost_usd", "job_id",  # trained at a provider
-             "padded_tokens", "train_unit_cost", "train_work_s")  # training priced by its work
+             "padded_tokens", "train_unit_cost", "train_work_s",  # training priced by its work
+             "provider", "fine_tuned_model", "trained_tokens", "train_cost_usd", "job_id")  # trained at a provider
 
 
 def tune_summary(tunes: TuneStore, path: str | None) -> dict[str, Any] | None:

@@ -39,11 +39,12 @@ def test_calibration_is_measured_once_per_model_device_and_threads(tiny_models, 
 
 def _cost_views(workspace, runs):
     """The report's data, its cost table and the wide leaderboard, as text."""
+    from rich.console import Console
+
     from taskfit.commands.report import cost_table
     from taskfit.costs import parse_volume
     from taskfit.leaderboard import render
     from taskfit.report.data import collect
-    from rich.console import Console
 
     data = collect(workspace, runs, volume=parse_volume("1M"))
     out = Console(width=250)  # no cell wraps
