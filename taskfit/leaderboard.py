@@ -171,7 +171,8 @@ def verdict(table_rows: list[LeaderboardRow], alpha: float = 0.05) -> str:
         if why:
             text += f" Cheapest of those: {cheapest.name} ({why})."
         else:
-            text += (f" None is cheaper than the best beyond the uncertainty of its model time "
+            timed = "measured time" if _margin(cheapest, best) == TIME_TOLERANCE else "work x unit cost"
+            text += (f" None is cheaper than the best beyond the uncertainty of {timed} "
                      f"(±{_margin(cheapest, best):.0%}; {cheapest.name}: {_duration(model_seconds_per_1k(cheapest))} "
                      f"per 1k queries vs {_duration(model_seconds_per_1k(best))}).")
     return text
