@@ -97,10 +97,10 @@ def main() -> None:
                 upsert(conn, "unit_costs", rows, ("model_id", "device", "threads", "kind"))
         repriced = collect(loaded_ws, loaded_runs, volume=parse_volume(args.volume))
         show("loaded runs, quiet calibration", loaded_ws, repriced, None)
-        same = [r.row.run_id if r.row else None for r in (quiet, loaded, repriced)]
-        names = [r.row.name if r.row else None for r in (quiet, loaded, repriced)]
+        picks = [d.recommendation.row for d in (quiet, loaded, repriced)]
+        names = [r.name if r else None for r in picks]
         print(f"\npicks: quiet {names[0]}; loaded {names[1]}; loaded with quiet calibration {names[2]}"
-              f" ({'same' if len(set(names)) == 1 else 'different'}; run ids {same})")
+              f" ({'same' if len(set(names)) == 1 else 'different'})")
 
 
 if __name__ == "__main__":
