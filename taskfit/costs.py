@@ -1,6 +1,6 @@
 """What a leaderboard row costs: once (training, a teacher's labelling) and per query (tokens, device time).
 
-A local model's per-query cost is its measured model time priced at the serving device's hourly rate
+A local model's per-query cost is its model time priced at the serving device's hourly rate
 (``price_per_hour`` on the model entry, else the task's ``costs.price_per_hour``); a remote API's is its
 token bill. A fine-tuned row also costs its measured training time at ``costs.train_price_per_hour``,
 plus, for a distilled row, its teacher's labelling bill (the row's ``labelling`` entry:
@@ -9,6 +9,13 @@ plus, for a distilled row, its teacher's labelling bill (the row's ``labelling``
 With no price anywhere, costs are counted in machine-hours (training and serving on the machine that was
 measured), so a break-even volume is still meaningful: it does not depend on the hourly rate when one
 machine does both.
+
+Model time is the row's work x the model's calibrated unit costs where a calibration applies (a local
+transformers model, a tuned classifier or adapter: ``taskfit.calibration``): prompt tokens encoded and tokens
+generated per query, padded tokens trained on. That does not move with other load on the machine; its
+uncertainty is the calibration repeats' spread (at least 5%). Elsewhere (a plugin backend without a
+calibration hook, distillation's teacher time) it is the time measured during the run, counted as
+``±tolerance``. The measured times stay on the row as evidence (``time_per_1k_s``, ``tune.train_time_s``).
 
 The module imports only pydantic at run time, so the task-file schema can use ``CostsConfig``.
 """
@@ -73,23 +80,30 @@ class RowCost:
     labelling: float = 0.0
     tokens_per_query: float = 0.0
     device_per_query: float = 0.0
-    timed_one_time: float = 0.0  # the part of ``one_time`` that comes from measured time (not a token bill)
+    timed_one_time: float = 0.0  # the part of ``one_time`` that comes from model time (not a token bill)
+    # relative uncertainty of the timed part when all of it is work x calibrated unit costs; None: measured
+    # time, whose uncertainty is the caller's tolerance (costs.tolerance)
+    uncertainty: float | None = None
+    basis: str = "time"  # work | time | tokens (LeaderboardRow.cost_basis)
 
     def total(self, volume: float) -> float:
         return self.one_time + self.per_query * volume
 
     def timed(self, volume: float) -> float:
-        """The part of ``total(volume)`` that was measured as time, and so moves with machine load."""
+        """The part of ``total(volume)`` that comes from model time rather than a token bill."""
         return self.timed_one_time + self.device_per_query * volume
 
     def bounds(self, volume: float, tolerance: float) -> tuple[float, float]:
-        """``total(volume)`` with its timed part ``tolerance`` lower and higher."""
+        """``total(volume)`` with its timed part lower and higher by its uncertainty: the calibration's for
+        a cost priced by work, else ``tolerance`` (measured time moves with machine load)."""
+        margin = tolerance if self.uncertainty is None else self.uncertainty
         total, timed = self.total(volume), self.timed(volume)
-        return total - timed * tolerance, total + timed * tolerance
+        return total - timed * margin, total + timed * margin
 
 
 def cheaper_beyond(a: RowCost, b: RowCost, volume: float, tolerance: float) -> bool:
-    """Whether ``a`` costs less than ``b`` at ``volume`` even when both timed parts are off by ``tolerance``."""
+    """Whether ``a`` costs less than ``b`` at ``volume`` even when both timed parts are off by their
+    uncertainty (``tolerance`` for measured time)."""
     return a.bounds(volume, tolerance)[1] < b.bounds(volume, tolerance)[0]
 
 
@@ -125,12 +139,23 @@ def unit_of(rows: Sequence[ReportRow]) -> str:
     return DOLLARS if priced else MACHINE_HOURS
 
 
-def row_cost(row: ReportRow, unit: str) -> RowCost:
-    """The one-time and per-query cost of a row, from its measured times, tokens and prices."""
+def model_seconds_per_1k(row: ReportRow) -> float:
+    """Model time per 1,000 queries: from the row's work where a calibration applies, else as measured."""
+    return float(row.time_per_1k_s if row.work_time_per_1k_s is None else row.work_time_per_1k_s)
+
+
+def train_seconds(row: ReportRow) -> float:
+    """Training time: the tuned model's work x its calibrated step cost where measured, else as measured."""
     tune = row.tune or {}
+    work = tune.get("train_work_s")
+    return float(tune.get("train_time_s") or 0.0) if work is None else float(work)
+
+
+def row_cost(row: ReportRow, unit: str) -> RowCost:
+    """The one-time and per-query cost of a row, from its work (or measured times), tokens and prices."""
     labelling = labelling_of(row)
-    train_s = float(tune.get("train_time_s") or 0.0)
-    model_s = float(row.time_per_1k_s or 0.0) / 1000  # model time per query
+    train_s = train_seconds(row)
+    model_s = model_seconds_per_1k(row) / 1000  # model time per query
     if unit == MACHINE_HOURS:
         training = train_s / 3600
         label_cost = float(labelling.get("time_s") or 0.0) / 3600
@@ -147,8 +172,19 @@ def row_cost(row: ReportRow, unit: str) -> RowCost:
         tokens = float(row.cost_per_1k or 0.0) / 1000
         device = model_s / 3600 * serve_rate
         timed_one_time = training + label_time
+    by_work = row.cost_basis == "work" and not labelling.get("time_s")  # a teacher's time is measured time
     return RowCost(training + label_cost, tokens + device, unit, training, label_cost, tokens, device,
-                   timed_one_time)
+                   timed_one_time, row.cost_uncertainty if by_work else None, row.cost_basis)
+
+
+def basis_text(cost: RowCost, tolerance: float) -> str:
+    """How a row's cost was obtained, with its uncertainty: 'work x unit cost ±5%', 'measured time ±25%',
+    'token bill'."""
+    if cost.basis == "tokens" and not cost.timed(1.0):
+        return "token bill"
+    if cost.uncertainty is not None:
+        return f"work x unit cost ±{cost.uncertainty:.0%}"
+    return f"measured time ±{tolerance:.0%}"
 
 
 def labelling_of(row: ReportRow) -> dict:

@@ -212,6 +212,21 @@ MIGRATIONS: list[tuple[str, str | tuple[str, ...]]] = [
     ("016_run_leases", ("ALTER TABLE runs ADD COLUMN owner TEXT", "ALTER TABLE runs ADD COLUMN heartbeat REAL")),
     # the request log's summary counts outcomes and reads latency percentiles through this index
     ("017_requests_outcome_index", "CREATE INDEX requests_outcome ON requests (task_name, outcome, latency_ms)"),
+    # seconds per token of a local model's forward pass, decode step or training step, measured once per model,
+    # device and thread count (taskfit.calibration): costs price a row's work with them, not its wall time
+    ("018_unit_costs", """
+        CREATE TABLE unit_costs (
+            model_id TEXT NOT NULL,
+            device TEXT NOT NULL,
+            threads INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            seconds_per_token REAL NOT NULL,
+            spread REAL NOT NULL,
+            repeats INTEGER NOT NULL,
+            batch TEXT NOT NULL,
+            created REAL NOT NULL,
+            PRIMARY KEY (model_id, device, threads, kind)
+        )"""),
 ]
 
 

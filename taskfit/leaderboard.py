@@ -6,7 +6,8 @@ import dataclasses
 import statistics
 from typing import TYPE_CHECKING, Any
 
-from taskfit.costs import TIME_TOLERANCE
+from taskfit.calibration import UnitCost, uncertainty
+from taskfit.costs import TIME_TOLERANCE, model_seconds_per_1k
 from taskfit.metrics import build_metric
 from taskfit.plugins import stored_model
 from taskfit.stats import paired_p, score_interval
@@ -61,6 +62,8 @@ def rows(workspace: Workspace, runs: list[RunRecord]) -> list[LeaderboardRow]:
             tune=tune_summary(workspace.tunes, model.options.get("path")) if model.backend == "tuned"
             or (model.options.get("path") or "").startswith("tuned:") else None,
         ))
+        out[-1] = priced_by_work(out[-1], workspace.unit_costs.get(run.model_id, (run.config.get("backend") or {})
+                                                                  .get("device", "cpu")))
     out.sort(key=lambda r: -r.score)
     if out:
         best = out[0]
@@ -72,6 +75,34 @@ def rows(workspace: Workspace, runs: list[RunRecord]) -> list[LeaderboardRow]:
                 p_value = paired_p(list(a), list(b), binary[best.run_id] and binary[r.run_id])
                 out[i] = dataclasses.replace(r, p_vs_best=p_value)
     return out
+
+
+def priced_by_work(row: LeaderboardRow, units: dict[str, UnitCost]) -> LeaderboardRow:
+    """The row with its model time from its work: prompt tokens encoded x seconds per forward token plus
+    tokens generated x seconds per generated token (``units``: the model's calibrated unit costs), and the
+    basis its cost is priced on (work, measured time, or a token bill alone)."""
+    serving = None
+    if "forward" in units and (not row.tokens_out or "generate" in units):
+        spent = [units["forward"], *([units["generate"]] if row.tokens_out else [])]
+        serving = 1000 * (row.tokens_in * units["forward"].seconds_per_token
+                          + row.tokens_out * (units["generate"].seconds_per_token if row.tokens_out else 0.0))
+    tune = row.tune or {}
+    trained_by_work = not tune or tune.get("train_work_s") is not None
+    if serving is not None and trained_by_work:
+        unit = (tune.get("train_unit_cost") or {}).get("spread")
+        spreads = [c.spread for c in spent] + ([unit] if unit is not None else [])
+        return dataclasses.replace(row, work_time_per_1k_s=serving, cost_basis="work",
+                                   cost_uncertainty=uncertainty(spreads, TIME_TOLERANCE))
+    basis = "tokens" if row.cost_per_1k and serving is None and not units else "time"
+    return dataclasses.replace(row, work_time_per_1k_s=serving, cost_basis=basis)
+
+
+def _margin(a: LeaderboardRow, b: LeaderboardRow) -> float:
+    """How far two rows' model times may be off: their calibrations' uncertainty when both are priced by
+    work, else the uncertainty of measured time."""
+    if a.cost_uncertainty is None or b.cost_uncertainty is None:
+        return TIME_TOLERANCE
+    return max(a.cost_uncertainty, b.cost_uncertainty)
 
 
 def scored_via(run: RunRecord) -> dict[str, Any]:
@@ -96,6 +127,7 @@ TUNE_KEYS = ("id", "method", "method_used", "objective", "base_model", "train_ti
              "trainable_params", "total_params", "trainable_pct", "adapter_mb", "curve", "plan", "measured",
              "forgetting", "device", "tokens_per_s", "fallback", "distill",  # distill: teacher, labelling cost
              "rows",  # rows: a learning-curve point's train size
+             "padded_tokens", "train_unit_cost", "train_work_s",  # training priced by its work
              "provider", "fine_tuned_model", "trained_tokens", "train_cost_usd", "job_id")  # trained at a provider
 
 
@@ -132,16 +164,17 @@ def verdict(table_rows: list[LeaderboardRow], alpha: float = 0.05) -> str:
             return text + f" The other row ({table_rows[1].name}) is significantly worse (p < 0.05)."
         return text + f" Every other {'compared ' if untested else ''}row is significantly worse (p < 0.05)."
     # money first, then tokens (deterministic; measured time on a shared machine is noisy)
-    cheapest = min([best, *tied], key=lambda r: (r.cost_per_1k, r.tokens_in + r.tokens_out, r.time_per_1k_s))
+    cheapest = min([best, *tied], key=lambda r: (r.cost_per_1k, r.tokens_in + r.tokens_out, model_seconds_per_1k(r)))
     text += f" Not significantly different (p >= 0.05): {', '.join(r.name for r in tied)}."
     if cheapest is not best:
         why = _cheaper_because(cheapest, best)
         if why:
             text += f" Cheapest of those: {cheapest.name} ({why})."
         else:
-            text += (f" None is cheaper than the best beyond the uncertainty of measured time (±{TIME_TOLERANCE:.0%}"
-                     f"; {cheapest.name}: {_duration(cheapest.time_per_1k_s)} per 1k queries vs "
-                     f"{_duration(best.time_per_1k_s)}).")
+            timed = "measured time" if _margin(cheapest, best) == TIME_TOLERANCE else "work x unit cost"
+            text += (f" None is cheaper than the best beyond the uncertainty of {timed} "
+                     f"(±{_margin(cheapest, best):.0%}; {cheapest.name}: {_duration(model_seconds_per_1k(cheapest))} "
+                     f"per 1k queries vs {_duration(model_seconds_per_1k(best))}).")
     return text
 
 
@@ -152,8 +185,9 @@ def _cheaper_because(a: LeaderboardRow, b: LeaderboardRow) -> str | None:
         return f"${a.cost_per_1k:.4f} per 1k queries vs ${b.cost_per_1k:.4f}"
     if round(a.tokens_in) < round(b.tokens_in):
         return f"{a.tokens_in:.0f} tokens in per query vs {b.tokens_in:.0f}"
-    if a.time_per_1k_s * (1 + TIME_TOLERANCE) < b.time_per_1k_s * (1 - TIME_TOLERANCE):
-        return f"{_duration(a.time_per_1k_s)} per 1k queries vs {_duration(b.time_per_1k_s)}"
+    margin = _margin(a, b)
+    if model_seconds_per_1k(a) * (1 + margin) < model_seconds_per_1k(b) * (1 - margin):
+        return f"{_duration(model_seconds_per_1k(a))} per 1k queries vs {_duration(model_seconds_per_1k(b))}"
     return None
 
 
@@ -169,6 +203,10 @@ def _mean(xs: list[float]) -> float:
 
 CAPTION = ("score: mean of the first metric; CI: Wilson (0/1 metrics) or bootstrap; p vs best: McNemar or\n"
            "paired bootstrap, * < 0.05; latency on local models is batch time / batch size")
+# a row's time per 1k queries is the wall time measured during the run, kept as evidence; costs use the work
+# figure in brackets where a calibration applies, because it does not move with machine load
+WORK_CAPTION = ("time per 1k q: measured during the run (wall clock); (work ...): tokens encoded and generated x\n"
+                "the model's calibrated unit costs, what costs are priced from; rows without it: measured time")
 
 
 HEADERS = {"p vs best": "p vs\nbest", "parse fail": "parse\nfail", "tok in/out": "tok\nin/out",
@@ -194,6 +232,8 @@ def render(table_rows: list[LeaderboardRow], title: str = "Leaderboard", *, wide
               caption_justify="left", box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD)
     if shrunk:
         t.caption += "\nserving (precision, MB, peak MB, ms/query): a fresh process, single queries, one thread"
+    if any(r.work_time_per_1k_s is not None for r in table_rows):
+        t.caption += "\n" + WORK_CAPTION
     for r in table_rows:
         if r.score_via == "generate" and r.score_via_reason:
             t.caption = f"{t.caption}\n{r.model}: labels not scored on the server ({r.score_via_reason})"
@@ -209,7 +249,7 @@ def render(table_rows: list[LeaderboardRow], title: str = "Leaderboard", *, wide
                  "score [95% CI]": f"{r.score:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]", "p vs best": _p_cell(r.p_vs_best),
                  "parse fail": f"{r.parse_fail_rate:.1%}", "tok in/out": f"{r.tokens_in:.0f}/{r.tokens_out:.0f}",
                  "calls/q": f"{r.calls_per_query:.1f}", "$/1k q": f"${r.cost_per_1k:.4f}",
-                 "time/1k q": _duration(r.time_per_1k_s), "p50 ms": f"{r.latency_p50_ms:.0f}",
+                 "time/1k q": time_cell(r), "p50 ms": f"{r.latency_p50_ms:.0f}",
                  "cache hits": str(r.cache_hits), "judge": judge_cell(r), "other metrics": _other_metrics(r),
                  "training": training_cell(r.tune), "scored via": scored_via_cell(r), "run": r.run_id,
                  **serving_cells(r)}
@@ -242,6 +282,12 @@ def render(table_rows: list[LeaderboardRow], title: str = "Leaderboard", *, wide
 
 
 SERVING_COLUMNS = ("precision", "size MB", "peak MB", "ms/query")
+
+
+def time_cell(r: LeaderboardRow) -> str:
+    """Measured model time per 1k queries, and the work-based time costs use when there is one."""
+    measured = _duration(r.time_per_1k_s)
+    return measured if r.work_time_per_1k_s is None else f"{measured} (work {_duration(r.work_time_per_1k_s)})"
 
 
 def serving_cells(r: LeaderboardRow) -> dict[str, str]:

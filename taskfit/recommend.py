@@ -21,8 +21,10 @@ from taskfit.costs import (
     break_even,
     cheaper_beyond,
     count,
+    model_seconds_per_1k,
     money,
     row_cost,
+    train_seconds,
     unit_of,
 )
 from taskfit.types import ReportRow
@@ -105,9 +107,9 @@ def _burden(row: ReportRow) -> tuple:
         not on_premise(row),
         TECHNIQUE_RANK[technique(row)],
         row.cost_per_1k,
-        tune.get("train_time_s") or 0.0,
+        train_seconds(row),
         row.tokens_in + row.tokens_out,
-        row.time_per_1k_s,
+        model_seconds_per_1k(row),
         tune.get("peak_mem_mb") or 0.0,
     )
 
@@ -160,7 +162,8 @@ def _serving_text(row: ReportRow, others: list[ReportRow]) -> str:
     fee = "no per-query fee" if not row.cost_per_1k else f"${row.cost_per_1k:.2f} per 1,000 queries"
     text = (
         f"Serving {row_name(row)}: {where}, {fee}, p50 latency {row.latency_p50_ms:.0f} ms, "
-        f"{_duration(row.time_per_1k_s)} of model time per 1,000 queries."
+        f"{_duration(model_seconds_per_1k(row))} of model time per 1,000 queries"
+        + (" (its work x calibrated unit costs)." if row.cost_basis == "work" else ".")
     )
     remote = [r for r in others if not on_premise(r)]
     if on_premise(row) and remote:
@@ -349,8 +352,9 @@ def _noise_lines(pick: ReportRow, tied: Sequence[ReportRow], costs: dict[int, Ro
         why = "scores higher" if pick.score > cheapest.score else "is less demanding"
         lines.append(
             f"{row_name(cheapest)} would cost a little less at this volume ({money(costs[id(cheapest)].total(q), unit)}"
-            f" vs {money(costs[id(pick)].total(q), unit)}), but by less than the uncertainty of costs measured "
-            f"as time (±{tolerance:.0%}), so {row_name(pick)}, which {why}, is recommended."
+            f" vs {money(costs[id(pick)].total(q), unit)}), but by less than the uncertainty of their model time "
+            f"({_margins(costs[id(cheapest)], costs[id(pick)], tolerance)}), so {row_name(pick)}, which {why}, "
+            f"is recommended."
         )
     if len(tied) > 1:
         lo, hi = span
@@ -363,8 +367,19 @@ def _noise_lines(pick: ReportRow, tied: Sequence[ReportRow], costs: dict[int, Ro
             where = f"from about {count(lo)} queries{per} up"
         else:
             where = f"from about {count(lo)} to {count(hi)} queries{per}"
-        lines.append(f"This pick holds {where} (costs' timed parts ±{tolerance:.0%}).")
+        margins = sorted({_margin(costs[id(r)], tolerance) for r in tied})
+        lines.append(f"This pick holds {where} (costs' timed parts ±{'/'.join(f'{m:.0%}' for m in margins)}).")
     return lines
+
+
+def _margin(cost: RowCost, tolerance: float) -> float:
+    return tolerance if cost.uncertainty is None else cost.uncertainty
+
+
+def _margins(a: RowCost, b: RowCost, tolerance: float) -> str:
+    """'±25%', or '±6% and ±25%' when the two costs are known to different precision."""
+    ma, mb = _margin(a, tolerance), _margin(b, tolerance)
+    return f"±{ma:.0%}" if round(ma, 2) == round(mb, 2) else f"±{ma:.0%} and ±{mb:.0%}"
 
 
 def _twin_lines(ranked: Sequence[ReportRow], top: ReportRow,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from taskfit.backends import Backend, build_backend
+from taskfit.calibration import calibrated
 from taskfit.dataset import Dataset, Example
 from taskfit.lm import LM
 from taskfit.metrics import Scored, build_metric, score_batch
@@ -131,6 +132,7 @@ def evaluate(task: Task, dataset: Dataset, arms: list[Arm], *, split: str, limit
     records = []
     for arm in arms:
         backend = pool.get(arm.model)
+        calibrated(workspace.unit_costs, backend)  # once per model, device and thread count: costs price work
         lm = LM(backend, workspace.cache)
         mode = resolve_mode(task, backend)
         key = run_key(task, dataset, arm, split, limit, mode)

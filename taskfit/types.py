@@ -95,6 +95,11 @@ class LeaderboardRow:
     size_mb: float | None = None  # weights on disk
     serving_peak_mb: float | None = None  # peak memory of a process that loads the model and answers queries
     ms_per_query: float | None = None  # one query at a time, one thread
+    # model time per 1,000 queries from the row's work (tokens encoded and generated) x the model's calibrated
+    # unit costs (taskfit.calibration); None where no calibration applies (time_per_1k_s prices the row then)
+    work_time_per_1k_s: float | None = None
+    cost_basis: str = "time"  # work: work x calibrated unit costs; time: measured time; tokens: a token bill only
+    cost_uncertainty: float | None = None  # relative uncertainty of a work-priced cost; None: costs.tolerance
     tune: dict[str, Any] | None = None  # what a fine-tuned model cost to train; None for prompt-only rows
 
     @property

@@ -75,6 +75,12 @@ class Workspace:
         return OptimizationStore(self.engine)
 
     @cached_property
+    def unit_costs(self):
+        from taskfit.calibration import UnitCostStore
+
+        return UnitCostStore(self.engine)
+
+    @cached_property
     def baselines(self):
         from taskfit.baselines import BaselineStore
 

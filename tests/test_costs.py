@@ -129,7 +129,8 @@ def test_the_report_tabulates_costs_and_plots_total_cost_against_volume():
     assert plot.count("<polyline") == 3  # every row (three here), one line each
     assert "break-even: 1,600 queries" in plot and "<title>1,000,000 queries</title>" in plot
     # how the costs were obtained, their margin and the volumes over which the pick holds
-    assert "treats the timed part of each cost as ±25%" in " ".join(html.split())
+    assert "their timed part counts as ±25%" in " ".join(html.split())
+    assert costs.count("measured time ±25%") == 3  # rows without a calibration: priced from measured time
     assert "the pick holds from about 900 queries up" in " ".join(html.split())
 
 
@@ -215,7 +216,7 @@ def _tied_pair(gap):
 def test_a_cost_gap_inside_the_timing_uncertainty_does_not_beat_a_higher_score():
     rec = recommend(_tied_pair(0.08), volume=Volume(1_000_000))  # 3.52 vs 3.80 machine-hours: 8%
     assert rec.row.run_id == "full"
-    assert "by less than the uncertainty of costs measured as time (±25%)" in rec.text
+    assert "by less than the uncertainty of their model time (±25%)" in rec.text
     assert "classifier x minilm+lora-head would cost a little less" in rec.text
     # with the margin set to nothing, the cheaper row wins again, as a single noisy timing would make it
     assert recommend(_tied_pair(0.08), volume=Volume(1_000_000), tolerance=0.0).row.run_id == "head"
@@ -258,3 +259,16 @@ def test_a_distilled_student_tied_with_its_gold_twin_is_flagged():
                               p_vs_best=0.001, run_id="stud",
                               tune={"id": "s1", "train_time_s": 90.0, "distill": {"gold_tune": "g1"}})
     assert "twin" not in recommend([gold, significantly], volume=Volume(100_000)).text
+
+
+def test_work_priced_costs_carry_the_calibration_margin_not_the_blanket_tolerance():
+    """A 15% gap is noise for measured time (±25%) but not for work x calibrated unit costs (±5%)."""
+    from dataclasses import replace
+
+    worked = [replace(r, cost_basis="work", cost_uncertainty=0.05, work_time_per_1k_s=0.0,
+                      tune={**r.tune, "train_work_s": r.tune["train_time_s"], "train_time_s": 3 * r.tune["train_time_s"]})
+              for r in _tied_pair(0.15)]
+    assert recommend(_tied_pair(0.15), volume=Volume(1_000_000)).row.run_id == "full"  # measured time: a tie
+    rec = recommend(worked, volume=Volume(1_000_000))
+    assert rec.row.run_id == "head"  # cheaper beyond ±5%, priced from work (train_work_s), not the tripled time
+    assert "This pick holds" in rec.text and "±5%" in rec.text

@@ -27,6 +27,7 @@ from taskfit.backends import (
     label_trie,
 )
 from taskfit.backends.facts import ModelFacts, chars
+from taskfit.calibration import measure_decode, measure_forward
 from taskfit.errors import TaskfitError
 from taskfit.taskfile import ModelSpec
 
@@ -175,6 +176,16 @@ class HFBackend:
         return {"backend": "hf", "folder": str(self.folder), "device": str(self.device),
                 "dtype": str(self.model.dtype), "chat_template": self.use_chat_template,
                 "parameters": sum(p.numel() for p in self.model.parameters())}
+
+    def calibrate(self, repeats: int) -> dict[str, tuple[float, float]]:
+        """Seconds per forward token and per generated token, with the spread of their repeats
+        (taskfit.calibration)."""
+        # timed on the transformers model inside a PEFT wrapper: adapter layers (LoRA, IA3) sit inside it; the
+        # virtual tokens of prompt learning do not (a few tokens more per query), and a KV-cache decode step
+        # would not take them as is
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return {"forward": measure_forward(model, self.device, repeats),
+                "generate": measure_decode(model, self.device, repeats, kv_cache_arg(model))}
 
     # -- prompts ---------------------------------------------------------------------------------
     def prompt_text(self, messages: list[Message] | tuple[Message, ...]) -> str:

@@ -17,6 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskfit.backends import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult, backend_options
+from taskfit.calibration import measure_forward
 from taskfit.errors import TaskfitError
 from taskfit.taskfile import ModelSpec
 
@@ -125,6 +126,10 @@ class ClassifierBackend:
     def describe(self) -> dict[str, Any]:
         return {"backend": "classifier", "device": str(self.device), "labels": self.labels,
                 "parameters": sum(p.numel() for p in self.model.parameters())}
+
+    def calibrate(self, repeats: int) -> dict[str, tuple[float, float]]:
+        """Seconds per encoded token of a batched forward pass (taskfit.calibration); it generates nothing."""
+        return {"forward": measure_forward(self.model, self.device, repeats)}
 
     def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
         return [GenerateResult(texts=[], error="a classification model does not generate text; "

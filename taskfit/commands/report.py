@@ -38,21 +38,23 @@ def parse_volume_option(text: str | None):
 
 def cost_table(rec) -> Table:
     """Every row's one-time, per-query and total cost (at the recommendation's volume), best score first."""
-    from taskfit.costs import count, money
+    from taskfit.costs import basis_text, count, money
     from taskfit.recommend import TECHNIQUE_NAMES, row_name, technique
 
     volume = rec.volume
     t = Table(title="Cost" + (f" at {volume.text()}" if volume else ""), title_justify="left")
     for col in ("row", "technique", "score", "p50 ms", "one-time", "per 1,000 queries",
-                *(["total"] if volume else [])):
-        t.add_column(col, justify="left" if col in ("row", "technique") else "right")
+                *(["total"] if volume else []), "from"):
+        t.add_column(col, justify="left" if col in ("row", "technique", "from") else "right")
     for row, c in rec.costs:
         mark = " (recommended)" if row is rec.row else ""
         t.add_row(row_name(row) + mark, TECHNIQUE_NAMES[technique(row)], f"{row.score:.3f}",
                   f"{row.latency_p50_ms:,.0f}", money(c.one_time, rec.unit),
-                  money(c.per_query * 1000, rec.unit), *([money(c.total(volume.queries), rec.unit)] if volume else []))
-    notes = [f"times measured during the run (wall clock) x hourly prices; the timed part of a cost counts as "
-             f"±{rec.tolerance:.0%} (costs.tolerance)"]
+                  money(c.per_query * 1000, rec.unit), *([money(c.total(volume.queries), rec.unit)] if volume else []),
+                  basis_text(c, rec.tolerance))
+    notes = [f"model time x hourly prices; model time is the row's work (tokens encoded, generated, trained on) "
+             f"x the model's calibrated unit costs where a calibration applies, else the time measured during the "
+             f"run (wall clock, ±{rec.tolerance:.0%}: costs.tolerance)"]
     if rec.break_even_rows is not None:
         prompt, tuned = rec.break_even_rows
         notes.append(f"break-even volume of {row_name(tuned)} against {row_name(prompt)}: "

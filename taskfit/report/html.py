@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from taskfit.costs import count
+from taskfit.costs import basis_text, count
 from taskfit.costs import money as money_text
 from taskfit.recommend import TECHNIQUE_NAMES, on_premise, row_name, technique
 from taskfit.report.data import ReportData, report_data
@@ -125,6 +125,7 @@ def render_html(data: ReportData) -> str:
         learning=learning,
         price=money_text,
         count=count,
+        basis=basis_text,
         inf=float("inf"),
         created=time.strftime("%Y-%m-%d %H:%M", time.localtime(data.created)),
     )

@@ -382,6 +382,37 @@ def train(model: torch.nn.Module, rows: list[TrainRow], cfg: TrainConfig, *, pad
                        process_tokens=state.get("own_tokens", 0))
 
 
+def step_cost(model: torch.nn.Module, rows: list[TrainRow], cfg: TrainConfig, *, pad_id: int,
+              device: torch.device, repeats: int) -> tuple[float, float]:
+    """Seconds per (padded) token of one optimizer step (forward, loss, backward, step) on the first 8 training
+    rows, the fastest of ``repeats`` after a warm-up, and the repeats' spread (taskfit.calibration). The
+    trainable weights are put back afterwards, so the trained model is unchanged."""
+    from taskfit.calibration import BATCH, timed_min
+
+    left = uses_answer_loss(model, rows)
+    inputs = collate(rows[:BATCH], pad_id, device, left=left)
+    params = [p for p in model.parameters() if p.requires_grad]
+    saved = [p.detach().clone() for p in params]
+    opt = make_optimizer(params, cfg, device)
+    was_training = model.training
+    model.train()
+
+    def step() -> None:
+        loss = answer_loss(model, inputs) if left else model(**inputs).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    try:
+        best, spread = timed_min(step, repeats, torch.cuda.synchronize if device.type == "cuda" else lambda: None)
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved, strict=True):
+                p.copy_(s)
+        model.train(was_training)
+    return best / inputs["input_ids"].numel(), spread
+
+
 def _rng_state() -> dict[str, Any]:
     return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _numpy_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}

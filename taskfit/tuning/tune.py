@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 
+from taskfit import calibration
 from taskfit.backends.hf import _weights_fingerprint
 from taskfit.errors import TaskfitError
 from taskfit.prompts import render_input
@@ -33,7 +34,14 @@ from taskfit.tuning.methods import count_parameters
 from taskfit.tuning.models import load_for_objective, load_tokenizer
 from taskfit.tuning.spec import TuneSpec
 from taskfit.tuning.store import TuneRecord, TuneStore, save_weights, write_json
-from taskfit.tuning.train import enable_checkpointing, release_free_memory, rss_bytes, total_steps, train
+from taskfit.tuning.train import (
+    enable_checkpointing,
+    release_free_memory,
+    rss_bytes,
+    step_cost,
+    total_steps,
+    train,
+)
 
 TASK_TYPE = {"sft": "CAUSAL_LM", "pretrain": "CAUSAL_LM", "classify": "SEQ_CLS"}
 # PEFT 0.21 still reads transformers' deprecated `is_gradient_checkpointing`, and TRL 1.16's DPO trainer calls
@@ -121,6 +129,7 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore,
         "process_tokens": res.process_tokens,
         "mixed_precision": job.config.mixed_precision, "gradient_checkpointing": spec.gradient_checkpointing,
     })
+    result.update(train_work(job, data, model, res.padded_tokens))
     before_after.add_after(result.get("before_after", []), predict_examples(job, data, model, shown))
     if spec.forgetting:
         log("forgetting check: measuring the tuned model")
@@ -130,6 +139,16 @@ def tune(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore,
     shutil.rmtree(rec.folder / "checkpoints", ignore_errors=True)  # optimizer states: up to 3x the weights
     distributed.wait_for_everyone()
     return store.get(rec.id)
+
+
+def train_work(job: Job, data: tdata.TrainData, model: torch.nn.Module, padded_tokens: int) -> dict[str, Any]:
+    """Training priced by its work: the padded tokens trained on x the calibrated seconds per training token
+    (taskfit.calibration), which, unlike ``train_time_s``, does not move with other load on the machine."""
+    seconds, spread = step_cost(model, data.rows, job.config, pad_id=data.tokenizer.pad_token_id, device=job.device,
+                                repeats=calibration.REPEATS)
+    unit = {"seconds_per_token": seconds, "spread": spread, "repeats": calibration.REPEATS,
+            "threads": torch.get_num_threads(), "batch": f"{min(len(data.rows), calibration.BATCH)} rows"}
+    return {"train_unit_cost": unit, "train_work_s": padded_tokens * seconds}
 
 
 def tune_dpo(task: Task, train_examples, spec: TuneSpec, *, store: TuneStore, runs=None,
