@@ -4,6 +4,7 @@ search runs end to end within its budget and that the saved prompt evaluates to 
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text as sql
 
 from taskfit.optimize.run import optimize
 from taskfit.optimize.search import OptimizeConfig
@@ -32,6 +33,12 @@ def test_optimize_sst2_on_the_bundled_model_within_budget(workspace):
     (arm,) = select_arms(task, [f"optimized:{rec.id}"], None)
     store = workspace.runs
     (run,) = evaluate(task, dataset, [arm], split="test", limit=8, workspace=workspace, pool=pool)
+    assert run.id == test["winner"]["run_id"]  # the same settings again: the stored run is reused, no call
+    answers = [p.answer for p in store.predictions(run.id)]
+    with workspace.engine.begin() as conn:  # without that run, the saved strategy is rebuilt and asked again
+        conn.execute(sql("DELETE FROM predictions WHERE run_id = :id"), {"id": run.id})
+        conn.execute(sql("DELETE FROM runs WHERE id = :id"), {"id": run.id})
+    (run,) = evaluate(task, dataset, [arm], split="test", limit=8, workspace=workspace, pool=pool)
     again = store.predictions(run.id)
-    assert [p.answer for p in again] == [p.answer for p in store.predictions(test["winner"]["run_id"])]
+    assert [p.answer for p in again] == answers
     assert all(p.cache_hits == p.calls for p in again)

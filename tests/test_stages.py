@@ -11,13 +11,13 @@ def test_stages_measure_wall_and_cpu_time_and_add_up_repeated_stages():
         time.sleep(0.6)  # waiting: wall time passes, CPU time does not
     with stages("spin"):  # working: CPU time passes (however busy the machine is, up to 30 s of wall time)
         start, deadline = time.process_time(), time.perf_counter() + 30
-        while time.process_time() - start < 0.4 and time.perf_counter() < deadline:
+        while time.process_time() - start < 0.7 and time.perf_counter() < deadline:
             pass
     with stages("sleep"):
         time.sleep(0.1)
     sleep, spin = stages.times[0], stages.times[1]
     assert sleep.wall_s >= 0.6 and sleep.cpu_s < 0.3
-    assert spin.cpu_s >= 0.3
+    assert spin.cpu_s >= 0.6
     assert stages.text().startswith("sleep 1 s (cpu 0 s), spin ")
     assert stages.text().count("sleep") == 1
 

@@ -80,9 +80,10 @@ def test_init_previews_data_without_control_characters(tmp_path, taskfit_home):
     rows = [{"id": f"r{i}", "text": f"review {i} {HOSTILE}", "label": ["positive", "negative"][i % 2]}
             for i in range(12)]
     write_jsonl(tmp_path / "rows.jsonl", rows)
-    # field to predict, inputs, then the goal questions left blank, data may not leave
+    # field to predict, inputs, the task's sentence, no interview, the composed instruction, then the goal
+    # questions left blank, data may not leave
     res = CliRunner().invoke(app, ["init", str(tmp_path / "rows.jsonl"), "--out", str(tmp_path / "t.yaml")],
-                             input="label\n\n\n\n\n\nn\n")
+                             input="label\n" + "\n" * 8 + "n\n")
     shown = _clean(res)
     assert "review 0" in shown and "\\x1b]8;;" in shown  # the rows were shown, with their escapes visible
 

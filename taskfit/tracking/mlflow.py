@@ -12,7 +12,6 @@ mlflow is an optional dependency (``pip install 'taskfit[mlflow]'``), imported o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -174,9 +173,9 @@ class MlflowTracker:
             report.write_text(render_html(data), encoding="utf-8")
             self.client.log_artifact(run.info.run_id, str(report))
         task_file = Path(newest.task_path)
-        # the task file only as it was when the study ran (its hash is the run's task hash); edited since,
-        # each row's run.json keeps the configuration it ran with
-        if task_file.is_file() and hashlib.sha256(task_file.read_bytes()).hexdigest()[:16] == newest.task_hash:
+        # the task file only while it asks what the study asked (its identity is the run's task hash); edited
+        # since, each row's run.json keeps the configuration it ran with
+        if task_file.is_file() and _task_hash(task_file) == newest.task_hash:
             self.client.log_artifact(run.info.run_id, str(task_file), "task")
         self._finish(run, max(r.finished or r.created for r in runs))
         return run.info.run_id
@@ -297,3 +296,14 @@ def predictions_table(preds: list[PredictionRow]) -> dict[str, list[Any]]:
     for name in ("parse_failed", "failed", "error", "tokens_in", "tokens_out", "latency_ms", "calls", "cache_hits"):
         columns[name] = [getattr(p, name) for p in preds]
     return columns
+
+
+def _task_hash(path: Path) -> str | None:
+    """The identity the task file at ``path`` gives its runs now; "" when it no longer loads."""
+    from taskfit.errors import TaskfitError
+    from taskfit.taskfile import load_task
+
+    try:
+        return load_task(path).config_hash
+    except TaskfitError:
+        return ""
